@@ -1,0 +1,59 @@
+// Command ferretdb runs FerretDB v1 with its embedded SQLite storage.
+//
+// It embeds FerretDB's public `ferretdb` package instead of building
+// FerretDB's own main package: `go install .../cmd/ferretdb` panics at start
+// because the module zip lacks the generated build/version/version.txt,
+// while an embedding program is an ordinary module build from the Go proxy.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+)
+
+func main() {
+	listen := flag.String("listen-addr", "127.0.0.1:27017", "TCP address to listen on")
+	dataDir := flag.String("sqlite-dir", "data", "existing directory for the SQLite files (one per database)")
+	level := flag.String("log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		fmt.Fprintf(os.Stderr, "ferretdb: bad --log-level %q: %v\n", *level, err)
+		os.Exit(2)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+
+	if err := os.MkdirAll(*dataDir, 0o755); err != nil {
+		logger.Error("cannot create the data directory", "dir", *dataDir, "error", err)
+		os.Exit(1)
+	}
+
+	db, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: *listen},
+		Logger:    logger,
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + *dataDir + "/",
+	})
+	if err != nil {
+		logger.Error("cannot start FerretDB", "error", err)
+		os.Exit(1)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	logger.Info("FerretDB listening", "addr", *listen, "data", *dataDir)
+	if err := db.Run(ctx); err != nil {
+		logger.Error("FerretDB stopped with an error", "error", err)
+		os.Exit(1)
+	}
+	logger.Info("FerretDB stopped")
+}

@@ -1,0 +1,489 @@
+"""The native stack: Kafka, Apicurio Registry, Kafka Connect and FerretDB as local processes.
+
+Nothing is installed by hand. `install()` resolves the Java artifacts with the
+project's own pom (control/stack/pom.xml) and builds the FerretDB embedding
+program (control/ferretdb/) with the Go module proxy; both steps are skipped
+when their inputs have not changed. Everything they produce, and every data
+directory, log and pid file, lives under one state folder (`.state/`, ignored).
+
+Each component is started on loopback, in its own session, with its output in
+`<state>/logs/<name>.log`, and is ready when it answers its own protocol.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from cryptopulse.settings import PROJECT_DIR, Settings
+
+STACK_DIR = PROJECT_DIR / "control" / "stack"
+FERRETDB_DIR = PROJECT_DIR / "control" / "ferretdb"
+
+KAFKA_PORT = 9092
+KAFKA_CONTROLLER_PORT = 9093
+REGISTRY_PORT = 8081
+REGISTRY_MANAGEMENT_PORT = 9000
+CONNECT_PORT = 8083
+FERRETDB_PORT = 27017
+
+JVM_COMMON = [
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+]
+
+
+class StackError(RuntimeError):
+    """A component could not be installed or did not come up; the message says which and where to look."""
+
+
+@dataclass
+class Component:
+    """One process of the stack: how to start it and how to tell that it is ready."""
+
+    name: str
+    port: int
+    command: Callable[[Path], list[str]]
+    ready: Callable[[], bool]
+    startup_timeout: float
+    env: Callable[[Path], dict[str, str]] | None = None
+    prepare: Callable[[Path], None] | None = None
+    workdir: Callable[[Path], Path] | None = None
+
+    def pid_file(self, state: Path) -> Path:
+        return state / "run" / f"{self.name}.pid"
+
+    def log_file(self, state: Path) -> Path:
+        return state / "logs" / f"{self.name}.log"
+
+    def pid(self, state: Path) -> int | None:
+        """The pid of our running process, or None when it is not running."""
+        try:
+            pid = int(self.pid_file(state).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+
+# --- probes -----------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists"; treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _http_ok(url: str, check: Callable[[requests.Response], bool] = lambda r: True) -> bool:
+    try:
+        response = requests.get(url, timeout=2)
+    except requests.RequestException:
+        return False
+    return response.ok and check(response)
+
+
+def kafka_ready() -> bool:
+    """The broker answers a metadata request."""
+    if not _port_open(KAFKA_PORT):
+        return False
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{KAFKA_PORT}", "log_level": 0})
+    try:
+        metadata = admin.list_topics(timeout=3)
+    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        return False
+    return bool(metadata.brokers)
+
+
+def registry_ready() -> bool:
+    """The registry answers its Confluent-compatible API."""
+    return _http_ok(f"http://127.0.0.1:{REGISTRY_PORT}/apis/ccompat/v7/subjects")
+
+
+REQUIRED_PLUGINS = (
+    "com.mongodb.kafka.connect.MongoSinkConnector",
+    "io.apicurio.registry.utils.converter.AvroConverter",
+)
+
+
+def connect_ready() -> bool:
+    """Connect lists both plugins the pipeline needs."""
+
+    def has_plugins(response: requests.Response) -> bool:
+        classes = {p["class"] for p in response.json()}
+        return all(c in classes for c in REQUIRED_PLUGINS)
+
+    return _http_ok(f"http://127.0.0.1:{CONNECT_PORT}/connector-plugins?connectorsOnly=false", has_plugins)
+
+
+def ferretdb_ready() -> bool:
+    """FerretDB answers `ping` through pymongo."""
+    if not _port_open(FERRETDB_PORT):
+        return False
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    client = MongoClient(f"mongodb://127.0.0.1:{FERRETDB_PORT}", serverSelectionTimeoutMS=2000)
+    try:
+        return client.admin.command("ping").get("ok") == 1
+    except PyMongoError:
+        return False
+    finally:
+        client.close()
+
+
+# --- installation -----------------------------------------------------------
+
+
+def _digest(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _step(state: Path, name: str, inputs: list[Path], outputs: list[Path], run: Callable[[], None], say) -> None:
+    """Run an install step unless its outputs exist and its inputs are unchanged since last time."""
+    marker = state / "installed" / name
+    digest = _digest(*inputs)
+    if marker.exists() and marker.read_text() == digest and all(p.exists() for p in outputs):
+        return
+    say(f"installing {name} (first use; cached afterwards)")
+    started = time.monotonic()
+    run()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(digest)
+    say(f"installed {name} in {time.monotonic() - started:.0f}s")
+
+
+def _run(cmd: list[str], cwd: Path, log: Path, what: str, env: dict[str, str] | None = None) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        result = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if result.returncode != 0:
+        raise StackError(f"{what} failed (exit {result.returncode}); see {log}")
+
+
+def _require(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        raise StackError(f"`{tool}` is not on PATH; {hint}")
+    return path
+
+
+def java_home(min_version: int) -> Path:
+    """A JDK of at least `min_version`: $JAVA<N>_HOME, $JAVA_HOME, or one under /usr/lib/jvm."""
+    candidates = [os.environ.get(f"JAVA{min_version}_HOME"), os.environ.get("JAVA_HOME")]
+    jvm = Path("/usr/lib/jvm")
+    if jvm.is_dir():
+        candidates += [str(p) for p in sorted(jvm.iterdir(), reverse=True)]
+    for candidate in filter(None, candidates):
+        release = Path(candidate) / "release"
+        if not release.is_file():
+            continue
+        for line in release.read_text().splitlines():
+            if line.startswith("JAVA_VERSION="):
+                major = int(line.split("=", 1)[1].strip('"').split(".")[0])
+                if major >= min_version:
+                    return Path(candidate)
+    raise StackError(f"no JDK {min_version}+ found; install one or set JAVA{min_version}_HOME")
+
+
+def install(state: Path, say=print) -> None:
+    """Fetch the Java artifacts and build FerretDB, each only when missing or out of date."""
+    mvn = [_require("mvn", "install Maven (apt-get install maven)"), "-B", "-q", "-f", str(STACK_DIR / "pom.xml")]
+    pom = STACK_DIR / "pom.xml"
+    log = state / "logs" / "install.log"
+    for profile in ("broker", "connect"):
+        lib = state / "lib" / profile
+
+        def fetch_libs(lib: Path = lib, profile: str = profile) -> None:
+            shutil.rmtree(lib, ignore_errors=True)
+            _run([*mvn, "-P", profile, "dependency:copy-dependencies", f"-DoutputDirectory={lib}"],
+                 STACK_DIR, log, f"Maven ({profile} libs)")
+
+        _step(state, f"{profile}-libs", [pom], [lib], fetch_libs, say)
+
+    def fetch_plugins_and_registry() -> None:
+        shutil.rmtree(state / "connect-plugins", ignore_errors=True)
+        shutil.rmtree(state / "apicurio", ignore_errors=True)
+        _run([*mvn, f"-Dstate.dir={state}", "dependency:copy@plugins", "dependency:unpack@converter",
+              "dependency:unpack@registry"], STACK_DIR, log, "Maven (Connect plugins and Apicurio Registry)")
+
+    _step(state, "plugins-and-registry", [pom],
+          [state / "connect-plugins" / "mongo-kafka-connect", state / "apicurio" / "quarkus-run.jar"],
+          fetch_plugins_and_registry, say)
+
+    binary = state / "bin" / "ferretdb"
+    go = [_require("go", "install Go 1.24+"), "build", "-trimpath", "-o", str(binary), "."]
+    _step(state, "ferretdb", [FERRETDB_DIR / "go.mod", FERRETDB_DIR / "go.sum", FERRETDB_DIR / "main.go"], [binary],
+          lambda: _run(go, FERRETDB_DIR, log, "go build of FerretDB"), say)
+
+
+# --- components -------------------------------------------------------------
+
+
+def _render(template: str, state: Path) -> Path:
+    """Fill a config template of control/stack/ into <state>/conf/."""
+    values = {
+        "state_dir": str(state),
+        "kafka_port": KAFKA_PORT,
+        "kafka_controller_port": KAFKA_CONTROLLER_PORT,
+        "connect_port": CONNECT_PORT,
+    }
+    text = (STACK_DIR / template).read_text()
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", str(value))
+    target = state / "conf" / template
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    return target
+
+
+def _java(state: Path, heap: str, classpath: str, main: list[str], version: int = 17) -> list[str]:
+    return [
+        str(java_home(version) / "bin" / "java"),
+        f"-Xms{heap}", f"-Xmx{heap}", *JVM_COMMON,
+        f"-Dlog4j2.configurationFile={_render('log4j2.properties', state)}",
+        "-cp", classpath, *main,
+    ]
+
+
+def _format_kafka(state: Path) -> None:
+    """Format the KRaft storage on first start only; the cluster id is kept beside the data."""
+    data = state / "kafka" / "data"
+    config = _render("server.properties", state)
+    if (data / "meta.properties").exists():
+        return
+    id_file = state / "kafka" / "cluster.id"
+    if not id_file.exists():
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))
+    cmd = [str(java_home(17) / "bin" / "java"), "-Xmx256m", "-cp", f"{state}/lib/broker/*",
+           "kafka.tools.StorageTool", "format", "-t", id_file.read_text().strip(), "-c", str(config),
+           "--standalone", "--ignore-formatted"]
+    _run(cmd, state, state / "logs" / "kafka.log", "formatting the Kafka storage")
+
+
+def components(settings: Settings) -> list[Component]:
+    """The stack in start order (stop order is the reverse)."""
+    return [
+        Component(
+            name="kafka",
+            port=KAFKA_PORT,
+            prepare=_format_kafka,
+            command=lambda s: _java(s, "512m", f"{s}/lib/broker/*",
+                                    ["kafka.Kafka", str(_render("server.properties", s))]),
+            ready=kafka_ready,
+            startup_timeout=120,
+        ),
+        Component(
+            name="registry",
+            port=REGISTRY_PORT,
+            # Apicurio 3.3 is built for Java 21+; its storage is a journal topic on our Kafka,
+            # so schemas and their ids survive restarts.
+            command=lambda s: [
+                str(java_home(21) / "bin" / "java"), "-Xms128m", "-Xmx384m", *JVM_COMMON,
+                "-jar", str(s / "apicurio" / "quarkus-run.jar"),
+            ],
+            env=lambda s: {
+                "QUARKUS_HTTP_HOST": "127.0.0.1",
+                "QUARKUS_HTTP_PORT": str(REGISTRY_PORT),
+                "QUARKUS_MANAGEMENT_HOST": "127.0.0.1",
+                "QUARKUS_MANAGEMENT_PORT": str(REGISTRY_MANAGEMENT_PORT),
+                "APICURIO_STORAGE_KIND": "kafkasql",
+                "APICURIO_KAFKASQL_BOOTSTRAP_SERVERS": f"127.0.0.1:{KAFKA_PORT}",
+                "APICURIO_RULES_GLOBAL_COMPATIBILITY": "BACKWARD",
+            },
+            workdir=lambda s: s / "apicurio",
+            ready=registry_ready,
+            startup_timeout=180,
+        ),
+        Component(
+            name="connect",
+            port=CONNECT_PORT,
+            command=lambda s: _java(s, "512m", f"{s}/lib/connect/*",
+                                    ["org.apache.kafka.connect.cli.ConnectDistributed",
+                                     str(_render("connect-distributed.properties", s))]),
+            env=lambda s: {
+                "MONGODB_URI": settings.mongodb_uri,
+                "SCHEMA_REGISTRY_V3_URL": f"http://127.0.0.1:{REGISTRY_PORT}/apis/registry/v3",
+            },
+            ready=connect_ready,
+            startup_timeout=240,
+        ),
+        Component(
+            name="ferretdb",
+            port=FERRETDB_PORT,
+            command=lambda s: [str(s / "bin" / "ferretdb"), f"--listen-addr=127.0.0.1:{FERRETDB_PORT}",
+                               f"--sqlite-dir={s / 'ferretdb'}"],
+            ready=ferretdb_ready,
+            startup_timeout=60,
+        ),
+    ]
+
+
+# --- lifecycle --------------------------------------------------------------
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log yet)"
+
+
+def start(component: Component, state: Path, say=print) -> None:
+    """Start one component unless it already runs, and wait until it is ready."""
+    if component.pid(state) is not None and component.ready():
+        say(f"{component.name}: already running on 127.0.0.1:{component.port}")
+        return
+    if component.pid(state) is None and _port_open(component.port):
+        raise StackError(
+            f"{component.name}: port {component.port} is taken by a process the stack did not start; "
+            "stop it or run `control stack down` first"
+        )
+    if component.pid(state) is None:
+        if component.prepare:
+            component.prepare(state)
+        log = component.log_file(state)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        component.pid_file(state).parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **(component.env(state) if component.env else {})}
+        with log.open("ab") as out:
+            out.write(f"\n=== start {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+            out.flush()
+            proc = subprocess.Popen(
+                component.command(state),
+                cwd=component.workdir(state) if component.workdir else state,
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, start_new_session=True,
+            )
+        component.pid_file(state).write_text(str(proc.pid))
+        say(f"{component.name}: starting (pid {proc.pid}, log {log})")
+    started = time.monotonic()
+    while time.monotonic() - started < component.startup_timeout:
+        if component.pid(state) is None:
+            raise StackError(
+                f"{component.name} exited during start-up; see {component.log_file(state)}\n"
+                f"{_tail(component.log_file(state))}"
+            )
+        if component.ready():
+            say(f"{component.name}: ready on 127.0.0.1:{component.port} after {time.monotonic() - started:.1f}s")
+            return
+        time.sleep(0.5)
+    raise StackError(
+        f"{component.name} did not become ready within {component.startup_timeout:.0f}s; "
+        f"see {component.log_file(state)}\n{_tail(component.log_file(state))}"
+    )
+
+
+def stop(component: Component, state: Path, say=print, timeout: float = 60) -> None:
+    """SIGTERM the component's process group, SIGKILL it if it does not exit in time."""
+    pid = component.pid(state)
+    if pid is None:
+        component.pid_file(state).unlink(missing_ok=True)
+        return
+    say(f"{component.name}: stopping (pid {pid})")
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        say(f"{component.name}: did not stop in {timeout:.0f}s, killing it")
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    component.pid_file(state).unlink(missing_ok=True)
+
+
+def up(settings: Settings, say=print) -> None:
+    state = settings.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    install(state, say)
+    for component in components(settings):
+        start(component, state, say)
+
+
+def down(settings: Settings, say=print) -> None:
+    for component in reversed(components(settings)):
+        stop(component, settings.state_dir, say)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children, in MiB."""
+    total = 0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            with open(f"/proc/{current}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except FileNotFoundError:
+            continue
+        pids.extend(int(c) for c in children)
+    return total / 1024
+
+
+def status(settings: Settings) -> list[dict]:
+    rows = []
+    for component in components(settings):
+        pid = component.pid(settings.state_dir)
+        rows.append({
+            "name": component.name,
+            "address": f"127.0.0.1:{component.port}",
+            "pid": pid,
+            "state": "ready" if pid and component.ready() else ("starting" if pid else "stopped"),
+            "rss_mib": round(rss_mib(pid), 1) if pid else None,
+            "log": str(component.log_file(settings.state_dir)),
+        })
+    return rows
+
+
+def logs(settings: Settings, name: str, lines: int, follow: bool) -> None:
+    by_name = {c.name: c for c in components(settings)}
+    if name not in by_name:
+        raise StackError(f"unknown component {name!r}; choose one of {', '.join(by_name)}")
+    log = by_name[name].log_file(settings.state_dir)
+    if not log.exists():
+        raise StackError(f"{name} has no log yet ({log}); start it with `control stack up`")
+    if follow:
+        os.execvp("tail", ["tail", "-n", str(lines), "-F", str(log)])
+    sys.stdout.write(_tail(log, lines) + "\n")

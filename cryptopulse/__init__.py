@@ -1,0 +1,1 @@
+"""Shared pieces of CryptoPulse: settings from the environment and the Avro serde."""
