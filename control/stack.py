@@ -337,7 +337,7 @@ def components(settings: Settings) -> list[Component]:
                                      str(_render("connect-distributed.properties", s))]),
             env=lambda s: {
                 "MONGODB_URI": settings.mongodb_uri,
-                "SCHEMA_REGISTRY_V3_URL": f"http://127.0.0.1:{REGISTRY_PORT}/apis/registry/v3",
+                "SCHEMA_REGISTRY_V2_URL": f"http://127.0.0.1:{REGISTRY_PORT}/apis/registry/v2",
             },
             ready=connect_ready,
             startup_timeout=240,
