@@ -346,7 +346,7 @@ def components(settings: Settings) -> list[Component]:
             name="ferretdb",
             port=FERRETDB_PORT,
             command=lambda s: [str(s / "bin" / "ferretdb"), f"--listen-addr=127.0.0.1:{FERRETDB_PORT}",
-                               f"--sqlite-dir={s / 'ferretdb'}"],
+                               f"--sqlite-dir={s / 'ferretdb'}", "--log-level=warn"],
             ready=ferretdb_ready,
             startup_timeout=60,
         ),

@@ -33,10 +33,8 @@ class Settings:
     prices_dlq_topic: str = field(default_factory=lambda: _env("PRICES_DLQ_TOPIC", "crypto-prices-dlq"))
     state_dir: Path = field(default_factory=lambda: Path(_env("CRYPTOPULSE_STATE_DIR", str(PROJECT_DIR / ".state"))))
 
-    @property
-    def schemas_dir(self) -> Path:
-        return PROJECT_DIR / "schemas"
-
-    @property
-    def connectors_dir(self) -> Path:
-        return PROJECT_DIR / "connectors"
+    # The repository's schemas/ and connectors/ folders; configurable for an installed (non-editable) copy.
+    schemas_dir: Path = field(default_factory=lambda: Path(_env("SCHEMAS_DIR", str(PROJECT_DIR / "schemas"))))
+    connectors_dir: Path = field(
+        default_factory=lambda: Path(_env("CONNECTORS_DIR", str(PROJECT_DIR / "connectors")))
+    )

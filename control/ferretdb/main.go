@@ -4,6 +4,10 @@
 // FerretDB's own main package: `go install .../cmd/ferretdb` panics at start
 // because the module zip lacks the generated build/version/version.txt,
 // while an embedding program is an ordinary module build from the Go proxy.
+//
+// It also keeps an `_id` lookup index on every collection table (see
+// lookupindex.go): FerretDB v1.24's own `_id` index is built on an expression
+// that its queries do not use, so without it every update scans the table.
 package main
 
 import (
@@ -49,6 +53,8 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	go keepLookupIndexes(ctx, *dataDir, logger)
 
 	logger.Info("FerretDB listening", "addr", *listen, "data", *dataDir)
 	if err := db.Run(ctx); err != nil {

@@ -1,0 +1,1 @@
+"""The producer: market-data sources turned into Avro ticks on the `crypto-prices` topic."""

@@ -1,0 +1,353 @@
+"""docker-compose.yml and the Connect image recipe, checked as text: no Docker needed.
+
+The compose file must run the same system as the native stack: official images, the same host
+ports, the same two Connect plugins, and every `${env:NAME}` of the connector configs set on the
+worker. Start order relies on healthchecks, so each dependency must have one.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from cryptopulse.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+CONNECT_DOCKERFILE = ROOT / "connectors" / "Dockerfile"
+STACK_POM = ROOT / "control" / "stack" / "pom.xml"
+NATIVE_WORKER_CONFIG = ROOT / "control" / "stack" / "connect-distributed.properties"
+MAVEN_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
+
+PLUGIN_PATH = "/opt/connect-plugins"
+PLUGIN_DIRS = ("mongo-kafka-connect", "apicurio-converter")
+PYTHON_APPS = ("init", "producer", "webui")
+WEBUI_PORT = 8000
+# worker settings that must differ from the native (loopback) template
+DOCKER_SPECIFIC = {"bootstrap.servers", "listeners", "plugin.path"}
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict) -> dict:
+    return compose["services"]
+
+
+def environment(service: dict) -> dict[str, str]:
+    """A service's environment, whether written as a mapping or as a list of NAME=value."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {name: "" if value is None else str(value) for name, value in env.items()}
+
+
+def published_ports(service: dict) -> dict[int, int]:
+    """host port -> container port, from short ("[ip:]host:container") or long port syntax."""
+    result = {}
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            result[int(entry["published"])] = int(entry["target"])
+        else:
+            *_, host, container = str(entry).split("/")[0].split(":")
+            result[int(host)] = int(container)
+    return result
+
+
+def depends_on(service: dict) -> dict:
+    deps = service.get("depends_on") or {}
+    # the list form means "service_started": not good enough for anything here
+    return {name: {"condition": "service_started"} for name in deps} if isinstance(deps, list) else deps
+
+
+def advertised_listeners(kafka: dict) -> dict[str, str]:
+    """listener name -> host:port, from KAFKA_ADVERTISED_LISTENERS."""
+    value = environment(kafka)["KAFKA_ADVERTISED_LISTENERS"]
+    return dict(item.strip().split("://", 1) for item in value.split(","))
+
+
+def host_of(address: str) -> str:
+    """The host of a URL (http://h:p/..., mongodb://h:p) or of a bare host:port."""
+    return (urlsplit(address).hostname if "://" in address else address.rsplit(":", 1)[0]) or ""
+
+
+def parse_dockerfile(text: str) -> list[dict]:
+    """Instructions as {stage, op, args, body}: continuations joined, comments dropped, heredocs kept."""
+    instructions: list[dict] = []
+    stage = None
+    lines = iter(text.splitlines())
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        while line.endswith("\\"):
+            line = line[:-1] + " " + next(lines).strip()
+        op, _, args = line.strip().partition(" ")
+        op = op.upper()
+        body = None
+        heredoc = re.search(r"<<-?(['\"]?)(\w+)\1", args)
+        if heredoc:
+            terminator, body_lines = heredoc.group(2), []
+            for body_line in lines:
+                if body_line.strip() == terminator:
+                    break
+                body_lines.append(body_line)
+            body = "\n".join(body_lines)
+        if op == "FROM":
+            words = args.split()
+            stage = words[2] if len(words) >= 3 and words[1].upper() == "AS" else words[0]
+        instructions.append({"stage": stage, "op": op, "args": args.strip(), "body": body})
+    return instructions
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[dict]:
+    return parse_dockerfile(CONNECT_DOCKERFILE.read_text())
+
+
+def final_stage(instructions: list[dict]) -> list[dict]:
+    last = max(i for i, ins in enumerate(instructions) if ins["op"] == "FROM")
+    return instructions[last:]
+
+
+def copy_from(args: str) -> tuple[str | None, list[str]]:
+    """--from=<stage> (or None) and the remaining words of a COPY."""
+    words = shlex.split(args)
+    source_stage = next((w.split("=", 1)[1] for w in words if w.startswith("--from=")), None)
+    return source_stage, [w for w in words if not w.startswith("--")]
+
+
+def worker_config(instructions: list[dict]) -> tuple[str, dict[str, str]]:
+    """The properties file the final stage writes inline, and its path."""
+    for ins in final_stage(instructions):
+        if ins["op"] == "COPY" and ins["body"] is not None:
+            destination = copy_from(ins["args"])[1][-1]
+            if destination.endswith(".properties"):
+                return destination, parse_properties(ins["body"])
+    raise AssertionError("the Connect image writes no worker .properties file")
+
+
+# --- services and images -------------------------------------------------------
+
+
+def test_all_services_are_defined(services: dict) -> None:
+    expected = {"kafka", "schema-registry", "connect", "mongo", "init", "producer", "webui"}
+    assert expected <= set(services), f"missing: {sorted(expected - set(services))}"
+
+
+def test_services_use_the_official_images(services: dict, dockerfile: list[dict]) -> None:
+    assert re.fullmatch(r"apache/kafka:4\.[\w.-]+", services["kafka"]["image"])
+    assert re.fullmatch(r"apicurio/apicurio-registry:3\.[\w.-]+", services["schema-registry"]["image"])
+    assert re.fullmatch(r"mongo:[\w.-]+", services["mongo"]["image"]), "the Docker path uses real MongoDB"
+    # the Connect worker is the broker's own image plus plugins, so the versions cannot drift apart
+    base = final_stage(dockerfile)[0]["args"].split()[0]
+    assert base == services["kafka"]["image"]
+
+
+def test_host_ports_are_the_native_stack_ports(services: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CONNECT_URL", "MONGODB_URI"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = Settings()  # what host-side tools use unless told otherwise
+    expected = {
+        "kafka": int(defaults.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1]),
+        "schema-registry": urlsplit(defaults.schema_registry_url).port,
+        "connect": urlsplit(defaults.connect_url).port,
+        "mongo": urlsplit(defaults.mongodb_uri).port,
+        "webui": WEBUI_PORT,
+    }
+    assert sorted(expected.values()) == [8000, 8081, 8083, 9092, 27017]
+    for service, port in expected.items():
+        assert port in published_ports(services[service]), f"{service} does not publish host port {port}"
+
+
+def test_kafka_listeners_serve_containers_and_host(services: dict) -> None:
+    kafka = services["kafka"]
+    listeners = advertised_listeners(kafka)
+    assert "localhost:9092" in listeners.values(), "the host reaches Kafka at localhost:9092"
+    assert published_ports(kafka)[9092] == 9092
+    internal = [address for address in listeners.values() if host_of(address) == "kafka"]
+    assert internal, "containers need a listener advertised as kafka:<port>"
+    for listener in listeners:
+        assert f"{listener}://" in environment(kafka)["KAFKA_LISTENERS"]
+
+
+# --- start order ----------------------------------------------------------------
+
+
+def test_dependencies_wait_for_health_or_completion(services: dict) -> None:
+    allowed = {"service_healthy", "service_completed_successfully"}
+    for name, service in services.items():
+        for dependency, spec in depends_on(service).items():
+            assert dependency in services, f"{name} depends on unknown service {dependency}"
+            condition = spec.get("condition")
+            assert condition in allowed, f"{name} -> {dependency}: condition {condition!r}"
+            target = services[dependency]
+            if condition == "service_healthy":
+                test = (target.get("healthcheck") or {}).get("test")
+                assert test and test != ["NONE"] and not target["healthcheck"].get("disable"), (
+                    f"{name} waits for {dependency} to be healthy, but it has no healthcheck"
+                )
+            else:
+                assert str(target.get("restart", "no")) == "no", f"{dependency} must run once and exit"
+
+
+def test_start_order(services: dict) -> None:
+    def conditions(name: str) -> dict[str, str]:
+        return {dep: spec["condition"] for dep, spec in depends_on(services[name]).items()}
+
+    assert conditions("schema-registry") == {"kafka": "service_healthy"}
+    assert conditions("connect") == {
+        "kafka": "service_healthy",
+        "schema-registry": "service_healthy",
+        "mongo": "service_healthy",
+    }
+    assert conditions("init") == {"connect": "service_healthy"}
+    for app in ("producer", "webui"):
+        assert conditions(app) == {"init": "service_completed_successfully"}
+
+
+def test_healthchecks_probe_the_services(services: dict) -> None:
+    def test_text(name: str) -> str:
+        return " ".join(services[name]["healthcheck"]["test"])
+
+    assert "/opt/kafka/bin/kafka-" in test_text("kafka")
+    assert "http://localhost:9000/health/ready" in test_text("schema-registry")
+    assert "http://localhost:8083/connector-plugins" in test_text("connect")
+    assert "mongosh" in test_text("mongo") and "ping" in test_text("mongo")
+
+
+# --- the Connect image -----------------------------------------------------------
+
+
+def test_connect_is_built_from_connectors_dockerfile(services: dict) -> None:
+    build = services["connect"]["build"]
+    assert (COMPOSE_FILE.parent / build["context"]).resolve() == ROOT, "the Dockerfile copies control/stack/pom.xml"
+    assert (ROOT / build["context"] / build["dockerfile"]).resolve() == CONNECT_DOCKERFILE
+    assert CONNECT_DOCKERFILE.is_file()
+
+
+def test_dockerfile_puts_both_plugins_in_their_own_folders(dockerfile: list[dict]) -> None:
+    pom = ET.parse(STACK_POM).getroot()
+    copies = {}
+    for ins in final_stage(dockerfile):
+        if ins["op"] == "COPY":
+            source_stage, paths = copy_from(ins["args"])
+            copies[paths[-1].rstrip("/")] = (source_stage, paths[:-1])
+
+    for plugin in PLUGIN_DIRS:
+        destination = f"{PLUGIN_PATH}/{plugin}"
+        assert destination in copies, f"nothing is copied to {destination}"
+        source_stage, sources = copies[destination]
+        assert source_stage, f"{destination} must come from the Maven build stage"
+        stage = [ins for ins in dockerfile if ins["stage"] == source_stage]
+        assert stage, f"no build stage named {source_stage}"
+        assert any(ins["op"] == "COPY" and "control/stack/pom.xml" in ins["args"] for ins in stage), (
+            "the build stage must resolve plugins with the project's own pom"
+        )
+        runs = [ins["args"] for ins in stage if ins["op"] == "RUN" and "mvn" in ins["args"]]
+        (source,) = sources
+        assert any(produces(run, source.rstrip("/"), plugin, pom) for run in runs), (
+            f"no mvn command of stage {source_stage} writes {source} ({plugin})"
+        )
+
+
+def produces(run: str, directory: str, plugin: str, pom: ET.Element) -> bool:
+    """Whether this mvn command line writes `plugin` into `directory`, given the pom."""
+    options = dict(re.findall(r"-D([\w.]+)=(\S+)", run))
+    if plugin == "apicurio-converter":
+        profile = pom.find("m:profiles/m:profile[m:id='converter']", MAVEN_NS)
+        artifacts = {a.text for a in profile.iterfind(".//m:dependency/m:artifactId", MAVEN_NS)}
+        return (
+            "apicurio-registry-utils-converter" in artifacts
+            and re.search(r"-P\s*converter\b", run) is not None
+            and "dependency:copy-dependencies" in run
+            and options.get("outputDirectory", "").rstrip("/") == directory
+        )
+    execution = pom.find(".//m:execution[m:id='plugins']", MAVEN_NS)
+    item = execution.find(".//m:artifactItem", MAVEN_NS)
+    assert item.findtext("m:artifactId", namespaces=MAVEN_NS) == "mongo-kafka-connect"
+    assert item.findtext("m:classifier", namespaces=MAVEN_NS) == "all"
+    output = item.findtext("m:outputDirectory", namespaces=MAVEN_NS)
+    return (
+        "dependency:copy@plugins" in run
+        and "state.dir" in options
+        and output.replace("${state.dir}", options["state.dir"].rstrip("/")) == directory
+    )
+
+
+def test_worker_config_matches_the_native_one(dockerfile: list[dict], services: dict) -> None:
+    path, config = worker_config(dockerfile)
+    (command,) = [ins["args"] for ins in final_stage(dockerfile) if ins["op"] in ("CMD", "ENTRYPOINT")]
+    assert "/opt/kafka/bin/connect-distributed.sh" in command and path in command
+
+    assert config["plugin.path"] == PLUGIN_PATH
+    assert config["bootstrap.servers"] in advertised_listeners(services["kafka"]).values()
+    assert host_of(config["bootstrap.servers"]) == "kafka"
+    rest = urlsplit(config["listeners"])
+    assert rest.hostname == "0.0.0.0", "the REST API must be reachable from other containers"
+    assert rest.port == published_ports(services["connect"])[8083]
+    assert "env" in config["config.providers"].split(",")
+    assert config["config.providers.env.class"].endswith(".EnvVarConfigProvider")
+
+    native = parse_properties(NATIVE_WORKER_CONFIG.read_text())
+    assert set(native) <= set(config), f"missing worker settings: {sorted(set(native) - set(config))}"
+    for key in set(native) - DOCKER_SPECIFIC:
+        assert config[key] == native[key], f"{key}: {config[key]!r} differs from the native {native[key]!r}"
+
+
+# --- environment --------------------------------------------------------------------
+
+
+def test_connect_sets_every_env_placeholder_of_the_connectors(services: dict) -> None:
+    names = set()
+    for path in sorted((ROOT / "connectors").glob("*.json")):
+        names |= set(re.findall(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text()))
+    assert names, "the connector configs are expected to use ${env:...} placeholders"
+    env = environment(services["connect"])
+    missing = sorted(name for name in names if not env.get(name))
+    assert not missing, f"the connect service does not set {missing}"
+    assert env["SCHEMA_REGISTRY_V2_URL"].endswith("/apis/registry/v2")
+
+
+def test_python_apps_reach_the_services_by_name(services: dict) -> None:
+    internal = {a for a in advertised_listeners(services["kafka"]).values() if host_of(a) == "kafka"}
+    for app in PYTHON_APPS:
+        env = environment(services[app])
+        assert env.get("KAFKA_BOOTSTRAP_SERVERS") in internal, app
+        assert env.get("SCHEMA_REGISTRY_URL", "").endswith("/apis/ccompat/v7"), app
+        for name in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CONNECT_URL", "MONGODB_URI"):
+            assert host_of(env.get(name, "")) in services, f"{app}: {name}={env.get(name)!r}"
+    for name, service in services.items():
+        for key, value in environment(service).items():
+            if re.match(r"(https?|mongodb)://", value):
+                assert host_of(value) in services, f"{name}: {key} points at {value}, not a compose service"
+    assert environment(services["webui"]).get("WEBUI_HOST") == "0.0.0.0"
+
+
+def test_python_apps_run_the_project_commands(services: dict) -> None:
+    def command(name: str) -> list[str]:
+        cmd = services[name]["command"]
+        return shlex.split(cmd) if isinstance(cmd, str) else cmd
+
+    assert command("init")[-2:] == ["control", "deploy-connectors"]
+    assert command("producer")[:2] == ["producer", "run"]
+    assert command("webui")[0] == "webui"
+    for app in PYTHON_APPS:
+        assert services[app]["image"].startswith("python:3.11")
+        assert any(str(v).split(":")[1:] == ["/app", "ro"] for v in services[app]["volumes"]), app

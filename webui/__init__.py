@@ -1,0 +1,1 @@
+"""The dashboard: a Quart app serving live prices over a WebSocket."""
