@@ -75,7 +75,7 @@ def ensure_topics(settings: Settings, names: list[str], partitions: int = 1) -> 
     if not missing:
         return []
     futures = admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing])
-    for name, future in futures.items():
+    for future in futures.values():
         try:
             future.result()
         except Exception as error:  # noqa: BLE001 - a concurrent creation is fine
@@ -125,16 +125,30 @@ class ConnectClient:
         response.raise_for_status()
         return response.json()
 
+    def restart_failed(self, name: str) -> None:
+        self._request("POST", f"/connectors/{name}/restart", params={"includeTasks": "true", "onlyFailed": "true"})
+
     def wait_running(self, name: str, timeout: float = 60) -> dict[str, Any]:
-        """Wait until the connector and all its tasks are RUNNING; fail fast on a FAILED task."""
+        """Wait until the connector and all its tasks are RUNNING.
+
+        A task that FAILED earlier (say, the store restarted under it: the sink
+        does not retry writes on a standalone server) is restarted once; a task
+        that fails again is an error carrying the first line of its trace.
+        """
         deadline = time.monotonic() + timeout
         status: dict[str, Any] = {}
+        restarted = False
         while time.monotonic() < deadline:
             response = self._request("GET", f"/connectors/{name}/status")
             if response.ok:
                 status = response.json()
                 states = [status["connector"]["state"], *(t["state"] for t in status["tasks"])]
                 failed = [t for t in status["tasks"] if t["state"] == "FAILED"]
+                if failed and not restarted:
+                    self.restart_failed(name)
+                    restarted = True
+                    time.sleep(1)
+                    continue
                 if failed:
                     trace = failed[0].get("trace", "").splitlines()
                     raise ConnectError(f"connector {name}: task {failed[0]['id']} FAILED: "

@@ -296,7 +296,7 @@ def _format_kafka(state: Path) -> None:
 
 
 def components(settings: Settings) -> list[Component]:
-    """The stack in start order (stop order is the reverse)."""
+    """The stack in start order (stop order is the reverse): Connect last, after what it writes to."""
     return [
         Component(
             name="kafka",
@@ -330,6 +330,14 @@ def components(settings: Settings) -> list[Component]:
             startup_timeout=180,
         ),
         Component(
+            name="ferretdb",
+            port=FERRETDB_PORT,
+            command=lambda s: [str(s / "bin" / "ferretdb"), f"--listen-addr=127.0.0.1:{FERRETDB_PORT}",
+                               f"--sqlite-dir={s / 'ferretdb'}", "--log-level=warn"],
+            ready=ferretdb_ready,
+            startup_timeout=60,
+        ),
+        Component(
             name="connect",
             port=CONNECT_PORT,
             command=lambda s: _java(s, "512m", f"{s}/lib/connect/*",
@@ -341,14 +349,6 @@ def components(settings: Settings) -> list[Component]:
             },
             ready=connect_ready,
             startup_timeout=240,
-        ),
-        Component(
-            name="ferretdb",
-            port=FERRETDB_PORT,
-            command=lambda s: [str(s / "bin" / "ferretdb"), f"--listen-addr=127.0.0.1:{FERRETDB_PORT}",
-                               f"--sqlite-dir={s / 'ferretdb'}", "--log-level=warn"],
-            ready=ferretdb_ready,
-            startup_timeout=60,
         ),
     ]
 
