@@ -221,28 +221,25 @@ def java_home(min_version: int) -> Path:
 
 def install(state: Path, say=print) -> None:
     """Fetch the Java artifacts and build FerretDB, each only when missing or out of date."""
-    mvn = [_require("mvn", "install Maven (apt-get install maven)"), "-B", "-q", "-f", str(STACK_DIR / "pom.xml")]
     pom = STACK_DIR / "pom.xml"
+    mvn = [_require("mvn", "install Maven (apt-get install maven)"), "-B", "-q", "-f", str(pom), f"-Dstate.dir={state}"]
     log = state / "logs" / "install.log"
-    for profile in ("broker", "connect"):
-        lib = state / "lib" / profile
+    # (step, output folder, Maven arguments): each step of control/stack/pom.xml fills one folder.
+    maven_steps = [
+        ("broker-libs", state / "lib" / "broker", ["-P", "broker", "dependency:copy-dependencies"]),
+        ("connect-libs", state / "lib" / "connect", ["-P", "connect", "dependency:copy-dependencies"]),
+        ("apicurio-converter", state / "connect-plugins" / "apicurio-converter",
+         ["-P", "converter", "dependency:copy-dependencies"]),
+        ("mongo-kafka-connect", state / "connect-plugins" / "mongo-kafka-connect", ["dependency:copy@plugins"]),
+        ("registry", state / "apicurio", ["dependency:unpack@registry"]),
+    ]
+    for name, folder, args in maven_steps:
 
-        def fetch_libs(lib: Path = lib, profile: str = profile) -> None:
-            shutil.rmtree(lib, ignore_errors=True)
-            _run([*mvn, "-P", profile, "dependency:copy-dependencies", f"-DoutputDirectory={lib}"],
-                 STACK_DIR, log, f"Maven ({profile} libs)")
+        def fetch(folder: Path = folder, args: list[str] = args, name: str = name) -> None:
+            shutil.rmtree(folder, ignore_errors=True)
+            _run([*mvn, *args, f"-DoutputDirectory={folder}"], STACK_DIR, log, f"Maven ({name})")
 
-        _step(state, f"{profile}-libs", [pom], [lib], fetch_libs, say)
-
-    def fetch_plugins_and_registry() -> None:
-        shutil.rmtree(state / "connect-plugins", ignore_errors=True)
-        shutil.rmtree(state / "apicurio", ignore_errors=True)
-        _run([*mvn, f"-Dstate.dir={state}", "dependency:copy@plugins", "dependency:unpack@converter",
-              "dependency:unpack@registry"], STACK_DIR, log, "Maven (Connect plugins and Apicurio Registry)")
-
-    _step(state, "plugins-and-registry", [pom],
-          [state / "connect-plugins" / "mongo-kafka-connect", state / "apicurio" / "quarkus-run.jar"],
-          fetch_plugins_and_registry, say)
+        _step(state, name, [pom], [folder], fetch, say)
 
     binary = state / "bin" / "ferretdb"
     go = [_require("go", "install Go 1.24+"), "build", "-trimpath", "-o", str(binary), "."]

@@ -23,9 +23,11 @@ PROBES = {
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark integration tests; the ones that stop and start the whole stack run after all the others."""
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: item.get_closest_marker("restarts_stack") is not None)
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +56,4 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {value!r})")
+
