@@ -202,11 +202,16 @@ def _require(tool: str, hint: str) -> str:
 
 
 def java_home(min_version: int) -> Path:
-    """A JDK of at least `min_version`: $JAVA<N>_HOME, $JAVA_HOME, or one under /usr/lib/jvm."""
-    candidates = [os.environ.get(f"JAVA{min_version}_HOME"), os.environ.get("JAVA_HOME")]
+    """The JDK to run with: $JAVA<N>_HOME, else the oldest JDK of at least `min_version` among
+    $JAVA_HOME and /usr/lib/jvm/* (Kafka and Connect are tested most on 17; the registry needs 21+)."""
+    explicit = os.environ.get(f"JAVA{min_version}_HOME")
+    if explicit:
+        return Path(explicit)
+    candidates = [os.environ.get("JAVA_HOME")]
     jvm = Path("/usr/lib/jvm")
     if jvm.is_dir():
-        candidates += [str(p) for p in sorted(jvm.iterdir(), reverse=True)]
+        candidates += [str(p) for p in jvm.iterdir() if not p.is_symlink()]
+    found: dict[int, Path] = {}
     for candidate in filter(None, candidates):
         release = Path(candidate) / "release"
         if not release.is_file():
@@ -215,8 +220,10 @@ def java_home(min_version: int) -> Path:
             if line.startswith("JAVA_VERSION="):
                 major = int(line.split("=", 1)[1].strip('"').split(".")[0])
                 if major >= min_version:
-                    return Path(candidate)
-    raise StackError(f"no JDK {min_version}+ found; install one or set JAVA{min_version}_HOME")
+                    found.setdefault(major, Path(candidate))
+    if not found:
+        raise StackError(f"no JDK {min_version}+ found; install one or set JAVA{min_version}_HOME")
+    return found[min(found)]
 
 
 def install(state: Path, say=print) -> None:
