@@ -1,9 +1,9 @@
 """Ingest throughput on the native stack: the pipeline, the store's ceiling and the original design's way.
 
-    python bench/ingest.py [--ticks 120000] [--store-docs 20000] [--baseline-seconds 60]
+    python bench/ingest.py [--ticks 160000] [--store-docs 20000] [--baseline-seconds 60]
 
 Needs the stack (`control stack up`). It works on its own topic, connector and
-collections (`bench-prices`, `bench-mongo-sink`, `bench_*`), which it removes
+collections (`bench-prices-<run>`, `bench-mongo-sink-<run>`, `bench_*`), which it removes
 afterwards, so it neither reads nor disturbs the real data. Prints:
 
 (a) end to end: ticks published as fast as the producer can into a topic, then
@@ -37,8 +37,9 @@ from cryptopulse.avro import AvroCodec  # noqa: E402
 from cryptopulse.settings import Settings  # noqa: E402
 from producer.sources.simulated import SimulatedMarket  # noqa: E402
 
-TOPIC = "bench-prices"
-CONNECTOR = "bench-mongo-sink"
+RUN = time.strftime("%Y%m%d%H%M%S")  # a fresh topic, connector and consumer group each run
+TOPIC = f"bench-prices-{RUN}"
+CONNECTOR = f"bench-mongo-sink-{RUN}"
 COLLECTION = "bench_prices"
 
 
@@ -135,14 +136,16 @@ def one_insert_per_message(settings: Settings, seconds: float, mongo: MongoClien
 
 def cleanup(settings: Settings, mongo: MongoClient) -> None:
     requests.delete(f"{settings.connect_url}/connectors/{CONNECTOR}", timeout=30)
-    AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).delete_topics([TOPIC, f"{TOPIC}-dlq"])
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin.delete_topics([TOPIC, f"{TOPIC}-dlq"])
+    admin.delete_consumer_groups([f"connect-{CONNECTOR}"])
     for name in (COLLECTION, "bench_store", "bench_baseline"):
         mongo[settings.database][name].drop()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ticks", type=int, default=120_000, help="(a) ticks to publish; enough for 60 s or more")
+    parser.add_argument("--ticks", type=int, default=160_000, help="(a) ticks to publish; enough for 60 s or more")
     parser.add_argument("--store-docs", type=int, default=20_000, help="(b) documents to upsert")
     parser.add_argument("--baseline-seconds", type=float, default=60, help="(c) how long to run the baseline")
     args = parser.parse_args()
@@ -150,7 +153,6 @@ def main() -> int:
     mongo = MongoClient(settings.mongodb_uri)
     batch = int(load(settings.connectors_dir / "mongo-sink-prices.json", placeholder_values(settings))
                 .config["max.batch.size"])
-    cleanup(settings, mongo)
     try:
         a = end_to_end(settings, args.ticks, mongo)
         print(f"(b) {args.store_docs:,} bulk upserts by _id, batches of {batch} ...", flush=True)

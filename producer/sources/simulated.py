@@ -7,11 +7,15 @@ every tick says source=simulated so nobody mistakes it for a real price.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
+from producer.sources.base import Source
 from producer.tick import Tick
 
 SOURCE = "simulated"
@@ -69,3 +73,28 @@ class SimulatedMarket:
             volume_24h=round(walk.volume, 2),
             change_24h_pct=round((walk.price / walk.open_24h - 1) * 100, 4),
         )
+
+
+class SimulatedSource(Source):
+    """The simulated market behind the `Source` interface, so the caller treats it like a real feed.
+
+    Ticks are released when their event time comes (`fast=False`), like a live feed, or at once
+    (`fast=True`) for back-fills and load tests; `start_ms` defaults to now.
+    """
+
+    name = SOURCE
+    known = None  # any symbol gets a walk
+
+    def __init__(self, symbols: Iterable[str], *, seed: int = 42, start_ms: int | None = None, interval_ms: int = 1000,
+                 fast: bool = False, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+        super().__init__(symbols)
+        start_ms = int(clock() * 1000) if start_ms is None else start_ms
+        self.market = SimulatedMarket(self.symbols, seed=seed, start_ms=start_ms, interval_ms=interval_ms)
+        self.fast, self.clock, self.sleep = fast, clock, sleep
+
+    async def ticks(self) -> AsyncIterator[Tick]:
+        for tick in self.market.ticks():
+            # sleep(0) in fast mode still lets the rest of the event loop run between ticks
+            await self.sleep(0 if self.fast else max(0.0, (tick.ts - self.clock() * 1000) / 1000))
+            yield tick

@@ -1,0 +1,143 @@
+"""JSON over HTTP that survives flaky APIs, and the polling loop the REST sources share.
+
+Free market-data APIs rate-limit hard, sit behind CDNs that answer with HTML pages, and have bad
+minutes. So: timeouts on every request; retries with exponential backoff and full jitter for
+connection errors, timeouts, 5xx, 408, 418, 429 and bodies that are not JSON; the server's
+`Retry-After` obeyed on 429/418/503 (Binance bans IPs that ignore it); other 4xx raised at once,
+because retrying a bad key or a geo block only burns the rate limit. One warning per outage and
+one line when it ends, not one per retry. `requests` is blocking, so each call runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import requests
+
+from producer.sources.base import Source, SourceError, TransientError, backoff
+from producer.tick import Tick
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[Any]]
+# Called with (status, decoded JSON body, Retry-After seconds) before the generic status rules,
+# so an API can map its own error codes to SourceError (stop) or TransientError (retry).
+Check = Callable[[int, Any, float | None], None]
+
+RETRYABLE = {408, 418, 429}  # and every 5xx
+HONOURS_RETRY_AFTER = {418, 429, 503}
+ADVICE = {
+    400: "the API rejected the request; check the symbols and options",
+    401: "the API key is missing or wrong; check {key_env}",
+    402: "the API plan is inactive or expired; check the account behind {key_env}",
+    403: "access refused (key, plan or firewall); check {key_env}, or point {url_env} at a mirror",
+    404: "no such endpoint; check {url_env}",
+    451: "{name} refuses this location; point {url_env} at a mirror",
+}
+
+
+class JsonClient:
+    """GETs JSON from `base_url`, retrying what is worth retrying; see the module docstring for the rules."""
+
+    def __init__(self, name: str, base_url: str, url_env: str, *, key_env: str = "the API key",
+                 headers: dict[str, str] | None = None, timeout: float = 10.0, check: Check | None = None,
+                 backoff_base: float = 1.0, backoff_max: float = 60.0,
+                 sleep: Sleep = asyncio.sleep, rng: Callable[[], float] = random.random) -> None:
+        self.name, self.base_url, self.url_env, self.key_env = name, base_url.rstrip("/"), url_env, key_env
+        self.timeout, self.check = timeout, check
+        self.backoff_base, self.backoff_max, self.sleep, self.rng = backoff_base, backoff_max, sleep, rng
+        self.recoveries = 0  # requests that succeeded after failing
+        self._session = requests.Session()
+        self._session.headers.update({"Accept": "application/json", "User-Agent": "cryptopulse-producer"})
+        self._session.headers.update(headers or {})
+
+    async def get(self, path: str, params: dict[str, str] | None = None) -> Any:
+        """The decoded JSON of GET base_url+path; retries transient failures until one succeeds."""
+        failures = 0
+        while True:
+            try:
+                data = await asyncio.to_thread(self._get, self.base_url + path, params)
+            except TransientError as e:
+                failures += 1
+                delay = e.retry_after if e.retry_after is not None else backoff(
+                    failures, self.backoff_base, self.backoff_max, self.rng)
+                if failures == 1:
+                    log.warning("%s: %s; retrying with backoff until it answers", self.name, e)
+                log.debug("%s: attempt %d failed, next in %.1f s", self.name, failures, delay)
+                await self.sleep(delay)
+                continue
+            if failures:
+                self.recoveries += 1
+                log.info("%s: recovered after %d attempts", self.name, failures + 1)
+            return data
+
+    def _get(self, url: str, params: dict[str, str] | None) -> Any:
+        try:
+            response = self._session.get(url, params=params, timeout=self.timeout)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            raise TransientError(f"GET {url} failed: {type(e).__name__}: {e}") from e
+        except requests.RequestException as e:
+            raise SourceError(f"GET {url} failed: {e}; check {self.url_env}") from e
+        status, text = response.status_code, response.text
+        header = response.headers.get("Retry-After") if status in HONOURS_RETRY_AFTER else None
+        retry_after = retry_after_seconds(header)
+        what = f"GET {response.url} -> HTTP {status}: {text[:100]!r}"
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+            what = f"GET {response.url} -> HTTP {status} with a body that is not JSON: {text[:100]!r}"
+        if data is not None and self.check:
+            self.check(status, data, retry_after)
+        if status in RETRYABLE or status >= 500:
+            raise TransientError(what, retry_after)
+        if status >= 400:
+            advice = ADVICE.get(status, "check {url_env} and the request").format(
+                name=self.name, url_env=self.url_env, key_env=self.key_env)
+            raise SourceError(f"{self.name}: {what}; {advice}")
+        if data is None:
+            raise TransientError(what)
+        return data
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After in seconds; None for absent or HTTP-date values (the backoff then decides)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class PollingSource(Source):
+    """A REST source: one request per poll for all symbols, ticks yielded once per change of their timestamp.
+
+    APIs cache their answers (CoinGecko ~60 s, CMC 60 s), so polls often repeat the last
+    observation; skipping a symbol whose timestamp did not move keeps duplicates out of Kafka.
+    """
+
+    def __init__(self, symbols: Iterable[str], client: JsonClient, interval: float) -> None:
+        super().__init__(symbols)
+        if interval <= 0:
+            raise ValueError(f"{self.name}: the poll interval must be positive, got {interval}")
+        self.client, self.interval = client, interval
+        self._last_ts: dict[str, int] = {}
+
+    @abstractmethod
+    async def poll(self) -> list[Tick]:
+        """One request; the ticks it gave (every requested symbol that could be read)."""
+
+    async def ticks(self) -> AsyncIterator[Tick]:
+        while True:
+            ticks = await self.poll()
+            self.reconnects = self.client.recoveries
+            for tick in ticks:
+                if self._last_ts.get(tick.symbol) != tick.ts:
+                    self._last_ts[tick.symbol] = tick.ts
+                    yield tick
+            await self.client.sleep(self.interval)
