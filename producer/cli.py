@@ -1,22 +1,33 @@
-"""`producer`: publish market ticks from a source to Kafka."""
+"""`producer`: publish market ticks from a source to Kafka, as Avro.
+
+    producer run --source binance --symbols BTC,ETH,XRP [--fallback simulated]
+    producer sources
+
+Every option has an environment equivalent (PRODUCER_SOURCE, SYMBOLS, PRODUCER_FALLBACK,
+PRODUCER_METRICS_PORT), so the same command serves docker compose and the native stack.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
 import signal
 import sys
 import time
-from itertools import islice
+from collections.abc import AsyncIterator
 
 from cryptopulse.settings import Settings
+from producer.metrics import ProducerMetrics, serve
 from producer.publisher import TickPublisher
-from producer.sources.simulated import SimulatedMarket
+from producer.sources import SOURCES, Source, SourceError, make_source, reject_reason
+from producer.tick import Tick
 
 log = logging.getLogger("producer")
 
-SOURCES = {"simulated": "a seeded random walk per symbol (offline, the default)"}
 DEFAULT_SYMBOLS = "BTC,ETH,XRP"
+SUMMARY_EVERY = 30.0  # seconds between two metric lines in the log
 
 
 def _symbols(text: str) -> list[str]:
@@ -27,72 +38,139 @@ def _symbols(text: str) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="producer", description=__doc__)
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="producer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="publish ticks until stopped (or --count ticks)")
-    run.add_argument("--source", choices=sorted(SOURCES), default="simulated")
-    run.add_argument("--symbols", type=_symbols, default=_symbols(DEFAULT_SYMBOLS),
-                     help=f"comma-separated (default {DEFAULT_SYMBOLS})")
-    run.add_argument("--seed", type=int, default=42, help="simulated market: random seed")
-    run.add_argument("--interval-ms", type=int, default=1000,
-                     help="simulated market: event time between two ticks of one symbol")
-    run.add_argument("--count", type=int, default=None, help="stop after this many ticks")
-    run.add_argument("--fast", action="store_true",
-                     help="simulated market: publish as fast as possible; event times then end at now")
-    run.add_argument("--start-ms", type=int, default=None, help="simulated market: event time of the first tick")
+    run.add_argument("--source", choices=sorted(SOURCES), default=env("PRODUCER_SOURCE", "simulated"))
+    run.add_argument("--symbols", type=_symbols, default=_symbols(env("SYMBOLS", DEFAULT_SYMBOLS)),
+                     help=f"comma-separated (default {DEFAULT_SYMBOLS}; env SYMBOLS)")
+    run.add_argument("--fallback", choices=["simulated"], default=env("PRODUCER_FALLBACK") or None,
+                     help="when the source cannot be reached, publish the simulated market instead (marked so)")
+    run.add_argument("--fallback-after", type=float, default=60.0,
+                     help="seconds without a first tick before the source counts as unreachable")
+    run.add_argument("--count", type=int, default=None, help="stop after publishing this many ticks")
+    run.add_argument("--metrics-port", type=int, default=int(env("PRODUCER_METRICS_PORT", "9464")),
+                     help="serve /metrics here (0: any free port; -1: off)")
+    sim = run.add_argument_group("simulated market")
+    sim.add_argument("--seed", type=int, default=42)
+    sim.add_argument("--interval-ms", type=int, default=1000, help="event time between two ticks of one symbol")
+    sim.add_argument("--fast", action="store_true",
+                     help="publish as fast as possible; with --count, event times then end at now")
+    sim.add_argument("--start-ms", type=int, default=None, help="event time of the first tick")
     sub.add_parser("sources", help="list the sources")
     return p
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    now = int(time.time() * 1000)
+def simulated(args: argparse.Namespace) -> Source:
     start = args.start_ms
-    if start is None:
-        steps = -(-args.count // len(args.symbols)) if (args.fast and args.count) else 0
-        start = now - steps * args.interval_ms
-    market = SimulatedMarket(args.symbols, seed=args.seed, start_ms=start, interval_ms=args.interval_ms)
-    publisher = TickPublisher(settings)
+    if start is None and args.fast and args.count:
+        start = int(time.time() * 1000) - -(-args.count // len(args.symbols)) * args.interval_ms
+    return make_source("simulated", args.symbols, seed=args.seed, start_ms=start, interval_ms=args.interval_ms,
+                       fast=args.fast)
 
-    stopping = False
 
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        log.info("%s received: flushing and stopping", signal.Signals(signum).name)
+async def pump(ticks: AsyncIterator[Tick], publisher: TickPublisher, metrics: ProducerMetrics,
+               count: int | None) -> None:
+    """Validate and publish every tick until the stream ends, `count` is reached, or we are cancelled."""
+    seen_reasons: set[str] = set()
+    async for tick in ticks:
+        metrics.received_tick(tick)
+        reason = reject_reason(tick, int(time.time() * 1000))
+        if reason:
+            metrics.rejected[tick.source, tick.symbol, reason] += 1
+            if reason not in seen_reasons:  # once per reason; the counter has the rest
+                seen_reasons.add(reason)
+                log.warning("rejected a %s tick for %s (%s); further ones are only counted", tick.source,
+                            tick.symbol, reason)
+            continue
+        await publisher.publish(tick)
+        metrics.published[tick.source, tick.symbol] += 1
+        if count is not None and sum(metrics.published.values()) >= count:
+            return
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
 
-    log.info("publishing %s ticks for %s from source %s to %s",
-             args.count or "endless", ",".join(args.symbols), args.source, settings.prices_topic)
-    last_report = time.monotonic()
-    for tick in islice(market.ticks(), args.count):
-        if stopping:
-            break
-        if not args.fast:
-            delay = (tick.ts - time.time() * 1000) / 1000
-            if delay > 0:
-                time.sleep(delay)
-        publisher.publish(tick)
-        if time.monotonic() - last_report >= 10:
-            last_report = time.monotonic()
-            log.info("queued %d, delivered %d, failed %d", publisher.stats.queued,
-                     publisher.stats.delivered, publisher.stats.failed)
-    left = publisher.flush(60)
-    stats = publisher.stats
-    log.info("done: queued %d, delivered %d, failed %d, undelivered %d",
-             stats.queued, stats.delivered, stats.failed, left)
-    return 0 if stats.failed == 0 and left == 0 else 1
+async def reachable(source: Source, seconds: float) -> AsyncIterator[Tick] | None:
+    """The source's stream if it yields a first tick within `seconds` (that tick included), else None."""
+    stream = aiter(source.ticks())
+    try:
+        first = await asyncio.wait_for(anext(stream), seconds)
+    except (TimeoutError, SourceError, StopAsyncIteration) as error:
+        log.error("%s: no tick within %.0f s (%s)", source.name, seconds, error or "timeout")
+        return None
+
+    async def resumed() -> AsyncIterator[Tick]:
+        yield first
+        async for tick in stream:
+            yield tick
+
+    return resumed()
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    source = simulated(args) if args.source == "simulated" else make_source(args.source, args.symbols)
+    metrics = ProducerMetrics(source)
+    publisher = TickPublisher(settings, stats=metrics.deliveries)
+    if args.metrics_port >= 0:
+        try:
+            server = serve(metrics, "127.0.0.1", args.metrics_port)
+            log.info("metrics on http://127.0.0.1:%d/metrics", server.server_address[1])
+        except OSError as error:
+            log.warning("no /metrics: port %d: %s (choose another with --metrics-port)", args.metrics_port, error)
+
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+
+    async def summaries() -> None:
+        while True:
+            await asyncio.sleep(SUMMARY_EVERY)
+            log.info("%s", metrics.summary())
+
+    reporter = asyncio.create_task(summaries())
+    status = 0
+    try:
+        ticks = source.ticks()
+        if args.fallback and source.name != "simulated":
+            ticks = await reachable(source, args.fallback_after)
+            if ticks is None:
+                log.error("%s cannot be reached: FALLING BACK TO THE SIMULATED MARKET (ticks say source=simulated)",
+                          source.name)
+                source = metrics.source = simulated(args)
+                ticks = source.ticks()
+        log.info("publishing %s ticks for %s from %s to %s", args.count or "endless", ",".join(source.symbols),
+                 source.name, settings.prices_topic)
+        await pump(ticks, publisher, metrics, args.count)
+    except asyncio.CancelledError:
+        log.info("stopping: flushing what is queued")
+    except SourceError as error:
+        log.error("%s: %s", source.name, error)
+        if not args.fallback:
+            log.error("not falling back to simulated prices unless asked: add --fallback simulated")
+        status = 1
+    finally:
+        reporter.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    left = await asyncio.to_thread(publisher.flush, 60)
+    log.info("done: %s, undelivered %d", metrics.summary(), left)
+    return status or (0 if metrics.deliveries.failed == 0 and left == 0 else 1)
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     args = parser().parse_args(argv)
     if args.command == "sources":
         for name, about in SOURCES.items():
-            print(f"{name:12} {about}")
+            print(f"{name:10} {about}")
         return 0
-    return run(args, Settings())
+    try:
+        return asyncio.run(run(args, Settings()))
+    except (ValueError, SourceError) as error:  # an unknown symbol, a missing API key: say so, no trace
+        print(f"producer: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

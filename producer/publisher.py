@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -30,9 +31,9 @@ class TickPublisher:
     outage slows the source down rather than losing ticks.
     """
 
-    def __init__(self, settings: Settings, max_queued: int = 100_000) -> None:
+    def __init__(self, settings: Settings, stats: DeliveryStats | None = None, max_queued: int = 100_000) -> None:
         self.topic = settings.prices_topic
-        self.stats = DeliveryStats()
+        self.stats = stats or DeliveryStats()
         self._codec = AvroCodec(settings, self.topic, "tick")
         self._producer = Producer({
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -44,14 +45,16 @@ class TickPublisher:
             "client.id": "cryptopulse-producer",
         })
 
-    def publish(self, tick: Tick) -> None:
+    async def publish(self, tick: Tick) -> None:
+        """Queue one tick; while the local queue is full, wait (without blocking the loop) for deliveries."""
         value = self._codec.encode(tick.to_record(published_at=int(time.time() * 1000)))
         while True:
             try:
                 self._producer.produce(self.topic, key=tick.symbol.encode(), value=value, on_delivery=self._on_delivery)
                 break
             except BufferError:
-                self._producer.poll(0.1)  # queue full: wait for deliveries (backpressure)
+                self._producer.poll(0)
+                await asyncio.sleep(0.05)  # queue full: backpressure until Kafka takes more
         self.stats.queued += 1
         self._producer.poll(0)
 

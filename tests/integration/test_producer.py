@@ -1,0 +1,104 @@
+"""The producer against the real stack: a live source behind a local fake exchange, and a broker restart."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+from datetime import datetime
+
+from control import stack
+from tests.fakes import CLOSE, FakeWs, sample
+from tests.integration.conftest import wait_for
+
+
+def window(start_ms: int, end_ms: int) -> dict:
+    return {"ts": {"$gte": datetime.fromtimestamp(start_ms / 1000).astimezone(),
+                   "$lt": datetime.fromtimestamp(end_ms / 1000).astimezone()}}
+
+
+def miniticker(symbol: str, event_ms: int, price: str) -> dict:
+    data = dict(sample("binance-ws-miniticker.json"), s=f"{symbol}USDT", E=event_ms, c=price)
+    return {"stream": f"{symbol.lower()}usdt@miniTicker", "data": data}
+
+
+def test_binance_ticks_from_a_fake_exchange_land_in_mongodb(settings, mongo):
+    start = int(datetime(2002, 1, 1).timestamp() * 1000) + random.randrange(300) * 86_400_000
+    good = [miniticker(symbol, start + i * 1000, f"{100 + i}.5") for i in range(20) for symbol in ("BTC", "ETH")]
+    bad = [miniticker("BTC", start + 500, "NaN"), miniticker("ETH", start + 700, "-3"),
+           miniticker("BTC", start + 900, "0")]
+    fake = FakeWs()
+    # The first connection drops mid-stream; the source reconnects and gets the rest.
+    fake.scripts = [[*good[:15], *bad, CLOSE], good[15:]]
+    try:
+        env = {**os.environ, "BINANCE_WS_URL": fake.url}
+        result = subprocess.run(["producer", "run", "--source", "binance", "--symbols", "BTC,ETH", "--count",
+                                 str(len(good)), "--metrics-port", "-1"],
+                                env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        fake.close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(fake.connections) == 2
+    assert "rejected a binance tick for BTC (nan price)" in result.stderr
+
+    prices = mongo[settings.database]["prices"]
+    span = window(start, start + 20_000)
+    wait_for(lambda: prices.count_documents(span) >= len(good), 120, "the binance ticks in MongoDB")
+    docs = list(prices.find(span))
+    assert len(docs) == len(good)
+    assert {d["source"] for d in docs} == {"binance"} and {d["quote"] for d in docs} == {"USDT"}
+    assert all(d["price"] > 0 for d in docs)
+    assert sorted(d["price"] for d in docs if d["symbol"] == "BTC") == [100.5 + i for i in range(20)]
+
+
+def test_no_delivered_tick_is_lost_when_the_broker_restarts_mid_run(settings, mongo):
+    symbols = [f"R{random.randrange(10**6):06d}{c}" for c in "ABC"]  # symbols no one else publishes
+    start = int(time.time() * 1000)
+    producer = subprocess.Popen(
+        ["producer", "run", "--symbols", ",".join(symbols), "--interval-ms", "20", "--start-ms", str(start),
+         "--metrics-port", "-1"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    kafka = next(c for c in stack.components(settings) if c.name == "kafka")
+    try:
+        time.sleep(5)
+        stack.stop(kafka, settings.state_dir)
+        time.sleep(8)  # the producer keeps queueing locally meanwhile
+        stack.start(kafka, settings.state_dir)
+        time.sleep(5)
+    finally:
+        producer.send_signal(signal.SIGTERM)
+        _, stderr = producer.communicate(timeout=120)
+        if not stack.kafka_ready():
+            stack.start(kafka, settings.state_dir)
+    assert producer.returncode == 0, stderr[-3000:]
+    delivered = int(re.search(r"delivered (\d+), delivery errors 0, reconnects \d+, undelivered 0", stderr).group(1))
+    assert delivered > 1000
+
+    prices = mongo[settings.database]["prices"]
+    mine = {"symbol": {"$in": symbols}}
+    wait_for(lambda: prices.count_documents(mine) >= delivered, 240,
+             f"{delivered} delivered ticks in MongoDB after the broker restart")
+    assert prices.count_documents(mine) == delivered
+
+
+def test_an_unreachable_source_falls_back_to_simulated_only_when_asked(settings, mongo):
+    env = {**os.environ, "BINANCE_WS_URL": "ws://127.0.0.1:9"}  # nothing listens on the discard port
+    command = ["producer", "run", "--source", "binance", "--symbols", "BTC", "--count", "20", "--metrics-port", "-1",
+               "--fast"]
+    # Not asked: it keeps trying (and says why) rather than publish simulated prices as if real.
+    waiting = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    waiting.send_signal(signal.SIGTERM)
+    _, stderr = waiting.communicate(timeout=60)
+    assert "FALLING BACK" not in stderr and "published 0" in stderr
+    assert "binance" in stderr and "127.0.0.1:9" in stderr
+
+    result = subprocess.run([*command, "--fallback", "simulated", "--fallback-after", "3"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "binance cannot be reached: FALLING BACK TO THE SIMULATED MARKET" in result.stderr
+    assert "published 20" in result.stderr
