@@ -32,7 +32,8 @@ from pymongo import MongoClient, ReplaceOne
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from control import stack  # noqa: E402
-from control.connectors import ConnectClient, ensure_topics, load, placeholder_values  # noqa: E402
+from control.connectors import ConnectClient, load, placeholder_values
+from control.topics import TopicSpec, create_missing  # noqa: E402
 from cryptopulse.avro import AvroCodec  # noqa: E402
 from cryptopulse.settings import Settings  # noqa: E402
 from producer.sources.simulated import SimulatedMarket  # noqa: E402
@@ -74,7 +75,7 @@ def committed(settings: Settings, admin: AdminClient) -> int:
 def end_to_end(settings: Settings, count: int, mongo: MongoClient) -> dict:
     base = load(settings.connectors_dir / "mongo-sink-prices.json", placeholder_values(settings)).config
     config = {**base, "topics": TOPIC, "collection": COLLECTION, "errors.deadletterqueue.topic.name": f"{TOPIC}-dlq"}
-    ensure_topics(settings, [TOPIC, f"{TOPIC}-dlq"])
+    create_missing(settings, [TopicSpec(name, 1, {}, "benchmark") for name in (TOPIC, f"{TOPIC}-dlq")])
     print(f"(a) publishing {count:,} ticks to {TOPIC} ...", flush=True)
     produce_rate = publish(settings, count)
     print(f"    producer: {produce_rate:,.0f} ticks/s", flush=True)

@@ -6,8 +6,12 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
-from control import connectors, stack
+from confluent_kafka import KafkaException
+from pymongo.errors import PyMongoError
+
+from control import connectors, schemas, stack, status, topics
 from cryptopulse.settings import Settings
 
 
@@ -19,18 +23,41 @@ def parser() -> argparse.ArgumentParser:
     stack_sub = stack_p.add_subparsers(dest="action", required=True)
     stack_sub.add_parser("up", help="install on first use, start what is not running, wait until ready")
     stack_sub.add_parser("down", help="stop every component (data is kept)")
-    status_p = stack_sub.add_parser("status", help="what runs where, and its memory")
-    status_p.add_argument("--json", action="store_true")
+    stack_status = stack_sub.add_parser("status", help="what runs where, and its memory")
+    stack_status.add_argument("--json", action="store_true")
     logs_p = stack_sub.add_parser("logs", help="a component's log")
-    logs_p.add_argument("component", choices=[c.name for c in stack.components(Settings())])
+    logs_p.add_argument("component", choices=["kafka", "registry", "ferretdb", "connect"])
     logs_p.add_argument("-n", "--lines", type=int, default=50)
     logs_p.add_argument("-f", "--follow", action="store_true")
 
-    sub.add_parser("deploy-connectors", help="create or update every connectors/*.json and wait until RUNNING")
+    deploy = sub.add_parser("deploy-connectors", help="validate, then create or update every connectors/*.json")
+    deploy.add_argument("--dry-run", action="store_true", help="validate and say what would change; apply nothing")
+
+    status_p = sub.add_parser("status", help="services, connectors, lag, record counts, last ticks: one screen")
+    status_p.add_argument("--json", action="store_true")
+
+    schemas_p = sub.add_parser("schemas", help="inspect the schema registry")
+    schemas_sub = schemas_p.add_subparsers(dest="action", required=True)
+    schemas_sub.add_parser("list", help="subjects, versions, ids, compatibility level")
+    show = schemas_sub.add_parser("show", help="one version, pretty-printed")
+    show.add_argument("subject")
+    show.add_argument("--version", default="latest")
+    diff = schemas_sub.add_parser("diff", help="what changed between two versions, field by field")
+    diff.add_argument("subject")
+    diff.add_argument("a", type=int)
+    diff.add_argument("b", type=int)
+    check = schemas_sub.add_parser("check", help="may this .avsc be registered? (and why not)")
+    check.add_argument("file", type=Path)
+    check.add_argument("--subject", help="default: the prices topic's value subject for tick.avsc")
+
+    topics_p = sub.add_parser("topics", help="the project's topics")
+    topics_sub = topics_p.add_subparsers(dest="action")
+    topics_sub.add_parser("list", help="partitions, retention, records and size (the default)")
+    topics_sub.add_parser("create", help="create the missing ones with the configured settings")
     return p
 
 
-def _print_status(rows: list[dict], as_json: bool) -> None:
+def _print_stack(rows: list[dict], as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -43,28 +70,85 @@ def _print_status(rows: list[dict], as_json: bool) -> None:
     print(f"{'total':9} {'':8} {'':16} {'':12} {total:>5.0f} MiB")
 
 
+def _schemas(args: argparse.Namespace, settings: Settings) -> int:
+    registry = schemas.registry(settings)
+    if args.action == "list":
+        for row in registry.subjects():
+            print(f"{row['subject']:44} versions {','.join(map(str, row['versions'])):10} "
+                  f"latest v{row['latest_version']} id {row['latest_id']:<5} {row['compatibility']}")
+    elif args.action == "show":
+        version = registry.version(args.subject, args.version)
+        print(f"# {version['subject']} version {version['version']}, id {version['id']}")
+        print(json.dumps(version["schema"], indent=2))
+    elif args.action == "diff":
+        old, new = (registry.version(args.subject, v)["schema"] for v in (args.a, args.b))
+        print("\n".join(schemas.diff(old, new)) or "no difference in fields")
+    elif args.action == "check":
+        subject = args.subject or f"{settings.prices_topic}-value"
+        compatible, reasons = schemas.check(registry, subject, args.file)
+        if compatible:
+            print(f"{args.file} is compatible with the latest version of {subject}")
+            return 0
+        print(f"{args.file} is NOT compatible with the latest version of {subject}:")
+        print("\n".join(f"  - {reason}" for reason in reasons))
+        return 1
+    return 0
+
+
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "create":
+        created = topics.create_missing(settings)
+        print(f"created: {', '.join(created)}" if created else "every topic exists")
+        return 0
+    for row in topics.describe(settings):
+        if not row["exists"]:
+            print(f"{row['topic']:24} missing (control topics create)  {row['about']}")
+            continue
+        size = f"{row['bytes'] / 2**20:.1f} MiB" if row["bytes"] is not None else "size n/a"
+        print(f"{row['topic']:24} {row['partitions']} partition(s)  retention {row['retention']:>6}  "
+              f"{row['cleanup.policy']:7} {row['records']:>10,} records  {size:>10}  {row['about']}")
+    return 0
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "stack":
+        if args.action == "up":
+            stack.up(settings)
+        elif args.action == "down":
+            stack.down(settings)
+        elif args.action == "status":
+            rows = stack.status(settings)
+            _print_stack(rows, args.json)
+            return 0 if all(r["state"] == "ready" for r in rows) else 3
+        elif args.action == "logs":
+            stack.logs(settings, args.component, args.lines, args.follow)
+    elif args.command == "deploy-connectors":
+        connectors.deploy(settings, dry_run=args.dry_run)
+    elif args.command == "status":
+        report = status.gather(settings)
+        print(json.dumps(report, indent=2) if args.json else status.render(report))
+    elif args.command == "schemas":
+        return _schemas(args, settings)
+    elif args.command == "topics":
+        return _topics(args, settings)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
     settings = Settings()
     try:
-        if args.command == "stack":
-            if args.action == "up":
-                stack.up(settings)
-            elif args.action == "down":
-                stack.down(settings)
-            elif args.action == "status":
-                rows = stack.status(settings)
-                _print_status(rows, args.json)
-                return 0 if all(r["state"] == "ready" for r in rows) else 3
-            elif args.action == "logs":
-                stack.logs(settings, args.component, args.lines, args.follow)
-        elif args.command == "deploy-connectors":
-            connectors.deploy(settings)
-    except (stack.StackError, connectors.ConnectError) as error:
+        return run(args, settings)
+    except (stack.StackError, connectors.ConnectError, schemas.RegistryError) as error:
         print(f"control: {error}", file=sys.stderr)
-        return 1
-    return 0
+    except KafkaException as error:
+        print(f"control: Kafka at {settings.kafka_bootstrap} did not answer ({error.args[0].str()}); "
+              "start the stack with `control stack up`", file=sys.stderr)
+    except PyMongoError as error:
+        print(f"control: MongoDB at {settings.mongodb_uri} did not answer ({type(error).__name__}); "
+              "start the stack with `control stack up`", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from confluent_kafka.admin import AdminClient, NewTopic
 from pymongo import ASCENDING, MongoClient
 
+from control import topics
 from cryptopulse.settings import Settings
 
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
@@ -67,23 +67,6 @@ def load_all(settings: Settings) -> list[Connector]:
     return [load(p, values) for p in sorted(settings.connectors_dir.glob("*.json"))]
 
 
-def ensure_topics(settings: Settings, names: list[str], partitions: int = 1) -> list[str]:
-    """Create the topics that do not exist yet; returns the ones created."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    existing = set(admin.list_topics(timeout=10).topics)
-    missing = [n for n in names if n not in existing]
-    if not missing:
-        return []
-    futures = admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing])
-    for future in futures.values():
-        try:
-            future.result()
-        except Exception as error:  # noqa: BLE001 - a concurrent creation is fine
-            if "TOPIC_ALREADY_EXISTS" not in str(error):
-                raise
-    return missing
-
-
 def ensure_indexes(settings: Settings) -> None:
     """The (symbol, ts) index for range queries. Real MongoDB uses it; FerretDB keeps but ignores it."""
     client = MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=5000)
@@ -125,6 +108,16 @@ class ConnectClient:
         response.raise_for_status()
         return response.json()
 
+    def validate(self, connector: Connector) -> dict[str, list[str]]:
+        """Connect's own check of a config: {field: [errors]} for the fields it rejects."""
+        plugin = connector.config["connector.class"].rsplit(".", 1)[-1]
+        response = self._request("PUT", f"/connector-plugins/{plugin}/config/validate",
+                                 json={**connector.config, "name": connector.name})
+        if not response.ok:
+            raise ConnectError(f"connector {connector.name}: Connect cannot validate it ({response.status_code}): "
+                               f"{response.json().get('message', response.text)}")
+        return {c["value"]["name"]: c["value"]["errors"] for c in response.json()["configs"] if c["value"]["errors"]}
+
     def restart_failed(self, name: str) -> None:
         self._request("POST", f"/connectors/{name}/restart", params={"includeTasks": "true", "onlyFailed": "true"})
 
@@ -150,32 +143,54 @@ class ConnectClient:
                     time.sleep(1)
                     continue
                 if failed:
-                    trace = failed[0].get("trace", "").splitlines()
                     raise ConnectError(f"connector {name}: task {failed[0]['id']} FAILED: "
-                                       f"{trace[0] if trace else 'no trace'}")
+                                       f"{trace_summary(failed[0].get('trace', ''))}")
                 if status["tasks"] and all(s == "RUNNING" for s in states):
                     return status
             time.sleep(0.5)
         raise ConnectError(f"connector {name} not RUNNING after {timeout:.0f}s: {status}")
 
 
-def deploy(settings: Settings, say=print) -> dict[str, str]:
-    """Create or update every connector; returns {name: created|updated|unchanged}."""
+def trace_summary(trace: str) -> str:
+    """The first line of a Java stack trace and its root cause, which together say what went wrong."""
+    lines = [line.strip() for line in trace.splitlines() if line.strip()]
+    if not lines:
+        return "no trace"
+    causes = [line for line in lines if line.startswith("Caused by:")]
+    return lines[0] if not causes else f"{lines[0]} ... {causes[-1]}"
+
+
+def deploy(settings: Settings, dry_run: bool = False, say=print) -> dict[str, str]:
+    """Validate every connector, then create or update each one and wait until it runs.
+
+    Returns {name: created|updated|unchanged}. Nothing is applied when any config is invalid;
+    with `dry_run` nothing is applied at all and the result says what would happen.
+    """
     connectors = load_all(settings)
-    created = ensure_topics(settings, [settings.prices_topic, settings.prices_dlq_topic])
-    if created:
-        say(f"created topics: {', '.join(created)}")
-    ensure_indexes(settings)
     client = ConnectClient(settings.connect_url)
-    outcome = {}
+    invalid = {c.name: errors for c in connectors if (errors := client.validate(c))}
+    if invalid:
+        lines = [f"  {name}.{field}: {'; '.join(errors)}"
+                 for name, fields in invalid.items() for field, errors in fields.items()]
+        raise ConnectError("invalid connector config, nothing applied:\n" + "\n".join(lines))
+
+    plan = {}
     for connector in connectors:
         current = client.config(connector.name)
         wanted = {**connector.config, "name": connector.name}
-        if current == wanted:
-            outcome[connector.name] = "unchanged"
-        else:
+        plan[connector.name] = "created" if current is None else ("unchanged" if current == wanted else "updated")
+    if dry_run:
+        for name, outcome in plan.items():
+            say(f"{name}: would be {outcome} (dry run)")
+        return plan
+
+    created = topics.create_missing(settings)
+    if created:
+        say(f"created topics: {', '.join(created)}")
+    ensure_indexes(settings)
+    for connector in connectors:
+        if plan[connector.name] != "unchanged":
             client.put_config(connector.name, connector.config)
-            outcome[connector.name] = "created" if current is None else "updated"
         client.wait_running(connector.name)
-        say(f"{connector.name}: {outcome[connector.name]}, RUNNING")
-    return outcome
+        say(f"{connector.name}: {plan[connector.name]}, RUNNING")
+    return plan

@@ -17,16 +17,33 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
+	"github.com/FerretDB/FerretDB/build/version"
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
+
+// setVersion reports the FerretDB module version in buildInfo.ferretdbVersion;
+// an embedding build has no version.txt, so it would say "unknown".
+func setVersion() {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return
+	}
+	for _, dep := range info.Deps {
+		if dep.Path == "github.com/FerretDB/FerretDB" {
+			version.Get().Version = dep.Version
+		}
+	}
+}
 
 func main() {
 	listen := flag.String("listen-addr", "127.0.0.1:27017", "TCP address to listen on")
 	dataDir := flag.String("sqlite-dir", "data", "existing directory for the SQLite files (one per database)")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
 	flag.Parse()
+	setVersion()
 
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {

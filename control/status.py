@@ -1,0 +1,198 @@
+"""`control status`: the whole pipeline on one screen, gathered from each service's own API.
+
+Every probe is independent and short: a service that is down is reported as down,
+with its address, and never stops the others from being reported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from pymongo import MongoClient
+
+from control import topics
+from cryptopulse.avro import AvroCodec
+from cryptopulse.settings import Settings
+
+DASHBOARD_URL = "http://127.0.0.1:8000"
+
+
+def _probe(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except requests.ConnectionError:
+        return {"up": False, "error": "not reachable"}
+    except Exception as error:  # noqa: BLE001 - a probe reports, it does not fail
+        return {"up": False, "error": str(error).splitlines()[0][:200]}
+
+
+def services(settings: Settings) -> dict[str, dict[str, Any]]:
+    def kafka() -> dict[str, Any]:
+        metadata = topics.admin(settings).list_topics(timeout=5)
+        return {"up": True, "brokers": len(metadata.brokers)}
+
+    def registry() -> dict[str, Any]:
+        base = settings.schema_registry_url.split("/apis/")[0]
+        response = requests.get(f"{base}/apis/registry/v2/system/info", timeout=5)
+        version = response.json().get("version") if response.ok else None
+        requests.get(f"{settings.schema_registry_url}/subjects", timeout=5).raise_for_status()
+        return {"up": True, "version": version}
+
+    def connect() -> dict[str, Any]:
+        return {"up": True, "version": requests.get(settings.connect_url, timeout=5).json()["version"]}
+
+    def mongodb() -> dict[str, Any]:
+        client = MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=3000)
+        try:
+            info = client.admin.command("buildInfo")
+        finally:
+            client.close()
+        ferret = info.get("ferretdbVersion")
+        return {"up": True, "version": f"FerretDB {ferret}" if ferret else f"MongoDB {info['version']}"}
+
+    def dashboard() -> dict[str, Any]:
+        requests.get(f"{DASHBOARD_URL}/healthz", timeout=3).raise_for_status()
+        return {"up": True}
+
+    probes = {"kafka": (settings.kafka_bootstrap, kafka), "schema registry": (settings.schema_registry_url, registry),
+              "connect": (settings.connect_url, connect), "mongodb": (settings.mongodb_uri, mongodb),
+              "dashboard": (DASHBOARD_URL, dashboard)}
+    return {name: {"address": address, **_probe(fn)} for name, (address, fn) in probes.items()}
+
+
+def connectors(settings: Settings) -> list[dict[str, Any]]:
+    expanded = requests.get(f"{settings.connect_url}/connectors?expand=status", timeout=10).json()
+    rows = []
+    for name, data in sorted(expanded.items()):
+        status = data["status"]
+        tasks = [{"id": t["id"], "state": t["state"],
+                  **({"error": t["trace"].strip().splitlines()[0][:200]} if t.get("trace") else {})}
+                 for t in status["tasks"]]
+        rows.append({"name": name, "state": status["connector"]["state"], "tasks": tasks})
+    return rows
+
+
+def lag(settings: Settings) -> list[dict[str, Any]]:
+    """Lag on the prices topic of the sink connectors' and the dashboard's consumer groups."""
+    admin = topics.admin(settings)
+    groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid
+              if g.group_id.startswith(("connect-", "webui", "cryptopulse-webui"))]
+    if not groups:
+        return []
+    ends = topics.end_offsets_by_partition(settings, settings.prices_topic)
+    rows = []
+    for group in sorted(groups):
+        request = [ConsumerGroupTopicPartitions(group, [TopicPartition(settings.prices_topic, p) for p in ends])]
+        (future,) = admin.list_consumer_group_offsets(request).values()
+        committed = {tp.partition: tp.offset for tp in future.result().topic_partitions}
+        if all(offset < 0 for offset in committed.values()):
+            continue  # the group reads other topics
+        rows.append({"group": group, "lag": sum(end - max(committed.get(p, 0), 0) for p, end in ends.items())})
+    return rows
+
+
+def store(settings: Settings) -> dict[str, Any]:
+    """Documents in the prices collection, from collStats (a count would scan the whole table on FerretDB)."""
+    client = MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=3000)
+    try:
+        return {"documents": client[settings.database].command("collStats", "prices").get("count", 0)}
+    finally:
+        client.close()
+
+
+def last_ticks(settings: Settings, tail: int = 3000) -> dict[str, dict[str, str]]:
+    """The newest event time per symbol among the topic's last `tail` records per partition."""
+    ends = topics.end_offsets_by_partition(settings, settings.prices_topic)
+    codec = AvroCodec(settings, settings.prices_topic, "tick")
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "cryptopulse-control-probe",
+                         "enable.auto.commit": False, "log_level": 0})
+    last: dict[str, dict[str, Any]] = {}
+    try:
+        consumer.assign([TopicPartition(settings.prices_topic, p, max(end - tail, 0)) for p, end in ends.items()])
+        remaining = {p for p, end in ends.items() if end > 0}
+        deadline = time.monotonic() + 15
+        while remaining and time.monotonic() < deadline:
+            message = consumer.poll(1)
+            if message is None or message.error():
+                continue
+            if message.offset() >= ends[message.partition()] - 1:
+                remaining.discard(message.partition())
+            try:
+                tick = codec.decode(message.value())
+            except Exception:  # noqa: BLE001 - not Avro: the dead-letter topic's business, not ours
+                continue
+            if tick["symbol"] not in last or tick["ts"] > last[tick["symbol"]]["ts"]:
+                last[tick["symbol"]] = tick
+    finally:
+        consumer.close()
+    return {symbol: {"ts": t["ts"].astimezone(UTC).isoformat(timespec="seconds"), "source": t["source"]}
+            for symbol, t in sorted(last.items())}
+
+
+def docker_health() -> dict[str, Any]:
+    """Health of the compose services' containers, or why it cannot be known."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+    except Exception as error:  # noqa: BLE001 - no engine is the normal case on the native stack
+        return {"engine": False, "note": f"no Docker engine ({type(error).__name__}): container health not checked"}
+    containers = {}
+    for container in client.containers.list(all=True, filters={"label": "com.docker.compose.project"}):
+        health = container.attrs.get("State", {}).get("Health", {}).get("Status", "no healthcheck")
+        containers[container.labels.get("com.docker.compose.service", container.name)] = {
+            "state": container.status, "health": health}
+    return {"engine": True, "containers": containers}
+
+
+def gather(settings: Settings) -> dict[str, Any]:
+    report: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "services": services(settings)}
+    up = {name for name, s in report["services"].items() if s.get("up")}
+    started = time.monotonic()
+    report["connectors"] = _probe(lambda: connectors(settings)) if "connect" in up else []
+    report["lag"] = _probe(lambda: lag(settings)) if "kafka" in up else []
+    names = [settings.prices_topic, settings.prices_dlq_topic]
+    report["topics"] = _probe(lambda: topics.end_offsets(settings, names)) if "kafka" in up else {}
+    report["store"] = _probe(lambda: store(settings)) if "mongodb" in up else {}
+    report["last_tick"] = _probe(lambda: last_ticks(settings)) if {"kafka", "schema registry"} <= up else {}
+    report["docker"] = docker_health()
+    report["took_s"] = round(time.monotonic() - started, 2)
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = ["services"]
+    for name, s in report["services"].items():
+        detail = s.get("version") or (f"{s['brokers']} broker(s)" if "brokers" in s else "")
+        lines.append(f"  {name:16} {'up' if s.get('up') else 'DOWN':5} {s['address']:42} "
+                     f"{detail if s.get('up') else s.get('error', '')}")
+    lines.append("connectors")
+    connectors_ = report["connectors"]
+    if isinstance(connectors_, dict):
+        lines.append(f"  unknown: {connectors_.get('error')}")
+    for c in connectors_ if isinstance(connectors_, list) else []:
+        tasks = ", ".join(f"task {t['id']} {t['state']}" + (f" ({t['error']})" if "error" in t else "")
+                          for t in c["tasks"])
+        lines.append(f"  {c['name']:24} {c['state']:9} {tasks or 'no tasks'}")
+    lines.append("consumer lag on the prices topic")
+    for row in report["lag"] if isinstance(report["lag"], list) else []:
+        lines.append(f"  {row['group']:40} {row['lag']:>10,}")
+    lines.append("records")
+    for topic, count in (report["topics"] or {}).items():
+        lines.append(f"  topic {topic:34} {count:>10,}")
+    if "documents" in (report["store"] or {}):
+        lines.append(f"  collection prices{'':23} {report['store']['documents']:>10,}")
+    lines.append("last tick per symbol (newest in the topic)")
+    for symbol, last in (report["last_tick"] or {}).items():
+        if isinstance(last, dict):
+            lines.append(f"  {symbol:10} {last['ts']}  ({last['source']})")
+    docker = report["docker"]
+    lines.append("docker: " + (docker["note"] if not docker["engine"] else ", ".join(
+        f"{name} {c['state']}/{c['health']}" for name, c in sorted(docker["containers"].items())) or "no containers"))
+    return "\n".join(lines)

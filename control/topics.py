@@ -1,0 +1,109 @@
+"""The project's Kafka topics: their settings in one place, created and described by `control topics`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from cryptopulse.settings import Settings
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+    about: str
+
+
+def project_topics(settings: Settings) -> list[TopicSpec]:
+    """Every topic the pipeline writes, with the settings it is created with."""
+    return [
+        TopicSpec(settings.prices_topic, 1, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete"},
+                  "ticks (Avro, key = symbol); the sink keeps them in MongoDB, Kafka keeps a week"),
+        TopicSpec(settings.prices_dlq_topic, 1, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
+                  "records the sink could not convert or write, with error headers"),
+    ]
+
+
+def admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})  # errors are ours to say
+
+
+def create_missing(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
+    """Create the project's topics that do not exist yet; returns the names created."""
+    client = admin(settings)
+    existing = set(client.list_topics(timeout=10).topics)
+    missing = [s for s in (specs or project_topics(settings)) if s.name not in existing]
+    if not missing:
+        return []
+    futures = client.create_topics([NewTopic(s.name, num_partitions=s.partitions, replication_factor=1,
+                                             config=s.config) for s in missing])
+    for future in futures.values():
+        try:
+            future.result()
+        except Exception as error:  # noqa: BLE001 - another process creating it at the same time is fine
+            if "TOPIC_ALREADY_EXISTS" not in str(error):
+                raise
+    return [s.name for s in missing]
+
+
+def end_offsets_by_partition(settings: Settings, name: str) -> dict[int, int]:
+    """{partition: end offset} of one topic ({} when it does not exist)."""
+    metadata = admin(settings).list_topics(name, timeout=10).topics.get(name)
+    if metadata is None or metadata.error is not None:
+        return {}
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "cryptopulse-control-probe",
+                         "enable.auto.commit": False, "log_level": 0})
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1] for p in metadata.partitions}
+    finally:
+        consumer.close()
+
+
+def end_offsets(settings: Settings, names: list[str]) -> dict[str, int]:
+    """Records written to each existing topic (sum of its partitions' end offsets)."""
+    counts = {name: end_offsets_by_partition(settings, name) for name in names}
+    return {name: sum(ends.values()) for name, ends in counts.items() if ends}
+
+
+def describe(settings: Settings) -> list[dict]:
+    """Partitions, retention, cleanup policy, record count and size on disk of each project topic."""
+    client = admin(settings)
+    metadata = client.list_topics(timeout=10).topics
+    specs = [s for s in project_topics(settings) if s.name in metadata]
+    configs = {}
+    if specs:
+        futures = client.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in specs])
+        configs = {resource.name: future.result() for resource, future in futures.items()}
+    sizes = _sizes(settings, [s.name for s in specs])
+    counts = end_offsets(settings, [s.name for s in specs])
+    rows = []
+    for spec in project_topics(settings):
+        if spec.name not in metadata:
+            rows.append({"topic": spec.name, "exists": False, "about": spec.about})
+            continue
+        config = configs[spec.name]
+        retention = int(config["retention.ms"].value)
+        rows.append({
+            "topic": spec.name, "exists": True, "partitions": len(metadata[spec.name].partitions),
+            "retention": "forever" if retention < 0 else f"{retention / DAY_MS:g} d",
+            "cleanup.policy": config["cleanup.policy"].value, "records": counts.get(spec.name, 0),
+            "bytes": sizes.get(spec.name), "about": spec.about,
+        })
+    return rows
+
+
+def _sizes(settings: Settings, names: list[str]) -> dict[str, int]:
+    """Bytes on disk per topic, read from the native stack's log dirs (unknown under Docker)."""
+    data = settings.state_dir / "kafka" / "data"
+    sizes: dict[str, int] = {}
+    for name in names:
+        folders = [p for p in data.glob(f"{name}-*") if p.name.rsplit("-", 1)[-1].isdigit()] if data.is_dir() else []
+        if folders:
+            sizes[name] = sum(f.stat().st_size for folder in folders for f in folder.iterdir() if f.is_file())
+    return sizes
