@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from confluent_kafka import KafkaException
 from pymongo.errors import PyMongoError
 
-from control import connectors, schemas, stack, status, topics
+from control import backfill, connectors, schemas, stack, status, topics
 from cryptopulse.settings import Settings
+from producer.sources import SourceError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,6 +52,12 @@ def parser() -> argparse.ArgumentParser:
     check = schemas_sub.add_parser("check", help="may this .avsc be registered? (and why not)")
     check.add_argument("file", type=Path)
     check.add_argument("--subject", help="default: the prices topic's value subject for tick.avsc")
+
+    backfill_p = sub.add_parser("backfill", help="fill the gaps of the last hours from a source's history")
+    backfill_p.add_argument("--hours", type=float, default=24)
+    backfill_p.add_argument("--symbols", default=os.environ.get("SYMBOLS", "BTC,ETH,XRP"))
+    backfill_p.add_argument("--source", default=os.environ.get("PRODUCER_SOURCE", "simulated"),
+                            choices=["simulated", "coingecko", "binance", "coinbase"])
 
     topics_p = sub.add_parser("topics", help="the project's topics")
     topics_sub = topics_p.add_subparsers(dest="action")
@@ -131,6 +140,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _schemas(args, settings)
     elif args.command == "topics":
         return _topics(args, settings)
+    elif args.command == "backfill":
+        symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+        print(f"back-filling {args.hours:g} h of {', '.join(symbols)} from {args.source}", file=sys.stderr)
+        published = asyncio.run(backfill.backfill(settings, args.source, symbols, args.hours))
+        print(f"published {sum(published.values()):,} points: "
+              + ", ".join(f"{s} {n:,}" for s, n in published.items()))
     return 0
 
 
@@ -140,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     try:
         return run(args, settings)
-    except (stack.StackError, connectors.ConnectError, schemas.RegistryError) as error:
+    except (stack.StackError, connectors.ConnectError, schemas.RegistryError, SourceError, ValueError) as error:
         print(f"control: {error}", file=sys.stderr)
     except KafkaException as error:
         print(f"control: Kafka at {settings.kafka_bootstrap} did not answer ({error.args[0].str()}); "

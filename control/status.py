@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from pymongo import MongoClient
 
 from control import topics
@@ -87,9 +87,7 @@ def lag(settings: Settings) -> list[dict[str, Any]]:
     ends = topics.end_offsets_by_partition(settings, settings.prices_topic)
     rows = []
     for group in sorted(groups):
-        request = [ConsumerGroupTopicPartitions(group, [TopicPartition(settings.prices_topic, p) for p in ends])]
-        (future,) = admin.list_consumer_group_offsets(request).values()
-        committed = {tp.partition: tp.offset for tp in future.result().topic_partitions}
+        committed = topics.committed_offsets(settings, group, settings.prices_topic, list(ends))
         if all(offset < 0 for offset in committed.values()):
             continue  # the group reads other topics
         rows.append({"group": group, "lag": sum(end - max(committed.get(p, 0), 0) for p, end in ends.items())})

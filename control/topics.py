@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from cryptopulse.settings import Settings
@@ -63,6 +63,14 @@ def end_offsets_by_partition(settings: Settings, name: str) -> dict[int, int]:
         return {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1] for p in metadata.partitions}
     finally:
         consumer.close()
+
+
+def committed_offsets(settings: Settings, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
+    """{partition: offset} the consumer group has committed on `topic` (-1 where it has none)."""
+    request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])]
+    client = admin(settings)  # keep it alive until the future resolves: a collected client never answers
+    (future,) = client.list_consumer_group_offsets(request).values()
+    return {tp.partition: tp.offset for tp in future.result(timeout=30).topic_partitions}
 
 
 def end_offsets(settings: Settings, names: list[str]) -> dict[str, int]:

@@ -29,6 +29,8 @@ Sleep = Callable[[float], Awaitable[Any]]
 # Called with (status, decoded JSON body, Retry-After seconds) before the generic status rules,
 # so an API can map its own error codes to SourceError (stop) or TransientError (retry).
 Check = Callable[[int, Any, float | None], None]
+# Called with (seconds, why) before each wait between retries, so a caller can show a long Retry-After.
+OnWait = Callable[[float, str], None]
 
 RETRYABLE = {408, 418, 429}  # and every 5xx
 HONOURS_RETRY_AFTER = {418, 429, 503}
@@ -48,10 +50,12 @@ class JsonClient:
     def __init__(self, name: str, base_url: str, url_env: str, *, key_env: str = "the API key",
                  headers: dict[str, str] | None = None, timeout: float = 10.0, check: Check | None = None,
                  backoff_base: float = 1.0, backoff_max: float = 60.0,
-                 sleep: Sleep = asyncio.sleep, rng: Callable[[], float] = random.random) -> None:
+                 sleep: Sleep = asyncio.sleep, rng: Callable[[], float] = random.random,
+                 on_wait: OnWait | None = None) -> None:
         self.name, self.base_url, self.url_env, self.key_env = name, base_url.rstrip("/"), url_env, key_env
         self.timeout, self.check = timeout, check
         self.backoff_base, self.backoff_max, self.sleep, self.rng = backoff_base, backoff_max, sleep, rng
+        self.on_wait = on_wait
         self.recoveries = 0  # requests that succeeded after failing
         self._session = requests.Session()
         self._session.headers.update({"Accept": "application/json", "User-Agent": "cryptopulse-producer"})
@@ -70,6 +74,8 @@ class JsonClient:
                 if failures == 1:
                     log.warning("%s: %s; retrying with backoff until it answers", self.name, e)
                 log.debug("%s: attempt %d failed, next in %.1f s", self.name, failures, delay)
+                if self.on_wait is not None:
+                    self.on_wait(delay, str(e))
                 await self.sleep(delay)
                 continue
             if failures:

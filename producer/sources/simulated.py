@@ -3,6 +3,12 @@
 A seeded geometric random walk per symbol. The same seed, symbols, start and
 interval always give the same ticks, so tests and demos are reproducible, and
 every tick says source=simulated so nobody mistakes it for a real price.
+
+History joins the live walk: a walk's start price depends on (seed, symbol) only, and history for
+[start, end) is that walk run backwards from the start price, on a grid ending one history interval
+before `end`. So history up to `end` followed by a live market starting at `end` is one continuous
+walk, and every history point is a function of (seed, symbol, end, its time): resuming with a later
+`start` gives the same points.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from producer.sources.base import Source
+from producer.sources.history import HistoryPage, own_symbol, tick_page, windows
 from producer.tick import Tick
 
 SOURCE = "simulated"
@@ -25,6 +32,7 @@ START_PRICES = {"BTC": 95_000.0, "ETH": 3_400.0, "XRP": 2.2, "SOL": 190.0, "ADA"
 START_VOLUMES = {"BTC": 35e9, "ETH": 18e9, "XRP": 4e9, "SOL": 3e9, "ADA": 0.8e9, "DOGE": 1.5e9}
 ANNUAL_VOLATILITY = 0.6
 SECONDS_PER_YEAR = 365 * 24 * 3600
+HISTORY_PAGE_MS = 3_600_000
 
 
 @dataclass
@@ -33,6 +41,33 @@ class _Walk:
     price: float
     open_24h: float
     volume: float
+
+
+def _walk(seed: int, symbol: str) -> _Walk:
+    """Where the walk of `symbol` starts: the same for every start time, which is what lets history join it."""
+    rng = random.Random(f"{seed}:{symbol}")
+    price = START_PRICES.get(symbol, 1.0) * math.exp(rng.gauss(0, 0.02))
+    return _Walk(rng, price, price, START_VOLUMES.get(symbol, 1e8))
+
+
+def _sigma(interval_ms: int) -> float:
+    """The standard deviation of one step's log-return."""
+    return ANNUAL_VOLATILITY * math.sqrt(interval_ms / 1000 / SECONDS_PER_YEAR)
+
+
+def simulated_history(symbol: str, seed: int, start_ms: int, end_ms: int, interval_ms: int = 60_000) -> list[Tick]:
+    """Ticks at end_ms - k * interval_ms (k >= 1) within [start_ms, end_ms), oldest first; the newest has the
+    start price of a live `SimulatedMarket` for `seed` (its first tick, at end_ms, is one step away)."""
+    if interval_ms <= 0:
+        raise ValueError("interval_ms must be positive")
+    walk, sigma = _walk(seed, symbol), _sigma(interval_ms)
+    rng = random.Random(f"{seed}:{symbol}:history")  # its own stream, so the live walk's draws stay as they were
+    price, volume, ticks = walk.price, walk.volume, []
+    for ts in range(end_ms - interval_ms, start_ms - 1, -interval_ms):
+        ticks.append(Tick(symbol, SOURCE, ts, round(price, 8), volume_24h=round(volume, 2)))
+        price /= math.exp(rng.gauss(-0.5 * sigma**2, sigma))  # one live step, undone
+        volume /= math.exp(rng.gauss(0, 0.001))
+    return ticks[::-1]
 
 
 class SimulatedMarket:
@@ -44,12 +79,8 @@ class SimulatedMarket:
         self.symbols = symbols
         self.start_ms = start_ms
         self.interval_ms = interval_ms
-        self._sigma = ANNUAL_VOLATILITY * math.sqrt(interval_ms / 1000 / SECONDS_PER_YEAR)
-        self._walks = {}
-        for symbol in symbols:
-            rng = random.Random(f"{seed}:{symbol}")
-            price = START_PRICES.get(symbol, 1.0) * math.exp(rng.gauss(0, 0.02))
-            self._walks[symbol] = _Walk(rng, price, price, START_VOLUMES.get(symbol, 1e8))
+        self._sigma = _sigma(interval_ms)
+        self._walks = {symbol: _walk(seed, symbol) for symbol in symbols}
 
     def ticks(self) -> Iterator[Tick]:
         """An endless stream of ticks in event-time order (round-robin over the symbols)."""
@@ -87,14 +118,23 @@ class SimulatedSource(Source):
 
     def __init__(self, symbols: Iterable[str], *, seed: int = 42, start_ms: int | None = None, interval_ms: int = 1000,
                  fast: bool = False, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep, history_interval_ms: int = 60_000) -> None:
         super().__init__(symbols)
         start_ms = int(clock() * 1000) if start_ms is None else start_ms
         self.market = SimulatedMarket(self.symbols, seed=seed, start_ms=start_ms, interval_ms=interval_ms)
         self.fast, self.clock, self.sleep = fast, clock, sleep
+        self.seed, self.history_interval_ms = seed, history_interval_ms  # one tick a second would swamp the store
 
     async def ticks(self) -> AsyncIterator[Tick]:
         for tick in self.market.ticks():
             # sleep(0) in fast mode still lets the rest of the event loop run between ticks
             await self.sleep(0 if self.fast else max(0.0, (tick.ts - self.clock() * 1000) / 1000))
             yield tick
+
+    async def history(self, symbol: str, start_ms: int, end_ms: int) -> AsyncIterator[HistoryPage]:
+        """Ticks every `history_interval_ms` that lead into the live walk starting at `end_ms`, a page per hour."""
+        symbol = own_symbol(self, symbol)
+        ticks = simulated_history(symbol, self.seed, start_ms, end_ms, self.history_interval_ms)
+        for low, high in windows(start_ms, end_ms, HISTORY_PAGE_MS):
+            await self.sleep(0)  # a day of ticks is computed at once; let the event loop run between pages
+            yield tick_page(self, symbol, ticks, low, high, int(self.clock() * 1000))

@@ -1,0 +1,145 @@
+"""`control backfill`: fill the gaps of the last N hours in MongoDB from a source's history API.
+
+History goes through the same path as live ticks: Avro on the prices topic, persisted by
+the sink connector (one write path). What MongoDB already holds decides what is fetched:
+only gaps longer than twice the source's history resolution are asked for, so a second
+run adds nothing and a crashed run resumes where the store stops. Tick ids are derived
+from (symbol, source, time), so anything published twice replaces itself.
+
+The window ends at the last whole minute, so runs a few seconds apart see the same grid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TextIO
+
+from pymongo import MongoClient
+
+from control import topics
+from cryptopulse.settings import Settings
+from producer.publisher import TickPublisher
+from producer.sources.history import history_source
+
+MINUTE_MS = 60_000
+# Spacing of each source's history points: a gap is more than twice that.
+RESOLUTION_MS = {"simulated": MINUTE_MS, "coingecko": 5 * MINUTE_MS, "binance": MINUTE_MS, "coinbase": MINUTE_MS}
+SINK_GROUP = "connect-mongo-sink-prices"
+
+
+def gaps(times: list[int], start: int, end: int, max_gap: int) -> list[tuple[int, int]]:
+    """The parts of [start, end) farther than `max_gap` from any of the sorted `times`, as [from, to) windows."""
+    found, previous = [], start - 1
+    for t in [*times, end]:
+        if t - previous > max_gap:
+            found.append((previous + 1, t))
+        previous = t
+    return found
+
+
+def stored_times(settings: Settings, source: str, symbols: list[str], start: int, end: int) -> dict[str, list[int]]:
+    """Event times (epoch ms) MongoDB holds per symbol for `source` in [start, end): one pass over the range."""
+    client = MongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+    times: dict[str, list[int]] = {s: [] for s in symbols}
+    try:
+        window = {"$gte": datetime.fromtimestamp(start / 1000, UTC), "$lt": datetime.fromtimestamp(end / 1000, UTC)}
+        query = {"source": source, "symbol": {"$in": symbols}, "ts": window}
+        for doc in client[settings.database]["prices"].find(query, {"_id": 0, "symbol": 1, "ts": 1}):
+            times[doc["symbol"]].append(int(doc["ts"].timestamp() * 1000))
+    finally:
+        client.close()
+    return {s: sorted(t) for s, t in times.items()}
+
+
+@dataclass
+class Progress:
+    """One line per symbol: a bar over the time to fill, redrawn in place on a terminal."""
+
+    symbol: str
+    total_ms: int
+    out: TextIO = field(default_factory=lambda: sys.stderr)
+    done_ms: int = 0
+    points: int = 0
+    _last_percent: int = -1
+
+    def update(self, done_ms: int, points: int) -> None:
+        self.done_ms, self.points = done_ms, points
+        percent = 100 if not self.total_ms else int(100 * done_ms / self.total_ms)
+        if self.out.isatty():
+            bar = "#" * (percent // 4) + "." * (25 - percent // 4)
+            self.out.write(f"\r  {self.symbol:6} [{bar}] {percent:3d}%  {points:,} points")
+        elif percent // 25 != self._last_percent // 25:  # a log gets a line per quarter
+            self.out.write(f"  {self.symbol:6} {percent:3d}%  {points:,} points\n")
+        self._last_percent = percent
+        self.out.flush()
+
+    def note(self, text: str) -> None:
+        self.out.write(("\n" if self.out.isatty() else "") + f"  {self.symbol:6} {text}\n")
+        self.out.flush()
+
+    def finish(self) -> None:
+        self.update(self.total_ms, self.points)
+        if self.out.isatty():
+            self.out.write("\n")
+
+
+def wait_for_sink(settings: Settings, timeout: float = 300) -> bool:
+    """Wait until the sink connector has committed past everything on the prices topic."""
+    deadline = time.monotonic() + timeout
+    ends = topics.end_offsets_by_partition(settings, settings.prices_topic)
+    while time.monotonic() < deadline:
+        committed = topics.committed_offsets(settings, SINK_GROUP, settings.prices_topic, list(ends))
+        if all(committed.get(p, -1) >= end for p, end in ends.items()):
+            return True
+        time.sleep(1)
+    return False
+
+
+async def backfill(settings: Settings, source_name: str, symbols: list[str], hours: float,
+                   out: TextIO = sys.stderr) -> dict[str, int]:
+    """Fill the gaps of the last `hours`; returns the points published per symbol."""
+    end = int(time.time() * 1000) // MINUTE_MS * MINUTE_MS
+    start = end - int(hours * 3_600_000)
+    progress: dict[str, Progress] = {}
+    current: list[str] = [""]
+
+    def show_wait(seconds: float, why: str) -> None:
+        bar = progress.get(current[0])
+        if bar:
+            bar.note(f"waiting {seconds:.0f} s before retrying ({why[:120]})")
+
+    source = history_source(source_name, symbols, on_wait=show_wait)
+    existing = stored_times(settings, source.name, source.symbols, start, end)
+    publisher = TickPublisher(settings)
+    published: dict[str, int] = {}
+    max_gap = 2 * RESOLUTION_MS.get(source.name, MINUTE_MS)
+    for symbol in source.symbols:
+        todo = gaps(existing[symbol], start, end, max_gap)
+        current[0] = symbol
+        bar = progress[symbol] = Progress(symbol, sum(b - a for a, b in todo), out)
+        if not todo:
+            bar.note(f"nothing to fill: {len(existing[symbol]):,} points already stored")
+            published[symbol] = 0
+            continue
+        done = 0
+        for low, high in todo:
+            covered = low
+            async for page in source.history(symbol, low, high):
+                for tick in page.points:
+                    await publisher.publish(tick)
+                    bar.points += 1
+                done += page.covered_until_ms - covered
+                covered = page.covered_until_ms
+                bar.update(done, bar.points)
+        bar.finish()
+        published[symbol] = bar.points
+    left = await asyncio.to_thread(publisher.flush, 60)
+    if left or publisher.stats.failed:
+        raise RuntimeError(f"{left + publisher.stats.failed} points were not delivered to Kafka; run again to retry")
+    if sum(published.values()) and not await asyncio.to_thread(wait_for_sink, settings):
+        out.write("  the sink has not caught up yet; the points will land shortly (control status shows the lag)\n")
+    return published

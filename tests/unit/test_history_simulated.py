@@ -1,0 +1,54 @@
+"""Simulated history: deterministic, resumable, and one continuous walk with the live market after it."""
+
+from __future__ import annotations
+
+from itertools import islice
+
+from producer.sources.simulated import SimulatedMarket, SimulatedSource
+from tests.fakes import Sleeps, run
+
+END = 1_748_865_600_000
+DAY, HOUR, MINUTE = 86_400_000, 3_600_000, 60_000
+
+
+def history(symbol: str = "BTC", start: int = END - DAY, end: int = END, seed: int = 42, **options):
+    source = SimulatedSource(["BTC", "ETH"], seed=seed, clock=lambda: END / 1000, sleep=Sleeps(), **options)
+
+    async def collect():
+        return [page async for page in source.history(symbol, start, end)]
+
+    return run(collect())
+
+
+def test_a_day_is_one_tick_a_minute_in_hourly_pages():
+    pages = history()
+    assert [p.covered_until_ms for p in pages] == [END - DAY + k * HOUR for k in range(1, 25)]
+    ticks = [t for p in pages for t in p.points]
+    assert [t.ts for t in ticks] == list(range(END - DAY, END, MINUTE))
+    assert all(p.candles is None and len(p.points) == 60 for p in pages)
+    assert all(t.source == "simulated" and t.symbol == "BTC" and t.price > 0 for t in ticks)
+
+
+def test_history_is_deterministic_per_seed_and_resumes_with_the_same_points():
+    ticks = [t for p in history() for t in p.points]
+    assert ticks == [t for p in history() for t in p.points]
+    assert [t.price for t in ticks] != [t.price for p in history(seed=43) for t in p.points]
+    resumed = [t for p in history(start=END - 5 * HOUR) for t in p.points]
+    assert resumed == ticks[-5 * 60:]
+
+
+def test_history_leads_into_the_live_walk_starting_at_its_end():
+    for symbol in ("BTC", "ETH"):
+        past = [t for p in history(symbol) for t in p.points]
+        live = list(islice(SimulatedMarket([symbol], seed=42, start_ms=END).ticks(), 3))
+        assert past[-1].ts == END - MINUTE and live[0].ts == END
+        steps = [abs(b.price / a.price - 1) for a, b in zip(past, past[1:], strict=False)]
+        join = abs(live[0].price / past[-1].price - 1)
+        assert join < 0.001 and join <= max(steps)  # one live step of a second, no jump
+        assert abs(live[0].volume_24h / past[-1].volume_24h - 1) < 0.01
+        assert 0 < max(steps) < 0.01
+
+
+def test_the_history_interval_is_configurable():
+    pages = history(start=END - HOUR, history_interval_ms=10_000)
+    assert [t.ts for t in pages[0].points] == list(range(END - HOUR, END, 10_000))
