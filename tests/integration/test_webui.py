@@ -1,0 +1,208 @@
+"""The dashboard's WebSocket protocol through Quart's test client, on the real stack (Kafka, registry, FerretDB).
+
+Each test publishes its own ticks with the producer CLI: into an hour of 2003 no one
+else uses (history checks), or under a symbol made up for this run (live checks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import string
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from quart.testing import WebsocketResponseError
+
+from tests.integration.conftest import wait_for
+from webui.app import create_app, state
+
+DAY_MS = 86_400_000
+RUN_SYMBOL = "ZT" + "".join(random.choices(string.ascii_uppercase, k=4))  # live ticks only this run publishes
+
+
+def producer(*args: str, timeout: float = 300) -> None:
+    result = subprocess.run(["producer", "run", *args], capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def run(coro_fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    return asyncio.run(coro_fn(*args))
+
+
+async def receive(ws, kind: str, timeout: float = 90) -> dict[str, Any]:
+    """The next message of type `kind`, skipping live ticks of anyone else's producer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"no {kind!r} message within {timeout:.0f}s")
+        message = json.loads(await asyncio.wait_for(ws.receive(), left))
+        if message["type"] == kind:
+            return message
+        assert message["type"] in ("tick", "snapshot"), message
+
+
+@pytest.fixture(scope="module")
+def window(settings, mongo) -> dict[str, Any]:
+    """One hour of 2003 with 800 ticks per symbol, 4.5 s apart, in MongoDB."""
+    start = int(datetime(2003, 1, 1, tzinfo=UTC).timestamp() * 1000) + random.randrange(360) * DAY_MS
+    count, interval = 2400, 4500
+    end = start + (count // 3 - 1) * interval
+    query = {"ts": {"$gte": datetime.fromtimestamp(start / 1000, UTC), "$lte": datetime.fromtimestamp(end / 1000, UTC)}}
+    prices = mongo[settings.database]["prices"]
+    assert prices.count_documents(query) == 0
+    producer("--fast", "--count", str(count), "--start-ms", str(start), "--interval-ms", str(interval),
+             "--symbols", "BTC,ETH,XRP", "--seed", str(start))
+    wait_for(lambda: prices.count_documents(query) >= count, 300, f"{count} ticks of 2003 in crypto_db.prices")
+    return {"start": start, "end": end, "query": query}
+
+
+def stored(mongo, settings, window, symbol: str) -> list[dict[str, Any]]:
+    docs = list(mongo[settings.database]["prices"].find({**window["query"], "symbol": symbol}))
+    return sorted(docs, key=lambda d: d["ts"])
+
+
+def expected_volume(docs: list[dict[str, Any]], bucket_ms: int) -> float:
+    """docs/webui.md: sum over buckets of (last volume_24h in the bucket) * bucket width / 24 h."""
+    last: dict[int, float] = {}
+    for d in docs:
+        ts = int(d["ts"].timestamp() * 1000)
+        if d.get("volume_24h") is not None:
+            last[ts - ts % bucket_ms] = d["volume_24h"]
+    return sum(v * bucket_ms / DAY_MS for v in last.values())
+
+
+@pytest.mark.parametrize(("symbol", "range_", "bucket_ms"), [("BTC", "1h", 5_000), ("ETH", "24h", 60_000)])
+def test_snapshot_numbers_equal_what_mongodb_holds(settings, mongo, window, symbol, range_, bucket_ms):
+    docs = stored(mongo, settings, window, symbol)
+    assert len(docs) == 800
+
+    async def scenario() -> dict[str, Any]:
+        app = create_app(settings)
+        async with app.test_app() as test_app, test_app.test_client().websocket("/ws") as ws:
+            await ws.send(json.dumps({"type": "subscribe", "symbol": symbol, "range": range_, "end": window["end"]}))
+            return await receive(ws, "snapshot")
+
+    snap = run(scenario)
+    stats = snap["stats"]
+    prices = [d["price"] for d in docs]
+    assert (snap["symbol"], snap["range"], snap["basis"], snap["bucket_ms"]) == (symbol, range_, "ticks", bucket_ms)
+    assert snap["source"] == "simulated" and snap["simulated"] is True
+    assert stats["count"] == 800
+    assert stats["price"] == prices[-1] and stats["first"] == prices[0]
+    assert stats["min"] == min(prices) and stats["max"] == max(prices)
+    assert stats["change"] == pytest.approx(prices[-1] - prices[0])
+    assert stats["change_pct"] == pytest.approx((prices[-1] - prices[0]) / prices[0] * 100)
+    assert stats["volume"] == pytest.approx(expected_volume(docs, bucket_ms))
+    assert stats["last_update"] == int(docs[-1]["ts"].timestamp() * 1000)
+    assert [p[1] for p in snap["line"]] == prices  # 800 points: under the cap, every tick is on the line
+    assert len(snap["candles"]) <= 1500 and len(snap["volume"]) == len(snap["candles"])
+    assert max(c[2] for c in snap["candles"]) == max(prices) and min(c[3] for c in snap["candles"]) == min(prices)
+    assert snap["candles"][0][1] == prices[0] and snap["candles"][-1][4] == prices[-1]
+
+
+def test_live_ticks_are_pushed_to_subscribers_of_their_symbol(settings):
+    async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+        app = create_app(settings, symbols=("BTC", RUN_SYMBOL))
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            consumer = state(app).consumer
+            deadline = time.monotonic() + 60
+            while not consumer.status()["ok"]:  # subscribed only once partitions are assigned (offset = latest)
+                assert time.monotonic() < deadline, f"consumer never became ready: {consumer.status()}"
+                await asyncio.sleep(0.2)
+            async with client.websocket("/ws") as ws:
+                await ws.send(json.dumps({"type": "subscribe", "symbol": RUN_SYMBOL, "range": "1h"}))
+                snap = await receive(ws, "snapshot")
+                publishing = asyncio.create_task(asyncio.to_thread(
+                    producer, "--count", "5", "--symbols", RUN_SYMBOL, "--seed", "5", timeout=120))
+                ticks = [await receive(ws, "tick", 60) for _ in range(5)]
+                await publishing
+            metrics = await (await client.get("/metrics")).get_data(as_text=True)
+        return snap, ticks, metrics
+
+    snap, ticks, metrics = run(scenario)
+    assert snap["stats"]["count"] == 0 and snap["line"] == []  # a brand-new symbol has no history
+    assert [t["symbol"] for t in ticks] == [RUN_SYMBOL] * 5
+    assert all(t["source"] == "simulated" and t["published_at"] and t["price"] > 0 for t in ticks)
+    assert [t["ts"] for t in ticks] == sorted(t["ts"] for t in ticks)
+    assert "webui_messages_pushed_total 5" in metrics and "webui_push_latency_seconds_count 5" in metrics
+
+
+def test_every_invalid_message_gets_an_error_and_the_connection_survives(settings):
+    async def scenario() -> tuple[list[str], list[str], dict[str, Any]]:
+        app = create_app(settings, start_consumer=False)
+        async with app.test_app() as test_app, test_app.test_client().websocket("/ws") as ws:
+            errors = []
+            for bad in ["{not json", json.dumps({"type": "subscribe", "symbol": "DOGE", "range": "1h"}),
+                        json.dumps({"type": "subscribe", "symbol": "BTC", "range": "1y"}),
+                        json.dumps({"type": "subscribe", "symbol": "BTC", "range": "1h", "pad": "x" * 5000}),
+                        json.dumps({"type": "unsubscribe"})]:
+                await ws.send(bad)
+                errors.append((await receive(ws, "error", 10))["message"])
+            await asyncio.sleep(1.1)  # refill the rate limiter
+            for _ in range(30):
+                await ws.send('{"type":"ping"}')
+            flood = [(await receive(ws, "error", 10))["message"] for _ in range(30)]
+            await asyncio.sleep(1.1)
+            await ws.send(json.dumps({"type": "subscribe", "symbol": "BTC", "range": "1h", "end": 1_000_000}))
+            snap = await receive(ws, "snapshot")
+        return errors, flood, snap
+
+    errors, flood, snap = run(scenario)
+    for error, says in zip(errors, ["malformed JSON", "unknown symbol 'DOGE'", "unknown range '1y'",
+                                    "frame too large", "unknown message type 'unsubscribe'"], strict=True):
+        assert says in error
+    limited = [m for m in flood if m.startswith("rate limit")]
+    assert 15 <= len(limited) <= 25, flood  # ~10 allowed by the bucket (plus what refills while sending)
+    assert snap["symbol"] == "BTC" and snap["stats"]["count"] == 0
+
+
+def test_a_foreign_origin_is_refused_and_the_own_host_accepted(settings):
+    async def scenario() -> tuple[int, dict[str, Any]]:
+        app = create_app(settings, start_consumer=False)
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            try:
+                async with client.websocket("/ws", headers={"Origin": "http://evil.example"}) as ws:
+                    await ws.send("{}")
+                    await ws.receive()
+                refused = 0
+            except WebsocketResponseError as exc:
+                refused = exc.response.status_code
+            async with client.websocket("/ws", headers={"Origin": "http://localhost"}) as ws:
+                await ws.send('{"type":"nope"}')
+                answer = await receive(ws, "error", 10)
+        return refused, answer
+
+    refused, answer = run(scenario)
+    assert refused == 403
+    assert "unknown message type" in answer["message"]
+
+
+def test_healthz_and_metrics(settings):
+    async def scenario() -> tuple[int, dict[str, Any], str]:
+        app = create_app(settings)
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            deadline = time.monotonic() + 60
+            while True:
+                response = await client.get("/healthz")
+                body = await response.get_json()
+                if response.status_code == 200 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            text = await (await client.get("/metrics")).get_data(as_text=True)
+        return response.status_code, body, text
+
+    status, body, text = run(scenario)
+    assert status == 200, body
+    assert body["kafka"]["ok"] and body["kafka"]["group_id"].startswith("cryptopulse-webui-") and body["mongo"]["ok"]
+    for name in ("webui_connected_clients", "webui_messages_pushed_total", "webui_push_latency_seconds_bucket"):
+        assert name in text

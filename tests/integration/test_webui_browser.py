@@ -1,0 +1,153 @@
+"""The dashboard in headless Chromium (apt's chromium, Playwright's Python package, no browser download).
+
+The app and a live producer run as subprocesses; the page must show live ticks, switch
+coin and range over the WebSocket, agree with MongoDB and recover from a dropped socket.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.integration.conftest import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def server(settings) -> Iterator[str]:
+    assert (ROOT / "webui/static/vendor/lightweight-charts.js").exists(), "run `npm ci && webui vendor` first"
+    port = free_port()
+    env = {**os.environ, "WEBUI_PORT": str(port)}
+    app = subprocess.Popen([sys.executable, "-m", "webui.cli"], cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert app.poll() is None, "the webui process exited"
+        try:
+            return requests.get(f"{url}/healthz", timeout=5).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(healthy, 60, "the dashboard's /healthz to say ok")
+        yield url
+    finally:
+        stop(app)
+
+
+@pytest.fixture(scope="module")
+def live_producer(server) -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen(["producer", "run", "--symbols", "BTC,ETH,XRP", "--seed", str(int(time.time()))],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield process
+    finally:
+        stop(process)
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    assert Path(CHROMIUM).exists(), "install chromium: apt-get install -y chromium"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 760})
+        yield page
+        browser.close()
+
+
+def number(page: Page, element: str) -> float:
+    return float(page.locator(f"#{element}").get_attribute("data-value"))
+
+
+def counter(page: Page, name: str) -> int:
+    return int(page.evaluate(f"document.body.dataset.{name} || '0'"))
+
+
+def test_dashboard_live_switching_numbers_and_recovery(server, live_producer, page, mongo, settings):
+    page.goto(server)
+    expect(page.locator("#status")).to_have_text("live", timeout=30_000)
+    wait_for(lambda: counter(page, "snapshots") >= 1, 90, "the first snapshot")
+    expect(page.locator("#p-symbol")).to_have_text("BTC / USD")
+    expect(page.locator("#p-badge")).to_be_visible()
+
+    ticks = counter(page, "ticks")
+    first = page.locator("#p-updated").get_attribute("data-value")
+    wait_for(lambda: counter(page, "ticks") >= ticks + 3, 60, "three live ticks on the page")
+    assert page.locator("#p-updated").get_attribute("data-value") != first  # the panel moved with the ticks
+
+    page.click("#symbols button[data-symbol=ETH]")
+    page.click("#ranges button[data-range='24h']")
+    expect(page.locator("#p-symbol")).to_have_text("ETH / USD", timeout=90_000)
+    expect(page.locator("#p-range")).to_contain_text("24h", timeout=90_000)
+
+    # Freeze the data: stop publishing, wait until MongoDB holds the page's last tick, ask again for a snapshot.
+    live_producer.send_signal(signal.SIGTERM)
+    live_producer.wait(30)
+    prices = mongo[settings.database]["prices"]
+    last = int(page.locator("#p-updated").get_attribute("data-value"))
+    wait_for(lambda: prices.find_one({"symbol": "ETH", "ts": datetime.fromtimestamp(last / 1000, UTC)}), 60,
+             "the page's last ETH tick in MongoDB")
+    time.sleep(3)  # past the app's 2 s snapshot cache
+    before = counter(page, "snapshots")
+    page.click("#ranges button[data-range='24h']")
+    wait_for(lambda: counter(page, "snapshots") > before, 90, "a fresh 24h snapshot")
+    snap = page.evaluate("window.dashboard.state.snapshot")
+    window = {"symbol": "ETH", "source": snap["source"],
+              "ts": {"$gte": datetime.fromtimestamp(snap["start"] / 1000, UTC),
+                     "$lte": datetime.fromtimestamp(snap["end"] / 1000, UTC)}}
+    docs = sorted(prices.find(window, {"ts": 1, "price": 1}), key=lambda d: d["ts"])
+    assert docs, "MongoDB holds no ETH ticks in the snapshot's window"
+    assert number(page, "p-price") == docs[-1]["price"]
+    assert number(page, "p-min") == min(d["price"] for d in docs)
+    assert number(page, "p-max") == max(d["price"] for d in docs)
+    assert number(page, "p-change") == pytest.approx(docs[-1]["price"] - docs[0]["price"])
+
+    # Cut the socket: the page says so, reconnects by itself and refills from a new snapshot.
+    before = counter(page, "snapshots")
+    page.evaluate("window.dashboard.state.socket.close()")
+    expect(page.locator("#status")).to_contain_text("reconnecting", timeout=5_000)
+    expect(page.locator("#status")).to_have_text("live", timeout=30_000)
+    wait_for(lambda: counter(page, "snapshots") > before, 90, "the snapshot after reconnecting")
+    expect(page.locator("#p-symbol")).to_have_text("ETH / USD")
+
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    page.locator("#kinds button[data-kind=candles]").click()
+    page.mouse.move(700, 350)
+    page.screenshot(path=str(artifacts / "dashboard.png"))
+    shutil.copyfile(artifacts / "dashboard.png", ROOT / "docs" / "dashboard.png")
+
+    page.set_viewport_size({"width": 390, "height": 844})  # phone width: nothing wider than the screen
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(artifacts / "dashboard-phone.png"))

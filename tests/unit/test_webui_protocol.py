@@ -1,0 +1,102 @@
+"""Client message validation, the rate limiter and the Origin check (pure code, no services)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from webui.live import Hub, Subscriber, tick_message
+from webui.metrics import Metrics
+from webui.protocol import ProtocolError, Subscribe, TokenBucket, origin_allowed, parse_message
+
+SYMBOLS = ("BTC", "ETH", "XRP")
+
+
+def test_subscribe_is_parsed():
+    assert parse_message('{"type":"subscribe","symbol":"eth","range":"24h"}', SYMBOLS) == Subscribe("ETH", "24h")
+    assert parse_message(b'{"type":"subscribe","symbol":"BTC","range":"7d","end":5}', SYMBOLS).end == 5
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    ("{nope", "malformed JSON"),
+    ("[1, 2]", "JSON object"),
+    ('{"type":"hello"}', "unknown message type"),
+    ('{"type":"subscribe","symbol":"DOGE","range":"1h"}', "unknown symbol 'DOGE'"),
+    ('{"type":"subscribe","symbol":7,"range":"1h"}', "unknown symbol"),
+    ('{"type":"subscribe","symbol":"BTC","range":"1y"}', "unknown range '1y'"),
+    ('{"type":"subscribe","symbol":"BTC","range":"1h","end":"yesterday"}', "end must be"),
+    (json.dumps({"type": "subscribe", "symbol": "BTC", "pad": "x" * 5000}), "frame too large"),
+    (b"\xff\xfe", "UTF-8"),
+])
+def test_bad_messages_say_what_is_wrong(raw, says):
+    with pytest.raises(ProtocolError, match=says):
+        parse_message(raw, SYMBOLS)
+
+
+def test_token_bucket_limits_bursts_and_refills():
+    now = [0.0]
+    bucket = TokenBucket(rate=10, burst=10, clock=lambda: now[0])
+    assert sum(bucket.allow() for _ in range(50)) == 10
+    now[0] += 0.5
+    assert sum(bucket.allow() for _ in range(50)) == 5
+
+
+@pytest.mark.parametrize(("origin", "host", "allowed", "ok"), [
+    ("http://127.0.0.1:8000", "127.0.0.1:8000", (), True),
+    ("http://evil.example", "127.0.0.1:8000", (), False),
+    ("null", "127.0.0.1:8000", (), False),
+    (None, "127.0.0.1:8000", (), True),
+    ("https://dash.example.com", "10.0.0.5:8000", ("https://dash.example.com",), True),
+    ("http://127.0.0.1:8000", "127.0.0.1:8000", ("https://dash.example.com",), False),
+])
+def test_origin_check(origin, host, allowed, ok):
+    assert origin_allowed(origin, host, allowed) is ok
+
+
+def test_hub_drops_oldest_for_a_slow_client_and_routes_by_symbol():
+    import asyncio
+
+    metrics = Metrics()
+    hub = Hub(metrics, recent_size=3)
+    slow, other = Subscriber(asyncio.Queue(maxsize=2)), Subscriber(asyncio.Queue(maxsize=2))
+    hub.subscribe(slow, "BTC")
+    hub.subscribe(other, "ETH")
+    hub.publish([{"symbol": "BTC", "ts": i} for i in range(5)])
+    assert [slow.queue.get_nowait()["ts"] for _ in range(2)] == [3, 4]
+    assert other.queue.empty() and slow.dropped == 3 and metrics.dropped == 3 and metrics.consumed == 5
+    assert [t["ts"] for t in hub.recent_ticks("BTC")] == [2, 3, 4]
+    hub.unsubscribe(slow)
+    hub.publish([{"symbol": "BTC", "ts": 9}])
+    assert slow.queue.empty()
+
+
+def test_tick_message_has_epoch_ms_times():
+    from datetime import UTC, datetime
+
+    record = {"symbol": "BTC", "source": "simulated", "ts": datetime.fromtimestamp(1.5, UTC), "price": 1.0,
+              "volume_24h": None, "change_24h_pct": None, "published_at": datetime.fromtimestamp(2, UTC)}
+    assert tick_message(record) == {"type": "tick", "symbol": "BTC", "source": "simulated", "ts": 1500, "price": 1.0,
+                                    "volume_24h": None, "change_24h_pct": None, "published_at": 2000}
+
+
+def test_metrics_render_prometheus_text():
+    metrics = Metrics(clients=2, pushed=5)
+    metrics.push_latency.observe(0.02)
+    metrics.errors["invalid"] += 1
+    text = metrics.render()
+    assert "webui_connected_clients 2\n" in text and "webui_messages_pushed_total 5\n" in text
+    assert 'webui_push_latency_seconds_bucket{le="0.025"} 1' in text and 'webui_push_latency_seconds_count 1' in text
+    assert 'webui_client_errors_total{reason="invalid"} 1' in text
+
+
+def test_create_app_reads_no_service_and_takes_overrides(monkeypatch):
+    from webui.app import create_app, state
+
+    monkeypatch.setenv("SYMBOLS", "btc, sol")
+    monkeypatch.setenv("WEBUI_PORT", "9001")
+    app = create_app(start_consumer=False)
+    config = state(app).config
+    assert config.symbols == ("BTC", "SOL") and config.port == 9001 and config.host == "127.0.0.1"
+    with pytest.raises(TypeError, match="unknown webui setting"):
+        create_app(colour="red")

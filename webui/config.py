@@ -1,0 +1,67 @@
+"""The dashboard's own settings, read from the environment when the app is created (never at import time)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cryptopulse.settings import Settings
+
+DEFAULT_SYMBOLS = ("BTC", "ETH", "XRP")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def _symbols() -> tuple[str, ...]:
+    raw = _env("SYMBOLS", ",".join(DEFAULT_SYMBOLS))
+    symbols = tuple(dict.fromkeys(s.strip().upper() for s in raw.split(",") if s.strip()))
+    if not symbols:
+        raise ValueError("SYMBOLS is empty: give a comma-separated list such as BTC,ETH,XRP")
+    return symbols
+
+
+def _origins() -> tuple[str, ...]:
+    return tuple(o.strip().rstrip("/") for o in _env("WEBUI_ALLOWED_ORIGINS", "").split(",") if o.strip())
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """Where the app listens, what it serves and its limits; every field has a WEBUI_* (or SYMBOLS) variable."""
+
+    host: str = field(default_factory=lambda: _env("WEBUI_HOST", "127.0.0.1"))
+    port: int = field(default_factory=lambda: _int("WEBUI_PORT", 8000))
+    # Empty means "same host as the page" (the Origin's host:port must equal the Host header).
+    allowed_origins: tuple[str, ...] = field(default_factory=_origins)
+    symbols: tuple[str, ...] = field(default_factory=_symbols)
+    max_points: int = field(default_factory=lambda: _int("WEBUI_MAX_POINTS", 1500))
+    client_queue: int = field(default_factory=lambda: _int("WEBUI_CLIENT_QUEUE", 1000))
+    max_frame_bytes: int = 4096
+    rate_per_second: float = 10.0
+    rate_burst: float = 10.0
+    # Ticks kept per symbol in memory, to fill the seconds the sink has not yet written to MongoDB.
+    recent_ticks: int = field(default_factory=lambda: _int("WEBUI_RECENT_TICKS", 600))
+    # Concurrent history queries: FerretDB's SQLite pool is small and shared, so few cursors at a time.
+    mongo_pool: int = field(default_factory=lambda: _int("WEBUI_MONGO_POOL", 4))
+    snapshot_cache_seconds: float = 2.0
+    consumer_group_prefix: str = field(default_factory=lambda: _env("WEBUI_GROUP_PREFIX", "cryptopulse-webui"))
+    start_consumer: bool = True
+    settings: Settings = field(default_factory=Settings)
+
+    def with_overrides(self, **overrides: Any) -> WebConfig:
+        unknown = set(overrides) - set(self.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown webui setting(s): {', '.join(sorted(unknown))}")
+        if "symbols" in overrides:
+            overrides["symbols"] = tuple(s.upper() for s in overrides["symbols"])
+        return replace(self, **overrides)

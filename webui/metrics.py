@@ -1,0 +1,78 @@
+"""Counters and a latency histogram rendered as Prometheus text; no client library needed for a handful of series."""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class Histogram:
+    buckets: tuple[float, ...] = LATENCY_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def render(self, name: str) -> list[str]:
+        lines, running = [], 0
+        for bound, n in zip(self.buckets, self.counts, strict=False):
+            running += n
+            lines.append(f'{name}_bucket{{le="{bound}"}} {running}')
+        lines.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
+        lines += [f"{name}_sum {self.total:.6f}", f"{name}_count {self.count}"]
+        return lines
+
+
+@dataclass
+class Metrics:
+    """Everything /metrics shows; mutated only on the event loop (the consumer thread hands over through it)."""
+
+    clients: int = 0
+    pushed: int = 0
+    dropped: int = 0
+    consumed: int = 0
+    undecodable: int = 0
+    snapshots: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    push_latency: Histogram = field(default_factory=Histogram)
+    history_seconds: Histogram = field(default_factory=Histogram)
+
+    def render(self) -> str:
+        out = [
+            "# HELP webui_connected_clients WebSocket clients connected now.",
+            "# TYPE webui_connected_clients gauge",
+            f"webui_connected_clients {self.clients}",
+            "# HELP webui_messages_pushed_total Live ticks sent to WebSocket clients.",
+            "# TYPE webui_messages_pushed_total counter",
+            f"webui_messages_pushed_total {self.pushed}",
+            "# HELP webui_messages_dropped_total Ticks dropped because a client's queue was full (slow client).",
+            "# TYPE webui_messages_dropped_total counter",
+            f"webui_messages_dropped_total {self.dropped}",
+            "# HELP webui_ticks_consumed_total Ticks read from Kafka.",
+            "# TYPE webui_ticks_consumed_total counter",
+            f"webui_ticks_consumed_total {self.consumed}",
+            "# HELP webui_ticks_undecodable_total Kafka records that were not decodable Avro ticks.",
+            "# TYPE webui_ticks_undecodable_total counter",
+            f"webui_ticks_undecodable_total {self.undecodable}",
+            "# HELP webui_snapshots_total Snapshots (history answers) sent.",
+            "# TYPE webui_snapshots_total counter",
+            f"webui_snapshots_total {self.snapshots}",
+            "# HELP webui_client_errors_total Error replies sent to clients, by reason.",
+            "# TYPE webui_client_errors_total counter",
+        ]
+        out += [f'webui_client_errors_total{{reason="{reason}"}} {n}' for reason, n in sorted(self.errors.items())]
+        out += ["# HELP webui_push_latency_seconds From the producer's published_at to the send to a client.",
+                "# TYPE webui_push_latency_seconds histogram"]
+        out += self.push_latency.render("webui_push_latency_seconds")
+        out += ["# HELP webui_history_seconds Time to build one snapshot (MongoDB query and bucketing).",
+                "# TYPE webui_history_seconds histogram"]
+        out += self.history_seconds.render("webui_history_seconds")
+        return "\n".join(out) + "\n"

@@ -1,0 +1,189 @@
+// CryptoPulse dashboard: one WebSocket, subscribe {symbol, range}; snapshot fills the charts, ticks update them.
+"use strict";
+(() => {
+  const LWC = window.LightweightCharts;
+  const DAY_MS = 86400000;
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    symbol: window.CRYPTOPULSE.symbols[0], range: "1h", kind: "line",
+    snapshot: null, stats: null, bars: new Map(), lastLine: 0, lastCandle: null, attempts: 0, socket: null,
+  };
+
+  const chart = LWC.createChart($("chart"), {
+    autoSize: true,
+    layout: { background: { color: "transparent" }, textColor: "#8a94a8", attributionLogo: false },
+    grid: { vertLines: { color: "#1f2738" }, horzLines: { color: "#1f2738" } },
+    timeScale: { timeVisible: true, secondsVisible: false, borderColor: "#2a3550" },
+    rightPriceScale: { borderColor: "#2a3550" },
+    crosshair: { mode: LWC.CrosshairMode.Normal },
+  });
+  const line = chart.addSeries(LWC.AreaSeries, {
+    lineColor: "#4c8dff", topColor: "rgba(76,141,255,.35)", bottomColor: "rgba(76,141,255,0)", lineWidth: 2,
+  });
+  const candles = chart.addSeries(LWC.CandlestickSeries, {
+    upColor: "#26a69a", downColor: "#ef5350", borderVisible: false, wickUpColor: "#26a69a", wickDownColor: "#ef5350",
+    visible: false,
+  });
+  const volume = chart.addSeries(LWC.HistogramSeries, {
+    priceFormat: { type: "volume" }, priceScaleId: "vol", color: "rgba(138,148,168,.35)", lastValueVisible: false,
+    priceLineVisible: false,
+  });
+  chart.priceScale("vol").applyOptions({ scaleMargins: { top: 0.82, bottom: 0 } });
+  chart.priceScale("right").applyOptions({ scaleMargins: { top: 0.08, bottom: 0.22 } });
+
+  const sec = (ms) => Math.floor(ms / 1000);
+  const digits = (p) => (p >= 1000 ? 2 : p >= 1 ? 4 : 6);
+  // Decimals follow the coin's price, not the number shown: a $3,000 coin's change of $18 reads "$18.00".
+  const money = (v, ref) => {
+    if (v == null) return "—";
+    const d = digits(Math.abs(ref ?? state.stats?.price ?? v));
+    return "$" + v.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
+  };
+  const compact = (v) => (v == null ? "—" : "$" + Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 2 }).format(v));
+  const setText = (id, text, value) => { const el = $(id); el.textContent = text; if (value !== undefined) el.dataset.value = value ?? ""; };
+
+  // Tooltip: the values under the crosshair.
+  chart.subscribeCrosshairMove((param) => {
+    const tip = $("tooltip");
+    if (!param.time || !param.seriesData) { tip.hidden = true; return; }
+    const c = param.seriesData.get(candles), l = param.seriesData.get(line), v = param.seriesData.get(volume);
+    const when = new Date(param.time * 1000).toLocaleString();
+    let text = when;
+    if (state.kind === "candles" && c) text += `  O ${money(c.open)} H ${money(c.high)} L ${money(c.low)} C ${money(c.close)}`;
+    else if (l) text += `  ${money(l.value)}`;
+    if (v) text += `  vol ${compact(v.value)}`;
+    tip.textContent = text; tip.hidden = false;
+  });
+
+  function renderStats() {
+    const s = state.stats, snap = state.snapshot;
+    if (!s || !snap) return;
+    setText("p-symbol", `${snap.symbol} / USD`);
+    $("p-badge").hidden = !snap.simulated;
+    setText("p-price", money(s.price), s.price);
+    const ch = $("p-change");
+    ch.className = "change " + (s.change > 0 ? "up" : s.change < 0 ? "down" : "");
+    ch.textContent = s.change == null ? "—" : `${s.change >= 0 ? "+" : "−"}${money(Math.abs(s.change))} (${s.change_pct >= 0 ? "+" : ""}${(s.change_pct ?? 0).toFixed(2)}%)`;
+    ch.dataset.value = s.change ?? ""; ch.dataset.pct = s.change_pct ?? "";
+    setText("p-range", `${snap.range} · ${snap.basis === "candles_1m" ? "1m candles" : "ticks"}`);
+    setText("p-min", money(s.min), s.min);
+    setText("p-max", money(s.max), s.max);
+    setText("p-volume", compact(s.volume), s.volume);
+    setText("p-updated", s.last_update ? new Date(s.last_update).toLocaleTimeString() : "—", s.last_update);
+    setText("p-source", snap.source ?? "no data", snap.source ?? "");
+    renderAge();
+  }
+
+  function renderAge() {
+    const s = state.stats;
+    if (!s || !s.last_update) { setText("p-age", "—"); return; }
+    const age = Math.max(0, (Date.now() - s.last_update) / 1000);
+    setText("p-age", age < 90 ? `${age.toFixed(0)} s` : age < 5400 ? `${(age / 60).toFixed(0)} min` : `${(age / 3600).toFixed(1)} h`);
+  }
+  setInterval(renderAge, 1000);
+
+  function onSnapshot(snap) {
+    if (snap.symbol !== state.symbol || snap.range !== state.range) return; // an answer to an older request
+    state.snapshot = snap;
+    state.stats = { ...snap.stats };
+    line.setData(snap.line.map(([t, v]) => ({ time: sec(t), value: v })));
+    candles.setData(snap.candles.map(([t, o, h, l, c]) => ({ time: sec(t), open: o, high: h, low: l, close: c })));
+    volume.setData(snap.volume.map(([t, v], i) => ({ time: sec(t), value: v, color: barColor(snap.candles[i]) })));
+    state.bars = new Map(snap.volume.map(([t, v]) => [t, v]));
+    state.lastLine = snap.line.length ? snap.line[snap.line.length - 1][0] : 0;
+    const last = snap.candles[snap.candles.length - 1];
+    state.lastCandle = last ? { start: last[0], open: last[1], high: last[2], low: last[3], close: last[4] } : null;
+    chart.timeScale().fitContent();
+    document.body.dataset.snapshots = String(Number(document.body.dataset.snapshots || 0) + 1);
+    renderStats();
+  }
+
+  function barColor(c) {
+    return c && c[4] < c[1] ? "rgba(239,83,80,.35)" : "rgba(38,166,154,.35)";
+  }
+
+  function onTick(t) {
+    const snap = state.snapshot, s = state.stats;
+    if (!snap || t.symbol !== state.symbol || t.source !== (snap.source ?? t.source)) return;
+    const second = t.ts - (t.ts % 1000);
+    if (second < state.lastLine) return; // older than the chart's last point: the chart only grows to the right
+    line.update({ time: sec(second), value: t.price });
+    state.lastLine = second;
+    const start = t.ts - (t.ts % snap.bucket_ms);
+    let c = state.lastCandle;
+    if (!c || start > c.start) c = state.lastCandle = { start, open: t.price, high: t.price, low: t.price, close: t.price };
+    else if (start === c.start) { c.high = Math.max(c.high, t.price); c.low = Math.min(c.low, t.price); c.close = t.price; }
+    else return;
+    candles.update({ time: sec(c.start), open: c.open, high: c.high, low: c.low, close: c.close });
+    if (snap.basis === "ticks" && t.volume_24h != null) {
+      const bar = (t.volume_24h * snap.bucket_ms) / DAY_MS;
+      state.bars.set(c.start, bar);
+      volume.update({ time: sec(c.start), value: bar, color: barColor([0, c.open, 0, 0, c.close]) });
+      s.volume = [...state.bars.values()].reduce((a, b) => a + b, 0);
+    }
+    if (s.first == null) s.first = t.price;
+    s.price = t.price;
+    s.change = t.price - s.first;
+    s.change_pct = s.first ? (s.change / s.first) * 100 : null;
+    s.min = s.min == null ? t.price : Math.min(s.min, t.price);
+    s.max = s.max == null ? t.price : Math.max(s.max, t.price);
+    s.last_update = t.ts;
+    s.count = (s.count || 0) + 1;
+    if (snap.source == null) { snap.source = t.source; snap.simulated = t.source === "simulated"; }
+    document.body.dataset.ticks = String(Number(document.body.dataset.ticks || 0) + 1);
+    renderStats();
+  }
+
+  function setStatus(text, cls) { const el = $("status"); el.textContent = text; el.className = "status " + cls; }
+
+  function subscribe() {
+    const sock = state.socket;
+    if (sock && sock.readyState === WebSocket.OPEN) {
+      sock.send(JSON.stringify({ type: "subscribe", symbol: state.symbol, range: state.range }));
+    }
+  }
+
+  function connect() {
+    const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+    const sock = new WebSocket(url);
+    state.socket = sock;
+    sock.onopen = () => { state.attempts = 0; setStatus("live", "live"); subscribe(); };
+    sock.onmessage = (event) => {
+      const msg = JSON.parse(event.data);
+      if (msg.type === "snapshot") onSnapshot(msg);
+      else if (msg.type === "tick") onTick(msg);
+      else if (msg.type === "error") console.warn("server:", msg.message);
+    };
+    sock.onclose = () => {
+      if (state.socket !== sock) return;
+      const delay = Math.min(30000, 500 * 2 ** state.attempts) * (0.8 + Math.random() * 0.4);
+      state.attempts += 1;
+      setStatus(`reconnecting… (${(delay / 1000).toFixed(1)} s)`, "reconnecting");
+      setTimeout(connect, delay);
+    };
+  }
+
+  function activate(nav, attr, value) {
+    for (const b of document.querySelectorAll(`#${nav} button`)) b.classList.toggle("active", b.dataset[attr] === value);
+  }
+
+  function showKind() {
+    line.applyOptions({ visible: state.kind === "line" });
+    candles.applyOptions({ visible: state.kind === "candles" });
+    activate("kinds", "kind", state.kind);
+  }
+
+  $("symbols").addEventListener("click", (e) => {
+    const v = e.target.dataset.symbol; if (!v) return;
+    state.symbol = v; activate("symbols", "symbol", v); subscribe();
+  });
+  $("ranges").addEventListener("click", (e) => {
+    const v = e.target.dataset.range; if (!v) return;
+    state.range = v; activate("ranges", "range", v); subscribe();
+  });
+  $("kinds").addEventListener("click", (e) => { const v = e.target.dataset.kind; if (v) { state.kind = v; showKind(); } });
+
+  activate("symbols", "symbol", state.symbol); activate("ranges", "range", state.range); showKind();
+  window.dashboard = { state, chart };
+  connect();
+})();

@@ -1,0 +1,119 @@
+"""WebSocket blueprint: validate each client message, answer subscribe with a snapshot, then push live ticks.
+
+One reader task (client messages) and one writer task (live ticks) per connection;
+a bad message gets an error reply and the connection stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from quart import Blueprint, abort, current_app, websocket
+
+from webui.app import State, state
+from webui.live import Subscriber
+from webui.protocol import ProtocolError, Subscribe, TokenBucket, error, origin_allowed, parse_message
+
+log = logging.getLogger(__name__)
+ws = Blueprint("ws", __name__)
+
+
+class Connection:
+    def __init__(self, shared: State) -> None:
+        self.shared = shared
+        self.sub = Subscriber(asyncio.Queue(maxsize=shared.config.client_queue))
+        self.send_lock = asyncio.Lock()
+        self.ready = asyncio.Event()  # set once the current subscription's snapshot is sent
+        self.window: tuple[int, int] = (0, 0)  # ticks inside the snapshot's [start, newest] are not sent again
+        self.loading: asyncio.Task[None] | None = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message, separators=(",", ":"))
+        async with self.send_lock:
+            await websocket.send(text)
+
+    async def reply_error(self, reason: str, message: str) -> None:
+        self.shared.metrics.errors[reason] += 1
+        await self.send(error(message))
+
+    async def reader(self) -> None:
+        config = self.shared.config
+        bucket = TokenBucket(config.rate_per_second, config.rate_burst)
+        while True:
+            raw = await websocket.receive()
+            if not bucket.allow():
+                await self.reply_error("rate_limited", f"rate limit: at most {config.rate_per_second:g} messages "
+                                       "per second; this one was ignored, slow down")
+                continue
+            try:
+                request = parse_message(raw, config.symbols, config.max_frame_bytes)
+            except ProtocolError as exc:
+                await self.reply_error("invalid", str(exc))
+                continue
+            if self.loading is not None:
+                self.loading.cancel()
+            self.ready.clear()
+            self.shared.hub.subscribe(self.sub, request.symbol)
+            self.loading = asyncio.create_task(self.load(request))
+
+    async def load(self, request: Subscribe) -> None:
+        history = self.shared.history
+        assert history is not None, "history store is created before serving"
+        started = time.perf_counter()
+        try:
+            snap = await history.snapshot(request.symbol, request.range, request.end)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the client gets the reason, the connection survives
+            log.exception("history for %s %s failed", request.symbol, request.range)
+            await self.reply_error("history", f"history unavailable ({exc}); try again shortly")
+            return
+        self.shared.metrics.history_seconds.observe(time.perf_counter() - started)
+        newest = snap["stats"]["last_update"]
+        self.window = (snap["start"], newest if newest is not None else snap["start"] - 1)
+        await self.send(snap)
+        self.shared.metrics.snapshots += 1
+        self.ready.set()
+
+    async def writer(self) -> None:
+        metrics = self.shared.metrics
+        while True:
+            await self.ready.wait()
+            tick = await self.sub.queue.get()
+            if not self.ready.is_set() or tick["symbol"] != self.sub.symbol:
+                continue
+            if self.window[0] <= tick["ts"] <= self.window[1]:
+                continue  # already in the snapshot
+            await self.send(tick)
+            metrics.pushed += 1
+            if tick.get("published_at"):
+                metrics.push_latency.observe(max(0.0, time.time() - tick["published_at"] / 1000))
+
+
+@ws.websocket("/ws")
+async def feed() -> None:
+    shared = state(current_app)
+    if not origin_allowed(websocket.headers.get("Origin"), websocket.headers.get("Host"),
+                          shared.config.allowed_origins):
+        shared.metrics.errors["origin"] += 1
+        abort(403, "Origin not allowed: set WEBUI_ALLOWED_ORIGINS to the dashboard's public origin")
+    await websocket.accept()
+    conn = Connection(shared)
+    shared.metrics.clients += 1
+    tasks = [asyncio.create_task(conn.reader()), asyncio.create_task(conn.writer())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        shared.metrics.clients -= 1
+        shared.hub.unsubscribe(conn.sub)
+        for task in [*tasks, conn.loading]:
+            if task is not None:
+                task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
