@@ -64,6 +64,7 @@ def serve(host: str, port: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # the registry client logs every request at INFO
     defaults = WebConfig(start_consumer=False)
     p = argparse.ArgumentParser(prog="webui", description=__doc__)
     sub = p.add_subparsers(dest="command")
