@@ -7,6 +7,9 @@ run adds nothing and a crashed run resumes where the store stops. Tick ids are d
 from (symbol, source, time), so anything published twice replaces itself.
 
 The window ends at the last whole minute, so runs a few seconds apart see the same grid.
+
+Where the history is OHLC (Binance klines, Coinbase candles), each page's candles also go to the candles
+topic as origin "ohlc", delivered before the page's ticks: the stream processor never overwrites them.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from pymongo import MongoClient
 
@@ -24,6 +27,9 @@ from control import topics
 from cryptopulse.settings import Settings
 from producer.publisher import TickPublisher
 from producer.sources.history import history_source
+
+if TYPE_CHECKING:
+    from streams.ohlc import OhlcPublisher
 
 MINUTE_MS = 60_000
 # Spacing of each source's history points: a gap is more than twice that.
@@ -115,6 +121,7 @@ async def backfill(settings: Settings, source_name: str, symbols: list[str], hou
     source = history_source(source_name, symbols, on_wait=show_wait)
     existing = stored_times(settings, source.name, source.symbols, start, end)
     publisher = TickPublisher(settings)
+    ohlc: OhlcPublisher | None = None
     published: dict[str, int] = {}
     max_gap = 2 * RESOLUTION_MS.get(source.name, MINUTE_MS)
     for symbol in source.symbols:
@@ -129,6 +136,11 @@ async def backfill(settings: Settings, source_name: str, symbols: list[str], hou
         for low, high in todo:
             covered = low
             async for page in source.history(symbol, low, high):
+                if page.candles:
+                    from streams.ohlc import OhlcPublisher  # only OHLC sources need the candles topic
+
+                    ohlc = ohlc or OhlcPublisher(settings)
+                    await asyncio.to_thread(ohlc.publish, page.candles)
                 for tick in page.points:
                     await publisher.publish(tick)
                     bar.points += 1

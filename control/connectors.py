@@ -41,6 +41,8 @@ def placeholder_values(settings: Settings) -> dict[str, str]:
     return {
         "PRICES_TOPIC": settings.prices_topic,
         "PRICES_DLQ_TOPIC": settings.prices_dlq_topic,
+        "CANDLES_TOPIC": settings.candles_topic,
+        "CANDLES_DLQ_TOPIC": settings.candles_dlq_topic,
         "MONGODB_DATABASE": settings.database,
     }
 

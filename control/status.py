@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 from confluent_kafka import Consumer, TopicPartition
-from pymongo import MongoClient
+from pymongo import ASCENDING, MongoClient
 
 from control import topics
 from cryptopulse.avro import AvroCodec
@@ -94,11 +94,28 @@ def lag(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
+COLLECTIONS = {"prices": "ts", "candles_1m": "start"}  # collection: its time field
+
+
 def store(settings: Settings) -> dict[str, Any]:
-    """Documents in the prices collection, from collStats (a count would scan the whole table on FerretDB)."""
-    client = MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=3000)
+    """Documents, size and oldest record of the tick and candle collections.
+
+    Counts and sizes come from collStats (a count would scan the table on FerretDB); the oldest
+    record needs one sorted query per collection, a scan there too (a few seconds at 100 k ticks).
+    """
+    client = MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=3000, tz_aware=True)
     try:
-        return {"documents": client[settings.database].command("collStats", "prices").get("count", 0)}
+        db = client[settings.database]
+        report = {}
+        for name, field in COLLECTIONS.items():
+            if name not in db.list_collection_names():
+                report[name] = {"documents": 0, "bytes": 0, "oldest": None}
+                continue
+            stats = db.command("collStats", name)
+            oldest = db[name].find_one({}, {field: 1}, sort=[(field, ASCENDING)])
+            report[name] = {"documents": stats.get("count", 0), "bytes": stats.get("size", 0),
+                            "oldest": oldest[field].astimezone(UTC).isoformat(timespec="seconds") if oldest else None}
+        return report
     finally:
         client.close()
 
@@ -184,8 +201,10 @@ def render(report: dict[str, Any]) -> str:
     lines.append("records")
     for topic, count in (report["topics"] or {}).items():
         lines.append(f"  topic {topic:34} {count:>10,}")
-    if "documents" in (report["store"] or {}):
-        lines.append(f"  collection prices{'':23} {report['store']['documents']:>10,}")
+    for name, c in (report["store"] or {}).items():
+        if isinstance(c, dict):
+            lines.append(f"  collection {name:29} {c['documents']:>10,}  {c['bytes'] / 2**20:8.1f} MiB  "
+                         f"oldest {c['oldest'] or '-'}")
     lines.append("last tick per symbol (newest in the topic)")
     for symbol, last in (report["last_tick"] or {}).items():
         if isinstance(last, dict):

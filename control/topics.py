@@ -27,6 +27,12 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
                   "ticks (Avro, key = symbol); the sink keeps them in MongoDB, Kafka keeps a week"),
         TopicSpec(settings.prices_dlq_topic, 1, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
                   "records the sink could not convert or write, with error headers"),
+        # compacted: the latest state of each candle (key = its _id) is kept for ever, which is what a restarted
+        # stream processor reads to learn which minutes are final or came from an exchange's OHLC history
+        TopicSpec(settings.candles_topic, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": str(60_000)},
+                  "1-minute candles (Avro, key = candle _id), rolled up by `streams`; compacted"),
+        TopicSpec(settings.candles_dlq_topic, 1, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
+                  "candles the candles sink could not convert or write, with error headers"),
     ]
 
 

@@ -31,6 +31,8 @@ class Settings:
     database: str = field(default_factory=lambda: _env("MONGODB_DATABASE", "crypto_db"))
     prices_topic: str = field(default_factory=lambda: _env("PRICES_TOPIC", "crypto-prices"))
     prices_dlq_topic: str = field(default_factory=lambda: _env("PRICES_DLQ_TOPIC", "crypto-prices-dlq"))
+    candles_topic: str = field(default_factory=lambda: _env("CANDLES_TOPIC", "crypto-candles-1m"))
+    candles_dlq_topic: str = field(default_factory=lambda: _env("CANDLES_DLQ_TOPIC", "crypto-candles-1m-dlq"))
     state_dir: Path = field(default_factory=lambda: Path(_env("CRYPTOPULSE_STATE_DIR", str(PROJECT_DIR / ".state"))))
 
     # The repository's schemas/ and connectors/ folders; configurable for an installed (non-editable) copy.

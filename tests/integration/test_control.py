@@ -108,7 +108,9 @@ def test_status_shows_a_paused_and_a_failed_connector(settings):
         assert any(line.strip().startswith(SINK) and "PAUSED" in line for line in lines), result.stdout
         assert any(line.strip().startswith(failing) and "FAILED" in line for line in lines), result.stdout
         as_json = json.loads(control("status", "--json").stdout)
-        assert as_json["services"]["kafka"]["up"] and as_json["store"]["documents"] > 0
+        assert as_json["services"]["kafka"]["up"] and as_json["store"]["prices"]["documents"] > 0
+        assert as_json["store"]["prices"]["oldest"] and "candles_1m" in as_json["store"]
+        assert any(line.strip().startswith("collection candles_1m") for line in lines), result.stdout
         assert as_json["docker"]["engine"] is False and "no Docker engine" in as_json["docker"]["note"]
     finally:
         requests.delete(f"{settings.connect_url}/connectors/{failing}", timeout=30)

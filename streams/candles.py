@@ -1,0 +1,217 @@
+"""Pure candle arithmetic: ticks in, 1-minute candles out. No I/O, so it is unit tested alone.
+
+Closing is driven by event time, per (symbol, source): each key's watermark is the newest tick time
+it has seen minus the grace period, and a minute closes once the watermark passes its end. Watermarks
+are per key because the prices topic mixes live ticks with back-fills and test data of other epochs:
+one global clock would make every past-window tick late. A key that goes quiet is closed by a
+wall-clock idle timeout instead, so its last minute does not stay open for ever.
+
+The book is deterministic in the ticks it is fed (the wall clock only decides *when* updates are
+emitted, never their content), so a processor restarted mid-minute that replays the same ticks from
+the first tick of its oldest open candle produces the same candles again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MINUTE_MS = 60_000
+INTERVAL = "1m"
+
+
+def bucket_start(ts: int, interval_ms: int = MINUTE_MS) -> int:
+    """The start of the bucket holding `ts` (floor, so it is right for times before 1970 too)."""
+    return ts - ts % interval_ms
+
+
+def candle_id(symbol: str, source: str, start: int, interval: str = INTERVAL) -> str:
+    """The candle's `_id` and Kafka key: `symbol|source|interval|start_ms`."""
+    return f"{symbol}|{source}|{interval}|{start}"
+
+
+@dataclass(slots=True)
+class Candle:
+    """One minute of one (symbol, source). `ticks` counts distinct tick timestamps."""
+
+    symbol: str
+    source: str
+    start: int
+    open: float
+    high: float
+    low: float
+    close: float
+    ticks: int
+    volume: float | None = None
+    origin: str = "ticks"
+    final: bool = False
+    interval: str = INTERVAL
+
+    @property
+    def id(self) -> str:
+        return candle_id(self.symbol, self.source, self.start, self.interval)
+
+    def to_record(self) -> dict[str, Any]:
+        """The Avro record (schemas/candle.avsc)."""
+        return {"_id": self.id, "symbol": self.symbol, "source": self.source, "interval": self.interval,
+                "start": self.start, "open": self.open, "high": self.high, "low": self.low, "close": self.close,
+                "ticks": self.ticks, "volume": self.volume, "origin": self.origin, "final": self.final}
+
+
+@dataclass(slots=True)
+class _Open:
+    """An open candle: every tick time's price (a repeated time replaces its price, as the sink does for
+    the tick's `_id`), the running aggregates, and the first Kafka position it depends on."""
+
+    symbol: str
+    source: str
+    start: int
+    prices: dict[int, float]
+    first_ts: int
+    last_ts: int
+    high: float
+    low: float
+    first_offset: tuple[int, int] | None  # (partition, offset) of its first tick, for replay after a restart
+    dirty: bool = True
+    last_emit: float = float("-inf")
+
+    def add(self, ts: int, price: float) -> None:
+        replaced = ts in self.prices
+        self.prices[ts] = price
+        if replaced:  # rare: recompute, since the replaced price may have been the high or the low
+            self.high, self.low = max(self.prices.values()), min(self.prices.values())
+        else:
+            self.high, self.low = max(self.high, price), min(self.low, price)
+        self.first_ts, self.last_ts = min(self.first_ts, ts), max(self.last_ts, ts)
+        self.dirty = True
+
+    def candle(self, final: bool) -> Candle:
+        return Candle(self.symbol, self.source, self.start, self.prices[self.first_ts], self.high, self.low,
+                      self.prices[self.last_ts], len(self.prices), final=final)
+
+
+@dataclass(slots=True)
+class _Key:
+    """Per (symbol, source): its open minutes (usually one, two while the previous is in its grace period)."""
+
+    max_ts: int
+    open: dict[int, _Open] = field(default_factory=dict)
+    closed_until: int = -(2**62)  # every minute ending at or before this is closed: ticks in it are late
+    last_seen: float = 0.0  # wall clock (monotonic seconds) of its last tick
+
+
+@dataclass
+class BookStats:
+    ticks: int = 0
+    late: int = 0
+    closed: int = 0
+    idle_closed: int = 0
+
+
+class CandleBook:
+    """Keeps the open candles per (symbol, source) and says which updates and final candles to publish.
+
+    `add` a tick, then `poll(now)` for what to publish: final candles of closed minutes (always, at once)
+    and updates of open ones (at most one per `update_every` seconds each). `now` is a monotonic wall
+    clock in seconds, passed in so that tests control it.
+    """
+
+    def __init__(self, grace_ms: int = 10_000, update_every: float = 1.0, idle_close: float = 30.0,
+                 interval_ms: int = MINUTE_MS) -> None:
+        self.grace_ms = grace_ms
+        self.update_every = update_every
+        self.idle_close = idle_close
+        self.interval_ms = interval_ms
+        self.stats = BookStats()
+        self._keys: dict[tuple[str, str], _Key] = {}
+        self._finals: list[Candle] = []
+
+    def watermark(self, symbol: str, source: str) -> int | None:
+        key = self._keys.get((symbol, source))
+        return None if key is None else max(key.max_ts - self.grace_ms, key.closed_until)
+
+    def observe(self, symbol: str, source: str, ts: int, now: float = 0.0) -> None:
+        """Advance the key's event time without touching any candle (a tick for a candle decided elsewhere)."""
+        key = self._key(symbol, source, ts, now)
+        if ts > key.max_ts:
+            key.max_ts = ts
+            self._close_due(key)
+
+    def add(self, symbol: str, source: str, ts: int, price: float, now: float = 0.0,
+            position: tuple[int, int] | None = None) -> bool:
+        """Apply one tick; False (counted, logged) when it is late: its minute closed already."""
+        key = self._key(symbol, source, ts, now)
+        self.stats.ticks += 1
+        start = bucket_start(ts, self.interval_ms)
+        end = start + self.interval_ms
+        if end <= max(key.max_ts - self.grace_ms, key.closed_until):
+            self.stats.late += 1
+            if self.stats.late == 1 or self.stats.late % 1000 == 0:
+                log.warning("late tick dropped (%d so far): %s %s ts=%d, its minute closed (watermark %d)",
+                            self.stats.late, symbol, source, ts, max(key.max_ts - self.grace_ms, key.closed_until))
+            return False
+        candle = key.open.get(start)
+        if candle is None:
+            key.open[start] = _Open(symbol, source, start, {ts: price}, ts, ts, price, price, position)
+        else:
+            candle.add(ts, price)
+        if ts > key.max_ts:
+            key.max_ts = ts
+            self._close_due(key)
+        return True
+
+    def poll(self, now: float) -> list[Candle]:
+        """What to publish now: finals of closed minutes (idle keys closed first), then due updates."""
+        out, self._finals = self._finals, []
+        for key in self._keys.values():
+            if key.open and now - key.last_seen >= self.idle_close:
+                self.stats.idle_closed += len(key.open)
+                self._close(key, max(key.open) + self.interval_ms, out)
+            for candle in key.open.values():
+                if candle.dirty and now - candle.last_emit >= self.update_every:
+                    candle.dirty, candle.last_emit = False, now
+                    out.append(candle.candle(final=False))
+        return out
+
+    def close_all(self) -> list[Candle]:
+        """Close every open minute now (an explicit flush, e.g. at the end of a bounded run)."""
+        out, self._finals = self._finals, []
+        for key in self._keys.values():
+            if key.open:
+                self._close(key, max(key.open) + self.interval_ms, out)
+        return out
+
+    def open_candles(self) -> list[Candle]:
+        return [c.candle(final=False) for key in self._keys.values() for c in key.open.values()]
+
+    def replay_from(self) -> dict[int, int]:
+        """{partition: offset of the first tick of its oldest open candle}: where a restart must read from."""
+        first: dict[int, int] = {}
+        for key in self._keys.values():
+            for candle in key.open.values():
+                if candle.first_offset is not None:
+                    partition, offset = candle.first_offset
+                    first[partition] = min(offset, first.get(partition, offset))
+        return first
+
+    def _key(self, symbol: str, source: str, ts: int, now: float) -> _Key:
+        key = self._keys.get((symbol, source))
+        if key is None:
+            key = self._keys[(symbol, source)] = _Key(max_ts=ts)
+        key.last_seen = now
+        return key
+
+    def _close_due(self, key: _Key) -> None:
+        watermark = key.max_ts - self.grace_ms
+        if any(start + self.interval_ms <= watermark for start in key.open):
+            self._close(key, watermark, self._finals)
+
+    def _close(self, key: _Key, until: int, out: list[Candle]) -> None:
+        """Close the key's minutes that end at or before `until`, oldest first; remember that they are closed."""
+        for start in sorted(s for s in key.open if s + self.interval_ms <= until):
+            out.append(key.open.pop(start).candle(final=True))
+            self.stats.closed += 1
+            key.closed_until = max(key.closed_until, start + self.interval_ms)

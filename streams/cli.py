@@ -1,0 +1,89 @@
+"""`streams`: roll the prices topic up into 1-minute candles on the candles topic, and apply retention.
+
+    streams run [--group cryptopulse-streams] [--grace-seconds 10] [--from-end] [--no-retention]
+    streams retention [--ticks-hours 48] [--candles-days 30]
+
+Stop it with Ctrl-C or SIGTERM: it delivers what it has, commits, and a restart goes on from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from datetime import timedelta
+
+from pymongo import MongoClient
+
+from cryptopulse.settings import Settings
+from streams import retention
+from streams.processor import GROUP, Processor, ProcessorOptions
+
+log = logging.getLogger("streams")
+
+
+def parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="streams", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="consume ticks and publish candles until stopped")
+    run.add_argument("--group", default=env("STREAMS_GROUP", GROUP), help=f"consumer group (default {GROUP})")
+    run.add_argument("--grace-seconds", type=float, default=float(env("STREAMS_GRACE_SECONDS", "10")),
+                     help="how long after a minute ends its late ticks still count (event time)")
+    run.add_argument("--idle-close-seconds", type=float, default=float(env("STREAMS_IDLE_CLOSE_SECONDS", "30")),
+                     help="close the open minutes of a (symbol, source) that has been silent this long (wall clock)")
+    run.add_argument("--update-seconds", type=float, default=1.0, help="at most one update per open candle this often")
+    run.add_argument("--from-end", action="store_true",
+                     help="a group with no committed offsets starts at the end of the topic, not its beginning")
+    run.add_argument("--close-on-stop", action="store_true", help="publish every open minute as final when stopping")
+    run.add_argument("--only-symbols", default=None,
+                     help="comma-separated: roll up only these symbols (a test processor beside the real one)")
+    run.add_argument("--no-retention", action="store_true", help="do not run the retention job")
+    run.add_argument("--retention-minutes", type=float, default=10.0, help="how often the retention job runs")
+    ret = sub.add_parser("retention", help="apply retention once and say what was deleted")
+    ret.add_argument("--ticks-hours", type=float, default=None, help="env RETENTION_TICKS_HOURS, default 48")
+    ret.add_argument("--candles-days", type=float, default=None, help="env RETENTION_CANDLES_DAYS, default 30")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # the registry client logs every request at INFO
+    settings = Settings()
+    if args.command == "retention":
+        policy = retention.RetentionPolicy()
+        policy = retention.RetentionPolicy(
+            timedelta(hours=args.ticks_hours) if args.ticks_hours is not None else policy.ticks,
+            timedelta(days=args.candles_days) if args.candles_days is not None else policy.candles)
+        client = MongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+        try:
+            print(json.dumps(retention.run_once(client[settings.database], policy)))
+        finally:
+            client.close()
+        return 0
+
+    only = frozenset(s.strip().upper() for s in args.only_symbols.split(",")) if args.only_symbols else None
+    options = ProcessorOptions(
+        group=args.group, grace_ms=int(args.grace_seconds * 1000), update_every=args.update_seconds,
+        idle_close=args.idle_close_seconds,
+        only_symbols=only, from_end=args.from_end, close_on_stop=args.close_on_stop,
+        retention_every=None if args.no_retention else args.retention_minutes * 60)
+    processor = Processor(settings, options)
+    stopping: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda number, _frame: stopping.append(number))
+    try:
+        processor.run(stop=lambda: bool(stopping))
+    except Exception as error:  # noqa: BLE001 - one clear line, and a non-zero exit for the supervisor
+        log.error("stopped: %s", error)
+        return 1
+    log.info("stopped: %s; %s", processor.stats, processor.book.stats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""The stream processor: ticks from the prices topic rolled up into 1-minute candles on the candles topic.
+
+Delivery guarantees, and why they hold:
+- Offsets are committed by hand, and only up to the first tick of the oldest candle still open (per
+  partition). Everything before that belongs to candles whose final version was delivered (the producer
+  is flushed before each commit), or to ticks that were late or undecodable. So a crash loses nothing.
+- A restarted processor resumes at that offset, which re-reads exactly the ticks of the candles that were
+  open. Ticks there that belong to candles already final on the candles topic (closed after the commit,
+  before the crash) only advance event time; the others rebuild the open candles from their first tick,
+  giving the same candles again. Candles are keyed and stored by `_id`, so a repeat replaces itself.
+  (This is the "committed offset minus the open window" of the design, computed exactly from offsets
+  rather than by `offsets_for_times`: record timestamps are publish times, not the ticks' event times,
+  and back-fills and tests publish ticks of other epochs.)
+- OHLC first: candles whose `_id` was published with origin "ohlc" (exchange history, by `control
+  backfill`) are learned from the compacted candles topic, read from its start and followed, and before
+  every publish the processor reads that topic to its end. A ticks candle is never published for such
+  an `_id`. The back-fill delivers its candles before the matching ticks, so the check cannot miss them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
+from pymongo import MongoClient
+
+from cryptopulse.avro import AvroCodec
+from cryptopulse.settings import Settings
+from streams import retention
+from streams.candles import Candle, CandleBook, bucket_start, candle_id
+
+log = logging.getLogger("streams")
+
+GROUP = "cryptopulse-streams"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+
+
+def epoch_ms(value: datetime | int) -> int:
+    """fastavro reads timestamp-millis as an aware datetime; back to exact epoch ms (no float rounding)."""
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return (aware - EPOCH) // MILLISECOND
+    return int(value)
+
+
+@dataclass
+class ProcessorOptions:
+    group: str = GROUP
+    grace_ms: int = 10_000
+    update_every: float = 1.0
+    idle_close: float = 30.0
+    from_end: bool = False  # a group without committed offsets starts at the end instead of the beginning
+    commit_every: float = 1.0
+    retention_every: float | None = 600.0  # None: no retention job
+    retention_policy: retention.RetentionPolicy = field(default_factory=retention.RetentionPolicy)
+    batch: int = 1000
+    only_symbols: frozenset[str] | None = None  # roll up only these (tests; a second processor beside the main one)
+    close_on_stop: bool = False  # publish every open minute as final when stopping (bounded runs, tests)
+
+
+@dataclass
+class ProcessorStats:
+    consumed: int = 0
+    undecodable: int = 0
+    skipped_decided: int = 0  # ticks of candles already final or ohlc on the topic
+    published: int = 0
+    suppressed_ohlc: int = 0
+    delivery_failed: int = 0
+    commits: int = 0
+
+
+class Processor:
+    """One consumer of the prices topic, one producer of candles, one follower of the candles topic."""
+
+    def __init__(self, settings: Settings, options: ProcessorOptions | None = None) -> None:
+        self.settings = settings
+        self.options = options or ProcessorOptions()
+        self.stats = ProcessorStats()
+        self.book = CandleBook(self.options.grace_ms, self.options.update_every, self.options.idle_close)
+        self.ohlc_ids: set[str] = set()
+        self.final_ids: set[str] = set()
+        self.ready = threading.Event()
+        self._ticks = AvroCodec(settings, settings.prices_topic, "tick")
+        self._candles = AvroCodec(settings, settings.candles_topic, "candle")
+        self._next: dict[int, int] = {}  # partition -> next offset to read on the prices topic
+        self._producer = Producer({
+            "bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True,
+            "linger.ms": 20, "compression.type": "lz4", "client.id": "cryptopulse-streams",
+        })
+        self._reader = Consumer({
+            "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{self.options.group}-candles-reader",
+            "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 0,
+            "fetch.wait.max.ms": 10,  # catch_up() reads our own latest candles back before each publish: keep it short
+        })
+        self._consumer = Consumer({
+            "bootstrap.servers": settings.kafka_bootstrap, "group.id": self.options.group,
+            "enable.auto.commit": False, "enable.auto.offset.store": False,
+            "auto.offset.reset": "latest" if self.options.from_end else "earliest",
+            "client.id": "cryptopulse-streams",
+        })
+
+    # --- the candles topic: what is decided already ---
+
+    def _start_reader(self) -> None:
+        metadata = self._reader.list_topics(self.settings.candles_topic, timeout=10).topics[self.settings.candles_topic]
+        if metadata.error is not None:
+            raise RuntimeError(f"topic {self.settings.candles_topic}: {metadata.error}; "
+                               "create it with `control topics create` or `control deploy-connectors`")
+        self._reader.assign([TopicPartition(self.settings.candles_topic, p, 0) for p in metadata.partitions])
+        self.catch_up()
+
+    def catch_up(self, timeout: float = 30.0) -> None:
+        """Read the candles topic up to its current end: learn every final and every ohlc `_id`."""
+        ends = {tp.partition: self._reader.get_watermark_offsets(tp, timeout=10)[1]
+                for tp in self._reader.assignment()}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            positions = {tp.partition: tp.offset for tp in self._reader.position(self._reader.assignment())}
+            if all(positions.get(p, -1) >= end or end == 0 for p, end in ends.items()):
+                return
+            for message in self._reader.consume(1000, timeout=0.5):
+                if message.error() is None and message.value() is not None:
+                    self._learn(message)
+        raise RuntimeError(f"could not read {self.settings.candles_topic} to its end in {timeout:.0f}s")
+
+    def _learn(self, message: Message) -> None:
+        try:
+            record = self._candles.decode(message.value())
+        except Exception:  # noqa: BLE001 - a bad record on the candles topic decides nothing
+            return
+        if record.get("origin") == "ohlc":
+            self.ohlc_ids.add(record["_id"])
+        if record.get("final", True):
+            self.final_ids.add(record["_id"])
+
+    # --- the prices topic ---
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Position every partition explicitly, so `ready` means "every tick published from now on is read"."""
+        committed = consumer.committed(partitions, timeout=30)
+        for tp in committed:
+            if tp.offset == OFFSET_INVALID or tp.offset < 0:
+                low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+                tp.offset = high if self.options.from_end else low
+            self._next[tp.partition] = tp.offset
+        consumer.assign(committed)
+        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in committed))
+        self.ready.set()
+
+    def _apply(self, message: Message, now: float) -> None:
+        self._next[message.partition()] = message.offset() + 1
+        self.stats.consumed += 1
+        try:
+            tick = self._ticks.decode(message.value())
+            symbol, source, ts, price = tick["symbol"], tick["source"], epoch_ms(tick["ts"]), float(tick["price"])
+        except Exception as error:  # noqa: BLE001 - undecodable records are counted and skipped
+            self.stats.undecodable += 1
+            if self.stats.undecodable == 1 or self.stats.undecodable % 1000 == 0:
+                log.warning("undecodable record at offset %d skipped (%d so far): %s", message.offset(),
+                            self.stats.undecodable, error)
+            return
+        if self.options.only_symbols is not None and symbol not in self.options.only_symbols:
+            return
+        cid = candle_id(symbol, source, bucket_start(ts))
+        if cid in self.final_ids or cid in self.ohlc_ids:
+            self.stats.skipped_decided += 1
+            self.book.observe(symbol, source, ts, now)
+            return
+        self.book.add(symbol, source, ts, price, now, (message.partition(), message.offset()))
+
+    def _publish(self, candles: list[Candle]) -> None:
+        if not candles:
+            return
+        self._reader_poll()
+        self.catch_up()
+        for candle in candles:
+            if candle.id in self.ohlc_ids:
+                self.stats.suppressed_ohlc += 1
+                continue
+            if candle.final:
+                self.final_ids.add(candle.id)
+            self._produce(candle)
+
+    def _produce(self, candle: Candle) -> None:
+        value = self._candles.encode(candle.to_record())
+        while True:
+            try:
+                self._producer.produce(self.settings.candles_topic, key=candle.id.encode(), value=value,
+                                       on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                self._producer.poll(0.1)
+        self.stats.published += 1
+        self._producer.poll(0)
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self.stats.delivery_failed += 1
+            log.error("candle delivery failed: %s", error)
+
+    def _reader_poll(self) -> None:
+        for message in self._reader.consume(1000, timeout=0):
+            if message.error() is None and message.value() is not None:
+                self._learn(message)
+
+    def commit(self) -> None:
+        """Deliver every queued candle, then commit up to the first tick of the oldest open candle."""
+        if not self._next:
+            return
+        left = self._producer.flush(30)
+        if left or self.stats.delivery_failed:
+            raise RuntimeError(f"{left + self.stats.delivery_failed} candles not delivered; not committing")
+        replay = self.book.replay_from()
+        offsets = [TopicPartition(self.settings.prices_topic, p, min(replay.get(p, nxt), nxt))
+                   for p, nxt in self._next.items()]
+        self._consumer.commit(offsets=offsets, asynchronous=False)
+        self.stats.commits += 1
+
+    # --- the loop ---
+
+    def run(self, stop: Callable[[], bool] = lambda: False) -> None:
+        self._start_reader()
+        self._consumer.subscribe([self.settings.prices_topic], on_assign=self._on_assign)
+        last_commit = last_summary = time.monotonic()
+        last_retention = float("-inf")
+        retention_thread: threading.Thread | None = None
+        try:
+            while not stop():
+                now = time.monotonic()
+                self._reader_poll()  # learn new ohlc ids early (publishing re-checks against the topic's end)
+                for message in self._consumer.consume(self.options.batch, timeout=0.2):
+                    if message.error() is not None:
+                        if message.error().code() != KafkaError._PARTITION_EOF:
+                            log.warning("consumer: %s", message.error())
+                        continue
+                    self._apply(message, now)
+                self._publish(self.book.poll(time.monotonic()))
+                if now - last_commit >= self.options.commit_every:
+                    self.commit()
+                    last_commit = now
+                every = self.options.retention_every
+                if every is not None and now - last_retention >= every and not (
+                        retention_thread and retention_thread.is_alive()):
+                    retention_thread = threading.Thread(target=self._retention, daemon=True, name="retention")
+                    retention_thread.start()
+                    last_retention = now
+                if now - last_summary >= 30:
+                    log.info("%s; %s", self.stats, self.book.stats)
+                    last_summary = now
+        finally:
+            if self.options.close_on_stop:
+                self._publish(self.book.close_all())
+            self.commit()
+            self._consumer.close()
+            self._reader.close()
+
+    def _retention(self) -> None:
+        client = MongoClient(self.settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+        try:
+            retention.run_once(client[self.settings.database], self.options.retention_policy)
+        except Exception as error:  # noqa: BLE001 - retention retries at its next run
+            log.warning("retention failed: %s", error)
+        finally:
+            client.close()

@@ -1,0 +1,247 @@
+"""Ticks → `streams` → crypto-candles-1m → candles sink → crypto_db.candles_1m, and retention, on the real stack.
+
+Each test uses its own symbols, a random minute of 2004 (no other test or demo uses that year) and its own
+consumer group that starts at the end of the prices topic, so it neither sees nor disturbs anyone's data.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from confluent_kafka import Producer, TopicPartition
+
+from control import topics
+from cryptopulse.avro import AvroCodec
+from cryptopulse.settings import PROJECT_DIR
+from producer.sources.history import Candle as HistoryCandle
+from producer.tick import Tick
+from streams import retention
+from streams.candles import Candle, CandleBook
+from streams.ohlc import OhlcPublisher
+from tests.integration.conftest import wait_for
+from tests.integration.test_backfill import klines
+
+M = 60_000
+FIELDS = ("symbol", "source", "interval", "open", "high", "low", "close", "ticks", "volume", "origin", "final")
+
+
+def window_2004() -> int:
+    start = int(datetime(2004, 1, 1, tzinfo=UTC).timestamp() * 1000) + random.randrange(365 * 1440) * M
+    return start - start % M
+
+
+def unique_symbol() -> str:
+    return "R" + uuid.uuid4().hex[:7].upper()
+
+
+class TickWriter:
+    """Publishes ticks like the producer does (Avro, key = symbol) and remembers each one's offset."""
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self.codec = AvroCodec(settings, settings.prices_topic, "tick")
+        self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all",
+                                  "enable.idempotence": True})
+        self.offsets: dict[int, int] = {}
+
+    def publish(self, symbol: str, ticks: list[tuple[int, float]]) -> None:
+        for ts, price in ticks:
+            value = self.codec.encode(Tick(symbol, "simulated", ts, price).to_record())
+            self.producer.produce(self.settings.prices_topic, key=symbol.encode(), value=value,
+                                  on_delivery=lambda err, msg, ts=ts: self.offsets.__setitem__(ts, msg.offset()))
+        assert self.producer.flush(30) == 0
+
+
+class StreamsProcess:
+    """`python -m streams.cli run` as a subprocess, its log in a file."""
+
+    def __init__(self, group: str, log: Path, symbol: str, *args: str) -> None:
+        self.log = log
+        self.handle = log.open("a")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "run", "--group", group, "--from-end", "--no-retention",
+             "--only-symbols", symbol, *args],
+            stdout=self.handle, stderr=subprocess.STDOUT, cwd=PROJECT_DIR, env=env)
+        assignments = self.log.read_text().count("assigned ")
+        wait_for(lambda: self.log.read_text().count("assigned ") > assignments or self.process.poll() is not None,
+                 60, "the processor to be assigned the prices topic")
+        assert self.process.poll() is None, self.log.read_text()[-3000:]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        self.process.send_signal(sig)
+        self.process.wait(30)
+        self.handle.close()
+
+
+def expected_candles(symbol: str, ticks: list[tuple[int, float]]) -> dict[int, Candle]:
+    book = CandleBook()
+    out = []
+    for ts, price in ticks:
+        book.add(symbol, "simulated", ts, price)
+        out += [c for c in book.poll(0.0) if c.final]
+    out += book.close_all()
+    return {c.start: c for c in out}
+
+
+def stored(mongo, settings, symbol: str) -> dict[int, dict]:
+    docs = mongo[settings.database]["candles_1m"].find({"symbol": symbol})
+    return {int(d["start"].timestamp() * 1000): d for d in docs}
+
+
+def matches(docs: dict[int, dict], expected: dict[int, Candle]) -> bool:
+    if set(docs) != set(expected):
+        return False
+    for start, candle in expected.items():
+        doc, record = docs[start], candle.to_record()
+        if doc["_id"] != candle.id or any(doc.get(f) != record[f] for f in FIELDS):
+            return False
+    return True
+
+
+def test_known_ticks_become_exactly_the_expected_candles(settings, mongo, tmp_path):
+    symbol, w = unique_symbol(), window_2004()
+    ticks = [(w, 100.0), (w + 15_000, 105.0), (w + 30_000, 95.0), (w + 59_999, 101.0),
+             (w + 61_000, 102.0),
+             (w + 50_000, 110.0),   # out of order, within the grace period: updates minute 0
+             (w + 90_000, 103.0),   # closes minute 0 (its end is now more than 10 s behind)
+             (w + 185_000, 99.0),   # minute 2 has no ticks: no candle; this closes minutes 0 and 1
+             (w + 70_000, 500.0),   # late: minute 1 closed already, dropped
+             (w + 600_000, 1.0)]    # much later: closes minute 3; its own minute closes when the key goes idle
+    expected = expected_candles(symbol, ticks)
+    assert sorted(expected) == [w, w + M, w + 3 * M, w + 10 * M]
+    assert (expected[w].high, expected[w].close, expected[w].ticks) == (110.0, 101.0, 5)
+    assert (expected[w + M].high, expected[w + M].ticks) == (103.0, 2)
+
+    streams = StreamsProcess(f"test-rollups-{uuid.uuid4()}", tmp_path / "streams.log", symbol,
+                             "--idle-close-seconds", "3")
+    try:
+        TickWriter(settings).publish(symbol, ticks)
+        wait_for(lambda: matches(stored(mongo, settings, symbol), expected), 120,
+                 f"the expected candles of {symbol} in candles_1m")
+    finally:
+        streams.kill(signal.SIGTERM)
+    assert "late tick dropped" in (tmp_path / "streams.log").read_text()
+
+
+def test_killed_mid_minute_and_restarted_it_produces_the_same_candles(settings, mongo, tmp_path):
+    symbol, w = unique_symbol(), window_2004()
+    rng = random.Random(w)
+    ticks = [(w + s * 2_000 + rng.randrange(2_000), round(50 + rng.random(), 4)) for s in range(90)]
+    ticks.append((w + 900_000, 1.0))
+    expected = expected_candles(symbol, ticks)
+    first_half = [t for t in ticks if t[0] < w + 100_000]  # minute 0 closes; minute 1 is open at the kill
+    group, log = f"test-rollups-{uuid.uuid4()}", tmp_path / "streams.log"
+    writer = TickWriter(settings)
+
+    streams = StreamsProcess(group, log, symbol, "--idle-close-seconds", "600")
+    writer.publish(symbol, first_half)
+    wait_for(lambda: stored(mongo, settings, symbol).get(w, {}).get("final"), 60, "minute 0's final candle")
+    first_of_minute_1 = writer.offsets[min(ts for ts, _ in first_half if ts >= w + M)]
+    tp = TopicPartition(settings.prices_topic, 0)
+    wait_for(lambda: topics.committed_offsets(settings, group, tp.topic, [0])[0] == first_of_minute_1, 30,
+             "the processor to commit up to the first tick of the open minute")
+    wait_for(lambda: stored(mongo, settings, symbol).get(w + M), 30, "an update of the open minute")
+    streams.kill()  # SIGKILL: no goodbye
+
+    streams = StreamsProcess(group, log, symbol, "--idle-close-seconds", "3")
+    try:
+        writer.publish(symbol, ticks[len(first_half):])
+        wait_for(lambda: matches(stored(mongo, settings, symbol), expected), 120,
+                 f"the expected candles of {symbol} after the restart")
+    finally:
+        streams.kill(signal.SIGTERM)
+    assert expected[w + M].ticks == 30  # every tick of the minute open at the kill counted once
+
+
+def test_an_ohlc_candle_is_never_replaced_by_one_rolled_up_from_ticks(settings, mongo, tmp_path):
+    symbol, w = unique_symbol(), window_2004()
+    ohlc = Candle(symbol, "simulated", w, 10.0, 12.0, 9.0, 11.0, 0, volume=1234.5, origin="ohlc", final=True)
+    codec = AvroCodec(settings, settings.candles_topic, "candle")
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
+    producer.produce(settings.candles_topic, key=ohlc.id.encode(), value=codec.encode(ohlc.to_record()))
+    assert producer.flush(30) == 0
+
+    ticks = [(w + 1_000, 50.0), (w + 30_000, 60.0), (w + M + 1_000, 70.0), (w + 10 * M, 80.0)]
+    streams = StreamsProcess(f"test-rollups-{uuid.uuid4()}", tmp_path / "streams.log", symbol,
+                             "--idle-close-seconds", "3")
+    try:
+        TickWriter(settings).publish(symbol, ticks)
+        wait_for(lambda: len(stored(mongo, settings, symbol)) == 3, 120, "three candles")
+    finally:
+        streams.kill(signal.SIGTERM)
+    doc = stored(mongo, settings, symbol)[w]
+    assert (doc["origin"], doc["open"], doc["volume"]) == ("ohlc", 10.0, 1234.5)
+
+
+def test_retention_removes_only_what_is_older_than_the_limit(settings, mongo):
+    db = mongo[f"scratch_retention_{uuid.uuid4().hex[:8]}"]  # a scratch database: the real one is shared
+    now = datetime.now(UTC).replace(microsecond=0)
+    policy = retention.RetentionPolicy(ticks=timedelta(hours=48), candles=timedelta(days=30))
+    day, hour, second = timedelta(days=1), timedelta(hours=1), timedelta(seconds=1)
+    ages = [40 * day, 30 * day + second, 30 * day, 29 * day, 48 * hour + second, 48 * hour, 47 * hour, 0 * second]
+    try:
+        db["prices"].insert_many([{"_id": f"p{i}", "ts": now - age} for i, age in enumerate(ages)])
+        db["candles_1m"].insert_many([{"_id": f"c{i}", "start": now - age} for i, age in enumerate(ages)])
+        ferretdb = retention.is_ferretdb(db)
+        deleted = retention.run_once(db, policy, now=now)
+        if ferretdb:
+            assert deleted == {"prices": 5, "candles_1m": 2}
+            # exactly at the limit is not older than it: kept
+            assert sorted(d["_id"] for d in db["prices"].find()) == ["p5", "p6", "p7"]
+            assert sorted(d["_id"] for d in db["candles_1m"].find()) == [f"c{i}" for i in range(2, 8)]
+            assert retention.run_once(db, policy, now=now) == {"prices": 0, "candles_1m": 0}
+        else:  # real MongoDB: TTL indexes do it
+            assert db["prices"].index_information()["ttl_ts"]["expireAfterSeconds"] == 48 * 3600
+            assert db["candles_1m"].index_information()["ttl_start"]["expireAfterSeconds"] == 30 * 86400
+    finally:
+        mongo.drop_database(db.name)
+
+
+def test_streams_retention_command_runs(settings):
+    # With limits far in the past nothing can be old enough: the command runs against the real collections
+    # and must delete nothing.
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "retention", "--ticks-hours", "1000000",
+                             "--candles-days", "100000"], capture_output=True, text=True, timeout=120,
+                            cwd=PROJECT_DIR)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == '{"prices": 0, "candles_1m": 0}'
+
+
+def test_backfilled_ohlc_candles_are_left_alone_by_the_processor(settings, mongo, tmp_path):
+    # What `control backfill` does for an OHLC source, page by page: the candles (delivered), then their closes
+    # as ticks. The binance/coinbase back-fill only accepts its known symbols, so this drives the same
+    # publisher directly with a symbol of its own.
+    symbol, w = unique_symbol(), window_2004()
+    rows = klines(w, 30)
+    history = [HistoryCandle(symbol, "binance", r[0], *(float(x) for x in r[1:5]), float(r[7]), quote="USDT")
+               for r in rows]
+    streams = StreamsProcess(f"test-rollups-{uuid.uuid4()}", tmp_path / "streams.log", symbol,
+                             "--idle-close-seconds", "2")
+    try:
+        OhlcPublisher(settings).publish(history)
+        writer = TickWriter(settings)
+        for c in history:
+            value = writer.codec.encode(c.tick().to_record())
+            writer.producer.produce(settings.prices_topic, key=symbol.encode(), value=value)
+        assert writer.producer.flush(30) == 0
+        wait_for(lambda: len(stored(mongo, settings, symbol)) == 30, 120, "the ohlc candles in candles_1m")
+        time.sleep(5)  # the processor has read the ticks long ago and is past its idle close
+    finally:
+        streams.kill(signal.SIGTERM)
+    docs = stored(mongo, settings, symbol)
+    assert {d["origin"] for d in docs.values()} == {"ohlc"} and all(d["ticks"] == 0 for d in docs.values())
+    first = docs[w]
+    assert (first["open"], first["high"], first["low"], first["close"], first["volume"]) == (150.0, 150.5, 149.5,
+                                                                                             150.1, 1500.0)
+    (stopped,) = [line for line in (tmp_path / "streams.log").read_text().splitlines() if "stopped:" in line]
+    assert "published=0," in stopped  # nothing rolled up for this symbol: every minute was ohlc already
+    assert "BookStats(ticks=0," in stopped or "suppressed_ohlc=0," not in stopped  # the ticks were seen, and held
