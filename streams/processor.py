@@ -103,6 +103,8 @@ class Processor:
             "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": "latest" if self.options.from_end else "earliest",
             "client.id": "cryptopulse-streams",
+            # a restarted processor gets the partition back ~10 s after a crash, not after the default 45 s
+            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 3_000,
         })
 
     # --- the candles topic: what is decided already ---

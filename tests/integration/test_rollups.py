@@ -78,7 +78,7 @@ class StreamsProcess:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         self.process.send_signal(sig)
-        self.process.wait(30)
+        self.process.wait(90)  # a graceful stop commits and leaves the group; slow on a loaded machine
         self.handle.close()
 
 
