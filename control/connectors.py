@@ -105,11 +105,6 @@ class ConnectClient:
             raise ConnectError(f"connector {name}: Connect refused the config ({response.status_code}): "
                                f"{response.json().get('message', response.text)}")
 
-    def status(self, name: str) -> dict[str, Any]:
-        response = self._request("GET", f"/connectors/{name}/status")
-        response.raise_for_status()
-        return response.json()
-
     def validate(self, connector: Connector) -> dict[str, list[str]]:
         """Connect's own check of a config: {field: [errors]} for the fields it rejects."""
         plugin = connector.config["connector.class"].rsplit(".", 1)[-1]
