@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from confluent_kafka import KafkaException
 from pymongo.errors import PyMongoError
 
 from control import backfill, connectors, schemas, stack, status, topics
-from cryptopulse.settings import Settings
+from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, symbols
 from producer.sources import SourceError
 
 
@@ -55,8 +54,8 @@ def parser() -> argparse.ArgumentParser:
 
     backfill_p = sub.add_parser("backfill", help="fill the gaps of the last hours from a source's history")
     backfill_p.add_argument("--hours", type=float, default=24)
-    backfill_p.add_argument("--symbols", default=os.environ.get("SYMBOLS", "BTC,ETH,XRP"))
-    backfill_p.add_argument("--source", default=os.environ.get("PRODUCER_SOURCE", "simulated"),
+    backfill_p.add_argument("--symbols", type=symbols, default=symbols(env("SYMBOLS", DEFAULT_SYMBOLS)))
+    backfill_p.add_argument("--source", default=env("PRODUCER_SOURCE", "simulated"),
                             choices=["simulated", "coingecko", "binance", "coinbase"])
 
     topics_p = sub.add_parser("topics", help="the project's topics")
@@ -141,9 +140,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "topics":
         return _topics(args, settings)
     elif args.command == "backfill":
-        symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
-        print(f"back-filling {args.hours:g} h of {', '.join(symbols)} from {args.source}", file=sys.stderr)
-        published = asyncio.run(backfill.backfill(settings, args.source, symbols, args.hours))
+        print(f"back-filling {args.hours:g} h of {', '.join(args.symbols)} from {args.source}", file=sys.stderr)
+        published = asyncio.run(backfill.backfill(settings, args.source, args.symbols, args.hours))
         print(f"published {sum(published.values()):,} points: "
               + ", ".join(f"{s} {n:,}" for s, n in published.items()))
     return 0

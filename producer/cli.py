@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
-from cryptopulse.settings import Settings
+from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, symbols
 from producer.metrics import ProducerMetrics, serve
 from producer.publisher import TickPublisher
 from producer.sources import SOURCES, Source, SourceError, make_source, reject_reason
@@ -26,15 +26,7 @@ from producer.tick import Tick
 
 log = logging.getLogger("producer")
 
-DEFAULT_SYMBOLS = "BTC,ETH,XRP"
 SUMMARY_EVERY = 30.0  # seconds between two metric lines in the log
-
-
-def _symbols(text: str) -> list[str]:
-    symbols = [s.strip().upper() for s in text.split(",") if s.strip()]
-    if not symbols:
-        raise argparse.ArgumentTypeError("give at least one symbol, e.g. BTC,ETH,XRP")
-    return symbols
 
 
 def parser() -> argparse.ArgumentParser:
@@ -43,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="publish ticks until stopped (or --count ticks)")
     run.add_argument("--source", choices=sorted(SOURCES), default=env("PRODUCER_SOURCE", "simulated"))
-    run.add_argument("--symbols", type=_symbols, default=_symbols(env("SYMBOLS", DEFAULT_SYMBOLS)),
+    run.add_argument("--symbols", type=symbols, default=symbols(env("SYMBOLS", DEFAULT_SYMBOLS)),
                      help=f"comma-separated (default {DEFAULT_SYMBOLS}; env SYMBOLS)")
     run.add_argument("--fallback", choices=["simulated"], default=env("PRODUCER_FALLBACK") or None,
                      help="when the source cannot be reached, publish the simulated market instead (marked so)")

@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cryptopulse.settings import Settings
-
-DEFAULT_SYMBOLS = ("BTC", "ETH", "XRP")
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
+from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, symbols
 
 
 def _symbols() -> tuple[str, ...]:
-    raw = _env("SYMBOLS", ",".join(DEFAULT_SYMBOLS))
-    symbols = tuple(dict.fromkeys(s.strip().upper() for s in raw.split(",") if s.strip()))
-    if not symbols:
-        raise ValueError("SYMBOLS is empty: give a comma-separated list such as BTC,ETH,XRP")
-    return symbols
+    return tuple(symbols(env("SYMBOLS", DEFAULT_SYMBOLS)))
 
 
 def _origins() -> tuple[str, ...]:
-    return tuple(o.strip().rstrip("/") for o in _env("WEBUI_ALLOWED_ORIGINS", "").split(",") if o.strip())
+    return tuple(o.strip().rstrip("/") for o in env("WEBUI_ALLOWED_ORIGINS", "").split(",") if o.strip())
 
 
 def _int(name: str, default: int) -> int:
-    raw = _env(name, str(default))
+    raw = env(name, str(default))
     try:
         return int(raw)
     except ValueError:
@@ -39,7 +28,7 @@ def _int(name: str, default: int) -> int:
 class WebConfig:
     """Where the app listens, what it serves and its limits; every field has a WEBUI_* (or SYMBOLS) variable."""
 
-    host: str = field(default_factory=lambda: _env("WEBUI_HOST", "127.0.0.1"))
+    host: str = field(default_factory=lambda: env("WEBUI_HOST", "127.0.0.1"))
     port: int = field(default_factory=lambda: _int("WEBUI_PORT", 8000))
     # Empty means "same host as the page" (the Origin's host:port must equal the Host header).
     allowed_origins: tuple[str, ...] = field(default_factory=_origins)
@@ -54,7 +43,7 @@ class WebConfig:
     # Concurrent history queries: FerretDB's SQLite pool is small and shared, so few cursors at a time.
     mongo_pool: int = field(default_factory=lambda: _int("WEBUI_MONGO_POOL", 4))
     snapshot_cache_seconds: float = 2.0
-    consumer_group_prefix: str = field(default_factory=lambda: _env("WEBUI_GROUP_PREFIX", "cryptopulse-webui"))
+    consumer_group_prefix: str = field(default_factory=lambda: env("WEBUI_GROUP_PREFIX", "cryptopulse-webui"))
     start_consumer: bool = True
     settings: Settings = field(default_factory=Settings)
 
