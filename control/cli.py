@@ -28,7 +28,7 @@ def parser() -> argparse.ArgumentParser:
     stack_status = stack_sub.add_parser("status", help="what runs where, and its memory")
     stack_status.add_argument("--json", action="store_true")
     logs_p = stack_sub.add_parser("logs", help="a component's log")
-    logs_p.add_argument("component", choices=["kafka", "registry", "ferretdb", "connect"])
+    logs_p.add_argument("component", choices=[c.name for c in stack.components(Settings())])
     logs_p.add_argument("-n", "--lines", type=int, default=50)
     logs_p.add_argument("-f", "--follow", action="store_true")
 

@@ -106,9 +106,9 @@ def store(settings: Settings) -> dict[str, Any]:
     client = MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=3000, tz_aware=True)
     try:
         db = client[settings.database]
-        report = {}
+        report, existing = {}, set(db.list_collection_names())
         for name, field in COLLECTIONS.items():
-            if name not in db.list_collection_names():
+            if name not in existing:
                 report[name] = {"documents": 0, "bytes": 0, "oldest": None}
                 continue
             stats = db.command("collStats", name)
