@@ -9,6 +9,7 @@ Stop it with Ctrl-C or SIGTERM: it delivers what it has, commits, and a restart 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -74,15 +75,25 @@ def main(argv: list[str] | None = None) -> int:
         retention_every=None if args.no_retention else args.retention_minutes * 60)
     processor = Processor(settings, options)
     stopping: list[int] = []
+
+    def on_signal(number: int, _frame: object) -> None:
+        stopping.append(number)
+        # if the stop itself hangs, the log shows where: every thread's stack after 60 s
+        faulthandler.dump_traceback_later(60, exit=False)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda number, _frame: stopping.append(number))
+        signal.signal(sig, on_signal)
+    code = 0
     try:
         processor.run(stop=lambda: bool(stopping))
+        log.info("stopped: %s; %s", processor.stats, processor.book.stats)
     except Exception as error:  # noqa: BLE001 - one clear line, and a non-zero exit for the supervisor
         log.error("stopped: %s", error)
-        return 1
-    log.info("stopped: %s; %s", processor.stats, processor.book.stats)
-    return 0
+        code = 1
+    if not processor.closed:  # a Kafka client stuck in close would also block the interpreter's exit
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -75,6 +75,23 @@ class ProcessorStats:
     commits: int = 0
 
 
+def close_within(consumers: list[Consumer], seconds: float) -> bool:
+    """Close the consumers, waiting at most `seconds`.
+
+    librdkafka's close (leave the group, destroy) can block for good when the group coordinator misbehaves
+    (confluent-kafka-python#1667). A stop that has committed already loses nothing by not waiting longer.
+    """
+    done = threading.Event()
+
+    def close() -> None:
+        for consumer in consumers:
+            consumer.close()
+        done.set()
+
+    threading.Thread(target=close, daemon=True, name="close-consumers").start()
+    return done.wait(seconds)
+
+
 class Processor:
     """One consumer of the prices topic, one producer of candles, one follower of the candles topic."""
 
@@ -86,6 +103,7 @@ class Processor:
         self.ohlc_ids: set[str] = set()
         self.final_ids: set[str] = set()
         self.ready = threading.Event()
+        self.closed = False  # run() ended and its Kafka consumers closed
         self._ticks = AvroCodec(settings, settings.prices_topic, "tick")
         self._candles = AvroCodec(settings, settings.candles_topic, "candle")
         self._next: dict[int, int] = {}  # partition -> next offset to read on the prices topic
@@ -259,8 +277,9 @@ class Processor:
             if self.options.close_on_stop:
                 self._publish(self.book.close_all())
             self.commit()
-            self._consumer.close()
-            self._reader.close()
+            self.closed = close_within([self._consumer, self._reader], 20.0)
+            if not self.closed:
+                log.warning("the Kafka consumers did not close within 20 s (everything was committed already)")
 
     def _retention(self) -> None:
         client = MongoClient(self.settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)

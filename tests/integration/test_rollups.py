@@ -78,8 +78,13 @@ class StreamsProcess:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         self.process.send_signal(sig)
-        self.process.wait(90)  # a graceful stop commits and leaves the group; slow on a loaded machine
-        self.handle.close()
+        try:
+            self.process.wait(90)  # a graceful stop commits and leaves the group; slow on a loaded machine
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"the processor did not stop within 90 s:\n{self.log.read_text()[-6000:]}") from None
+        finally:
+            self.handle.close()
 
 
 def expected_candles(symbol: str, ticks: list[tuple[int, float]]) -> dict[int, Candle]:
