@@ -10,6 +10,7 @@ from typing import Any
 from quart import Quart
 
 from cryptopulse.settings import Settings
+from webui.candles import CandleView
 from webui.config import WebConfig
 from webui.history import HistoryStore
 from webui.live import Hub, LiveConsumer
@@ -27,6 +28,7 @@ class State:
     hub: Hub
     history: HistoryStore | None = None
     consumer: LiveConsumer | None = None
+    candles: CandleView | None = None
 
 
 def state(app: Quart) -> State:
@@ -50,8 +52,12 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
 
     @app.before_serving
     async def start() -> None:
+        if config.candle_view:
+            shared.candles = CandleView(config.settings)
+            shared.candles.start()
         shared.history = HistoryStore(config.settings.mongodb_uri, config.settings.database, config.mongo_pool,
-                                      config.max_points, config.snapshot_cache_seconds, shared.hub.recent_ticks)
+                                      config.max_points, config.snapshot_cache_seconds, shared.hub.recent_ticks,
+                                      shared.candles)
         if config.start_consumer:
             shared.consumer = LiveConsumer(config.settings, config.consumer_group_prefix,
                                            asyncio.get_running_loop(), shared.hub.publish, metrics)
@@ -62,6 +68,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
     async def stop() -> None:
         if shared.consumer is not None:
             await asyncio.to_thread(shared.consumer.stop)
+        if shared.candles is not None:
+            await asyncio.to_thread(shared.candles.stop)
         if shared.history is not None:
             await shared.history.close()
 

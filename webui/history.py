@@ -1,8 +1,9 @@
 """History from MongoDB (FerretDB) through pymongo's async client, turned into snapshot messages.
 
-FerretDB scans the collection for range queries and its SQLite pool is small and
-shared, so: few connections (a small pool), every cursor exhausted or closed,
-identical concurrent requests coalesced, and answers reused for a couple of seconds.
+24 h and 7 d come from the in-memory candle view (webui/candles.py) once it is loaded, else from
+`candles_1m`; 1 h, and any range without candles, from raw ticks. FerretDB scans the collection for
+range queries and its SQLite pool is small and shared, so: few connections (a small pool), every cursor
+exhausted or closed, identical concurrent requests coalesced, and answers reused for a couple of seconds.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
+from webui.candles import CandleView, candle_row, epoch_ms
 from webui.series import (
     RANGES_MS,
     CandleRow,
@@ -33,36 +35,36 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def _ms(value: datetime) -> int:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
-
-
 def pick_source(docs: list[dict[str, Any]]) -> str | None:
     """The source of the newest row: a chart never mixes two sources' prices."""
     return docs[-1].get("source") if docs else None
 
 
+def candle_rows(docs: list[dict[str, Any]]) -> tuple[str | None, list[CandleRow]]:
+    """Stored candles sorted by time as (the newest one's source, that source's rows)."""
+    source = pick_source(docs)
+    return source, [candle_row(d) for d in docs if d.get("source") == source]
+
+
 def build_snapshot(symbol: str, range_: str, end: int, tick_docs: list[dict[str, Any]],
-                   candle_docs: list[dict[str, Any]], recent: list[dict[str, Any]], max_points: int) -> dict[str, Any]:
-    """The snapshot message from rows sorted by time: candles when there are any, else raw ticks.
+                   candles: tuple[str | None, list[CandleRow]], recent: list[dict[str, Any]],
+                   max_points: int) -> dict[str, Any]:
+    """The snapshot message from rows sorted by time: candles (one source's) when there are any, else raw ticks.
 
     `recent` are ticks the live consumer saw but MongoDB may not hold yet (sink lag); those newer than
     the newest stored tick and inside the window are appended.
     """
     range_ms = RANGES_MS[range_]
     start = end - range_ms
-    if candle_docs:
-        source = pick_source(candle_docs)
-        rows = [CandleRow(_ms(d["start"]), d["open"], d["high"], d["low"], d["close"], d.get("volume"))
-                for d in candle_docs if d.get("source") == source]
+    source, rows = candles
+    if rows:
         series = series_from_candles(rows, range_ms, max_points)
         stats = stats_from_candles(rows)
         basis = "candles_1m"
     else:
         source = pick_source(tick_docs) or (recent[-1]["source"] if recent else None)
-        rows = [TickRow(_ms(d["ts"]), d["price"], d.get("volume_24h")) for d in tick_docs if d.get("source") == source]
+        rows = [TickRow(epoch_ms(d["ts"]), d["price"], d.get("volume_24h"))
+                for d in tick_docs if d.get("source") == source]
         newest = rows[-1].ts if rows else start - 1
         rows += [TickRow(t["ts"], t["price"], t.get("volume_24h")) for t in recent
                  if t["source"] == source and newest < t["ts"] <= end and t["ts"] >= start]
@@ -91,13 +93,14 @@ class HistoryStore:
     """Reads ticks and candles for a window and builds snapshots, a few at a time."""
 
     def __init__(self, uri: str, database: str, pool: int, max_points: int, cache_seconds: float,
-                 recent: Callable[[str], list[dict[str, Any]]]) -> None:
+                 recent: Callable[[str], list[dict[str, Any]]], view: CandleView | None = None) -> None:
         self.client: AsyncMongoClient = AsyncMongoClient(uri, tz_aware=True, maxPoolSize=pool,
                                                          serverSelectionTimeoutMS=5000)
         self.db = self.client[database]
         self.max_points = max_points
         self.cache_seconds = cache_seconds
         self._recent = recent
+        self.view = view
         self._gate = asyncio.Semaphore(pool)
         self._inflight: dict[tuple[str, str, int | None], asyncio.Future[dict[str, Any]]] = {}
         self._cache: dict[tuple[str, str, int | None], tuple[float, dict[str, Any]]] = {}
@@ -139,11 +142,14 @@ class HistoryStore:
         started = time.perf_counter()
         stop = end if end is not None else int(time.time() * 1000)
         start = stop - RANGES_MS[range_]
-        candles: list[dict[str, Any]] = []
-        if range_ != "1h":
+        candles: tuple[str | None, list[CandleRow]] = (None, [])
+        if range_ != "1h" and self.view is not None and self.view.covers(start):
+            candles = self.view.window(symbol, start, stop)
+        elif range_ != "1h":
             window = {"$gte": _dt(start), "$lte": _dt(stop)}
-            candles = await self._find("candles_1m", {"symbol": symbol, "start": window}, CANDLE_FIELDS, "start")
-        ticks = [] if candles else await self._find(
+            candles = candle_rows(await self._find("candles_1m", {"symbol": symbol, "start": window}, CANDLE_FIELDS,
+                                                   "start"))
+        ticks = [] if candles[1] else await self._find(
             "prices", {"symbol": symbol, "ts": {"$gte": _dt(start), "$lte": _dt(stop)}}, TICK_FIELDS, "ts")
         snap = build_snapshot(symbol, range_, stop, ticks, candles, self._recent(symbol), self.max_points)
         snap["server_ms"] = round((time.perf_counter() - started) * 1000, 1)

@@ -17,8 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 from quart.testing import WebsocketResponseError
 
+from control import topics
+from cryptopulse.avro import AvroCodec
+from streams.candles import Candle
 from tests.integration.conftest import wait_for
 from webui.app import create_app, state
 
@@ -206,3 +210,64 @@ def test_healthz_and_metrics(settings):
     assert body["kafka"]["ok"] and body["kafka"]["group_id"].startswith("cryptopulse-webui-") and body["mongo"]["ok"]
     for name in ("webui_connected_clients", "webui_messages_pushed_total", "webui_push_latency_seconds_bucket"):
         assert name in text
+
+
+def test_24h_and_7d_come_from_the_candle_view_and_equal_mongodb(settings, mongo):
+    """Candles stored before the app starts are loaded from MongoDB; later ones arrive by the candles topic."""
+    symbol = "ZV" + "".join(random.choices(string.ascii_uppercase, k=4))
+    now = int(time.time() * 1000) // 60_000 * 60_000
+    rng = random.Random(now)
+    candles, price = [], 100.0
+    for start in range(now - 3 * 3_600_000, now - 3_600_000, 60_000):  # 120 minutes, 3 to 1 hours ago
+        moves = [price * (1 + rng.gauss(0, 0.002)) for _ in range(3)]
+        candles.append(Candle(symbol, "simulated", start, price, max(price, *moves), min(price, *moves), moves[-1], 4))
+        price = moves[-1]
+    codec = AvroCodec(settings, settings.candles_topic, "candle")
+    kafka = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
+    collection = mongo[settings.database]["candles_1m"]
+
+    def publish(batch: list[Candle]) -> None:
+        for c in batch:
+            kafka.produce(settings.candles_topic, key=c.id.encode(), value=codec.encode(c.to_record()))
+        assert kafka.flush(30) == 0
+
+    def sink_is_past(ends: dict[int, int]) -> bool:
+        committed = topics.committed_offsets(settings, "connect-mongo-sink-candles", settings.candles_topic, list(ends))
+        return all(committed.get(p, -1) >= end for p, end in ends.items())
+
+    publish(candles[:60])
+    wait_for(lambda: collection.count_documents({"symbol": symbol}) == 60, 120, "the first hour in candles_1m")
+    ends = topics.end_offsets_by_partition(settings, settings.candles_topic)
+    wait_for(lambda: sink_is_past(ends), 60, "the candles sink to commit past them")
+
+    async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        app = create_app(settings, start_consumer=False)
+        async with app.test_app():
+            shared = state(app)
+            view, history = shared.candles, shared.history
+            assert await asyncio.to_thread(view.ready.wait, 120), view.status()
+            # the view reads the topic from where the sink had committed: the first hour came from MongoDB
+            assert len(view.window(symbol, now - 7 * DAY_MS, now)[1]) == 60
+            publish(candles[60:])
+            deadline = time.monotonic() + 60
+            while len(view.window(symbol, now - 7 * DAY_MS, now)[1]) < 120:
+                assert time.monotonic() < deadline, f"the second hour never reached the view: {view.status()}"
+                await asyncio.sleep(0.2)
+            from_view = [await history.snapshot(symbol, r, now) for r in ("24h", "7d")]
+            await asyncio.to_thread(wait_for, lambda: collection.count_documents({"symbol": symbol}) == 120, 120,
+                                    "the second hour in candles_1m")
+            history.view = None
+            from_mongo = [await history.snapshot(symbol, r, now + 1) for r in ("24h", "7d")]  # + 1: not the cache
+            health = await (await app.test_client().get("/healthz")).get_json()
+        return [*from_view, *from_mongo], health
+
+    (view_24h, view_7d, mongo_24h, mongo_7d), health = run(scenario)
+    assert health["candle_view"]["ready"] is True and health["candle_view"]["loaded"] >= 60
+    for from_view, from_mongo in ((view_24h, mongo_24h), (view_7d, mongo_7d)):
+        assert from_view["basis"] == from_mongo["basis"] == "candles_1m"
+        assert from_view["stats"]["count"] == 120
+        assert from_view["stats"]["first"] == candles[0].open and from_view["stats"]["price"] == candles[-1].close
+        assert from_view["stats"]["max"] == max(c.high for c in candles)
+        for field in ("line", "candles", "volume"):
+            assert from_view[field] == from_mongo[field]
+        assert from_view["stats"] == from_mongo["stats"]
