@@ -8,8 +8,10 @@ from (symbol, source, time), so anything published twice replaces itself.
 
 The window ends at the last whole minute, so runs a few seconds apart see the same grid.
 
-Where the history is OHLC (Binance klines, Coinbase candles), each page's candles also go to the candles
-topic as origin "ohlc", delivered before the page's ticks: the stream processor never overwrites them.
+The history's candles go to the candles topic too, delivered before the ticks they are made of, so the
+stream processor finds those minutes decided: OHLC history (Binance klines, Coinbase candles) as origin
+"ohlc"; a point history (simulated, CoinGecko) rolled up here, for minutes MongoDB holds nothing for
+(streams/history.py says why).
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from control import topics
 from cryptopulse.settings import Settings
 from producer.publisher import TickPublisher
 from producer.sources.history import history_source
+from streams.history import CandlePublisher, PointRollup, from_exchange
 
 if TYPE_CHECKING:
-    from streams.ohlc import OhlcPublisher
+    from producer.tick import Tick
+    from streams.candles import Candle
 
 MINUTE_MS = 60_000
 # Spacing of each source's history points: a gap is more than twice that.
@@ -47,15 +51,19 @@ def gaps(times: list[int], start: int, end: int, max_gap: int) -> list[tuple[int
     return found
 
 
-def stored_times(settings: Settings, source: str, symbols: list[str], start: int, end: int) -> dict[str, list[int]]:
-    """Event times (epoch ms) MongoDB holds per symbol for `source` in [start, end): one pass over the range."""
+def stored_times(settings: Settings, source: str, symbols: list[str], start: int, end: int,
+                 collection: str = "prices", field: str = "ts") -> dict[str, list[int]]:
+    """Times (epoch ms) MongoDB holds per symbol for `source` in [start, end): one pass over the range.
+
+    Tick times by default; `collection="candles_1m", field="start"` gives the minutes that have a candle.
+    """
     client = MongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
     times: dict[str, list[int]] = {s: [] for s in symbols}
     try:
         window = {"$gte": datetime.fromtimestamp(start / 1000, UTC), "$lt": datetime.fromtimestamp(end / 1000, UTC)}
-        query = {"source": source, "symbol": {"$in": symbols}, "ts": window}
-        for doc in client[settings.database]["prices"].find(query, {"_id": 0, "symbol": 1, "ts": 1}):
-            times[doc["symbol"]].append(int(doc["ts"].timestamp() * 1000))
+        query = {"source": source, "symbol": {"$in": symbols}, field: window}
+        for doc in client[settings.database][collection].find(query, {"_id": 0, "symbol": 1, field: 1}):
+            times[doc["symbol"]].append(int(doc[field].timestamp() * 1000))
     finally:
         client.close()
     return {s: sorted(t) for s, t in times.items()}
@@ -120,9 +128,19 @@ async def backfill(settings: Settings, source_name: str, symbols: list[str], hou
 
     source = history_source(source_name, symbols, on_wait=show_wait)
     existing = stored_times(settings, source.name, source.symbols, start, end)
+    with_candles = stored_times(settings, source.name, source.symbols, start, end, "candles_1m", "start")
     publisher = TickPublisher(settings)
-    ohlc: OhlcPublisher | None = None
+    candle_publisher: CandlePublisher | None = None
     published: dict[str, int] = {}
+
+    async def publish(candles: list[Candle], points: list[Tick], bar: Progress) -> None:
+        nonlocal candle_publisher
+        if candles:  # delivered before the ticks they are made of
+            candle_publisher = candle_publisher or CandlePublisher(settings)
+            await asyncio.to_thread(candle_publisher.publish, candles)
+        for tick in points:
+            await publisher.publish(tick)
+        bar.points += len(points)
     max_gap = 2 * RESOLUTION_MS.get(source.name, MINUTE_MS)
     for symbol in source.symbols:
         todo = gaps(existing[symbol], start, end, max_gap)
@@ -133,20 +151,19 @@ async def backfill(settings: Settings, source_name: str, symbols: list[str], hou
             published[symbol] = 0
             continue
         done = 0
+        occupied = {t - t % MINUTE_MS for t in existing[symbol]} | set(with_candles[symbol])
         for low, high in todo:
             covered = low
+            rollup = PointRollup(skip_minutes=occupied)
             async for page in source.history(symbol, low, high):
-                if page.candles:
-                    from streams.ohlc import OhlcPublisher  # only OHLC sources need the candles topic
-
-                    ohlc = ohlc or OhlcPublisher(settings)
-                    await asyncio.to_thread(ohlc.publish, page.candles)
-                for tick in page.points:
-                    await publisher.publish(tick)
-                    bar.points += 1
+                if page.candles is not None:
+                    await publish([from_exchange(c) for c in page.candles], page.points, bar)
+                else:
+                    await publish(*rollup.add(page.points), bar)
                 done += page.covered_until_ms - covered
                 covered = page.covered_until_ms
                 bar.update(done, bar.points)
+            await publish(*rollup.finish(), bar)
         bar.finish()
         published[symbol] = bar.points
     left = await asyncio.to_thread(publisher.flush, 60)

@@ -133,6 +133,11 @@ class CandleBook:
         key = self._keys.get((symbol, source))
         return None if key is None else max(key.max_ts - self.grace_ms, key.closed_until)
 
+    def is_late(self, symbol: str, source: str, ts: int) -> bool:
+        """Whether `add` would drop this tick: its minute closed already."""
+        watermark = self.watermark(symbol, source)
+        return watermark is not None and bucket_start(ts, self.interval_ms) + self.interval_ms <= watermark
+
     def observe(self, symbol: str, source: str, ts: int, now: float = 0.0) -> None:
         """Advance the key's event time without touching any candle (a tick for a candle decided elsewhere)."""
         key = self._key(symbol, source, ts, now)
@@ -146,8 +151,7 @@ class CandleBook:
         key = self._key(symbol, source, ts, now)
         self.stats.ticks += 1
         start = bucket_start(ts, self.interval_ms)
-        end = start + self.interval_ms
-        if end <= max(key.max_ts - self.grace_ms, key.closed_until):
+        if self.is_late(symbol, source, ts):
             self.stats.late += 1
             if self.stats.late == 1 or self.stats.late % 1000 == 0:
                 log.warning("late tick dropped (%d so far): %s %s ts=%d, its minute closed (watermark %d)",

@@ -11,10 +11,12 @@ Delivery guarantees, and why they hold:
   (This is the "committed offset minus the open window" of the design, computed exactly from offsets
   rather than by `offsets_for_times`: record timestamps are publish times, not the ticks' event times,
   and back-fills and tests publish ticks of other epochs.)
-- OHLC first: candles whose `_id` was published with origin "ohlc" (exchange history, by `control
-  backfill`) are learned from the compacted candles topic, read from its start and followed, and before
-  every publish the processor reads that topic to its end. A ticks candle is never published for such
-  an `_id`. The back-fill delivers its candles before the matching ticks, so the check cannot miss them.
+- History first: `control backfill` publishes the candles of its history (origin "ohlc" for an exchange's
+  OHLC, or rolled up from a point history) before the ticks they are made of. The processor learns every
+  final and every ohlc `_id` from the compacted candles topic, read from its start and followed; ticks of
+  a decided minute are not rolled up again, and a tick that looks late makes it read that topic to its end
+  before dropping it. Before every publish it reads the topic to its end, and a ticks candle is never
+  published for an ohlc `_id`.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class Processor:
         self._ticks = AvroCodec(settings, settings.prices_topic, "tick")
         self._candles = AvroCodec(settings, settings.candles_topic, "candle")
         self._next: dict[int, int] = {}  # partition -> next offset to read on the prices topic
+        self._caught_up = False  # read the candles topic to its end during this batch already
         self._producer = Producer({
             "bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True,
             "linger.ms": 20, "compression.type": "lz4", "client.id": "cryptopulse-streams",
@@ -188,6 +191,11 @@ class Processor:
         if self.options.only_symbols is not None and symbol not in self.options.only_symbols:
             return
         cid = candle_id(symbol, source, bucket_start(ts))
+        if (not self._caught_up and cid not in self.final_ids and cid not in self.ohlc_ids
+                and self.book.is_late(symbol, source, ts)):
+            # a back-fill delivers its candles before their ticks: read the topic to its end before dropping
+            self.catch_up()
+            self._caught_up = True
         if cid in self.final_ids or cid in self.ohlc_ids:
             self.stats.skipped_decided += 1
             self.book.observe(symbol, source, ts, now)
@@ -254,6 +262,7 @@ class Processor:
             while not stop():
                 now = time.monotonic()
                 self._reader_poll()  # learn new ohlc ids early (publishing re-checks against the topic's end)
+                self._caught_up = False
                 for message in self._consumer.consume(self.options.batch, timeout=0.2):
                     if message.error() is not None:
                         if message.error().code() != KafkaError._PARTITION_EOF:

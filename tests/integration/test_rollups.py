@@ -25,9 +25,9 @@ from producer.sources.history import Candle as HistoryCandle
 from producer.tick import Tick
 from streams import retention
 from streams.candles import Candle, CandleBook
-from streams.ohlc import OhlcPublisher
+from streams.history import CandlePublisher, from_exchange
 from tests.integration.conftest import wait_for
-from tests.integration.test_backfill import klines
+from tests.integration.test_backfill import backfill, klines
 
 M = 60_000
 FIELDS = ("symbol", "source", "interval", "open", "high", "low", "close", "ticks", "volume", "origin", "final")
@@ -232,7 +232,7 @@ def test_backfilled_ohlc_candles_are_left_alone_by_the_processor(settings, mongo
     streams = StreamsProcess(f"test-rollups-{uuid.uuid4()}", tmp_path / "streams.log", symbol,
                              "--idle-close-seconds", "2")
     try:
-        OhlcPublisher(settings).publish(history)
+        CandlePublisher(settings).publish([from_exchange(c) for c in history])
         writer = TickWriter(settings)
         for c in history:
             value = writer.codec.encode(c.tick().to_record())
@@ -250,3 +250,39 @@ def test_backfilled_ohlc_candles_are_left_alone_by_the_processor(settings, mongo
     (stopped,) = [line for line in (tmp_path / "streams.log").read_text().splitlines() if "stopped:" in line]
     assert "published=0," in stopped  # nothing rolled up for this symbol: every minute was ohlc already
     assert "BookStats(ticks=0," in stopped or "suppressed_ohlc=0," not in stopped  # the ticks were seen, and held
+
+
+def test_a_point_history_back_filled_after_live_ticks_still_becomes_candles(settings, mongo, tmp_path):
+    # Live ticks move the processor's event time to now, so the back-fill's older ticks are late to it: the
+    # back-fill rolls its history up itself, and a minute that had live ticks keeps its live candle.
+    symbol = unique_symbol()
+    now = int(time.time() * 1000)
+    live = [(now - 20_000 + i * 1_000, 200.0 + i) for i in range(15)]
+    prices = mongo[settings.database]["prices"]
+    streams = StreamsProcess(f"test-rollups-{uuid.uuid4()}", tmp_path / "streams.log", symbol,
+                             "--idle-close-seconds", "3")
+    try:
+        TickWriter(settings).publish(symbol, live)
+        wait_for(lambda: prices.count_documents({"symbol": symbol}) == len(live), 60, "the live ticks in MongoDB")
+        live_minutes = {ts - ts % M for ts, _ in live}
+        wait_for(lambda: live_minutes <= set(stored(mongo, settings, symbol)), 60, "the live candles")
+        result = backfill("--hours", "2", "--symbols", symbol)
+        history = sorted((int(d["ts"].timestamp() * 1000), d["price"])
+                         for d in prices.find({"symbol": symbol}) if int(d["ts"].timestamp() * 1000) < now - 20_000)
+        assert len(history) >= 100, result.stdout + result.stderr
+        expected = {ts - ts % M for ts, _ in history} - live_minutes
+        wait_for(lambda: expected | live_minutes <= set(stored(mongo, settings, symbol)), 120,
+                 "a candle for every back-filled minute")
+        time.sleep(3)  # let the processor see every back-filled tick
+    finally:
+        streams.kill(signal.SIGTERM)
+    docs = stored(mongo, settings, symbol)
+    assert set(docs) == expected | live_minutes
+    for ts, price in history:
+        doc = docs[ts - ts % M]
+        if ts - ts % M not in live_minutes:
+            assert (doc["origin"], doc["ticks"], doc["close"], doc["final"]) == ("ticks", 1, price, True)
+    for minute in live_minutes:  # rolled up from the live ticks by the processor, not replaced by the back-fill
+        assert docs[minute]["ticks"] == len([ts for ts, _ in live if ts - ts % M == minute])
+    (stopped,) = [line for line in (tmp_path / "streams.log").read_text().splitlines() if "stopped:" in line]
+    assert "late=0," in stopped  # every back-filled tick was found decided, none dropped as late

@@ -159,13 +159,32 @@ def test_restart_in_the_middle_of_a_minute_yields_identical_candles():
 
 def test_an_exchange_candle_becomes_a_final_ohlc_candle_with_its_volume():
     from producer.sources.history import Candle as HistoryCandle
-    from streams.ohlc import from_history
+    from streams.history import from_exchange
 
-    candle = from_history(HistoryCandle("BTC", "binance", T0, 1.0, 3.0, 0.5, 2.0, 1234.5, quote="USDT"))
+    candle = from_exchange(HistoryCandle("BTC", "binance", T0, 1.0, 3.0, 0.5, 2.0, 1234.5, quote="USDT"))
     record = candle.to_record()
     assert record == {"_id": f"BTC|binance|1m|{T0}", "symbol": "BTC", "source": "binance", "interval": "1m",
                       "start": T0, "open": 1.0, "high": 3.0, "low": 0.5, "close": 2.0, "ticks": 0,
                       "volume": 1234.5, "origin": "ohlc", "final": True}
+
+
+def test_a_point_history_is_rolled_up_page_by_page_and_its_points_wait_for_their_candle():
+    from producer.tick import Tick
+    from streams.history import PointRollup
+
+    def ticks(*offsets: int) -> list[Tick]:
+        return [Tick("BTC", "coingecko", T0 + o, 100.0 + o / 1000) for o in offsets]
+
+    rollup = PointRollup(skip_minutes=[T0 + 2 * M])  # MongoDB holds something for minute 2: not rolled up
+    candles, ready = rollup.add(ticks(0, 20_000, 50_000, M + 10_000))  # the page ends inside minute 1
+    assert [(c.start, c.open, c.close, c.ticks, c.final, c.origin) for c in candles] == [
+        (T0, 100.0, 150.0, 3, True, "ticks")]
+    assert [t.ts for t in ready] == [T0, T0 + 20_000, T0 + 50_000]  # minute 1's point waits for its candle
+    candles, ready = rollup.add(ticks(M + 40_000, 2 * M + 5_000, 5 * M))  # minute 1 ends; 2 is skipped; 3, 4: gap
+    assert [(c.start, c.ticks, c.high) for c in candles] == [(T0 + M, 2, 100.0 + 100.0)]
+    assert [t.ts - T0 for t in ready] == [M + 10_000, M + 40_000, 2 * M + 5_000]
+    candles, ready = rollup.finish()  # the end of the gap: the last minute is whole
+    assert [c.start for c in candles] == [T0 + 5 * M] and [t.ts for t in ready] == [T0 + 5 * M]
 
 
 def test_records_match_the_candle_schema():
