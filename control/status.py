@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
 from pymongo import ASCENDING, MongoClient
 
 from control import topics
@@ -77,20 +77,28 @@ def connectors(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
+# Whose lag is shown: the sink connectors, the candle roll-up and the dashboards.
+LAG_GROUPS = ("connect-", "cryptopulse-streams", "cryptopulse-webui")
+
+
 def lag(settings: Settings) -> list[dict[str, Any]]:
-    """Lag on the prices topic of the sink connectors' and the dashboard's consumer groups."""
+    """Records behind the end of the prices and candles topics, per consumer group of the pipeline.
+
+    A dashboard process has a group of its own, gone with it: only groups with live members count there.
+    """
     admin = topics.admin(settings)
-    groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid
-              if g.group_id.startswith(("connect-", "webui", "cryptopulse-webui"))]
-    if not groups:
-        return []
-    ends = topics.end_offsets_by_partition(settings, settings.prices_topic)
+    listings = admin.list_consumer_groups().result(timeout=10).valid
+    groups = sorted(g.group_id for g in listings if g.group_id.startswith(LAG_GROUPS) and not (
+        g.group_id.startswith("cryptopulse-webui") and g.state == ConsumerGroupState.EMPTY))
     rows = []
-    for group in sorted(groups):
-        committed = topics.committed_offsets(settings, group, settings.prices_topic, list(ends))
-        if all(offset < 0 for offset in committed.values()):
-            continue  # the group reads other topics
-        rows.append({"group": group, "lag": sum(end - max(committed.get(p, 0), 0) for p, end in ends.items())})
+    for topic in (settings.prices_topic, settings.candles_topic):
+        ends = topics.end_offsets_by_partition(settings, topic)
+        for group in groups if ends else []:
+            committed = topics.committed_offsets(settings, group, topic, list(ends))
+            if all(offset < 0 for offset in committed.values()):
+                continue  # the group reads other topics
+            behind = sum(end - max(committed.get(p, 0), 0) for p, end in ends.items())
+            rows.append({"group": group, "topic": topic, "lag": behind})
     return rows
 
 
@@ -195,9 +203,9 @@ def render(report: dict[str, Any]) -> str:
         tasks = ", ".join(f"task {t['id']} {t['state']}" + (f" ({t['error']})" if "error" in t else "")
                           for t in c["tasks"])
         lines.append(f"  {c['name']:24} {c['state']:9} {tasks or 'no tasks'}")
-    lines.append("consumer lag on the prices topic")
+    lines.append("consumer lag (records behind the end of the topic)")
     for row in report["lag"] if isinstance(report["lag"], list) else []:
-        lines.append(f"  {row['group']:40} {row['lag']:>10,}")
+        lines.append(f"  {row['group']:46} {row['topic']:20} {row['lag']:>10,}")
     lines.append("records")
     for topic, count in (report["topics"] or {}).items():
         lines.append(f"  topic {topic:34} {count:>10,}")

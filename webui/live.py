@@ -141,7 +141,9 @@ class LiveConsumer:
                 "bootstrap.servers": self.settings.kafka_bootstrap,
                 "group.id": self.group_id,
                 "auto.offset.reset": "latest",
-                "enable.auto.commit": False,
+                # committed now and then only so that `control status` can show this dashboard's lag
+                "enable.auto.commit": True,
+                "auto.commit.interval.ms": 5000,
                 "fetch.wait.max.ms": 10,
                 "error_cb": self._on_error,
             })

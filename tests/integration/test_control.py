@@ -110,6 +110,8 @@ def test_status_shows_a_paused_and_a_failed_connector(settings):
         as_json = json.loads(control("status", "--json").stdout)
         assert as_json["services"]["kafka"]["up"] and as_json["store"]["prices"]["documents"] > 0
         assert as_json["store"]["prices"]["oldest"] and "candles_1m" in as_json["store"]
+        lag = {(row["group"], row["topic"]): row["lag"] for row in as_json["lag"]}
+        assert lag[(f"connect-{SINK}", settings.prices_topic)] >= 0, as_json["lag"]
         assert any(line.strip().startswith("collection candles_1m") for line in lines), result.stdout
         assert as_json["docker"]["engine"] is False and "no Docker engine" in as_json["docker"]["note"]
     finally:
