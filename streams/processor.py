@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 from pymongo import MongoClient
 
-from cryptopulse.avro import AvroCodec
+from cryptopulse.avro import AvroCodec, RegistryUnavailable
 from cryptopulse.settings import Settings
 from streams import retention
 from streams.candles import Candle, CandleBook, bucket_start, candle_id
@@ -155,6 +155,8 @@ class Processor:
     def _learn(self, message: Message) -> None:
         try:
             record = self._candles.decode(message.value())
+        except RegistryUnavailable:
+            raise  # an unread ohlc candle could be overwritten: better stop than guess
         except Exception:  # noqa: BLE001 - a bad record on the candles topic decides nothing
             return
         if record.get("origin") == "ohlc":
@@ -177,17 +179,22 @@ class Processor:
         self.ready.set()
 
     def _apply(self, message: Message, now: float) -> None:
-        self._next[message.partition()] = message.offset() + 1
-        self.stats.consumed += 1
         try:
             tick = self._ticks.decode(message.value())
             symbol, source, ts, price = tick["symbol"], tick["source"], epoch_ms(tick["ts"]), float(tick["price"])
+        except RegistryUnavailable as error:  # not the record's fault: stop before it, a restart reads it again
+            raise RuntimeError(f"{error}; stopping before {message.topic()}[{message.partition()}]@"
+                               f"{message.offset()}, which a restart reads again") from error
         except Exception as error:  # noqa: BLE001 - undecodable records are counted and skipped
+            self._next[message.partition()] = message.offset() + 1
+            self.stats.consumed += 1
             self.stats.undecodable += 1
             if self.stats.undecodable == 1 or self.stats.undecodable % 1000 == 0:
                 log.warning("undecodable record at offset %d skipped (%d so far): %s", message.offset(),
                             self.stats.undecodable, error)
             return
+        self._next[message.partition()] = message.offset() + 1
+        self.stats.consumed += 1
         if self.options.only_symbols is not None and symbol not in self.options.only_symbols:
             return
         cid = candle_id(symbol, source, bucket_start(ts))

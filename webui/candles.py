@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from pymongo import MongoClient
 
 from control import topics
-from cryptopulse.avro import AvroCodec
+from cryptopulse.avro import AvroCodec, RegistryUnavailable
 from cryptopulse.settings import Settings
 from webui.series import CandleRow
 
@@ -155,12 +155,16 @@ class CandleView:
             client.close()
 
     def _apply(self, codec: AvroCodec, value: bytes | None) -> None:
-        if value is None:
+        while value is not None and not self._stop.is_set():
+            try:
+                record = codec.decode(value)
+                self.put(record["symbol"], record["source"], candle_row(record))
+            except RegistryUnavailable as exc:  # the record is fine: the same one again, a little later
+                self.last_error = str(exc)
+                self._stop.wait(1.0)
+                continue
+            except Exception as exc:  # noqa: BLE001 - the sink sends such a record to its DLQ; the view skips it
+                self.last_error = f"undecodable candle skipped: {exc}"
+                return
+            self.followed += 1
             return
-        try:
-            record = codec.decode(value)
-            self.put(record["symbol"], record["source"], candle_row(record))
-        except Exception as exc:  # noqa: BLE001 - the sink sends such a record to its DLQ; the view skips it
-            self.last_error = f"undecodable candle skipped: {exc}"
-            return
-        self.followed += 1

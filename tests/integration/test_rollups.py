@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,13 +20,14 @@ from pathlib import Path
 from confluent_kafka import Producer, TopicPartition
 
 from control import topics
-from cryptopulse.avro import AvroCodec
+from cryptopulse.avro import AvroCodec, RegistryUnavailable
 from cryptopulse.settings import PROJECT_DIR
 from producer.sources.history import Candle as HistoryCandle
 from producer.tick import Tick
 from streams import retention
 from streams.candles import Candle, CandleBook
 from streams.history import CandlePublisher, from_exchange
+from streams.processor import Processor, ProcessorOptions
 from tests.integration.conftest import wait_for
 from tests.integration.test_backfill import backfill, klines
 
@@ -286,3 +288,44 @@ def test_a_point_history_back_filled_after_live_ticks_still_becomes_candles(sett
         assert docs[minute]["ticks"] == len([ts for ts, _ in live if ts - ts % M == minute])
     (stopped,) = [line for line in (tmp_path / "streams.log").read_text().splitlines() if "stopped:" in line]
     assert "late=0," in stopped  # every back-filled tick was found decided, none dropped as late
+
+
+def test_a_registry_outage_stops_the_processor_before_the_tick_and_a_restart_counts_it(settings, mongo):
+    # The registry "goes down" for the processor's tick decoder (injected: the real registry stays up for
+    # everyone else). A tick it cannot decode is not skipped as undecodable: the processor stops before it,
+    # commits no further, and the next run rolls it up.
+    symbol, w = unique_symbol(), window_2004()
+    group = f"test-rollups-{uuid.uuid4()}"
+    options = dict(group=group, from_end=True, retention_every=None, only_symbols=frozenset({symbol}))
+    first = Processor(settings, ProcessorOptions(**options))
+
+    def registry_down(_data: bytes) -> dict:
+        raise RegistryUnavailable("schema registry http://127.0.0.1:8081 did not answer: ConnectTimeout()")
+
+    failure: list[BaseException] = []
+
+    def run_first() -> None:
+        try:
+            first.run()
+        except BaseException as error:  # noqa: BLE001 - what the test looks at
+            failure.append(error)
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    assert first.ready.wait(60)
+    first._ticks.decode = registry_down
+    writer = TickWriter(settings)
+    ticks = [(w + 1_000, 10.0), (w + 20_000, 12.0), (w + 40_000, 11.0)]
+    writer.publish(symbol, ticks)
+    thread.join(60)
+    assert not thread.is_alive() and failure, "the processor kept running without its registry"
+    offset = writer.offsets[ticks[0][0]]
+    assert f"stopping before {settings.prices_topic}[0]@" in str(failure[0])
+    assert topics.committed_offsets(settings, group, settings.prices_topic, [0])[0] <= offset  # not committed past
+    assert first.stats.undecodable == 0
+
+    second = Processor(settings, ProcessorOptions(**options, close_on_stop=True))
+    second.run(stop=lambda: second.book.stats.ticks >= len(ticks))
+    wait_for(lambda: stored(mongo, settings, symbol).get(w, {}).get("ticks") == 3, 60, "the candle of all three ticks")
+    doc = stored(mongo, settings, symbol)[w]
+    assert (doc["open"], doc["high"], doc["low"], doc["close"], doc["final"]) == (10.0, 12.0, 10.0, 11.0, True)
