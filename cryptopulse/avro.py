@@ -2,23 +2,25 @@
 
 Records are Confluent-framed (magic byte 0, 4-byte schema id, Avro binary), which
 the Connect converter and every Confluent-compatible consumer read. The subject
-is `<topic>-value` (TopicNameStrategy), set explicitly on both sides: left to its
-default, the client first asks the registry's "associations" endpoint, which
-Apicurio does not have (a 404 at best; once in CI a request that never returned,
-freezing a consumer on its first record). Every registry request has a timeout.
+is `<topic>-value` (TopicNameStrategy). Decoding reads the schema id and asks the
+registry for that id only (the library's deserializer first asks an "associations"
+endpoint Apicurio does not have: a 404 at best, and once in CI a request that never
+returned, freezing a consumer on its first record). Every registry request has a timeout.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
+import fastavro
 from confluent_kafka.schema_registry import SchemaRegistryClient, SchemaRegistryError, topic_subject_name_strategy
-from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.avro import AvroSerializer
 
 # the HTTP library the registry client is built on (httpx, or its fork httpx2), as the client itself imports it
 from confluent_kafka.schema_registry.common._httpx_compat import httpx
-from confluent_kafka.serialization import MessageField, SerializationContext
+from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
 
 from cryptopulse.settings import Settings
 
@@ -51,7 +53,8 @@ class AvroCodec:
             load_schema(settings, schema_name),
             conf={"subject.name.strategy": topic_subject_name_strategy, "auto.register.schemas": True},
         )
-        self._deserialize = AvroDeserializer(client, conf={"subject.name.strategy": topic_subject_name_strategy})
+        self._client = client
+        self._writers: dict[int, Any] = {}  # schema id -> parsed writer schema
         self._registry_url = settings.schema_registry_url
         self._context = SerializationContext(topic, MessageField.VALUE)
 
@@ -59,12 +62,29 @@ class AvroCodec:
         return self._serialize(record, self._context)
 
     def decode(self, data: bytes) -> dict[str, Any]:
-        """The record; `RegistryUnavailable` when the registry could not say what its schema id means."""
+        """The record in Confluent-framed bytes (magic byte 0, 4-byte schema id, Avro binary), by its writer schema.
+
+        Read with fastavro directly, each writer schema fetched once: the library's deserializer does
+        per-record work this project does not use (data-contract rules, subject lookups) at twice the cost.
+        `SerializationError`, `SchemaRegistryError` (unknown id) or a read error: the record is bad;
+        `RegistryUnavailable`: the registry could not say what its schema id means, the record may be fine.
+        """
+        if data is None or len(data) < 6 or data[0] != 0:
+            head = bytes(data or b"")[:5]
+            raise SerializationError(f"not Confluent-framed Avro: {len(data or b'')} bytes starting {head!r}")
+        schema_id = int.from_bytes(data[1:5], "big")
+        writer = self._writers.get(schema_id)
+        if writer is None:
+            writer = self._writers[schema_id] = self._writer_schema(schema_id)
+        return fastavro.schemaless_reader(io.BytesIO(data[5:]), writer, None)
+
+    def _writer_schema(self, schema_id: int) -> Any:
         try:
-            return self._deserialize(data, self._context)
+            registered = self._client.get_schema(schema_id)
         except httpx.TransportError as error:
             raise RegistryUnavailable(f"schema registry {self._registry_url} did not answer: {error!r}") from error
         except SchemaRegistryError as error:
             if error.http_status_code >= 500:
                 raise RegistryUnavailable(f"schema registry {self._registry_url}: {error}") from error
             raise
+        return fastavro.parse_schema(json.loads(registered.schema_str))

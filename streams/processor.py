@@ -147,7 +147,9 @@ class Processor:
             positions = {tp.partition: tp.offset for tp in self._reader.position(self._reader.assignment())}
             if all(positions.get(p, -1) >= end or end == 0 for p, end in ends.items()):
                 return
-            for message in self._reader.consume(1000, timeout=0.5):
+            # poll returns with the first record; consume(n, timeout) would wait for n records or the timeout
+            first = self._reader.poll(0.5)
+            for message in [first, *self._reader.consume(1000, timeout=0)] if first is not None else []:
                 if message.error() is None and message.value() is not None:
                     self._learn(message)
         raise RuntimeError(f"could not read {self.settings.candles_topic} to its end in {timeout:.0f}s")
