@@ -9,8 +9,8 @@ from (symbol, source, time), so anything published twice replaces itself.
 The window ends at the last whole minute, so runs a few seconds apart see the same grid.
 
 The history's candles go to the candles topic too, delivered before the ticks they are made of, so the
-stream processor finds those minutes decided: OHLC history (Binance klines, Coinbase candles) as origin
-"ohlc"; a point history (simulated, CoinGecko) rolled up here, for minutes MongoDB holds nothing for
+stream processor finds those minutes decided: OHLC history (Binance klines, Coinbase candles, the
+simulated market's) as origin "ohlc"; a point history (CoinGecko) rolled up here, for minutes MongoDB holds nothing for
 (streams/history.py says why).
 """
 

@@ -5,9 +5,9 @@ rolls up by event time per (symbol, source): history older than what it has seen
 dropped. So the back-fill publishes the candles of its history itself, on the candles topic, each batch
 delivered before the ticks it was made of; the processor then finds those minutes decided and leaves them.
 
-- OHLC history (Binance klines, Coinbase candles): real trades' open/high/low/close and volume, origin
-  "ohlc", which no candle rolled up from sampled prices ever replaces (docs/rollups.md).
-- Point history (simulated, CoinGecko): rolled up by the same `CandleBook` as the processor, origin "ticks",
+- OHLC history (Binance klines, Coinbase candles, the simulated market's): trades' open/high/low/close
+  and volume, origin "ohlc", which no candle rolled up from sampled prices ever replaces (docs/rollups.md).
+- Point history (CoinGecko): rolled up by the same `CandleBook` as the processor, origin "ticks",
   only for minutes MongoDB holds nothing for (neither a tick nor a candle): a minute already rolled up
   from live ticks is never replaced by one made of a history's sparse points.
 """

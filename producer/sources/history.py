@@ -40,6 +40,7 @@ class Candle:
     volume: float | None
     quote: str = "USD"
     interval: str = "1m"
+    volume_24h: float | None = None  # the rolling 24 h total at the close, where the source says it (simulated)
 
     @property
     def close_ms(self) -> int:
@@ -48,7 +49,7 @@ class Candle:
 
     def tick(self) -> Tick:
         """The close as a `Tick`, so a caller that stores only ticks treats every source alike."""
-        return Tick(self.symbol, self.source, self.close_ms, self.close, self.quote)
+        return Tick(self.symbol, self.source, self.close_ms, self.close, self.quote, volume_24h=self.volume_24h)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ class HistoryPage:
     """One symbol's history for [previous page's covered_until_ms, covered_until_ms), oldest first.
 
     `points` are always filled (for OHLC sources: each candle's close); `candles` is None for
-    sources whose history is points (coingecko, simulated). A page may be empty (no trades, or
+    sources whose history is points (coingecko). A page may be empty (no trades, or
     an API gap); it still moves `covered_until_ms` on.
     """
 

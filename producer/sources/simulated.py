@@ -5,10 +5,11 @@ interval always give the same ticks, so tests and demos are reproducible, and
 every tick says source=simulated so nobody mistakes it for a real price.
 
 History joins the live walk: a walk's start price depends on (seed, symbol) only, and history for
-[start, end) is that walk run backwards from the start price, on a grid ending one history interval
-before `end`. So history up to `end` followed by a live market starting at `end` is one continuous
-walk, and every history point is a function of (seed, symbol, end, its time): resuming with a later
-`start` gives the same points.
+[start, end) is that walk run backwards from the start price, in 5-second steps, as 1-minute OHLC
+candles (with a traded volume) like an exchange's klines; the last one closes just before `end`. So
+history up to `end` followed by a live market starting at `end` is one continuous walk, and every
+candle is a function of (seed, symbol, end, its minute): resuming with a later `start` gives the same
+candles.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from producer.sources.base import Source
-from producer.sources.history import HistoryPage, own_symbol, tick_page, windows
+from producer.sources.history import Candle, HistoryPage, candle_page, own_symbol, windows
 from producer.tick import Tick
 
 SOURCE = "simulated"
@@ -33,6 +34,8 @@ START_VOLUMES = {"BTC": 35e9, "ETH": 18e9, "XRP": 4e9, "SOL": 3e9, "ADA": 0.8e9,
 ANNUAL_VOLATILITY = 0.6
 SECONDS_PER_YEAR = 365 * 24 * 3600
 HISTORY_PAGE_MS = 3_600_000
+HISTORY_STEPS = 12  # 5-second steps in a minute of history
+MINUTE_MS = 60_000
 
 
 @dataclass
@@ -55,19 +58,23 @@ def _sigma(interval_ms: int) -> float:
     return ANNUAL_VOLATILITY * math.sqrt(interval_ms / 1000 / SECONDS_PER_YEAR)
 
 
-def simulated_history(symbol: str, seed: int, start_ms: int, end_ms: int, interval_ms: int = 60_000) -> list[Tick]:
-    """Ticks at end_ms - k * interval_ms (k >= 1) within [start_ms, end_ms), oldest first; the newest has the
-    start price of a live `SimulatedMarket` for `seed` (its first tick, at end_ms, is one step away)."""
-    if interval_ms <= 0:
-        raise ValueError("interval_ms must be positive")
-    walk, sigma = _walk(seed, symbol), _sigma(interval_ms)
+def simulated_history(symbol: str, seed: int, start_ms: int, end_ms: int) -> list[Candle]:
+    """1-minute candles of the minutes [end_ms - k min, end_ms - (k - 1) min) within [start_ms, end_ms), oldest
+    first; the newest closes at the start price of a live `SimulatedMarket` for `seed` (its first tick, at
+    end_ms, is one step away). Each minute is HISTORY_STEPS steps of the walk, run backwards from its close."""
+    walk, sigma = _walk(seed, symbol), _sigma(MINUTE_MS // HISTORY_STEPS)
     rng = random.Random(f"{seed}:{symbol}:history")  # its own stream, so the live walk's draws stay as they were
-    price, volume, ticks = walk.price, walk.volume, []
-    for ts in range(end_ms - interval_ms, start_ms - 1, -interval_ms):
-        ticks.append(Tick(symbol, SOURCE, ts, round(price, 8), volume_24h=round(volume, 2)))
-        price /= math.exp(rng.gauss(-0.5 * sigma**2, sigma))  # one live step, undone
+    price, volume, candles = walk.price, walk.volume, []
+    for start in range(end_ms - MINUTE_MS, start_ms - 1, -MINUTE_MS):
+        close, path = price, [price]
+        for _ in range(HISTORY_STEPS):
+            price /= math.exp(rng.gauss(-0.5 * sigma**2, sigma))  # one live step, undone
+            path.append(price)
+        traded = volume / 1440 * math.exp(rng.gauss(0, 0.5))  # a minute's share of the 24 h volume, give or take
+        candles.append(Candle(symbol, SOURCE, start, round(price, 8), round(max(path), 8), round(min(path), 8),
+                              round(close, 8), round(traded, 2), volume_24h=round(volume, 2)))
         volume /= math.exp(rng.gauss(0, 0.001))
-    return ticks[::-1]
+    return candles[::-1]
 
 
 class SimulatedMarket:
@@ -118,12 +125,12 @@ class SimulatedSource(Source):
 
     def __init__(self, symbols: Iterable[str], *, seed: int = 42, start_ms: int | None = None, interval_ms: int = 1000,
                  fast: bool = False, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep, history_interval_ms: int = 60_000) -> None:
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         super().__init__(symbols)
         start_ms = int(clock() * 1000) if start_ms is None else start_ms
         self.market = SimulatedMarket(self.symbols, seed=seed, start_ms=start_ms, interval_ms=interval_ms)
         self.fast, self.clock, self.sleep = fast, clock, sleep
-        self.seed, self.history_interval_ms = seed, history_interval_ms  # one tick a second would swamp the store
+        self.seed = seed
 
     async def ticks(self) -> AsyncIterator[Tick]:
         for tick in self.market.ticks():
@@ -132,9 +139,9 @@ class SimulatedSource(Source):
             yield tick
 
     async def history(self, symbol: str, start_ms: int, end_ms: int) -> AsyncIterator[HistoryPage]:
-        """Ticks every `history_interval_ms` that lead into the live walk starting at `end_ms`, a page per hour."""
+        """1-minute candles that lead into the live walk starting at `end_ms`, a page per hour."""
         symbol = own_symbol(self, symbol)
-        ticks = simulated_history(symbol, self.seed, start_ms, end_ms, self.history_interval_ms)
+        candles = simulated_history(symbol, self.seed, start_ms, end_ms)
         for low, high in windows(start_ms, end_ms, HISTORY_PAGE_MS):
-            await self.sleep(0)  # a day of ticks is computed at once; let the event loop run between pages
-            yield tick_page(self, symbol, ticks, low, high, int(self.clock() * 1000))
+            await self.sleep(0)  # a day of candles is computed at once; let the event loop run between pages
+            yield candle_page(self, symbol, candles, low, high, int(self.clock() * 1000))

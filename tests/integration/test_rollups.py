@@ -22,12 +22,14 @@ from confluent_kafka import Producer, TopicPartition
 from control import topics
 from cryptopulse.avro import AvroCodec, RegistryUnavailable
 from cryptopulse.settings import PROJECT_DIR
+from producer.sources.coingecko import IDS
 from producer.sources.history import Candle as HistoryCandle
 from producer.tick import Tick
 from streams import retention
 from streams.candles import Candle, CandleBook
 from streams.history import CandlePublisher, from_exchange
 from streams.processor import Processor, ProcessorOptions
+from tests.fakes import FakeHttp, Reply
 from tests.integration.conftest import wait_for
 from tests.integration.test_backfill import backfill, klines
 
@@ -54,9 +56,9 @@ class TickWriter:
                                   "enable.idempotence": True})
         self.offsets: dict[int, int] = {}
 
-    def publish(self, symbol: str, ticks: list[tuple[int, float]]) -> None:
+    def publish(self, symbol: str, ticks: list[tuple[int, float]], source: str = "simulated") -> None:
         for ts, price in ticks:
-            value = self.codec.encode(Tick(symbol, "simulated", ts, price).to_record())
+            value = self.codec.encode(Tick(symbol, source, ts, price).to_record())
             self.producer.produce(self.settings.prices_topic, key=symbol.encode(), value=value,
                                   on_delivery=lambda err, msg, ts=ts: self.offsets.__setitem__(ts, msg.offset()))
         assert self.producer.flush(30) == 0
@@ -254,29 +256,43 @@ def test_backfilled_ohlc_candles_are_left_alone_by_the_processor(settings, mongo
     assert "BookStats(ticks=0," in stopped or "suppressed_ohlc=0," not in stopped  # the ticks were seen, and held
 
 
+def market_chart(start_ms: int, end_ms: int, step_ms: int = 5 * M) -> dict:
+    """CoinGecko's market_chart/range in the API's shape: [ms, value] rows every `step_ms`."""
+    times = range(start_ms - start_ms % step_ms, end_ms, step_ms)
+    return {"prices": [[t, 0.5 + (t // step_ms) % 97 / 1000] for t in times],
+            "market_caps": [[t, 1.8e10] for t in times], "total_volumes": [[t, 6.1e8] for t in times]}
+
+
 def test_a_point_history_back_filled_after_live_ticks_still_becomes_candles(settings, mongo, tmp_path):
     # Live ticks move the processor's event time to now, so the back-fill's older ticks are late to it: the
-    # back-fill rolls its history up itself, and a minute that had live ticks keeps its live candle.
-    symbol = unique_symbol()
+    # back-fill rolls its point history (CoinGecko: a price every 5 minutes) up itself, and a minute that had
+    # live ticks keeps the processor's candle.
+    symbol, source = "ADA", "coingecko"  # CoinGecko knows only real coins: ADA from coingecko is this test's own
     now = int(time.time() * 1000)
-    live = [(now - 20_000 + i * 1_000, 200.0 + i) for i in range(15)]
-    prices = mongo[settings.database]["prices"]
+    db = mongo[settings.database]
+    mine = {"symbol": symbol, "source": source}
+    db["prices"].delete_many(mine)  # an earlier run's, so that the back-fill finds its gap again
+    db["candles_1m"].delete_many(mine)
+    live = [(now - 20_000 + i * 1_000, 0.61 + i / 1000) for i in range(15)]
+    fake = FakeHttp()
+    fake.reply(f"/api/v3/coins/{IDS[symbol]}/market_chart/range", Reply(200, market_chart(now - 3 * 3_600_000, now)))
     streams = StreamsProcess(f"test-rollups-{uuid.uuid4()}", tmp_path / "streams.log", symbol,
                              "--idle-close-seconds", "3")
     try:
-        TickWriter(settings).publish(symbol, live)
-        wait_for(lambda: prices.count_documents({"symbol": symbol}) == len(live), 60, "the live ticks in MongoDB")
+        TickWriter(settings).publish(symbol, live, source)
+        wait_for(lambda: db["prices"].count_documents(mine) == len(live), 60, "the live ticks in MongoDB")
         live_minutes = {ts - ts % M for ts, _ in live}
         wait_for(lambda: live_minutes <= set(stored(mongo, settings, symbol)), 60, "the live candles")
-        result = backfill("--hours", "2", "--symbols", symbol)
-        history = sorted((int(d["ts"].timestamp() * 1000), d["price"])
-                         for d in prices.find({"symbol": symbol}) if int(d["ts"].timestamp() * 1000) < now - 20_000)
-        assert len(history) >= 100, result.stdout + result.stderr
+        result = backfill("--hours", "2", "--symbols", symbol, "--source", source, env={"COINGECKO_URL": fake.url})
+        history = sorted((int(d["ts"].timestamp() * 1000), d["price"]) for d in db["prices"].find(mine)
+                         if int(d["ts"].timestamp() * 1000) < now - 20_000)
+        assert len(history) >= 20, result.stdout + result.stderr  # 2 h of 5-minute points
         expected = {ts - ts % M for ts, _ in history} - live_minutes
         wait_for(lambda: expected | live_minutes <= set(stored(mongo, settings, symbol)), 120,
                  "a candle for every back-filled minute")
         time.sleep(3)  # let the processor see every back-filled tick
     finally:
+        fake.close()
         streams.kill(signal.SIGTERM)
     docs = stored(mongo, settings, symbol)
     assert set(docs) == expected | live_minutes

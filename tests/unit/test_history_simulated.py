@@ -20,12 +20,17 @@ def history(symbol: str = "BTC", start: int = END - DAY, end: int = END, seed: i
     return run(collect())
 
 
-def test_a_day_is_one_tick_a_minute_in_hourly_pages():
+def test_a_day_is_a_candle_a_minute_in_hourly_pages_with_its_close_as_a_tick():
     pages = history()
     assert [p.covered_until_ms for p in pages] == [END - DAY + k * HOUR for k in range(1, 25)]
+    candles = [c for p in pages for c in p.candles]
     ticks = [t for p in pages for t in p.points]
-    assert [t.ts for t in ticks] == list(range(END - DAY, END, MINUTE))
-    assert all(p.candles is None and len(p.points) == 60 for p in pages)
+    assert [c.start_ms for c in candles] == list(range(END - DAY, END, MINUTE))
+    assert all(len(p.candles) == len(p.points) == 60 for p in pages)
+    assert all(c.low <= min(c.open, c.close) <= max(c.open, c.close) <= c.high for c in candles)
+    assert sum(c.high > c.low for c in candles) == len(candles)  # a minute of a walk moves: real candles
+    assert all(c.volume > 0 and c.volume_24h > c.volume for c in candles)
+    assert [(t.ts, t.price, t.volume_24h) for t in ticks] == [(c.close_ms, c.close, c.volume_24h) for c in candles]
     assert all(t.source == "simulated" and t.symbol == "BTC" and t.price > 0 for t in ticks)
 
 
@@ -41,7 +46,7 @@ def test_history_leads_into_the_live_walk_starting_at_its_end():
     for symbol in ("BTC", "ETH"):
         past = [t for p in history(symbol) for t in p.points]
         live = list(islice(SimulatedMarket([symbol], seed=42, start_ms=END).ticks(), 3))
-        assert past[-1].ts == END - MINUTE and live[0].ts == END
+        assert past[-1].ts == END - 1 and live[0].ts == END
         steps = [abs(b.price / a.price - 1) for a, b in zip(past, past[1:], strict=False)]
         join = abs(live[0].price / past[-1].price - 1)
         assert join < 0.001 and join <= max(steps)  # one live step of a second, no jump
@@ -49,6 +54,7 @@ def test_history_leads_into_the_live_walk_starting_at_its_end():
         assert 0 < max(steps) < 0.01
 
 
-def test_the_history_interval_is_configurable():
-    pages = history(start=END - HOUR, history_interval_ms=10_000)
-    assert [t.ts for t in pages[0].points] == list(range(END - HOUR, END, 10_000))
+def test_each_candle_opens_where_the_one_before_closed_a_step_earlier():
+    candles = [c for p in history(start=END - HOUR) for c in p.candles]
+    gaps = [abs(b.open / a.close - 1) for a, b in zip(candles, candles[1:], strict=False)]
+    assert max(gaps) < 0.002  # one 5-second step of the walk, no jump between minutes
