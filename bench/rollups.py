@@ -38,8 +38,8 @@ from cryptopulse.settings import Settings  # noqa: E402
 from producer.tick import Tick  # noqa: E402
 from streams.candles import MINUTE_MS, CandleBook  # noqa: E402
 from streams.processor import Processor, ProcessorOptions  # noqa: E402
-from webui.candles import CandleView  # noqa: E402
 from webui.history import HistoryStore  # noqa: E402
+from webui.views import WindowView, candle_spec  # noqa: E402
 
 SYMBOLS = [f"S{i}" for i in range(10)]
 DAY_MS = 86_400_000
@@ -120,7 +120,7 @@ def bench_charts(base: Settings, other_symbols: int) -> dict[str, Any]:
                 collection.insert_many(docs[i:i + 1000], ordered=False)
         total = collection.estimated_document_count()
 
-        view = CandleView(replace(base, database=database))
+        view = WindowView(replace(base, database=database), candle_spec(base))
         started = time.perf_counter()
         view.start()
         if not view.ready.wait(300):
@@ -129,7 +129,7 @@ def bench_charts(base: Settings, other_symbols: int) -> dict[str, Any]:
 
         async def measure(use_view: bool) -> dict[str, float]:
             store = HistoryStore(base.mongodb_uri, database, pool=4, max_points=1500, cache_seconds=0,
-                                 recent=lambda _symbol: [], view=view if use_view else None)
+                                 recent=lambda _symbol: [], candle_view=view if use_view else None)
             try:
                 out = {}
                 for range_ in ("24h", "7d"):

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from quart import Quart
 
 from cryptopulse.settings import Settings
-from webui.candles import CandleView
 from webui.config import WebConfig
 from webui.history import HistoryStore
 from webui.live import Hub, LiveConsumer
 from webui.metrics import Metrics
+from webui.views import WindowView, candle_spec, tick_spec
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class State:
     hub: Hub
     history: HistoryStore | None = None
     consumer: LiveConsumer | None = None
-    candles: CandleView | None = None
+    views: dict[str, WindowView] = field(default_factory=dict)  # "candles", "ticks": history held in memory
 
 
 def state(app: Quart) -> State:
@@ -52,12 +52,13 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
 
     @app.before_serving
     async def start() -> None:
-        if config.candle_view:
-            shared.candles = CandleView(config.settings)
-            shared.candles.start()
+        if config.views:
+            for spec in (candle_spec(config.settings), tick_spec(config.settings)):
+                shared.views[spec.name] = WindowView(config.settings, spec)
+                shared.views[spec.name].start()
         shared.history = HistoryStore(config.settings.mongodb_uri, config.settings.database, config.mongo_pool,
                                       config.max_points, config.snapshot_cache_seconds, shared.hub.recent_ticks,
-                                      shared.candles)
+                                      shared.views.get("candles"), shared.views.get("ticks"))
         if config.start_consumer:
             shared.consumer = LiveConsumer(config.settings, config.consumer_group_prefix,
                                            asyncio.get_running_loop(), shared.hub.publish, metrics)
@@ -68,8 +69,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
     async def stop() -> None:
         if shared.consumer is not None:
             await asyncio.to_thread(shared.consumer.stop)
-        if shared.candles is not None:
-            await asyncio.to_thread(shared.candles.stop)
+        for view in shared.views.values():
+            await asyncio.to_thread(view.stop)
         if shared.history is not None:
             await shared.history.close()
 

@@ -45,9 +45,9 @@ class WebConfig:
     snapshot_cache_seconds: float = 2.0
     consumer_group_prefix: str = field(default_factory=lambda: env("WEBUI_GROUP_PREFIX", "cryptopulse-webui"))
     start_consumer: bool = True
-    # 24 h and 7 d from candles held in memory (loaded from MongoDB, kept by the candles topic): WEBUI_CANDLE_VIEW=0
-    # reads every chart from MongoDB instead.
-    candle_view: bool = field(default_factory=lambda: env("WEBUI_CANDLE_VIEW", "1") != "0")
+    # Recent candles and ticks held in memory (loaded from MongoDB, kept by their topics, webui/views.py):
+    # WEBUI_VIEWS=0 reads every chart from MongoDB instead.
+    views: bool = field(default_factory=lambda: env("WEBUI_VIEWS", "1") != "0")
     settings: Settings = field(default_factory=Settings)
 
     def with_overrides(self, **overrides: Any) -> WebConfig:

@@ -1,9 +1,10 @@
 """History from MongoDB (FerretDB) through pymongo's async client, turned into snapshot messages.
 
-24 h and 7 d come from the in-memory candle view (webui/candles.py) once it is loaded, else from
-`candles_1m`; 1 h, and any range without candles, from raw ticks. FerretDB scans the collection for
-range queries and its SQLite pool is small and shared, so: few connections (a small pool), every cursor
-exhausted or closed, identical concurrent requests coalesced, and answers reused for a couple of seconds.
+24 h and 7 d come from candles, 1 h (and any range without candles) from raw ticks: each from its
+in-memory view (webui/views.py) when that is loaded and covers the window, else from MongoDB.
+FerretDB scans the collection for range queries and its SQLite pool is small and shared, so: few
+connections (a small pool), every cursor exhausted or closed, identical concurrent requests
+coalesced, and answers reused for a couple of seconds.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from webui.candles import CandleView, candle_row, epoch_ms
 from webui.series import (
     RANGES_MS,
     CandleRow,
@@ -26,6 +26,7 @@ from webui.series import (
     stats_from_candles,
     stats_from_ticks,
 )
+from webui.views import WindowView, candle_row, tick_row
 
 TICK_FIELDS = {"_id": 0, "ts": 1, "price": 1, "volume_24h": 1, "source": 1}
 CANDLE_FIELDS = {"_id": 0, "start": 1, "open": 1, "high": 1, "low": 1, "close": 1, "volume": 1, "source": 1}
@@ -40,19 +41,19 @@ def pick_source(docs: list[dict[str, Any]]) -> str | None:
     return docs[-1].get("source") if docs else None
 
 
-def candle_rows(docs: list[dict[str, Any]]) -> tuple[str | None, list[CandleRow]]:
-    """Stored candles sorted by time as (the newest one's source, that source's rows)."""
+def rows_of(docs: list[dict[str, Any]], row: Callable[[dict[str, Any]], Any]) -> tuple[str | None, list[Any]]:
+    """Stored rows sorted by time as (the newest one's source, that source's rows)."""
     source = pick_source(docs)
-    return source, [candle_row(d) for d in docs if d.get("source") == source]
+    return source, [row(d) for d in docs if d.get("source") == source]
 
 
-def build_snapshot(symbol: str, range_: str, end: int, tick_docs: list[dict[str, Any]],
-                   candles: tuple[str | None, list[CandleRow]], recent: list[dict[str, Any]],
+def build_snapshot(symbol: str, range_: str, end: int, candles: tuple[str | None, list[CandleRow]],
+                   ticks: tuple[str | None, list[TickRow]], recent: list[dict[str, Any]],
                    max_points: int) -> dict[str, Any]:
     """The snapshot message from rows sorted by time: candles (one source's) when there are any, else raw ticks.
 
-    `recent` are ticks the live consumer saw but MongoDB may not hold yet (sink lag); those newer than
-    the newest stored tick and inside the window are appended.
+    `recent` are ticks the live consumer saw but the rows may not hold yet (sink lag); those newer than
+    the newest tick row and inside the window are appended.
     """
     range_ms = RANGES_MS[range_]
     start = end - range_ms
@@ -62,13 +63,12 @@ def build_snapshot(symbol: str, range_: str, end: int, tick_docs: list[dict[str,
         stats = stats_from_candles(rows)
         basis = "candles_1m"
     else:
-        source = pick_source(tick_docs) or (recent[-1]["source"] if recent else None)
-        rows = [TickRow(epoch_ms(d["ts"]), d["price"], d.get("volume_24h"))
-                for d in tick_docs if d.get("source") == source]
+        source, rows = ticks
+        source = source or (recent[-1]["source"] if recent else None)
         newest = rows[-1].ts if rows else start - 1
-        rows += [TickRow(t["ts"], t["price"], t.get("volume_24h")) for t in recent
-                 if t["source"] == source and newest < t["ts"] <= end and t["ts"] >= start]
-        rows.sort(key=lambda r: r.ts)
+        unstored = [TickRow(t["ts"], t["price"], t.get("volume_24h")) for t in recent
+                    if t["source"] == source and newest < t["ts"] <= end and t["ts"] >= start]
+        rows = sorted(rows + unstored, key=lambda r: r.ts) if unstored else rows
         series = series_from_ticks(rows, range_ms, max_points)
         stats = stats_from_ticks(rows, series.bucket_ms)
         basis = "ticks"
@@ -93,14 +93,15 @@ class HistoryStore:
     """Reads ticks and candles for a window and builds snapshots, a few at a time."""
 
     def __init__(self, uri: str, database: str, pool: int, max_points: int, cache_seconds: float,
-                 recent: Callable[[str], list[dict[str, Any]]], view: CandleView | None = None) -> None:
+                 recent: Callable[[str], list[dict[str, Any]]], candle_view: WindowView | None = None,
+                 tick_view: WindowView | None = None) -> None:
         self.client: AsyncMongoClient = AsyncMongoClient(uri, tz_aware=True, maxPoolSize=pool,
                                                          serverSelectionTimeoutMS=5000)
         self.db = self.client[database]
         self.max_points = max_points
         self.cache_seconds = cache_seconds
         self._recent = recent
-        self.view = view
+        self.candle_view, self.tick_view = candle_view, tick_view
         self._gate = asyncio.Semaphore(pool)
         self._inflight: dict[tuple[str, str, int | None], asyncio.Future[dict[str, Any]]] = {}
         self._cache: dict[tuple[str, str, int | None], tuple[float, dict[str, Any]]] = {}
@@ -142,16 +143,22 @@ class HistoryStore:
         started = time.perf_counter()
         stop = end if end is not None else int(time.time() * 1000)
         start = stop - RANGES_MS[range_]
+        window = {"$gte": _dt(start), "$lte": _dt(stop)}
         candles: tuple[str | None, list[CandleRow]] = (None, [])
-        if range_ != "1h" and self.view is not None and self.view.covers(start):
-            candles = self.view.window(symbol, start, stop)
-        elif range_ != "1h":
-            window = {"$gte": _dt(start), "$lte": _dt(stop)}
-            candles = candle_rows(await self._find("candles_1m", {"symbol": symbol, "start": window}, CANDLE_FIELDS,
-                                                   "start"))
-        ticks = [] if candles[1] else await self._find(
-            "prices", {"symbol": symbol, "ts": {"$gte": _dt(start), "$lte": _dt(stop)}}, TICK_FIELDS, "ts")
-        snap = build_snapshot(symbol, range_, stop, ticks, candles, self._recent(symbol), self.max_points)
+        ticks: tuple[str | None, list[TickRow]] = (None, [])
+        if range_ != "1h":
+            if self.candle_view is not None and self.candle_view.covers(start):
+                candles = self.candle_view.window(symbol, start, stop)
+            else:
+                docs = await self._find("candles_1m", {"symbol": symbol, "start": window}, CANDLE_FIELDS, "start")
+                candles = rows_of(docs, candle_row)
+        if not candles[1]:
+            if self.tick_view is not None and self.tick_view.covers(start):
+                ticks = self.tick_view.window(symbol, start, stop)
+            else:
+                docs = await self._find("prices", {"symbol": symbol, "ts": window}, TICK_FIELDS, "ts")
+                ticks = rows_of(docs, tick_row)
+        snap = build_snapshot(symbol, range_, stop, candles, ticks, self._recent(symbol), self.max_points)
         snap["server_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return snap
 

@@ -35,8 +35,8 @@ async def healthz() -> tuple[dict, int]:
     ok = bool(mongo["ok"] and kafka["ok"])
     body = {"status": "ok" if ok else "degraded", "kafka": kafka, "mongo": mongo,
             "clients": shared.metrics.clients}
-    if shared.candles is not None:  # not part of ok: without it, charts read MongoDB (slower, still right)
-        body["candle_view"] = shared.candles.status()
+    if shared.views:  # not part of ok: without them, charts read MongoDB (slower, still right)
+        body["views"] = {name: view.status() for name, view in shared.views.items()}
     return body, 200 if ok else 503
 
 

@@ -244,7 +244,7 @@ def test_24h_and_7d_come_from_the_candle_view_and_equal_mongodb(settings, mongo)
         app = create_app(settings, start_consumer=False)
         async with app.test_app():
             shared = state(app)
-            view, history = shared.candles, shared.history
+            view, history = shared.views["candles"], shared.history
             assert await asyncio.to_thread(view.ready.wait, 120), view.status()
             # the view reads the topic from where the sink had committed: the first hour came from MongoDB
             assert len(view.window(symbol, now - 7 * DAY_MS, now)[1]) == 60
@@ -256,13 +256,13 @@ def test_24h_and_7d_come_from_the_candle_view_and_equal_mongodb(settings, mongo)
             from_view = [await history.snapshot(symbol, r, now) for r in ("24h", "7d")]
             await asyncio.to_thread(wait_for, lambda: collection.count_documents({"symbol": symbol}) == 120, 120,
                                     "the second hour in candles_1m")
-            history.view = None
+            history.candle_view = None
             from_mongo = [await history.snapshot(symbol, r, now + 1) for r in ("24h", "7d")]  # + 1: not the cache
             health = await (await app.test_client().get("/healthz")).get_json()
         return [*from_view, *from_mongo], health
 
     (view_24h, view_7d, mongo_24h, mongo_7d), health = run(scenario)
-    assert health["candle_view"]["ready"] is True and health["candle_view"]["loaded"] >= 60
+    assert health["views"]["candles"]["ready"] is True and health["views"]["candles"]["loaded"] >= 60
     for from_view, from_mongo in ((view_24h, mongo_24h), (view_7d, mongo_7d)):
         assert from_view["basis"] == from_mongo["basis"] == "candles_1m"
         assert from_view["stats"]["count"] == 120
@@ -271,3 +271,47 @@ def test_24h_and_7d_come_from_the_candle_view_and_equal_mongodb(settings, mongo)
         for field in ("line", "candles", "volume"):
             assert from_view[field] == from_mongo[field]
         assert from_view["stats"] == from_mongo["stats"]
+
+
+def test_1h_comes_from_the_tick_view_and_equals_mongodb(settings, mongo):
+    """The last hour of ticks: loaded from MongoDB at start, then followed on the prices topic."""
+    symbol = "ZH" + "".join(random.choices(string.ascii_uppercase, k=4))
+    now = int(time.time() * 1000) // 1000 * 1000
+    prices = mongo[settings.database]["prices"]
+
+    def publish(start: int, count: int) -> None:
+        producer("--fast", "--count", str(count), "--start-ms", str(start), "--interval-ms", "1000",
+                 "--symbols", symbol, "--seed", str(start))
+
+    publish(now - 40 * 60_000, 30)  # stored before the app starts
+    wait_for(lambda: prices.count_documents({"symbol": symbol}) == 30, 120, "the first ticks in MongoDB")
+    ends = topics.end_offsets_by_partition(settings, settings.prices_topic)
+    wait_for(lambda: all(topics.committed_offsets(settings, "connect-mongo-sink-prices", settings.prices_topic,
+                                                  list(ends)).get(p, -1) >= end for p, end in ends.items()),
+             60, "the prices sink to commit past them")
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        app = create_app(settings, start_consumer=False)
+        async with app.test_app():
+            shared = state(app)
+            view, history = shared.views["ticks"], shared.history
+            assert await asyncio.to_thread(view.ready.wait, 120), view.status()
+            assert len(view.window(symbol, now - 3_600_000, now)[1]) == 30  # from MongoDB: the topic was read past them
+            await asyncio.to_thread(publish, now - 10 * 60_000, 20)
+            deadline = time.monotonic() + 60
+            while len(view.window(symbol, now - 3_600_000, now)[1]) < 50:
+                assert time.monotonic() < deadline, f"the later ticks never reached the view: {view.status()}"
+                await asyncio.sleep(0.2)
+            from_view = await history.snapshot(symbol, "1h", now)
+            await asyncio.to_thread(wait_for, lambda: prices.count_documents({"symbol": symbol}) == 50, 120,
+                                    "the later ticks in MongoDB")
+            history.tick_view = None
+            from_mongo = await history.snapshot(symbol, "1h", now + 1)  # + 1: not the cache
+            health = await (await app.test_client().get("/healthz")).get_json()
+        return from_view, from_mongo, health
+
+    from_view, from_mongo, health = run(scenario)
+    assert health["views"]["ticks"]["ready"] is True and health["views"]["ticks"]["loaded"] >= 30
+    assert from_view["basis"] == from_mongo["basis"] == "ticks" and from_view["stats"]["count"] == 50
+    for field in ("line", "candles", "volume", "stats", "source"):
+        assert from_view[field] == from_mongo[field]
