@@ -134,15 +134,16 @@ def main() -> int:
     Producer({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(TOPIC, timeout=10)  # auto-creates it
     app = subprocess.Popen([sys.executable, "-m", "webui.cli"], env=env, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        deadline = time.monotonic() + 120
+        while True:  # healthy, and its in-memory views loaded (their load scans FerretDB: not a steady state)
             try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
+                health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                if health.status_code == 200 and all(v["ready"] for v in health.json().get("views", {}).values()):
                     break
             except requests.ConnectionError:
                 pass
             if time.monotonic() > deadline or app.poll() is not None:
-                raise SystemExit("webui did not become healthy within 60 s; is the stack up (`control stack up`)?")
+                raise SystemExit("webui did not become healthy within 120 s; is the stack up (`control stack up`)?")
             time.sleep(0.5)
         url = f"ws://127.0.0.1:{port}/ws"
         for rate in (100, 1000):
