@@ -85,8 +85,8 @@ async def client(url: str, symbol: str, latencies: list[float], ready: asyncio.E
                 continue
             received = time.time() * 1000
             message = json.loads(text)
-            if message["type"] == "tick" and message.get("published_at"):
-                latencies.append(received - message["published_at"])
+            ticks = message["ticks"] if message["type"] == "ticks" else [message] if message["type"] == "tick" else []
+            latencies += [received - t["published_at"] for t in ticks if t.get("published_at")]
 
 
 async def scenario(url: str, settings: Settings, rate: int, clients: int, seconds: float) -> str:

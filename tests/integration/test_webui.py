@@ -49,7 +49,19 @@ async def receive(ws, kind: str, timeout: float = 90) -> dict[str, Any]:
         message = json.loads(await asyncio.wait_for(ws.receive(), left))
         if message["type"] == kind:
             return message
-        assert message["type"] in ("tick", "snapshot"), message
+        assert message["type"] in ("tick", "ticks", "snapshot"), message
+
+
+async def receive_ticks(ws, count: int, timeout: float = 90) -> tuple[list[dict[str, Any]], int]:
+    """`count` live ticks, whether they come one per `tick` message or batched in `ticks`; and how many messages."""
+    ticks, messages = [], 0
+    while len(ticks) < count:
+        deadline = time.monotonic() + timeout
+        message = json.loads(await asyncio.wait_for(ws.receive(), max(0.1, deadline - time.monotonic())))
+        if message["type"] in ("tick", "ticks"):
+            ticks += message["ticks"] if message["type"] == "ticks" else [message]
+            messages += 1
+    return ticks, messages
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +124,7 @@ def test_snapshot_numbers_equal_what_mongodb_holds(settings, mongo, window, symb
 
 
 def test_live_ticks_are_pushed_to_subscribers_of_their_symbol(settings):
-    async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+    async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], int, str]:
         app = create_app(settings, symbols=("BTC", RUN_SYMBOL))
         async with app.test_app() as test_app:
             client = test_app.test_client()
@@ -126,17 +138,23 @@ def test_live_ticks_are_pushed_to_subscribers_of_their_symbol(settings):
                 snap = await receive(ws, "snapshot")
                 publishing = asyncio.create_task(asyncio.to_thread(
                     producer, "--count", "5", "--symbols", RUN_SYMBOL, "--seed", "5", timeout=120))
-                ticks = [await receive(ws, "tick", 60) for _ in range(5)]
+                ticks, _ = await receive_ticks(ws, 5, 60)
                 await publishing
+                # a burst: what queues up while a message is being sent goes out batched, nothing lost
+                await asyncio.to_thread(producer, "--fast", "--count", "300", "--interval-ms", "100",
+                                        "--symbols", RUN_SYMBOL, "--seed", "6", timeout=120)
+                burst, messages = await receive_ticks(ws, 300, 60)
             metrics = await (await client.get("/metrics")).get_data(as_text=True)
-        return snap, ticks, metrics
+        return snap, ticks, burst, messages, metrics
 
-    snap, ticks, metrics = run(scenario)
+    snap, ticks, burst, messages, metrics = run(scenario)
+    assert len(burst) == 300 and messages < 300, messages
+    assert [t["ts"] for t in burst] == sorted(t["ts"] for t in burst) and len({t["ts"] for t in burst}) == 300
     assert snap["stats"]["count"] == 0 and snap["line"] == []  # a brand-new symbol has no history
     assert [t["symbol"] for t in ticks] == [RUN_SYMBOL] * 5
     assert all(t["source"] == "simulated" and t["published_at"] and t["price"] > 0 for t in ticks)
     assert [t["ts"] for t in ticks] == sorted(t["ts"] for t in ticks)
-    assert "webui_messages_pushed_total 5" in metrics and "webui_push_latency_seconds_count 5" in metrics
+    assert "webui_messages_pushed_total 305" in metrics and "webui_push_latency_seconds_count 305" in metrics
 
 
 def test_every_invalid_message_gets_an_error_and_the_connection_survives(settings):

@@ -152,6 +152,7 @@
       const msg = JSON.parse(event.data);
       if (msg.type === "snapshot") onSnapshot(msg);
       else if (msg.type === "tick") onTick(msg);
+      else if (msg.type === "ticks") msg.ticks.forEach(onTick);
       else if (msg.type === "error") console.warn("server:", msg.message);
     };
     sock.onclose = () => {
