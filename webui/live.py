@@ -7,6 +7,7 @@ slow one loses its oldest ticks (counted) instead of slowing everyone down.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -78,18 +79,30 @@ def group_id(prefix: str) -> str:
     return f"{prefix}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def tick_message(record: dict[str, Any]) -> dict[str, Any]:
+def encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+class TickMessage(dict):
+    """A tick's wire message and its JSON `text`, encoded once: every subscriber of the symbol sends that text."""
+
+    __slots__ = ("text",)
+
+
+def tick_message(record: dict[str, Any]) -> TickMessage:
     """The wire form of a decoded Avro tick: times as epoch ms (the deserializer gives datetimes)."""
-    return {
-        "type": "tick",
-        "symbol": record["symbol"],
-        "source": record["source"],
-        "ts": _ms(record["ts"]),
-        "price": record["price"],
-        "volume_24h": record.get("volume_24h"),
-        "change_24h_pct": record.get("change_24h_pct"),
-        "published_at": _ms(record.get("published_at")),
-    }
+    message = TickMessage(
+        type="tick",
+        symbol=record["symbol"],
+        source=record["source"],
+        ts=_ms(record["ts"]),
+        price=record["price"],
+        volume_24h=record.get("volume_24h"),
+        change_24h_pct=record.get("change_24h_pct"),
+        published_at=_ms(record.get("published_at")),
+    )
+    message.text = encode(message)
+    return message
 
 
 def _ms(value: Any) -> int | None:

@@ -16,7 +16,7 @@ from typing import Any
 from quart import Blueprint, abort, current_app, websocket
 
 from webui.app import State, state
-from webui.live import Subscriber
+from webui.live import Subscriber, encode
 from webui.protocol import ProtocolError, Subscribe, TokenBucket, error, origin_allowed, parse_message
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,9 @@ class Connection:
         self.window: tuple[int, int] = (0, 0)  # ticks inside the snapshot's [start, newest] are not sent again
         self.loading: asyncio.Task[None] | None = None
 
-    async def send(self, message: dict[str, Any]) -> None:
-        text = json.dumps(message, separators=(",", ":"))
+    async def send(self, message: dict[str, Any] | str) -> None:
+        """Send a message, or its JSON text as it is."""
+        text = message if isinstance(message, str) else encode(message)
         async with self.send_lock:
             await websocket.send(text)
 
@@ -100,8 +101,9 @@ class Connection:
                      and not self.window[0] <= t["ts"] <= self.window[1]]  # not those already in the snapshot
             if not batch:
                 continue
-            await self.send(batch[0] if len(batch) == 1 else
-                            {"type": "ticks", "symbol": self.sub.symbol, "ticks": batch})
+            texts = [getattr(t, "text", None) or encode(t) for t in batch]  # each tick encoded once, by the hub
+            await self.send(texts[0] if len(texts) == 1 else
+                            f'{{"type":"ticks","symbol":{json.dumps(self.sub.symbol)},"ticks":[{",".join(texts)}]}}')
             metrics.pushed += len(batch)
             now = time.time()
             for tick in batch:
