@@ -26,12 +26,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 from pymongo import MongoClient
 
-from cryptopulse.avro import AvroCodec, RegistryUnavailable
+from cryptopulse.avro import AvroCodec, RegistryUnavailable, epoch_ms
 from cryptopulse.settings import Settings
 from streams import retention
 from streams.candles import Candle, CandleBook, bucket_start, candle_id
@@ -39,18 +38,6 @@ from streams.candles import Candle, CandleBook, bucket_start, candle_id
 log = logging.getLogger("streams")
 
 GROUP = "cryptopulse-streams"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MILLISECOND = timedelta(milliseconds=1)
-
-
-def epoch_ms(value: datetime | int) -> int:
-    """fastavro reads timestamp-millis as an aware datetime; back to exact epoch ms (no float rounding)."""
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return (aware - EPOCH) // MILLISECOND
-    return int(value)
-
-
 @dataclass
 class ProcessorOptions:
     group: str = GROUP

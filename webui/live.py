@@ -21,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
-from cryptopulse.avro import AvroCodec
+from cryptopulse.avro import AvroCodec, epoch_ms
 from cryptopulse.settings import Settings
 from webui.metrics import Metrics
 
@@ -95,22 +95,14 @@ def tick_message(record: dict[str, Any]) -> TickMessage:
         type="tick",
         symbol=record["symbol"],
         source=record["source"],
-        ts=_ms(record["ts"]),
+        ts=epoch_ms(record["ts"]),
         price=record["price"],
         volume_24h=record.get("volume_24h"),
         change_24h_pct=record.get("change_24h_pct"),
-        published_at=_ms(record.get("published_at")),
+        published_at=None if record.get("published_at") is None else epoch_ms(record["published_at"]),
     )
     message.text = encode(message)
     return message
-
-
-def _ms(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    return int(value.timestamp() * 1000)
 
 
 class LiveConsumer:

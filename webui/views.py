@@ -24,7 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from pymongo import MongoClient
 
 from control import topics
-from cryptopulse.avro import AvroCodec, RegistryUnavailable
+from cryptopulse.avro import AvroCodec, RegistryUnavailable, epoch_ms
 from cryptopulse.settings import Settings
 from webui.series import CandleRow, TickRow
 
@@ -32,13 +32,6 @@ log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
-
-
-def epoch_ms(value: datetime | int) -> int:
-    """A stored (datetime) or decoded time as epoch milliseconds."""
-    if isinstance(value, int):
-        return value
-    return int((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def candle_row(doc: dict[str, Any]) -> CandleRow:

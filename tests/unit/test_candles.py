@@ -203,7 +203,7 @@ def test_records_match_the_candle_schema():
 def test_event_times_read_as_datetimes_come_back_as_exact_milliseconds():
     from datetime import UTC, datetime, timedelta
 
-    from streams.processor import epoch_ms
+    from cryptopulse.avro import epoch_ms
 
     assert epoch_ms(datetime(2004, 5, 19, 12, 0, 9, 999_000, tzinfo=UTC)) == 1_084_968_009_999
     assert epoch_ms(datetime(1970, 1, 1, tzinfo=UTC) - timedelta(milliseconds=1)) == -1
