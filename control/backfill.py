@@ -129,14 +129,11 @@ async def backfill(settings: Settings, source_name: str, symbols: list[str], hou
     source = history_source(source_name, symbols, on_wait=show_wait)
     existing = stored_times(settings, source.name, source.symbols, start, end)
     with_candles = stored_times(settings, source.name, source.symbols, start, end, "candles_1m", "start")
-    publisher = TickPublisher(settings)
-    candle_publisher: CandlePublisher | None = None
+    publisher, candle_publisher = TickPublisher(settings), CandlePublisher(settings)
     published: dict[str, int] = {}
 
     async def publish(candles: list[Candle], points: list[Tick], bar: Progress) -> None:
-        nonlocal candle_publisher
         if candles:  # delivered before the ticks they are made of
-            candle_publisher = candle_publisher or CandlePublisher(settings)
             await asyncio.to_thread(candle_publisher.publish, candles)
         for tick in points:
             await publisher.publish(tick)
