@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, TextIO
 from pymongo import MongoClient
 
 from control import topics
-from cryptopulse.settings import Settings
+from cryptopulse.settings import Settings, sink_group
 from producer.publisher import TickPublisher
 from producer.sources.history import history_source
 from streams.history import CandlePublisher, PointRollup, from_exchange
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 MINUTE_MS = 60_000
 # Spacing of each source's history points: a gap is more than twice that.
 RESOLUTION_MS = {"simulated": MINUTE_MS, "coingecko": 5 * MINUTE_MS, "binance": MINUTE_MS, "coinbase": MINUTE_MS}
-SINK_GROUP = "connect-mongo-sink-prices"
 
 
 def gaps(times: list[int], start: int, end: int, max_gap: int) -> list[tuple[int, int]]:
@@ -106,7 +105,7 @@ def wait_for_sink(settings: Settings, timeout: float = 300) -> bool:
     deadline = time.monotonic() + timeout
     ends = topics.end_offsets_by_partition(settings, settings.prices_topic)
     while time.monotonic() < deadline:
-        committed = topics.committed_offsets(settings, SINK_GROUP, settings.prices_topic, list(ends))
+        committed = topics.committed_offsets(settings, sink_group(settings.prices_sink), settings.prices_topic, list(ends))
         if all(committed.get(p, -1) >= end for p, end in ends.items()):
             return True
         time.sleep(1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,8 @@ def load(path: Path, values: dict[str, str]) -> Connector:
 
 def load_all(settings: Settings) -> list[Connector]:
     values = placeholder_values(settings)
-    return [load(p, values) for p in sorted(settings.connectors_dir.glob("*.json"))]
+    connectors = [load(p, values) for p in sorted(settings.connectors_dir.glob("*.json"))]
+    return [replace(c, name=settings.connector_prefix + c.name) for c in connectors]
 
 
 def ensure_indexes(settings: Settings) -> None:

@@ -328,6 +328,9 @@ def components(settings: Settings) -> list[Component]:
                 "APICURIO_STORAGE_KIND": "kafkasql",
                 "APICURIO_KAFKASQL_BOOTSTRAP_SERVERS": f"127.0.0.1:{KAFKA_PORT}",
                 "APICURIO_RULES_GLOBAL_COMPATIBILITY": "BACKWARD",
+                # tests and benchmarks remove the subjects they register
+                "APICURIO_REST_DELETION_ARTIFACT_ENABLED": "true",
+                "APICURIO_REST_DELETION_ARTIFACT_VERSION_ENABLED": "true",
             },
             workdir=lambda s: s / "apicurio",
             ready=registry_ready,

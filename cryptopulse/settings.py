@@ -45,6 +45,9 @@ class Settings:
     prices_dlq_topic: str = field(default_factory=lambda: env("PRICES_DLQ_TOPIC", "crypto-prices-dlq"))
     candles_topic: str = field(default_factory=lambda: env("CANDLES_TOPIC", "crypto-candles-1m"))
     candles_dlq_topic: str = field(default_factory=lambda: env("CANDLES_DLQ_TOPIC", "crypto-candles-1m-dlq"))
+    # Prepended to every connector's name (and so to its `connect-<name>` consumer group): the tests and
+    # benchmarks deploy their own sinks beside the user's.
+    connector_prefix: str = field(default_factory=lambda: env("CONNECTOR_PREFIX", ""))
     state_dir: Path = field(default_factory=lambda: Path(env("CRYPTOPULSE_STATE_DIR", str(PROJECT_DIR / ".state"))))
 
     # The repository's schemas/ and connectors/ folders; configurable for an installed (non-editable) copy.
@@ -52,3 +55,17 @@ class Settings:
     connectors_dir: Path = field(
         default_factory=lambda: Path(env("CONNECTORS_DIR", str(PROJECT_DIR / "connectors")))
     )
+
+    @property
+    def prices_sink(self) -> str:
+        """The name of the connector that writes the prices topic to MongoDB."""
+        return f"{self.connector_prefix}mongo-sink-prices"
+
+    @property
+    def candles_sink(self) -> str:
+        return f"{self.connector_prefix}mongo-sink-candles"
+
+
+def sink_group(connector: str) -> str:
+    """The consumer group Kafka Connect gives a sink connector: its committed offsets are what it has written."""
+    return f"connect-{connector}"

@@ -25,7 +25,7 @@ from pymongo import MongoClient
 
 from control import topics
 from cryptopulse.avro import AvroCodec, RegistryUnavailable, epoch_ms
-from cryptopulse.settings import Settings
+from cryptopulse.settings import Settings, sink_group
 from webui.series import CandleRow, TickRow
 
 log = logging.getLogger(__name__)
@@ -61,12 +61,12 @@ class ViewSpec:
 
 
 def candle_spec(settings: Settings) -> ViewSpec:
-    return ViewSpec("candles", settings.candles_topic, "candle", "connect-mongo-sink-candles", "candles_1m", "start",
+    return ViewSpec("candles", settings.candles_topic, "candle", sink_group(settings.candles_sink), "candles_1m", "start",
                     8 * DAY_MS, candle_row, ("open", "high", "low", "close", "volume"), 2_000_000)
 
 
 def tick_spec(settings: Settings) -> ViewSpec:
-    return ViewSpec("ticks", settings.prices_topic, "tick", "connect-mongo-sink-prices", "prices", "ts",
+    return ViewSpec("ticks", settings.prices_topic, "tick", sink_group(settings.prices_sink), "prices", "ts",
                     65 * MINUTE_MS, tick_row, ("price", "volume_24h"), 2_000_000)
 
 
