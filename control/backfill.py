@@ -105,7 +105,8 @@ def wait_for_sink(settings: Settings, timeout: float = 300) -> bool:
     deadline = time.monotonic() + timeout
     ends = topics.end_offsets_by_partition(settings, settings.prices_topic)
     while time.monotonic() < deadline:
-        committed = topics.committed_offsets(settings, sink_group(settings.prices_sink), settings.prices_topic, list(ends))
+        committed = topics.committed_offsets(settings, sink_group(settings.prices_sink), settings.prices_topic,
+                                             list(ends))
         if all(committed.get(p, -1) >= end for p, end in ends.items()):
             return True
         time.sleep(1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -56,7 +58,7 @@ class Component:
     """One process of the stack: how to start it and how to tell that it is ready."""
 
     name: str
-    port: int
+    port: int | None  # None: no port of its own (the supervisor)
     command: Callable[[Path], list[str]]
     ready: Callable[[], bool]
     startup_timeout: float
@@ -357,7 +359,58 @@ def components(settings: Settings) -> list[Component]:
             ready=connect_ready,
             startup_timeout=240,
         ),
+        Component(
+            name="supervisor",
+            port=None,
+            # restarts what dies and restarts FAILED connectors (control/supervisor.py)
+            command=lambda s: [sys.executable, "-m", "control.cli", "supervise"],
+            env=lambda s: {"CRYPTOPULSE_STATE_DIR": str(s), "PYTHONUNBUFFERED": "1"},
+            workdir=lambda s: PROJECT_DIR,
+            ready=lambda: _supervisor_reporting(settings.state_dir),
+            startup_timeout=30,
+        ),
     ]
+
+
+def _supervisor_reporting(state: Path) -> bool:
+    """The supervisor has written its report within the last 10 s."""
+    report = state / "run" / "supervisor.json"
+    try:
+        return time.time() - report.stat().st_mtime < 10
+    except FileNotFoundError:
+        return False
+
+
+# --- supervision (control/supervisor.py writes the report, these read it) ---
+
+def supervision_file(state_dir: Path) -> Path:
+    return state_dir / "run" / "supervisor.json"
+
+
+def supervision_report(state_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """The supervisor's last report: {"components": {name: record}, "connectors": {name: record}}."""
+    try:
+        data = json.loads(supervision_file(state_dir).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"components": {}, "connectors": {}}
+    return {"components": data.get("components", {}), "connectors": data.get("connectors", {}),
+            "updated": data.get("updated")}
+
+
+def hold_file(state_dir: Path, name: str) -> Path:
+    return state_dir / "run" / f"{name}.hold"
+
+
+def reset_supervision(state_dir: Path) -> None:
+    """Forget flapping states (on `control stack up`): the operator asked to try again."""
+    path = supervision_file(state_dir)
+    data = supervision_report(state_dir)
+    if not path.exists():
+        return
+    for record in data["components"].values():
+        if record.get("state") == "flapping":
+            record.update(state="down", recent=[], delay=0.0, next_try=0.0)
+    path.write_text(json.dumps(data, indent=1))
 
 
 # --- lifecycle --------------------------------------------------------------
@@ -370,12 +423,16 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log yet)"
 
 
+def _where(component: Component) -> str:
+    return f" on 127.0.0.1:{component.port}" if component.port is not None else ""
+
+
 def start(component: Component, state: Path, say=print) -> None:
     """Start one component unless it already runs, and wait until it is ready."""
     if component.pid(state) is not None and component.ready():
-        say(f"{component.name}: already running on 127.0.0.1:{component.port}")
+        say(f"{component.name}: already running{_where(component)}")
         return
-    if component.pid(state) is None and _port_open(component.port):
+    if component.pid(state) is None and component.port is not None and _port_open(component.port):
         raise StackError(
             f"{component.name}: port {component.port} is taken by a process the stack did not start; "
             "stop it or run `control stack down` first"
@@ -406,7 +463,7 @@ def start(component: Component, state: Path, say=print) -> None:
                 f"{_tail(component.log_file(state))}"
             )
         if component.ready():
-            say(f"{component.name}: ready on 127.0.0.1:{component.port} after {time.monotonic() - started:.1f}s")
+            say(f"{component.name}: ready{_where(component)} after {time.monotonic() - started:.1f}s")
             return
         time.sleep(0.5)
     raise StackError(
@@ -418,8 +475,9 @@ def start(component: Component, state: Path, say=print) -> None:
 def stop(component: Component, state: Path, say=print, timeout: float = 60) -> None:
     """SIGTERM the component's process group, SIGKILL it if it does not exit in time."""
     pid = component.pid(state)
+    # the pid file goes first: a component without one is stopped on purpose, and the supervisor leaves it so
+    component.pid_file(state).unlink(missing_ok=True)
     if pid is None:
-        component.pid_file(state).unlink(missing_ok=True)
         return
     say(f"{component.name}: stopping (pid {pid})")
     try:
@@ -439,11 +497,36 @@ def stop(component: Component, state: Path, say=print, timeout: float = 60) -> N
 
 
 def up(settings: Settings, say=print) -> None:
+    """Install what is missing and start every component that is not running; an operator's holds and the
+    supervisor's "flapping" verdicts are cleared (being asked to start is being asked to try again)."""
     state = settings.state_dir
     state.mkdir(parents=True, exist_ok=True)
     install(state, say)
+    reset_supervision(state)
     for component in components(settings):
+        hold_file(state, component.name).unlink(missing_ok=True)
         start(component, state, say)
+
+
+def hold(settings: Settings, name: str) -> None:
+    """Keep a component down on purpose: the supervisor does not restart it until `release`."""
+    _component(settings, name)
+    path = hold_file(settings.state_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def release(settings: Settings, name: str) -> None:
+    """Let the supervisor start a held component again (it does so within a few seconds)."""
+    _component(settings, name)
+    hold_file(settings.state_dir, name).unlink(missing_ok=True)
+
+
+def _component(settings: Settings, name: str) -> Component:
+    by_name = {c.name: c for c in components(settings)}
+    if name not in by_name:
+        raise StackError(f"unknown component {name!r}; choose one of {', '.join(by_name)}")
+    return by_name[name]
 
 
 def down(settings: Settings, say=print) -> None:
@@ -470,14 +553,23 @@ def rss_mib(pid: int) -> float:
 
 
 def status(settings: Settings) -> list[dict]:
+    """One row per component; `restarts` and `supervision` (running, down, restarting, held, flapping)
+    come from the supervisor's report."""
+    report = supervision_report(settings.state_dir)["components"]
     rows = []
     for component in components(settings):
         pid = component.pid(settings.state_dir)
+        seen = report.get(component.name, {})
+        state = "ready" if pid and component.ready() else ("starting" if pid else "stopped")
+        if seen.get("state") in ("down", "restarting", "flapping", "held") and state != "ready":
+            state = seen["state"]
         rows.append({
             "name": component.name,
-            "address": f"127.0.0.1:{component.port}",
+            "address": f"127.0.0.1:{component.port}" if component.port is not None else "-",
             "pid": pid,
-            "state": "ready" if pid and component.ready() else ("starting" if pid else "stopped"),
+            "state": state,
+            "restarts": seen.get("restarts", 0),
+            "last_error": seen.get("last_error") if state != "ready" else None,
             "rss_mib": round(rss_mib(pid), 1) if pid else None,
             "log": str(component.log_file(settings.state_dir)),
         })
@@ -485,10 +577,7 @@ def status(settings: Settings) -> list[dict]:
 
 
 def logs(settings: Settings, name: str, lines: int, follow: bool) -> None:
-    by_name = {c.name: c for c in components(settings)}
-    if name not in by_name:
-        raise StackError(f"unknown component {name!r}; choose one of {', '.join(by_name)}")
-    log = by_name[name].log_file(settings.state_dir)
+    log = _component(settings, name).log_file(settings.state_dir)
     if not log.exists():
         raise StackError(f"{name} has no log yet ({log}); start it with `control stack up`")
     if follow:

@@ -61,8 +61,8 @@ class ViewSpec:
 
 
 def candle_spec(settings: Settings) -> ViewSpec:
-    return ViewSpec("candles", settings.candles_topic, "candle", sink_group(settings.candles_sink), "candles_1m", "start",
-                    8 * DAY_MS, candle_row, ("open", "high", "low", "close", "volume"), 2_000_000)
+    return ViewSpec("candles", settings.candles_topic, "candle", sink_group(settings.candles_sink), "candles_1m",
+                    "start", 8 * DAY_MS, candle_row, ("open", "high", "low", "close", "volume"), 2_000_000)
 
 
 def tick_spec(settings: Settings) -> ViewSpec:
