@@ -12,7 +12,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from pymongo.errors import PyMongoError
 
-from control import backfill, connectors, schemas, stack, status, topics
+from control import backfill, connectors, schemas, stack, status, supervisor, topics
 from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, symbols
 from producer.sources import SourceError
 
@@ -27,10 +27,19 @@ def parser() -> argparse.ArgumentParser:
     stack_sub.add_parser("down", help="stop every component (data is kept)")
     stack_status = stack_sub.add_parser("status", help="what runs where, and its memory")
     stack_status.add_argument("--json", action="store_true")
+    for action, about in (("hold", "keep a component down on purpose: the supervisor leaves it until `release`"),
+                          ("release", "let the supervisor start a held component again")):
+        held = stack_sub.add_parser(action, help=about)
+        held.add_argument("component", choices=[c.name for c in stack.components(Settings())])
     logs_p = stack_sub.add_parser("logs", help="a component's log")
     logs_p.add_argument("component", choices=[c.name for c in stack.components(Settings())])
     logs_p.add_argument("-n", "--lines", type=int, default=50)
     logs_p.add_argument("-f", "--follow", action="store_true")
+
+    supervise = sub.add_parser("supervise", help="restart dead stack processes and FAILED connectors (runs until "
+                               "stopped; `control stack up` starts it)")
+    supervise.add_argument("--connectors-only", action="store_true",
+                           help="only the connectors (under docker compose, restart policies keep the containers)")
 
     deploy = sub.add_parser("deploy-connectors", help="validate, then create or update every connectors/*.json")
     deploy.add_argument("--dry-run", action="store_true", help="validate and say what would change; apply nothing")
@@ -73,9 +82,11 @@ def _print_stack(rows: list[dict], as_json: bool) -> None:
     for row in rows:
         memory = f"{row['rss_mib']:.0f} MiB" if row["rss_mib"] else "-"
         total += row["rss_mib"] or 0
-        print(f"{row['name']:9} {row['state']:8} {row['address']:16} pid {row['pid'] or '-':<8} {memory:>9}  "
-              f"{row['log']}")
-    print(f"{'total':9} {'':8} {'':16} {'':12} {total:>5.0f} MiB")
+        print(f"{row['name']:10} {row['state']:10} {row['address']:16} pid {row['pid'] or '-':<8} {memory:>9}  "
+              f"restarts {row['restarts']:<3} {row['log']}")
+        if row["last_error"]:
+            print(f"{'':10} {row['last_error']}")
+    print(f"{'total':10} {'':10} {'':16} {'':12} {total:>5.0f} MiB")
 
 
 def _schemas(args: argparse.Namespace, settings: Settings) -> int:
@@ -130,6 +141,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return 0 if all(r["state"] == "ready" for r in rows) else 3
         elif args.action == "logs":
             stack.logs(settings, args.component, args.lines, args.follow)
+        elif args.action == "hold":
+            stack.hold(settings, args.component)
+            print(f"{args.component}: held; the supervisor will not restart it until `control stack release "
+                  f"{args.component}`")
+        elif args.action == "release":
+            stack.release(settings, args.component)
+            print(f"{args.component}: released; the supervisor starts it within a few seconds if it is down")
+    elif args.command == "supervise":
+        return supervisor.main(settings, native=not args.connectors_only)
     elif args.command == "deploy-connectors":
         connectors.deploy(settings, dry_run=args.dry_run)
     elif args.command == "status":
@@ -148,8 +168,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
+    if args.command == "supervise":  # a long-running process: its log lines carry times
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("urllib3").setLevel(logging.WARNING)
+    else:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings()
     try:
         return run(args, settings)

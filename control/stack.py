@@ -29,7 +29,7 @@ from typing import Any
 
 import requests
 
-from cryptopulse.settings import PROJECT_DIR, Settings
+from cryptopulse.settings import PROJECT_DIR, SINK_SERVER_SELECTION_MS, Settings, with_driver_option
 
 STACK_DIR = PROJECT_DIR / "control" / "stack"
 FERRETDB_DIR = PROJECT_DIR / "control" / "ferretdb"
@@ -353,7 +353,8 @@ def components(settings: Settings) -> list[Component]:
                                     ["org.apache.kafka.connect.cli.ConnectDistributed",
                                      str(_render("connect-distributed.properties", s))]),
             env=lambda s: {
-                "MONGODB_URI": settings.mongodb_uri,
+                "MONGODB_URI": with_driver_option(settings.mongodb_uri, "serverSelectionTimeoutMS",
+                                                  SINK_SERVER_SELECTION_MS),
                 "SCHEMA_REGISTRY_V2_URL": f"http://127.0.0.1:{REGISTRY_PORT}/apis/registry/v2",
             },
             ready=connect_ready,

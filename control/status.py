@@ -15,7 +15,7 @@ import requests
 from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
 from pymongo import ASCENDING, MongoClient
 
-from control import topics
+from control import stack, topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.settings import Settings
 
@@ -174,6 +174,21 @@ def docker_health() -> dict[str, Any]:
     return {"engine": True, "containers": containers}
 
 
+def supervision(settings: Settings) -> dict[str, Any]:
+    """What the supervisor (`control supervise`) has seen: restarts, and anything down, held or flapping."""
+    report = stack.supervision_report(settings.state_dir)
+    if report.get("updated") is None:
+        return {"running": False, "note": "no supervisor report (`control stack up` starts the supervisor)"}
+    age = time.time() - report["updated"]
+    keep = ("state", "restarts", "last_error")
+    return {
+        "running": age < 15,
+        "report_age_s": round(age, 1),
+        "components": {n: {k: r.get(k) for k in keep} for n, r in report["components"].items()},
+        "connectors": {n: {k: r.get(k) for k in keep} for n, r in report["connectors"].items()},
+    }
+
+
 def gather(settings: Settings) -> dict[str, Any]:
     report: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "services": services(settings)}
     up = {name for name, s in report["services"].items() if s.get("up")}
@@ -184,6 +199,7 @@ def gather(settings: Settings) -> dict[str, Any]:
     report["topics"] = _probe(lambda: topics.end_offsets(settings, names)) if "kafka" in up else {}
     report["store"] = _probe(lambda: store(settings)) if "mongodb" in up else {}
     report["last_tick"] = _probe(lambda: last_ticks(settings)) if {"kafka", "schema registry"} <= up else {}
+    report["supervision"] = supervision(settings)
     report["docker"] = docker_health()
     report["took_s"] = round(time.monotonic() - started, 2)
     return report
@@ -217,7 +233,24 @@ def render(report: dict[str, Any]) -> str:
     for symbol, last in (report["last_tick"] or {}).items():
         if isinstance(last, dict):
             lines.append(f"  {symbol:10} {last['ts']}  ({last['source']})")
+    lines.extend(_render_supervision(report["supervision"]))
     docker = report["docker"]
     lines.append("docker: " + (docker["note"] if not docker["engine"] else ", ".join(
         f"{name} {c['state']}/{c['health']}" for name, c in sorted(docker["containers"].items())) or "no containers"))
     return "\n".join(lines)
+
+
+def _render_supervision(sup: dict[str, Any]) -> list[str]:
+    if "note" in sup:
+        return [f"supervision: {sup['note']}"]
+    lines = ["supervision" + ("" if sup["running"] else
+                              f" (the supervisor is NOT running: its last report is {sup['report_age_s']:.0f} s old)")]
+    for kind in ("components", "connectors"):
+        for name, r in sorted(sup[kind].items()):
+            if r["state"] == "stopped" and not r["restarts"]:
+                continue
+            trouble = r["state"] not in ("running", "stopped")
+            state = r["state"].upper() if trouble else r["state"]
+            lines.append(f"  {name:24} {state:11} restarts {r['restarts'] or 0:<4}"
+                         + (f" {r['last_error']}" if trouble and r.get("last_error") else ""))
+    return lines

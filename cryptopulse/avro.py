@@ -10,8 +10,10 @@ returned, freezing a consumer on its first record). Every registry request has a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -71,7 +73,10 @@ class AvroCodec:
         self._context = SerializationContext(topic, MessageField.VALUE)
 
     def encode(self, record: dict[str, Any]) -> bytes:
-        return self._serialize(record, self._context)
+        """Confluent-framed Avro. The first call registers (or looks up) the schema: `RegistryUnavailable`
+        when the registry cannot answer then; later calls need no registry."""
+        with self._registry_call():
+            return self._serialize(record, self._context)
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """The record in Confluent-framed bytes (magic byte 0, 4-byte schema id, Avro binary), by its writer schema.
@@ -91,12 +96,18 @@ class AvroCodec:
         return fastavro.schemaless_reader(io.BytesIO(data[5:]), writer, None)
 
     def _writer_schema(self, schema_id: int) -> Any:
-        try:
+        with self._registry_call():
             registered = self._client.get_schema(schema_id)
+        return fastavro.parse_schema(json.loads(registered.schema_str))
+
+    @contextlib.contextmanager
+    def _registry_call(self) -> Iterator[None]:
+        """A registry that cannot answer (refused, timed out, 5xx) is `RegistryUnavailable`; a 4xx is itself."""
+        try:
+            yield
         except httpx.TransportError as error:
             raise RegistryUnavailable(f"schema registry {self._registry_url} did not answer: {error!r}") from error
         except SchemaRegistryError as error:
-            if error.http_status_code >= 500:
+            if error.http_status_code >= 500 or error.http_status_code < 0:
                 raise RegistryUnavailable(f"schema registry {self._registry_url}: {error}") from error
             raise
-        return fastavro.parse_schema(json.loads(registered.schema_str))

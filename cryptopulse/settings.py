@@ -66,6 +66,22 @@ class Settings:
         return f"{self.connector_prefix}mongo-sink-candles"
 
 
+# How long the sink's MongoDB driver waits for a server before an operation fails (its default is 30 s):
+# long enough to ride out a store restart inside the task instead of failing it (docs/operations.md).
+SINK_SERVER_SELECTION_MS = 120_000
+
+
+def with_driver_option(uri: str, name: str, value: object) -> str:
+    """The connection string with one more driver option, unless it sets that option already."""
+    base, _, query = uri.partition("?")
+    options = [kv for kv in query.split("&") if kv]
+    if any(kv.split("=", 1)[0].lower() == name.lower() for kv in options):
+        return uri
+    if "/" not in base.split("://", 1)[-1]:
+        base += "/"
+    return f"{base}?{'&'.join([*options, f'{name}={value}'])}"
+
+
 def sink_group(connector: str) -> str:
     """The consumer group Kafka Connect gives a sink connector: its committed offsets are what it has written."""
     return f"connect-{connector}"

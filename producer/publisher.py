@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from cryptopulse.avro import AvroCodec
+from cryptopulse.avro import AvroCodec, RegistryUnavailable
+from cryptopulse.outage import Backoff, Outage, librdkafka_logger
 from cryptopulse.settings import Settings
 from producer.tick import Tick
 
@@ -28,13 +29,18 @@ class TickPublisher:
 
     librdkafka's local queue is bounded (`queue.buffering.max.messages`); when it
     is full, `publish` waits for deliveries instead of growing memory, so a broker
-    outage slows the source down rather than losing ticks.
+    outage slows the source down rather than losing ticks. A queued tick waits for
+    the broker however long it is away (`message.timeout.ms` 0), and a registry that
+    cannot answer before the schema is known makes `publish` wait and retry. Each
+    outage is said once when it starts and once when it ends.
     """
 
     def __init__(self, settings: Settings, stats: DeliveryStats | None = None, max_queued: int = 100_000) -> None:
         self.topic = settings.prices_topic
         self.stats = stats or DeliveryStats()
         self._codec = AvroCodec(settings, self.topic, "tick")
+        self.kafka = Outage("Kafka", log)
+        self.registry = Outage("the schema registry", log)
         self._producer = Producer({
             "bootstrap.servers": settings.kafka_bootstrap,
             "acks": "all",
@@ -42,12 +48,23 @@ class TickPublisher:
             "linger.ms": 20,
             "compression.type": "lz4",
             "queue.buffering.max.messages": max_queued,
+            "message.timeout.ms": 0,  # never give a tick up while the broker is away: it waits in the queue
             "client.id": "cryptopulse-producer",
+            "logger": librdkafka_logger("producer"),
+            "error_cb": self._on_error,
         })
 
     async def publish(self, tick: Tick) -> None:
         """Queue one tick; while the local queue is full, wait (without blocking the loop) for deliveries."""
-        value = self._codec.encode(tick.to_record(published_at=int(time.time() * 1000)))
+        backoff = Backoff(0.5, 10.0)
+        while True:
+            try:
+                value = self._codec.encode(tick.to_record(published_at=int(time.time() * 1000)))
+                break
+            except RegistryUnavailable as error:
+                self.registry.down(error)
+                await asyncio.sleep(backoff.next())
+        self.registry.up()
         while True:
             try:
                 self._producer.produce(self.topic, key=tick.symbol.encode(), value=value, on_delivery=self._on_delivery)
@@ -58,9 +75,14 @@ class TickPublisher:
         self.stats.queued += 1
         self._producer.poll(0)
 
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.kafka.down(error.str())
+
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
             self.stats.delivered += 1
+            self.kafka.up()
             return
         self.stats.failed += 1
         if self.stats.failed == 1 or self.stats.failed % 1000 == 0:

@@ -27,10 +27,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pymongo import MongoClient
 
 from cryptopulse.avro import AvroCodec, RegistryUnavailable, epoch_ms
+from cryptopulse.outage import Backoff, Outage, librdkafka_logger
 from cryptopulse.settings import Settings
 from streams import retention
 from streams.candles import Candle, CandleBook, bucket_start, candle_id
@@ -38,6 +39,28 @@ from streams.candles import Candle, CandleBook, bucket_start, candle_id
 log = logging.getLogger("streams")
 
 GROUP = "cryptopulse-streams"
+
+
+class Unavailable(Exception):
+    """Kafka or the registry did not answer: wait and try again; nothing was skipped or committed past."""
+
+    def __init__(self, outage: Outage, cause: object) -> None:
+        super().__init__(f"{outage.what}: {cause}")
+        self.outage = outage
+        self.cause = cause
+
+
+def rewind(consumer: Consumer, messages: list[Message]) -> None:
+    """Seek back to the first of `messages` per partition, so they are read again after an outage."""
+    first: dict[tuple[str, int], int] = {}
+    for message in messages:
+        if message.error() is None:
+            key = (message.topic(), message.partition())
+            first[key] = min(first.get(key, message.offset()), message.offset())
+    for (topic, partition), offset in first.items():
+        consumer.seek(TopicPartition(topic, partition, offset))
+
+
 @dataclass
 class ProcessorOptions:
     group: str = GROUP
@@ -97,16 +120,24 @@ class Processor:
         self._candles = AvroCodec(settings, settings.candles_topic, "candle")
         self._next: dict[int, int] = {}  # partition -> next offset to read on the prices topic
         self._caught_up = False  # read the candles topic to its end during this batch already
+        self.kafka = Outage("Kafka", log)
+        self.registry = Outage("the schema registry", log)
+        # librdkafka's own lines go through a rate-limited logger; a lost broker is reported by `kafka` once
+        quiet = {"logger": librdkafka_logger("streams"), "error_cb": self._on_kafka_error}
         self._producer = Producer({
             "bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True,
             "linger.ms": 20, "compression.type": "lz4", "client.id": "cryptopulse-streams",
+            "message.timeout.ms": 0,  # a candle waits for the broker however long it is away: never dropped
+            **quiet,
         })
         self._reader = Consumer({
             "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{self.options.group}-candles-reader",
-            "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 0,
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 10,  # catch_up() reads our own latest candles back before each publish: keep it short
+            **quiet,
         })
         self._consumer = Consumer({
+            **quiet,
             "bootstrap.servers": settings.kafka_bootstrap, "group.id": self.options.group,
             "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": "latest" if self.options.from_end else "earliest",
@@ -117,8 +148,18 @@ class Processor:
 
     # --- the candles topic: what is decided already ---
 
+    def _on_kafka_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.kafka.down(error.str())
+
     def _start_reader(self) -> None:
-        metadata = self._reader.list_topics(self.settings.candles_topic, timeout=10).topics[self.settings.candles_topic]
+        try:
+            topics = self._reader.list_topics(self.settings.candles_topic, timeout=10).topics
+        except KafkaException as error:
+            raise Unavailable(self.kafka, error.args[0].str()) from error
+        metadata = topics[self.settings.candles_topic]
+        if metadata.error is not None and metadata.error.retriable():
+            raise Unavailable(self.kafka, metadata.error.str())
         if metadata.error is not None:
             raise RuntimeError(f"topic {self.settings.candles_topic}: {metadata.error}; "
                                "create it with `control topics create` or `control deploy-connectors`")
@@ -127,8 +168,11 @@ class Processor:
 
     def catch_up(self, timeout: float = 30.0) -> None:
         """Read the candles topic up to its current end: learn every final and every ohlc `_id`."""
-        ends = {tp.partition: self._reader.get_watermark_offsets(tp, timeout=10)[1]
-                for tp in self._reader.assignment()}
+        try:
+            ends = {tp.partition: self._reader.get_watermark_offsets(tp, timeout=10)[1]
+                    for tp in self._reader.assignment()}
+        except KafkaException as error:
+            raise Unavailable(self.kafka, error.args[0].str()) from error
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             positions = {tp.partition: tp.offset for tp in self._reader.position(self._reader.assignment())}
@@ -136,16 +180,23 @@ class Processor:
                 return
             # poll returns with the first record; consume(n, timeout) would wait for n records or the timeout
             first = self._reader.poll(0.5)
-            for message in [first, *self._reader.consume(1000, timeout=0)] if first is not None else []:
-                if message.error() is None and message.value() is not None:
+            self._learn_all([first, *self._reader.consume(1000, timeout=0)] if first is not None else [])
+        raise Unavailable(self.kafka, f"could not read {self.settings.candles_topic} to its end in {timeout:.0f}s")
+
+    def _learn_all(self, messages: list[Message]) -> None:
+        for i, message in enumerate(messages):
+            if message.error() is None and message.value() is not None:
+                try:
                     self._learn(message)
-        raise RuntimeError(f"could not read {self.settings.candles_topic} to its end in {timeout:.0f}s")
+                except RegistryUnavailable as error:
+                    rewind(self._reader, messages[i:])
+                    raise Unavailable(self.registry, error) from error
 
     def _learn(self, message: Message) -> None:
         try:
             record = self._candles.decode(message.value())
         except RegistryUnavailable:
-            raise  # an unread ohlc candle could be overwritten: better stop than guess
+            raise  # an unread ohlc candle could be overwritten: better wait than guess
         except Exception:  # noqa: BLE001 - a bad record on the candles topic decides nothing
             return
         if record.get("origin") == "ohlc":
@@ -167,13 +218,24 @@ class Processor:
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in committed))
         self.ready.set()
 
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away (a rebalance, or our session expired while Kafka was away): commit what we
+        can, then forget the open candles, exactly as a restart would; the next assignment replays them."""
+        try:
+            self.commit(flush_timeout=5)
+        except (Unavailable, KafkaException, RuntimeError) as error:
+            log.info("no commit on revocation (%s); the next owner replays a little more", error)
+        self.book = CandleBook(self.options.grace_ms, self.options.update_every, self.options.idle_close)
+        self._next.clear()
+        consumer.unassign()
+
     def _apply(self, message: Message, now: float) -> None:
         try:
             tick = self._ticks.decode(message.value())
             symbol, source, ts, price = tick["symbol"], tick["source"], epoch_ms(tick["ts"]), float(tick["price"])
-        except RegistryUnavailable as error:  # not the record's fault: stop before it, a restart reads it again
-            raise RuntimeError(f"{error}; stopping before {message.topic()}[{message.partition()}]@"
-                               f"{message.offset()}, which a restart reads again") from error
+        except RegistryUnavailable as error:  # not the record's fault: wait before it, then read it again
+            raise Unavailable(self.registry, f"{error}; waiting before {message.topic()}[{message.partition()}]@"
+                              f"{message.offset()}, which is read again") from error
         except Exception as error:  # noqa: BLE001 - undecodable records are counted and skipped
             self._next[message.partition()] = message.offset() + 1
             self.stats.consumed += 1
@@ -182,6 +244,7 @@ class Processor:
                 log.warning("undecodable record at offset %d skipped (%d so far): %s", message.offset(),
                             self.stats.undecodable, error)
             return
+        self.registry.up()
         self._next[message.partition()] = message.offset() + 1
         self.stats.consumed += 1
         if self.options.only_symbols is not None and symbol not in self.options.only_symbols:
@@ -212,7 +275,10 @@ class Processor:
             self._produce(candle)
 
     def _produce(self, candle: Candle) -> None:
-        value = self._candles.encode(candle.to_record())
+        try:
+            value = self._candles.encode(candle.to_record())
+        except RegistryUnavailable as error:  # only before the schema is known; the candle is made again
+            raise Unavailable(self.registry, error) from error
         while True:
             try:
                 self._producer.produce(self.settings.candles_topic, key=candle.id.encode(), value=value,
@@ -229,62 +295,103 @@ class Processor:
             log.error("candle delivery failed: %s", error)
 
     def _reader_poll(self) -> None:
-        for message in self._reader.consume(1000, timeout=0):
-            if message.error() is None and message.value() is not None:
-                self._learn(message)
+        self._learn_all(self._reader.consume(1000, timeout=0))
 
-    def commit(self) -> None:
-        """Deliver every queued candle, then commit up to the first tick of the oldest open candle."""
+    def commit(self, flush_timeout: float = 5.0) -> None:
+        """Deliver every queued candle, then commit up to the first tick of the oldest open candle.
+
+        Kafka away (candles still queued, no coordinator, a failed commit): `Unavailable`, try again later.
+        A candle whose delivery failed for good is a bug worth stopping for: RuntimeError.
+        """
         if not self._next:
             return
-        left = self._producer.flush(30)
-        if left or self.stats.delivery_failed:
-            raise RuntimeError(f"{left + self.stats.delivery_failed} candles not delivered; not committing")
+        if self.stats.delivery_failed:
+            raise RuntimeError(f"{self.stats.delivery_failed} candles could not be delivered; not committing")
+        left = self._producer.flush(flush_timeout)
+        if left:
+            raise Unavailable(self.kafka, f"{left} candles still waiting for the broker; not committing yet")
         replay = self.book.replay_from()
         offsets = [TopicPartition(self.settings.prices_topic, p, min(replay.get(p, nxt), nxt))
                    for p, nxt in self._next.items()]
-        self._consumer.commit(offsets=offsets, asynchronous=False)
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as error:
+            if error.args[0].fatal():
+                raise
+            raise Unavailable(self.kafka, f"commit failed: {error.args[0].str()}") from error
+        self.kafka.up()
         self.stats.commits += 1
 
     # --- the loop ---
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
-        self._start_reader()
-        self._consumer.subscribe([self.settings.prices_topic], on_assign=self._on_assign)
-        last_commit = last_summary = time.monotonic()
-        last_retention = float("-inf")
-        retention_thread: threading.Thread | None = None
+        """Roll up until `stop()`. Kafka or the registry going away never ends it: it waits, says so once,
+        and goes on from where it was (nothing is skipped, nothing committed past what was published)."""
+        backoff = Backoff(0.5, 10.0)
+        subscribed = False
+        self._last_commit = self._last_summary = time.monotonic()
+        self._last_retention = float("-inf")
+        self._retention_thread: threading.Thread | None = None
         try:
             while not stop():
-                now = time.monotonic()
-                self._reader_poll()  # learn new ohlc ids early (publishing re-checks against the topic's end)
-                self._caught_up = False
-                for message in self._consumer.consume(self.options.batch, timeout=0.2):
-                    if message.error() is not None:
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            log.warning("consumer: %s", message.error())
-                        continue
-                    self._apply(message, now)
-                self._publish(self.book.poll(time.monotonic()))
-                if now - last_commit >= self.options.commit_every:
-                    self.commit()
-                    last_commit = now
-                every = self.options.retention_every
-                if every is not None and now - last_retention >= every and not (
-                        retention_thread and retention_thread.is_alive()):
-                    retention_thread = threading.Thread(target=self._retention, daemon=True, name="retention")
-                    retention_thread.start()
-                    last_retention = now
-                if now - last_summary >= 30:
-                    log.info("%s; %s", self.stats, self.book.stats)
-                    last_summary = now
+                try:
+                    if not subscribed:
+                        self._start_reader()
+                        self._consumer.subscribe([self.settings.prices_topic], on_assign=self._on_assign,
+                                                 on_revoke=self._on_revoke)
+                        subscribed = True
+                    self._step()
+                    backoff.reset()
+                except Unavailable as error:
+                    error.outage.down(error.cause)
+                    deadline = time.monotonic() + backoff.next()
+                    while time.monotonic() < deadline and not stop():
+                        self._producer.poll(0.1)  # deliveries (and librdkafka's reconnects) go on meanwhile
         finally:
             if self.options.close_on_stop:
                 self._publish(self.book.close_all())
-            self.commit()
+            self._final_commit()
             self.closed = close_within([self._consumer, self._reader], 20.0)
             if not self.closed:
                 log.warning("the Kafka consumers did not close within 20 s (everything was committed already)")
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        self._reader_poll()  # learn new ohlc ids early (publishing re-checks against the topic's end)
+        self._caught_up = False
+        messages = self._consumer.consume(self.options.batch, timeout=0.2)
+        for i, message in enumerate(messages):
+            if message.error() is not None:
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    self.kafka.down(message.error().str())
+                continue
+            try:
+                self._apply(message, now)
+            except Unavailable:
+                rewind(self._consumer, messages[i:])
+                raise
+        if messages:
+            self.kafka.up()
+        self._publish(self.book.poll(time.monotonic()))
+        if now - self._last_commit >= self.options.commit_every:
+            self._last_commit = now
+            self.commit()
+        every = self.options.retention_every
+        if every is not None and now - self._last_retention >= every and not (
+                self._retention_thread and self._retention_thread.is_alive()):
+            self._retention_thread = threading.Thread(target=self._retention, daemon=True, name="retention")
+            self._retention_thread.start()
+            self._last_retention = now
+        if now - self._last_summary >= 30:
+            log.info("%s; %s", self.stats, self.book.stats)
+            self._last_summary = now
+
+    def _final_commit(self) -> None:
+        """The commit of a stop: a stop during an outage keeps the last good commit (a restart replays from it)."""
+        try:
+            self.commit(flush_timeout=30)
+        except Unavailable as error:
+            log.warning("stopping without a final commit (%s); the restart replays from the last one", error)
 
     def _retention(self) -> None:
         client = MongoClient(self.settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)

@@ -1,18 +1,22 @@
 """Integration tests run against the real native stack (`control stack up`, `control deploy-connectors`).
 
-They never skip: an unreachable service is a failure, with the command that fixes it.
+They never skip: an unreachable service is a failure, with the command that fixes it. They work in a
+namespace of their own (tests/namespace.py: database `cryptopulse_test`, `test-*` topics, sinks, groups
+and subjects), made before the first of them and removed after the last.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 from pymongo import MongoClient
 
-from control import stack
+from control import connectors, stack
 from cryptopulse.settings import Settings
+from tests import namespace
 
 PROBES = {
     "Kafka": stack.kafka_ready,
@@ -23,27 +27,41 @@ PROBES = {
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark integration tests; the ones that stop and start the whole stack run after all the others."""
+    """Mark integration tests."""
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
-    items.sort(key=lambda item: item.get_closest_marker("restarts_stack") is not None)
 
 
-@pytest.fixture(scope="session")
-def settings() -> Settings:
-    down = [name for name, probe in PROBES.items() if not probe()]
-    if down:
-        pytest.fail(f"not reachable: {', '.join(down)}. "
-                    "Start the stack: `control stack up && control deploy-connectors`")
-    return Settings()
+@pytest.fixture(scope="package")
+def settings() -> Iterator[Settings]:
+    """The test namespace's settings, with its own sinks deployed; everything in it is removed afterwards."""
+    with test_stack() as settings:
+        yield settings
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mongo(settings: Settings) -> Iterator[MongoClient]:
     client = MongoClient(settings.mongodb_uri, tz_aware=True)
     yield client
     client.close()
+
+
+@contextlib.contextmanager
+def test_stack() -> Iterator[Settings]:
+    """Check the stack is up, enter the test namespace, deploy its sinks; remove it all on the way out."""
+    down = [name for name, probe in PROBES.items() if not probe()]
+    if down:
+        pytest.fail(f"not reachable: {', '.join(down)}. "
+                    "Start the stack: `control stack up && control deploy-connectors`")
+    with namespace.environment():
+        settings = Settings()
+        namespace.clean(settings)
+        connectors.deploy(settings, say=lambda line: None)
+        try:
+            yield settings
+        finally:
+            namespace.clean(settings)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.5) -> object:

@@ -13,8 +13,9 @@ import requests
 from confluent_kafka import Producer
 
 from tests.integration.conftest import wait_for
+from tests.namespace import PREFIX
 
-SINK = "mongo-sink-prices"
+SINK = f"{PREFIX}mongo-sink-prices"  # the tests' own sink (tests/namespace.py)
 
 
 def control(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -56,7 +57,7 @@ def test_schemas_check_rejects_an_incompatible_change_with_the_reason(settings, 
 
 
 def test_schemas_list_show_and_diff(settings):
-    subject = f"control-test-{uuid.uuid4().hex[:8]}"
+    subject = f"{PREFIX}control-{uuid.uuid4().hex[:8]}"
     base = settings.schema_registry_url
     tick = json.loads((settings.schemas_dir / "tick.avsc").read_text())
     for added in (None, {"name": "venue", "type": ["null", "string"], "default": None}):
@@ -83,10 +84,10 @@ def test_topics_are_listed_with_their_settings(settings):
 
 def test_status_shows_a_paused_and_a_failed_connector(settings):
     requests.put(f"{settings.connect_url}/connectors/{SINK}/pause", timeout=10).raise_for_status()
-    failing = f"failing-{uuid.uuid4().hex[:8]}"
+    failing = f"{PREFIX}failing-{uuid.uuid4().hex[:8]}"
     config = json.loads((settings.connectors_dir / "mongo-sink-prices.json").read_text())["config"]
     # Without error tolerance, a record that is not Avro fails the task.
-    config.update({"topics": f"{failing}-topic", "database": "crypto_db", "errors.tolerance": "none"})
+    config.update({"topics": f"{failing}-topic", "database": settings.database, "errors.tolerance": "none"})
     del config["errors.deadletterqueue.topic.name"]
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
     producer.produce(f"{failing}-topic", key=b"BTC", value=b"not avro")
@@ -102,11 +103,19 @@ def test_status_shows_a_paused_and_a_failed_connector(settings):
                 t["state"] == "FAILED" for t in status.get("tasks", []))
 
         wait_for(failed, 60, "the broken connector to fail")
-        result = control("status")
-        assert result.returncode == 0, result.stderr
+
+        def shows_failure() -> subprocess.CompletedProcess | None:
+            # the supervisor restarts a FAILED task (this one fails again on the same record): poll for a FAILED moment
+            result = control("status")
+            assert result.returncode == 0, result.stderr
+            lines = result.stdout.splitlines()
+            return result if any(line.strip().startswith(failing) and "FAILED" in line for line in lines) else None
+
+        result = wait_for(shows_failure, 60, "control status to show the FAILED connector")
         lines = result.stdout.splitlines()
         assert any(line.strip().startswith(SINK) and "PAUSED" in line for line in lines), result.stdout
-        assert any(line.strip().startswith(failing) and "FAILED" in line for line in lines), result.stdout
+        wait_for(lambda: json.loads(control("status", "--json").stdout)["supervision"]["connectors"]
+                 .get(failing, {}).get("restarts", 0) >= 1, 60, "the supervisor to restart the FAILED connector")
         as_json = json.loads(control("status", "--json").stdout)
         assert as_json["services"]["kafka"]["up"] and as_json["store"]["prices"]["documents"] > 0
         assert as_json["store"]["prices"]["oldest"] and "candles_1m" in as_json["store"]

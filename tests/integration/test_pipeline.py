@@ -13,8 +13,9 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, To
 from confluent_kafka.admin import AdminClient
 
 from tests.integration.conftest import wait_for
+from tests.namespace import PREFIX
 
-SINK = "mongo-sink-prices"
+SINK = f"{PREFIX}mongo-sink-prices"  # the tests' own sink (tests/namespace.py)
 
 
 def run_producer(*args: str) -> subprocess.CompletedProcess:
@@ -53,7 +54,7 @@ def test_ten_thousand_ticks_land_once_each_even_when_published_twice(settings, m
     args = ["--fast", "--count", str(count), "--start-ms", str(start), "--interval-ms", str(interval),
             "--symbols", "BTC,ETH,XRP", "--seed", str(start)]
     run_producer(*args)
-    wait_for(lambda: prices.count_documents(window) >= count, 240, f"{count} documents in crypto_db.prices")
+    wait_for(lambda: prices.count_documents(window) >= count, 240, f"{count} documents in {settings.database}.prices")
 
     # Written by the connector: its consumer group has committed past every record we published.
     end = topic_end_offset(settings, settings.prices_topic)
@@ -117,7 +118,7 @@ def test_deploy_connectors_twice_reports_unchanged(settings):
 
 def test_the_registry_refuses_an_incompatible_tick_schema(settings):
     base = settings.schema_registry_url
-    subject = f"compat-check-{uuid.uuid4()}"
+    subject = f"{PREFIX}compat-check-{uuid.uuid4()}"
     tick = (settings.schemas_dir / "tick.avsc").read_text()
     ok = requests.post(f"{base}/subjects/{subject}/versions", json={"schema": tick}, timeout=10)
     assert ok.status_code == 200, ok.text

@@ -22,6 +22,7 @@ from quart.testing import WebsocketResponseError
 
 from control import topics
 from cryptopulse.avro import AvroCodec
+from cryptopulse.settings import sink_group
 from streams.candles import Candle
 from tests.integration.conftest import wait_for
 from webui.app import create_app, state
@@ -75,7 +76,7 @@ def window(settings, mongo) -> dict[str, Any]:
     assert prices.count_documents(query) == 0
     producer("--fast", "--count", str(count), "--start-ms", str(start), "--interval-ms", str(interval),
              "--symbols", "BTC,ETH,XRP", "--seed", str(start))
-    wait_for(lambda: prices.count_documents(query) >= count, 300, f"{count} ticks of 2003 in crypto_db.prices")
+    wait_for(lambda: prices.count_documents(query) >= count, 300, f"{count} ticks of 2003 in the prices collection")
     return {"start": start, "end": end, "query": query}
 
 
@@ -250,7 +251,8 @@ def test_24h_and_7d_come_from_the_candle_view_and_equal_mongodb(settings, mongo)
         assert kafka.flush(30) == 0
 
     def sink_is_past(ends: dict[int, int]) -> bool:
-        committed = topics.committed_offsets(settings, "connect-mongo-sink-candles", settings.candles_topic, list(ends))
+        committed = topics.committed_offsets(settings, sink_group(settings.candles_sink), settings.candles_topic,
+                                             list(ends))
         return all(committed.get(p, -1) >= end for p, end in ends.items())
 
     publish(candles[:60])
@@ -304,7 +306,7 @@ def test_1h_comes_from_the_tick_view_and_equals_mongodb(settings, mongo):
     publish(now - 40 * 60_000, 30)  # stored before the app starts
     wait_for(lambda: prices.count_documents({"symbol": symbol}) == 30, 120, "the first ticks in MongoDB")
     ends = topics.end_offsets_by_partition(settings, settings.prices_topic)
-    wait_for(lambda: all(topics.committed_offsets(settings, "connect-mongo-sink-prices", settings.prices_topic,
+    wait_for(lambda: all(topics.committed_offsets(settings, sink_group(settings.prices_sink), settings.prices_topic,
                                                   list(ends)).get(p, -1) >= end for p, end in ends.items()),
              60, "the prices sink to commit past them")
 
