@@ -16,7 +16,7 @@ __all__ = ["SOURCES", "Source", "SourceError", "UnknownSymbol", "make_source", "
 
 SOURCES: dict[str, str] = {
     "simulated": "a seeded random walk per symbol (offline, the default)",
-    "coingecko": "CoinGecko REST /simple/price, polled (USD; optional key COINGECKO_API_KEY)",
+    "coingecko": "CoinGecko REST /simple/price, polled (USD; optional COINGECKO_API_KEY or COINGECKO_PRO_API_KEY)",
     "binance": "Binance spot WebSocket miniTicker, live each second (USDT; BINANCE_WS_URL)",
     "coinbase": "Coinbase Exchange WebSocket ticker, live per trade (USD; COINBASE_WS_URL)",
     "cmc": "CoinMarketCap REST quotes/latest, polled (USD; needs COINMARKETCAP_API_KEY)",

@@ -4,9 +4,14 @@
 every second per product even when nothing trades, so silence means a dead feed: the stall
 detector reconnects after `stall_timeout` seconds without any message. Coinbase closes a
 connection that has not subscribed within 5 s, so the subscription is sent right after connecting.
-An `error` message (e.g. an unknown product) stops the source: reconnecting would only repeat it.
+Coinbase's docs say an `error` message comes with its disconnects: a slow consumer (ErrSlowConsume),
+a client sending too much (ErrSlowRead), a message too big, network trouble. Those are transient and
+reconnect with backoff; a refused subscription (an unknown product or channel) or authentication stops
+the source with advice, since reconnecting would only repeat it. An error it does not know reconnects.
 History: REST /products/{id}/candles at 1 minute, at most 300 a request (five per product per day), from
-COINBASE_REST_URL; minutes without trades have no candle.
+COINBASE_REST_URL; `start` and `end` are both bucket starts and both included, so a request asks for 300
+buckets at most. Minutes without trades have no candle. Public REST is limited to 10 requests/s per IP:
+requests are spaced 0.1 s apart, and a 429 is retried with backoff.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
-from producer.sources.base import SourceError
+from producer.sources.base import SourceError, TransientError
 from producer.sources.history import MINUTE_MS, Candle, HistoryPage, candle_page, own_symbol, read_rows, windows
-from producer.sources.http import JsonClient, OnWait
+from producer.sources.http import JsonClient, OnWait, Reply
 from producer.sources.validation import iso_ms, number, optional_number, pct_change
 from producer.sources.ws import WebSocketSource
 from producer.tick import Tick
@@ -30,6 +35,12 @@ DEFAULT_URL = "wss://ws-feed.exchange.coinbase.com"
 REST_URL = "https://api.exchange.coinbase.com"
 QUOTE = "USD"
 CANDLES_PER_REQUEST = 300  # Coinbase rejects wider ranges
+REST_GAP = 0.1  # public REST: 10 requests/s per IP (bursts of 15)
+# Words of the error messages Coinbase documents for transient disconnects (ErrSlowConsume, ErrSlowRead,
+# "Message too big"), lower case, matched against message and reason
+TRANSIENT = ("slowconsume", "slow consume", "slowread", "slow read", "too big")
+# ...and of errors that a reconnect would only repeat: a refused subscription, authentication
+PERMANENT = ("failed to subscribe", "product", "channel", "auth", "signature", "unauthorized", "forbidden")
 
 
 class Coinbase(WebSocketSource):
@@ -46,8 +57,9 @@ class Coinbase(WebSocketSource):
         self.products = [f"{s}-{QUOTE}" for s in self.symbols]
         # JsonClient sends a User-Agent, which Coinbase's REST API is said to require
         self.rest = JsonClient(self.name, rest_url or os.environ.get("COINBASE_REST_URL", REST_URL),
-                               "COINBASE_REST_URL", backoff_base=self.backoff_base, backoff_max=self.backoff_max,
-                               sleep=self.sleep, rng=self.rng, on_wait=on_wait)
+                               "COINBASE_REST_URL", check=self._check, min_gap=REST_GAP,
+                               backoff_base=self.backoff_base, backoff_max=self.backoff_max, sleep=self.sleep,
+                               rng=self.rng, on_wait=on_wait)
         self.clock = clock
 
     async def on_open(self, ws: ClientConnection) -> None:
@@ -57,8 +69,7 @@ class Coinbase(WebSocketSource):
     def read(self, message: Any) -> Iterable[Tick]:
         kind = message.get("type")
         if kind == "error":
-            raise SourceError(f"coinbase refused the feed: {message.get('message')} ({message.get('reason')}); "
-                              f"check the products {','.join(self.products)} and {self.url_env}")
+            raise self._error(message)
         if kind != "ticker":
             return []  # subscriptions, heartbeat (it only keeps the stall detector quiet), unknown types
         symbol, _, quote = message["product_id"].partition("-")
@@ -76,17 +87,49 @@ class Coinbase(WebSocketSource):
             change_24h_pct=pct_change(price, optional_number(message.get("open_24h"))),
         )]
 
+    def _error(self, message: dict[str, Any]) -> SourceError:
+        """An `error` message as TransientError (reconnect) or SourceError (stop), by what it says."""
+        what = str(message.get("message"))
+        if message.get("reason"):
+            what += f" ({message['reason']})"
+        text = what.lower()
+        if any(word in text for word in TRANSIENT):
+            return TransientError(f"dropped the feed: {what}, a transient disconnect (slow consumer, too many "
+                                  f"client messages or a message too big)")
+        if any(word in text for word in PERMANENT):
+            return SourceError(f"coinbase refused the feed: {what}; check the products {','.join(self.products)} "
+                               f"and {self.url_env}")
+        return TransientError(f"an error Coinbase does not document: {what}")
+
+    def _check(self, reply: Reply) -> None:
+        """A 404 on the candles of a product is an unknown product, not a wrong URL."""
+        if reply.status == 404 and isinstance(reply.data, dict) and "message" in reply.data:
+            raise SourceError(f"coinbase: {reply.describe()}; Coinbase has no such product: check the symbols "
+                              f"(and COINBASE_REST_URL)")
+
     async def history(self, symbol: str, start_ms: int, end_ms: int) -> AsyncIterator[HistoryPage]:
         """1-minute candles (USD; volume = base volume x close), one page per request of up to 300 minutes."""
         symbol = own_symbol(self, symbol)
         for low, high in windows(start_ms, end_ms, CANDLES_PER_REQUEST * MINUTE_MS):
+            first, last = _buckets(low, high)
+            if first > last:  # less than a minute, and no minute starts in it
+                yield candle_page(self, symbol, [], low, high, int(self.clock() * 1000))
+                continue
             rows = await self.rest.get(f"/products/{symbol}-{QUOTE}/candles",
-                                       {"granularity": "60", "start": _iso(low), "end": _iso(high)})
+                                       {"granularity": "60", "start": _iso(first), "end": _iso(last)})
             # [time (s), low, high, open, close, volume (base)], newest first: candle_page sorts
             candles = read_rows(self, rows, lambda r: Candle(symbol, self.name, int(number(r[0]) * 1000), number(r[3]),
                                                              number(r[2]), number(r[1]), number(r[4]),
                                                              number(r[5]) * number(r[4]), QUOTE))
             yield candle_page(self, symbol, candles, low, high, int(self.clock() * 1000))
+
+
+def _buckets(low: int, high: int) -> tuple[int, int]:
+    """The first and the last start of a 1-minute bucket in [low, high): Coinbase's `start` and `end`, both
+    included, so a window of 300 minutes asks for 300 buckets, not 301."""
+    first = -(-low // MINUTE_MS) * MINUTE_MS
+    last = (high - 1) // MINUTE_MS * MINUTE_MS
+    return first, last
 
 
 def _iso(ms: int) -> str:

@@ -1,11 +1,16 @@
-"""JSON over HTTP that survives flaky APIs, and the polling loop the REST sources share.
+"""JSON over HTTP that survives flaky APIs and paces itself, and the polling loop the REST sources share.
 
 Free market-data APIs rate-limit hard, sit behind CDNs that answer with HTML pages, and have bad
 minutes. So: timeouts on every request; retries with exponential backoff and full jitter for
 connection errors, timeouts, 5xx, 408, 418, 429 and bodies that are not JSON; the server's
 `Retry-After` obeyed on 429/418/503 (Binance bans IPs that ignore it); other 4xx raised at once,
-because retrying a bad key or a geo block only burns the rate limit. One warning per outage and
-one line when it ends, not one per retry. `requests` is blocking, so each call runs in a thread.
+because retrying a bad key or a geo block only burns the rate limit. Before these generic rules an
+adapter's `check` sees every reply and classifies its API's own error codes (wait, retry, stop with
+advice). One warning per outage and one line when it ends, not one per retry.
+
+Pacing: at most one request per `min_gap` seconds, and after each good reply an adapter's `pace` may
+hold the next request back (Binance, when the minute's request weight nears its limit).
+`requests` is blocking, so each call runs in a thread.
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
+import time
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -26,10 +34,7 @@ from producer.tick import Tick
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[Any]]
-# Called with (status, decoded JSON body, Retry-After seconds) before the generic status rules,
-# so an API can map its own error codes to SourceError (stop) or TransientError (retry).
-Check = Callable[[int, Any, float | None], None]
-# Called with (seconds, why) before each wait between retries, so a caller can show a long Retry-After.
+# Called with (seconds, why) before each wait between retries, and before a pacing hold, so a caller can show it.
 OnWait = Callable[[float, str], None]
 
 RETRYABLE = {408, 418, 429}  # and every 5xx
@@ -44,19 +49,48 @@ ADVICE = {
 }
 
 
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer, as an adapter's `check` and `pace` see it."""
+
+    url: str
+    status: int
+    data: Any  # the decoded JSON body; None when the body is not JSON
+    text: str
+    headers: Mapping[str, str]  # case-insensitive
+    retry_after: float | None  # the Retry-After header in seconds, on any status
+
+    def describe(self) -> str:
+        """`GET url -> HTTP 429: 'body...'`, for error messages."""
+        if self.data is None:
+            return f"GET {self.url} -> HTTP {self.status} with a body that is not JSON: {self.text[:100]!r}"
+        return f"GET {self.url} -> HTTP {self.status}: {self.text[:100]!r}"
+
+
+# Called with every reply before the generic status rules; raises SourceError (stop) or TransientError (retry).
+Check = Callable[[Reply], None]
+# Called with every good reply: (seconds, why) to hold the next request back, or None.
+Pace = Callable[[Reply], tuple[float, str] | None]
+
+
 class JsonClient:
     """GETs JSON from `base_url`, retrying what is worth retrying; see the module docstring for the rules."""
 
     def __init__(self, name: str, base_url: str, url_env: str, *, key_env: str = "the API key",
                  headers: dict[str, str] | None = None, timeout: float = 10.0, check: Check | None = None,
+                 pace: Pace | None = None, min_gap: float = 0.0,
                  backoff_base: float = 1.0, backoff_max: float = 60.0,
                  sleep: Sleep = asyncio.sleep, rng: Callable[[], float] = random.random,
-                 on_wait: OnWait | None = None) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, on_wait: OnWait | None = None) -> None:
         self.name, self.base_url, self.url_env, self.key_env = name, base_url.rstrip("/"), url_env, key_env
-        self.timeout, self.check = timeout, check
+        self.timeout, self.check, self.pace, self.min_gap = timeout, check, pace, min_gap
         self.backoff_base, self.backoff_max, self.sleep, self.rng = backoff_base, backoff_max, sleep, rng
+        self.monotonic = monotonic
         self.on_wait = on_wait
         self.recoveries = 0  # requests that succeeded after failing
+        self.holds = 0  # times `pace` held a request back
+        self._next_at = float("-inf")  # no request starts before this (in `_now()` time)
+        self._early = 0.0  # seconds that sleeps returned early (only an injected test sleep does)
         self._session = requests.Session()
         self._session.headers.update({"Accept": "application/json", "User-Agent": "cryptopulse-producer"})
         self._session.headers.update(headers or {})
@@ -65,8 +99,11 @@ class JsonClient:
         """The decoded JSON of GET base_url+path; retries transient failures until one succeeds."""
         failures = 0
         while True:
+            if (gap := self._next_at - self._now()) > 0:
+                await self.pause(gap)
+            self._next_at = self._now() + self.min_gap
             try:
-                data = await asyncio.to_thread(self._get, self.base_url + path, params)
+                reply = await asyncio.to_thread(self._get, self.base_url + path, params)
             except TransientError as e:
                 failures += 1
                 delay = e.retry_after if e.retry_after is not None else backoff(
@@ -76,14 +113,34 @@ class JsonClient:
                 log.debug("%s: attempt %d failed, next in %.1f s", self.name, failures, delay)
                 if self.on_wait is not None:
                     self.on_wait(delay, str(e))
-                await self.sleep(delay)
+                await self.pause(delay)
                 continue
             if failures:
                 self.recoveries += 1
                 log.info("%s: recovered after %d attempts", self.name, failures + 1)
-            return data
+            if self.pace is not None and (hold := self.pace(reply)) is not None:
+                self._hold(*hold)
+            return reply.data
 
-    def _get(self, url: str, params: dict[str, str] | None) -> Any:
+    async def pause(self, seconds: float) -> None:
+        """Sleep `seconds` (the poll interval, a backoff, a pacing gap); counted by the pacing."""
+        before = self.monotonic()
+        await self.sleep(seconds)
+        self._early += max(0.0, seconds - (self.monotonic() - before))
+
+    def _now(self) -> float:
+        """The monotonic clock plus the sleeps that returned early, so pacing never counts a wait twice."""
+        return self.monotonic() + self._early
+
+    def _hold(self, seconds: float, why: str) -> None:
+        self.holds += 1
+        (log.info if self.holds == 1 else log.debug)("%s: %s; holding the next request %.1f s", self.name, why,
+                                                     seconds)
+        if self.on_wait is not None:
+            self.on_wait(seconds, why)
+        self._next_at = max(self._next_at, self._now() + seconds)
+
+    def _get(self, url: str, params: dict[str, str] | None) -> Reply:
         try:
             response = self._session.get(url, params=params, timeout=self.timeout)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
@@ -91,25 +148,26 @@ class JsonClient:
         except requests.RequestException as e:
             raise SourceError(f"GET {url} failed: {e}; check {self.url_env}") from e
         status, text = response.status_code, response.text
-        header = response.headers.get("Retry-After") if status in HONOURS_RETRY_AFTER else None
-        retry_after = retry_after_seconds(header)
-        what = f"GET {response.url} -> HTTP {status}: {text[:100]!r}"
         try:
             data = json.loads(text)
         except ValueError:
             data = None
-            what = f"GET {response.url} -> HTTP {status} with a body that is not JSON: {text[:100]!r}"
-        if data is not None and self.check:
-            self.check(status, data, retry_after)
+        reply = Reply(response.url, status, data, text, response.headers,
+                      retry_after_seconds(response.headers.get("Retry-After")))
+        if self.check:
+            self.check(reply)
         if status in RETRYABLE or status >= 500:
-            raise TransientError(what, retry_after)
+            raise TransientError(reply.describe(), reply.retry_after if status in HONOURS_RETRY_AFTER else None)
         if status >= 400:
-            advice = ADVICE.get(status, "check {url_env} and the request").format(
-                name=self.name, url_env=self.url_env, key_env=self.key_env)
-            raise SourceError(f"{self.name}: {what}; {advice}")
+            raise SourceError(f"{self.name}: {reply.describe()}; {self.advice(status)}")
         if data is None:
-            raise TransientError(what)
-        return data
+            raise TransientError(reply.describe())
+        return reply
+
+    def advice(self, status: int) -> str:
+        """What to do about a client error `status` that stops the source."""
+        return ADVICE.get(status, "check {url_env} and the request").format(
+            name=self.name, url_env=self.url_env, key_env=self.key_env)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -118,6 +176,20 @@ def retry_after_seconds(value: str | None) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+def env_number(name: str, default: float, unit: str = "seconds") -> float:
+    """A positive number from the environment variable `name` (in `unit`, for the error message), else `default`."""
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise SourceError(f"{name}={value!r} is not a number of {unit}") from None
+    if number <= 0:
+        raise SourceError(f"{name}={value!r} must be a positive number of {unit}")
+    return number
 
 
 class PollingSource(Source):
@@ -146,4 +218,4 @@ class PollingSource(Source):
                 if self._last_ts.get(tick.symbol) != tick.ts:
                     self._last_ts[tick.symbol] = tick.ts
                     yield tick
-            await self.client.sleep(self.interval)
+            await self.client.pause(self.interval)

@@ -6,7 +6,11 @@ under Binance's 300 connection attempts per 5 minutes), one warning per outage a
 when it ends. Besides drops the loop reconnects when:
 - the connection nears `max_lifetime` (Binance cuts at 24 h; leaving first loses nothing);
 - nothing arrived for `stall_timeout` seconds (a feed that is open but silent is dead);
-- the adapter raises `TransientError`, e.g. on an announced server shutdown.
+- the adapter raises `TransientError`, e.g. on an announced server shutdown or a transient error message.
+The backoff grows until a connection delivers a tick, so a feed that keeps erroring right after it
+connects is retried ever more slowly, not once a second. A refused handshake follows the HTTP rules
+(Retry-After on 418/429/503, 5xx retried, other 4xx stop with advice) unless the adapter's
+`refused` classifies the status itself (Binance waits out a 403 from its firewall).
 Keepalive: the websockets library answers the server's pings itself (Binance pings every 20 s and
 wants a pong within 1 min), and pings the server every 20 s, giving up after 60 s without a pong,
 which finds a dead TCP connection long before the OS would. One ping per 20 s is far below
@@ -20,7 +24,7 @@ import json
 import logging
 import random
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -57,8 +61,13 @@ class WebSocketSource(Source):
     def read(self, message: Any) -> Iterable[Tick]:
         """The ticks in one decoded JSON message; raise TransientError to reconnect, SourceError to stop."""
 
+    def refused(self, status: int, headers: Mapping[str, str]) -> TransientError | None:
+        """How to retry a handshake refused with `status` (a TransientError saying when), or None for the
+        generic rules; raise SourceError to stop."""
+        return None
+
     async def ticks(self) -> AsyncIterator[Tick]:
-        failures = 0  # consecutive failed connections, reset by the first message of a good one
+        failures = 0  # consecutive failed connections, reset by the first tick of a good one
         connected_before = False
         while True:
             try:
@@ -66,27 +75,31 @@ class WebSocketSource(Source):
                                    close_timeout=5) as ws:
                     if connected_before:
                         self.reconnects += 1
-                    if failures:
-                        log.info("%s: reconnected after %d attempts", self.name, failures + 1)
                     connected_before = True
                     await self.on_open(ws)
                     async for message in self._messages(ws):
-                        failures = 0
                         for tick in self._read(message):
+                            if failures:
+                                log.info("%s: reconnected after %d attempts", self.name, failures + 1)
+                                failures = 0
                             yield tick
                 log.info("%s: connection is %.0f s old; reconnecting before the server cuts it",
                          self.name, self.max_lifetime)
                 delay = 0.0
             except InvalidStatus as e:
                 status = e.response.status_code
-                if status not in RETRYABLE and status < 500:
+                wait = self.refused(status, e.response.headers)
+                if wait is None and status not in RETRYABLE and status < 500:
                     advice = ADVICE.get(status, "check {url_env}").format(name=self.name, url_env=self.url_env,
                                                                           key_env="the API key")
                     raise SourceError(f"{self.name}: {self.url} refused the WebSocket with HTTP {status}; "
                                       f"{advice}") from e
                 failures += 1
-                retry_after = e.response.headers.get("Retry-After") if status in HONOURS_RETRY_AFTER else None
-                delay = self._failed(failures, e, retry_after_seconds(retry_after))
+                if wait is not None:
+                    delay = self._failed(failures, wait, wait.retry_after)
+                else:
+                    retry_after = e.response.headers.get("Retry-After") if status in HONOURS_RETRY_AFTER else None
+                    delay = self._failed(failures, e, retry_after_seconds(retry_after))
             except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, TransientError) as e:
                 failures += 1
                 delay = self._failed(failures, e, e.retry_after if isinstance(e, TransientError) else None)

@@ -36,6 +36,7 @@ class Waits(list):
 
 
 def gecko(http: FakeHttp, sleeps: Sleeps, **options) -> CoinGecko:
+    options.setdefault("calls_per_minute", 0)  # unpaced: these tests are about paging and retries
     return CoinGecko(["BTC", "ETH"], base_url=http.url, sleep=sleeps, rng=lambda: 0.5, clock=clock(NOON), **options)
 
 
@@ -179,7 +180,8 @@ def test_coinbase_candles_come_newest_first_and_leave_oldest_first(http, sleeps)
                                      5.608 * 105176.8)
     assert page.points[-1] == Tick("BTC", "coinbase", NOON - 1, 105190.0)
     (request,) = http.requests
-    assert request["query"] == {"granularity": "60", "start": "2025-06-02T11:55:00Z", "end": "2025-06-02T12:00:00Z"}
+    # start and end are both bucket starts Coinbase includes: 11:55 to 11:59 is the five minutes asked for
+    assert request["query"] == {"granularity": "60", "start": "2025-06-02T11:55:00Z", "end": "2025-06-02T11:59:00Z"}
     assert request["headers"]["User-Agent"] == "cryptopulse-producer"
 
 
