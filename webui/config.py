@@ -48,6 +48,9 @@ class WebConfig:
     # Recent candles and ticks held in memory (loaded from MongoDB, kept by their topics, webui/views.py):
     # WEBUI_VIEWS=0 reads every chart from MongoDB instead.
     views: bool = field(default_factory=lambda: env("WEBUI_VIEWS", "1") != "0")
+    # Seconds between probes of MongoDB (ping) and the schema registry, so their outages are seen and logged
+    # even when nobody asks for a chart; 0 turns the background probe off (/healthz still probes).
+    probe_seconds: float = 5.0
     settings: Settings = field(default_factory=Settings)
 
     def with_overrides(self, **overrides: Any) -> WebConfig:

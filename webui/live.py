@@ -19,13 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from cryptopulse.avro import AvroCodec, epoch_ms
+from cryptopulse.avro import AvroCodec, RegistryUnavailable, epoch_ms
+from cryptopulse.outage import Backoff, RateLimitFilter, librdkafka_logger
 from cryptopulse.settings import Settings
+from webui.health import Dependencies, KafkaWatch, plain
 from webui.metrics import Metrics
 
 log = logging.getLogger(__name__)
+undecodable_log = logging.getLogger(f"{__name__}.undecodable")  # a bad producer can send thousands a second
+undecodable_log.addFilter(RateLimitFilter(period=60, burst=5))
+WHO = "live consumer"  # as a reporter of outages (webui.health.Dependency)
+_STOPPED = object()
 
 
 @dataclass(eq=False)
@@ -45,6 +51,17 @@ class Hub:
     recent_size: int = 600
     subscribers: dict[str, set[Subscriber]] = field(default_factory=dict)
     recent: dict[str, deque[dict[str, Any]]] = field(default_factory=dict)
+    # the live feed's state, pushed to every open socket when it changes (docs/webui.md, `status`)
+    status: dict[str, Any] = field(default_factory=lambda: {"type": "status", "live": True, "down": [],
+                                                            "message": "live feed flowing"})
+    status_changed: asyncio.Event = field(default_factory=asyncio.Event)  # replaced by a fresh one at each change
+
+    def set_status(self, message: dict[str, Any]) -> None:
+        """On the loop: a new live-feed state; wakes every connection's status writer."""
+        self.status = message
+        self.metrics.live_stale = 0 if message.get("live") else 1
+        changed, self.status_changed = self.status_changed, asyncio.Event()
+        changed.set()
 
     def subscribe(self, sub: Subscriber, symbol: str) -> None:
         self.unsubscribe(sub)
@@ -106,20 +123,44 @@ def tick_message(record: dict[str, Any]) -> TickMessage:
 
 
 class LiveConsumer:
-    """confluent_kafka Consumer in a daemon thread; batches of decoded ticks go to `deliver` on the loop."""
+    """confluent_kafka Consumer in a daemon thread; batches of decoded ticks go to `deliver` on the loop.
+
+    It outlives any outage: Kafka away (librdkafka reconnects; a `KafkaWatch` tells when it is back), the
+    registry away (the record that needs it is decoded again after a backoff, never skipped), or a
+    consumer that cannot be used any more (a fresh one, assigned where the last one stopped). Every
+    delivered record's offset is remembered, so after a rebalance or a new consumer it carries on from
+    the next record: no tick twice, none lost. `on_status` (on the loop) hears when the live feed
+    becomes stale and when it flows again.
+    """
 
     def __init__(self, settings: Settings, group_prefix: str, loop: asyncio.AbstractEventLoop,
-                 deliver: Callable[[list[dict[str, Any]]], None], metrics: Metrics) -> None:
+                 deliver: Callable[[list[dict[str, Any]]], None], metrics: Metrics,
+                 deps: Dependencies | None = None, on_status: Callable[[dict[str, Any]], None] | None = None,
+                 *, make_consumer: Callable[[dict[str, Any]], Any] = Consumer,
+                 make_codec: Callable[[], Any] | None = None, backoff_cap: float = 10.0) -> None:
         self.settings = settings
         self.group_id = group_id(group_prefix)
         self._loop = loop
         self._deliver = deliver
         self._metrics = metrics
+        self.deps = deps or Dependencies()
+        self._on_status = on_status
+        self._make_consumer = make_consumer
+        self._make_codec = make_codec or (lambda: AvroCodec(settings, settings.prices_topic, "tick"))
+        self._backoff_cap = backoff_cap
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="webui-kafka", daemon=True)
+        self.watch = KafkaWatch(self.deps.kafka, WHO, backoff=self._backoff())
+        self.next_offsets: dict[int, int] = {}  # partition -> offset of the next record to deliver
         self.last_poll = 0.0
         self.assigned = False
         self.last_error: str | None = None
+        self.stale: str | None = None  # why the live feed is interrupted, or None while it flows
+        self._bugs: set[str] = set()
+        self._codec: Any = None
+
+    def _backoff(self) -> Backoff:
+        return Backoff(min(0.5, self._backoff_cap), self._backoff_cap)
 
     def start(self) -> None:
         self._thread.start()
@@ -130,66 +171,166 @@ class LiveConsumer:
 
     def status(self) -> dict[str, Any]:
         age = time.monotonic() - self.last_poll if self.last_poll else None
-        ok = self._thread.is_alive() and age is not None and age < 5 and self.assigned
-        return {"ok": ok, "group_id": self.group_id, "topic": self.settings.prices_topic, "assigned": self.assigned,
+        alive = self._thread.is_alive()
+        ok = alive and age is not None and age < 5 and self.assigned and self.stale is None
+        body = {"ok": ok, "group_id": self.group_id, "topic": self.settings.prices_topic, "assigned": self.assigned,
                 "seconds_since_poll": None if age is None else round(age, 3), "last_error": self.last_error}
+        if not ok:
+            body["error"] = (self.stale or ("consumer thread ended" if not alive else None)
+                             or (None if self.assigned else f"waiting for partitions of {self.settings.prices_topic}")
+                             or "not polling")
+        return body
 
     def _on_error(self, error: KafkaError) -> None:
-        if str(error) != self.last_error:  # librdkafka repeats itself while a broker is down: log changes only
-            log.warning("kafka consumer: %s", error)
-        self.last_error = str(error)
+        """error_cb: librdkafka repeats itself many times a second while a broker is down; nothing is logged
+        here (the watch's `Outage` says it once), the latest error is kept for /healthz."""
+        self.watch.on_error(error)
+        self.last_error = plain(error)
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.settings.kafka_bootstrap,
+            "group.id": self.group_id,
+            "auto.offset.reset": "latest",
+            # committed now and then only so that `control status` can show this dashboard's lag
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": 5000,
+            "fetch.wait.max.ms": 10,
+            "error_cb": self._on_error,
+            "logger": librdkafka_logger("webui"),  # librdkafka's own lines, rate-limited
+        }
 
     def _run(self) -> None:
-        try:
-            codec = AvroCodec(self.settings, self.settings.prices_topic, "tick")
-            consumer = Consumer({
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "group.id": self.group_id,
-                "auto.offset.reset": "latest",
-                # committed now and then only so that `control status` can show this dashboard's lag
-                "enable.auto.commit": True,
-                "auto.commit.interval.ms": 5000,
-                "fetch.wait.max.ms": 10,
-                "error_cb": self._on_error,
-            })
-        except Exception as exc:  # noqa: BLE001 - reported through /healthz, the app keeps serving history
-            self.last_error = f"consumer did not start: {exc}"
-            log.exception("kafka consumer did not start; is the stack up (`control stack up`)?")
-            return
+        backoff = self._backoff()
+        while not self._stop.is_set():
+            try:
+                self._consume()
+                return  # stopped
+            except Exception as exc:  # noqa: BLE001 - never fatal: a fresh consumer after a backoff
+                self.last_error = plain(exc)
+                key = f"{type(exc).__name__}: {self.last_error}"
+                if key not in self._bugs:  # a traceback once per kind of failure, not once per retry
+                    self._bugs.add(key)
+                    log.exception("kafka consumer failed; a new one starts where it stopped")
+                self._stop.wait(backoff.next())
 
-        def on_assign(_consumer: Consumer, partitions: list) -> None:
-            self.assigned = bool(partitions)
-
-        consumer.subscribe([self.settings.prices_topic], on_assign=on_assign)
+    def _consume(self) -> None:
+        if self._codec is None:
+            self._codec = self._make_codec()
+        consumer = self._make_consumer(self._config())
         try:
+            consumer.subscribe([self.settings.prices_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+            backoff = self._backoff()
             while not self._stop.is_set():
                 self.last_poll = time.monotonic()
                 # Wait for one record, then take whatever else is already fetched: consume(500, timeout) would
                 # hold the first record until 500 arrive or the timeout passes, adding up to that much latency.
-                first = consumer.poll(0.2)
-                messages = [] if first is None else [first, *consumer.consume(num_messages=499, timeout=0)]
-                ticks, bad = [], 0
-                for message in messages:
-                    if message.error():
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            self.last_error = str(message.error())
-                        continue
-                    try:
-                        ticks.append(tick_message(codec.decode(message.value())))
-                    except Exception as exc:  # noqa: BLE001 - any bad record is counted and skipped
-                        bad += 1
-                        log.warning("undecodable record at %s[%d]@%d skipped: %s", message.topic(),
-                                    message.partition(), message.offset(), exc)
-                if ticks or bad:
-                    try:
-                        self._loop.call_soon_threadsafe(self._hand_over, ticks, bad)
-                    except RuntimeError:  # the loop is closed: the app is shutting down
-                        break
-        except KafkaException as exc:
-            self.last_error = str(exc)
-            log.exception("kafka consumer stopped")
+                try:
+                    first = consumer.poll(0.2)
+                    messages = [] if first is None else [first, *consumer.consume(num_messages=499, timeout=0)]
+                except KafkaException as exc:
+                    if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal():
+                        raise  # this consumer cannot go on: a new one, from next_offsets
+                    self.watch.failed(exc)
+                    self._stop.wait(backoff.next())
+                    messages = []
+                else:
+                    backoff.reset()
+                if any(m.error() is None for m in messages):
+                    self.watch.alive()
+                self._handle(messages)
+                self.watch.check(consumer)
+                self._update_stale()
         finally:
+            self.assigned = False
             consumer.close()
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Carry on after the last delivered record (not from the group's last commit, up to 5 s older)."""
+        for tp in partitions:
+            if tp.partition in self.next_offsets:
+                tp.offset = self.next_offsets[tp.partition]
+        consumer.assign(partitions)
+        self.assigned = bool(partitions)
+
+    def _on_revoke(self, _consumer: Any, _partitions: list[TopicPartition]) -> None:
+        self.assigned = False  # the library unassigns
+
+    def _handle(self, messages: list[Any]) -> None:
+        ticks, bad = [], 0
+        for message in messages:
+            if self._stop.is_set():
+                break
+            if message.error():
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    self.last_error = plain(message.error())
+                continue
+            partition, offset = message.partition(), message.offset()
+            if offset < self.next_offsets.get(partition, -1):
+                continue  # delivered already (read again after a rebalance)
+            tick = self._decode(message, ticks)
+            if tick is _STOPPED:
+                break
+            if tick is None:
+                bad += 1
+            else:
+                ticks.append(tick)
+            self.next_offsets[partition] = offset + 1
+        if ticks or bad:
+            self._send(ticks, bad)
+
+    def _decode(self, message: Any, ready: list[dict[str, Any]]) -> Any:
+        """The record as a tick message; None if it is bad (counted, skipped); while the registry cannot be
+        reached, the same record again after a backoff (what is decoded already goes out first)."""
+        backoff = self._backoff()
+        while True:
+            try:
+                tick = tick_message(self._codec.decode(message.value()))
+            except RegistryUnavailable as exc:
+                self.deps.registry.down(WHO, exc)
+                self.last_error = plain(exc)
+                self._update_stale()
+                if ready:
+                    self._send(list(ready), 0)
+                    ready.clear()
+                if self._stop.wait(backoff.next()):
+                    return _STOPPED
+                continue
+            except Exception as exc:  # noqa: BLE001 - any bad record is counted and skipped
+                undecodable_log.warning("undecodable record at %s[%d]@%d skipped: %s", message.topic(),
+                                        message.partition(), message.offset(), plain(exc))
+                tick = None
+            if self.deps.registry.failing(WHO):
+                self.deps.registry.up(WHO)
+                self._update_stale()
+            return tick
+
+    def _update_stale(self) -> None:
+        """Tell the loop when the live feed stops (Kafka or the registry out of reach) and when it flows again."""
+        if self.deps.kafka.failing(WHO):
+            reason = "Kafka is unavailable"
+        elif self.deps.registry.failing(WHO):
+            reason = "the schema registry is unavailable"
+        else:
+            reason = None
+        if reason == self.stale:
+            return
+        self.stale = reason
+        down = [d.name for d in (self.deps.kafka, self.deps.registry) if d.failing(WHO)]
+        message = {"type": "status", "live": reason is None, "down": down,
+                   "message": "live feed flowing" if reason is None
+                   else f"live feed interrupted: {reason}; ticks resume when it is back"}
+        if self._on_status is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._on_status, message)
+            except RuntimeError:  # the loop is closed: the app is shutting down
+                pass
+
+    def _send(self, ticks: list[dict[str, Any]], bad: int) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._hand_over, ticks, bad)
+        except RuntimeError:  # the loop is closed: the app is shutting down
+            self._stop.set()
 
     def _hand_over(self, ticks: list[dict[str, Any]], bad: int) -> None:
         self._metrics.undecodable += bad

@@ -5,6 +5,10 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from webui.health import Dependencies
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -41,9 +45,11 @@ class Metrics:
     consumed: int = 0
     undecodable: int = 0
     snapshots: int = 0
+    live_stale: int = 0  # 1 while the live consumer cannot reach Kafka or the registry
     errors: Counter[str] = field(default_factory=Counter)
     push_latency: Histogram = field(default_factory=Histogram)
     history_seconds: Histogram = field(default_factory=Histogram)
+    deps: Dependencies | None = None  # what the app depends on, for the per-dependency series
 
     def render(self) -> str:
         out = [
@@ -75,4 +81,18 @@ class Metrics:
         out += ["# HELP webui_history_seconds Time to build one snapshot (MongoDB query and bucketing).",
                 "# TYPE webui_history_seconds histogram"]
         out += self.history_seconds.render("webui_history_seconds")
+        out += ["# HELP webui_live_feed_stale 1 while the live consumer cannot reach Kafka or the schema registry.",
+                "# TYPE webui_live_feed_stale gauge", f"webui_live_feed_stale {self.live_stale}"]
+        if self.deps is not None:
+            deps = self.deps.all()
+            out += ["# HELP webui_dependency_up 1 when the dependency is reachable, 0 during an outage.",
+                    "# TYPE webui_dependency_up gauge"]
+            out += [f'webui_dependency_up{{dependency="{d.name}"}} {0 if d.is_down else 1}' for d in deps]
+            out += ["# HELP webui_dependency_down_seconds How long the current outage has lasted (0 when up).",
+                    "# TYPE webui_dependency_down_seconds gauge"]
+            out += [f'webui_dependency_down_seconds{{dependency="{d.name}"}} {d.status().get("down_for_s", 0)}'
+                    for d in deps]
+            out += ["# HELP webui_dependency_outages_total Outages of the dependency seen since the app started.",
+                    "# TYPE webui_dependency_outages_total counter"]
+            out += [f'webui_dependency_outages_total{{dependency="{d.name}"}} {d.outage.count}' for d in deps]
         return "\n".join(out) + "\n"

@@ -25,9 +25,33 @@ class Subscribe:
     end: int | None = None  # epoch ms; None means "now" (the live view)
 
 
-def parse_message(raw: str | bytes, symbols: Collection[str], max_bytes: int = 4096) -> Subscribe:
-    """Turn one text frame into a Subscribe, or raise ProtocolError saying what to send instead."""
-    size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+# `end` (epoch ms) must lie in [EARLIEST_END_MS, now + FUTURE_SLACK_MS]: no date arithmetic overflows, and a
+# clock a little ahead of the server's is forgiven. The floor is the epoch, not bitcoin's genesis block: the
+# integration tests keep their history in 2003, where no real data can collide with it.
+EARLIEST_END_MS = 1
+FUTURE_SLACK_MS = 86_400_000
+
+
+def describe(value: Any, limit: int = 40) -> str:
+    """A client's value, shown back to it briefly: strings and numbers as they are (cut short), others by kind."""
+    if isinstance(value, str | bool | int | float) or value is None:
+        text = repr(value)
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+    return "a JSON object" if isinstance(value, dict) else "a JSON array"
+
+
+def parse_message(raw: str | bytes, symbols: Collection[str], max_bytes: int = 4096,
+                  now_ms: Callable[[], int] | None = None) -> Subscribe:
+    """Turn one frame into a Subscribe, or raise ProtocolError saying what to send instead.
+
+    Any frame at all gets one of those two answers: nothing a client sends may raise anything else.
+    """
+    if isinstance(raw, bytes):
+        size = len(raw)
+    elif isinstance(raw, str):
+        size = len(raw.encode("utf-8", "surrogatepass"))
+    else:
+        raise ProtocolError("frames must be UTF-8 JSON text")
     if size > max_bytes:
         raise ProtocolError(f"frame too large: {size} bytes, the limit is {max_bytes}")
     if isinstance(raw, bytes):
@@ -39,26 +63,41 @@ def parse_message(raw: str | bytes, symbols: Collection[str], max_bytes: int = 4
         message: Any = json.loads(raw)
     except json.JSONDecodeError as error:
         raise ProtocolError(f"malformed JSON: {error.msg} at position {error.pos}") from None
+    except RecursionError:
+        raise ProtocolError("malformed JSON: nested too deeply") from None
+    except ValueError:  # e.g. an integer of more digits than Python converts
+        raise ProtocolError("malformed JSON: a value could not be read") from None
     if not isinstance(message, dict):
         raise ProtocolError('a message must be a JSON object such as {"type": "subscribe", "symbol": "BTC", '
                             '"range": "1h"}')
     kind = message.get("type")
     if kind != "subscribe":
-        raise ProtocolError(f"unknown message type {kind!r}: the only one is \"subscribe\"")
+        raise ProtocolError(f'unknown message type {describe(kind)}: the only one is "subscribe"')
     symbol = message.get("symbol")
     if not isinstance(symbol, str) or symbol.upper() not in symbols:
-        raise ProtocolError(f"unknown symbol {symbol!r}: choose one of {', '.join(symbols)}")
+        raise ProtocolError(f"unknown symbol {describe(symbol)}: choose one of {', '.join(symbols)}")
     range_ = message.get("range", "1h")
-    if range_ not in RANGES_MS:
-        raise ProtocolError(f"unknown range {range_!r}: choose one of {', '.join(RANGES_MS)}")
+    if not isinstance(range_, str) or range_ not in RANGES_MS:
+        raise ProtocolError(f"unknown range {describe(range_)}: choose one of {', '.join(RANGES_MS)}")
     end = message.get("end")
-    if end is not None and (isinstance(end, bool) or not isinstance(end, int) or end <= 0):
-        raise ProtocolError("end must be a positive integer, epoch milliseconds (or left out for now)")
+    if end is not None:
+        if isinstance(end, bool) or not isinstance(end, int):
+            raise ProtocolError("end must be an integer, epoch milliseconds (or left out for now)")
+        latest = (now_ms or _now_ms)() + FUTURE_SLACK_MS
+        if not EARLIEST_END_MS <= end <= latest:
+            raise ProtocolError(f"end must be epoch milliseconds from {EARLIEST_END_MS} (1970) to a day from now "
+                                f"({latest}); leave it out for now")
     return Subscribe(symbol.upper(), range_, end)
 
 
-def error(message: str) -> dict[str, str]:
-    return {"type": "error", "message": message}
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def error(message: str, retry_ms: int | None = None) -> dict[str, Any]:
+    """The error message; `retry_ms` when the same request may succeed if sent again after that long."""
+    return {"type": "error", "message": message} if retry_ms is None else \
+        {"type": "error", "message": message, "retry_ms": retry_ms}
 
 
 class TokenBucket:

@@ -12,6 +12,7 @@ for a window it does not cover, the dashboard reads MongoDB directly.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
@@ -20,12 +21,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
-from control import topics
 from cryptopulse.avro import AvroCodec, RegistryUnavailable, epoch_ms
+from cryptopulse.outage import Backoff, librdkafka_logger
 from cryptopulse.settings import Settings, sink_group
+from webui.health import Dependencies, Dependency, KafkaWatch, plain
 from webui.series import CandleRow, TickRow
 
 log = logging.getLogger(__name__)
@@ -85,11 +96,24 @@ class WindowView:
     followed: int = 0  # records read from the topic since
     full: bool = False  # more rows than spec.max_rows: no longer answering
     last_error: str | None = None
+    deps: Dependencies = field(default_factory=Dependencies)  # the app's, to report outages to
+    backoff_cap: float = 30.0
+    make_consumer: Callable[[dict[str, Any]], Any] = Consumer  # tests pass fakes
+    make_codec: Callable[[], Any] | None = None
     _rows: dict[tuple[str, str], dict[int, CandleRow | TickRow]] = field(default_factory=dict)
     _count: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset to apply
+    _codec: Any = None
+    _bugs: set[str] = field(default_factory=set)
+
+    def _make_codec(self) -> Any:
+        return self.make_codec() if self.make_codec else AvroCodec(self.settings, self.spec.topic, self.spec.schema)
+
+    def _make_consumer(self, config: dict[str, Any]) -> Any:
+        return self.make_consumer(config)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"webui-view-{self.spec.name}", daemon=True)
@@ -103,9 +127,10 @@ class WindowView:
 
     def status(self) -> dict[str, Any]:
         alive = self._thread is not None and self._thread.is_alive()
-        return {"ok": self.ready.is_set() and alive and not self.full, "ready": self.ready.is_set(),
+        waiting = [d.name for d in self.deps.all() if d.failing(self._who)]
+        return {"ok": self.ready.is_set() and alive and not self.full and not waiting, "ready": self.ready.is_set(),
                 "loaded": self.loaded, "followed": self.followed, "rows": self._count, "full": self.full,
-                "last_error": self.last_error}
+                "waiting_for": waiting, "last_error": self.last_error}
 
     def covers(self, start: int) -> bool:
         """Whether a window starting at `start` (epoch ms) can be answered from memory."""
@@ -144,47 +169,127 @@ class WindowView:
                     del rows[t]
                 self._count -= len(old)
 
-    # --- the thread: load, then follow ---
+    # --- the thread: load, then follow; through any outage ---
 
     def _run(self) -> None:
-        consumer = None
+        """Start (positions, then the load) until it works, then follow the topic; never ends before `stop`.
+
+        Kafka, MongoDB or the registry away: each failing step is retried after a backoff (the dependency
+        reported down once, up when the step works); while following, the consumer's position is kept,
+        so the view carries on from the record after the last one it applied, even with a new consumer.
+        """
+        backoff = Backoff(min(1.0, self.backoff_cap), self.backoff_cap)
+        while not self._stop.is_set():
+            try:
+                if not self.ready.is_set():
+                    self._start()
+                    backoff.reset()
+                self._follow()
+                return  # stopped
+            except _Unavailable as exc:
+                exc.dependency.down(self._who, exc.reason)
+                self.last_error = f"{exc.dependency.name}: {plain(exc.reason)}"
+            except _NotYet as exc:  # no topic yet: said once, then checked again quietly
+                if str(exc) != self.last_error:
+                    log.warning("%s view waits: %s", self.spec.name, exc)
+                self.last_error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a bug or an unusable client: again, after a backoff
+                self.last_error = plain(exc)
+                key = f"{type(exc).__name__}: {self.last_error}"
+                if key not in self._bugs:  # a traceback once per kind of failure, not once per retry
+                    self._bugs.add(key)
+                    log.exception("%s view failed; retrying (charts read MongoDB until it is loaded)", self.spec.name)
+            self._stop.wait(backoff.next())
+
+    @property
+    def _who(self) -> str:
+        return f"{self.spec.name} view"
+
+    def _start(self) -> None:
+        """The sink's committed offsets first (whatever it has not written is read again), then MongoDB."""
+        deps = self.deps
         try:
-            codec = AvroCodec(self.settings, self.spec.topic, self.spec.schema)
-            consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap,
-                                 "group.id": f"cryptopulse-webui-view-{id(self)}", "enable.auto.commit": False,
-                                 "fetch.wait.max.ms": 100, "log_level": 0})
-            consumer.assign(self._start_positions())  # first: whatever the sink has not written is read again
+            self._codec = self._codec or self._make_codec()
+            self._positions = self._start_positions()
+        except KafkaException as exc:
+            raise _Unavailable(deps.kafka, exc) from exc
+        deps.kafka.up(self._who)
+        try:
+            self.loaded = 0
             self._load()
-            self.ready.set()
-            log.info("%s view ready: %d rows from MongoDB", self.spec.name, self.loaded)
+        except PyMongoError as exc:
+            raise _Unavailable(deps.mongo, exc) from exc
+        deps.mongo.up(self._who)
+        if self._stop.is_set():
+            return
+        self.ready.set()
+        self.last_error = None
+        log.info("%s view ready: %d rows from MongoDB", self.spec.name, self.loaded)
+
+    def _follow(self) -> None:
+        if self._stop.is_set():
+            return
+        self._codec = self._codec or self._make_codec()
+        watch = KafkaWatch(self.deps.kafka, self._who,
+                           backoff=Backoff(min(0.5, self.backoff_cap), min(10.0, self.backoff_cap)))
+
+        def on_error(error: KafkaError) -> None:
+            watch.on_error(error)
+            self.last_error = plain(error)
+
+        consumer = self._make_consumer({
+            "bootstrap.servers": self.settings.kafka_bootstrap, "group.id": f"cryptopulse-webui-view-{id(self)}",
+            "enable.auto.commit": False, "fetch.wait.max.ms": 100, "error_cb": on_error,
+            "logger": librdkafka_logger("webui"),
+        })
+        try:
+            consumer.assign([TopicPartition(self.spec.topic, p, offset) for p, offset in self._positions.items()])
+            backoff = Backoff(min(0.5, self.backoff_cap), self.backoff_cap)
             last_trim = time.monotonic()
             while not self._stop.is_set():
-                first = consumer.poll(0.5)  # returns with the first record; then take what is already fetched
-                for message in [first, *consumer.consume(1000, timeout=0)] if first is not None else []:
+                try:
+                    first = consumer.poll(0.5)  # returns with the first record; then take what is already fetched
+                    messages = [first, *consumer.consume(1000, timeout=0)] if first is not None else []
+                except KafkaException as exc:
+                    if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal():
+                        raise  # a new consumer, from the positions kept
+                    watch.failed(exc)
+                    self._stop.wait(backoff.next())
+                    messages = []
+                else:
+                    backoff.reset()
+                if any(m.error() is None for m in messages):
+                    watch.alive()
+                for message in messages:
                     if message.error() is not None:
                         if message.error().code() != KafkaError._PARTITION_EOF:
-                            self.last_error = str(message.error())
+                            self.last_error = plain(message.error())
                         continue
-                    self._apply(codec, message.value())
+                    if not self._apply(message.value()):
+                        return  # stopped while waiting for the registry
+                    self._positions[message.partition()] = message.offset() + 1
+                watch.check(consumer)
                 if time.monotonic() - last_trim > 60:
                     self.forget_old(int(time.time() * 1000))
                     last_trim = time.monotonic()
-        except Exception as exc:  # noqa: BLE001 - reported by /healthz; history falls back to MongoDB
-            self.last_error = str(exc)
-            self.ready.clear()
-            log.exception("%s view stopped; charts read MongoDB directly", self.spec.name)
         finally:
-            if consumer is not None:
-                consumer.close()
+            consumer.close()
 
-    def _start_positions(self) -> list[TopicPartition]:
+    def _start_positions(self) -> dict[int, int]:
+        """{partition: where to start}: the sink's committed offset, or the beginning where it has none."""
         topic = self.spec.topic
-        ends = topics.end_offsets_by_partition(self.settings, topic)
-        if not ends:
-            raise RuntimeError(f"topic {topic} does not exist; `control deploy-connectors` creates it")
-        committed = topics.committed_offsets(self.settings, self.spec.sink_group, topic, list(ends))
-        return [TopicPartition(topic, p, committed[p] if committed.get(p, -1) >= 0 else OFFSET_BEGINNING)
-                for p in ends]
+        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap, "log_level": 0})
+        metadata = admin.list_topics(topic, timeout=10).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            raise _NotYet(f"topic {topic} does not exist; `control deploy-connectors` creates it")
+        request = [ConsumerGroupTopicPartitions(self.spec.sink_group,
+                                                [TopicPartition(topic, p) for p in metadata.partitions])]
+        (future,) = admin.list_consumer_group_offsets(request).values()
+        try:
+            committed = {tp.partition: tp.offset for tp in future.result(timeout=30).topic_partitions}
+        except concurrent.futures.TimeoutError as exc:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "no answer about the sink's offsets")) from exc
+        return {p: committed[p] if committed.get(p, -1) >= 0 else OFFSET_BEGINNING for p in metadata.partitions}
 
     def _load(self) -> None:
         client = MongoClient(self.settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
@@ -200,17 +305,38 @@ class WindowView:
         finally:
             client.close()
 
-    def _apply(self, codec: AvroCodec, value: bytes | None) -> None:
-        while value is not None and not self._stop.is_set():
+    def _apply(self, value: bytes | None) -> bool:
+        """Put one record; while the registry cannot be reached, the same record again after a backoff.
+        False only when stopped while waiting."""
+        backoff = Backoff(min(0.5, self.backoff_cap), self.backoff_cap)
+        while value is not None:
             try:
-                record = codec.decode(value)
+                record = self._codec.decode(value)
                 self.put(record["symbol"], record["source"], self.spec.row(record))
             except RegistryUnavailable as exc:  # the record is fine: the same one again, a little later
-                self.last_error = str(exc)
-                self._stop.wait(1.0)
+                self.deps.registry.down(self._who, exc)
+                self.last_error = f"registry: {plain(exc)}"
+                if self._stop.wait(backoff.next()):
+                    return False
                 continue
             except Exception as exc:  # noqa: BLE001 - the sink sends such a record to its DLQ; the view skips it
-                self.last_error = f"undecodable record skipped: {exc}"
-                return
-            self.followed += 1
-            return
+                self.last_error = f"undecodable record skipped: {plain(exc)}"
+            break
+        if self.deps.registry.failing(self._who):
+            self.deps.registry.up(self._who)
+            self.last_error = None
+        self.followed += 1
+        return True
+
+
+class _Unavailable(Exception):
+    """A step of the view's start could not reach a dependency."""
+
+    def __init__(self, dependency: Dependency, reason: object) -> None:
+        super().__init__(plain(reason))
+        self.dependency = dependency
+        self.reason = reason
+
+
+class _NotYet(Exception):
+    """The view cannot start yet for a reason that is not an outage (its topic is not created yet)."""

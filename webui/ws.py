@@ -1,7 +1,9 @@
 """WebSocket blueprint: validate each client message, answer subscribe with a snapshot, then push live ticks.
 
-One reader task (client messages) and one writer task (live ticks) per connection;
-a bad message gets an error reply and the connection stays open.
+One reader task (client messages), one writer task (live ticks) and one status task (the live feed's
+state) per connection. Whatever a client sends, it gets a snapshot or an `error` with a plain reason, and
+the connection stays open; a client's bad messages are logged once, a failing history query's reason
+goes to the log (rate-limited), never to the client.
 """
 
 from __future__ import annotations
@@ -13,14 +15,20 @@ import logging
 import time
 from typing import Any
 
+from pymongo.errors import PyMongoError
 from quart import Blueprint, abort, current_app, websocket
 
+from cryptopulse.outage import RateLimitFilter
 from webui.app import State, state
+from webui.health import plain
 from webui.live import Subscriber, encode
 from webui.protocol import ProtocolError, Subscribe, TokenBucket, error, origin_allowed, parse_message
 
 log = logging.getLogger(__name__)
+history_log = logging.getLogger(f"{__name__}.history")  # one failing store must not log once per client request
+history_log.addFilter(RateLimitFilter(period=60, burst=5))
 MAX_BATCH = 500  # ticks in one `ticks` message at most
+HISTORY_RETRY_MS = 5000  # a client told the history is unavailable may ask again after this long
 
 ws = Blueprint("ws", __name__)
 
@@ -33,6 +41,8 @@ class Connection:
         self.ready = asyncio.Event()  # set once the current subscription's snapshot is sent
         self.window: tuple[int, int] = (0, 0)  # ticks inside the snapshot's [start, newest] are not sent again
         self.loading: asyncio.Task[None] | None = None
+        self.logged_invalid = False  # a client's bad messages are logged once, answered always
+        self.peer = websocket.remote_addr or "?"
 
     async def send(self, message: dict[str, Any] | str) -> None:
         """Send a message, or its JSON text as it is."""
@@ -40,23 +50,38 @@ class Connection:
         async with self.send_lock:
             await websocket.send(text)
 
-    async def reply_error(self, reason: str, message: str) -> None:
+    async def reply_error(self, reason: str, message: str, retry_ms: int | None = None) -> None:
         self.shared.metrics.errors[reason] += 1
-        await self.send(error(message))
+        await self.send(error(message, retry_ms))
+
+    def read(self, raw: Any, bucket: TokenBucket) -> Subscribe | tuple[str, str]:
+        """One frame as a Subscribe, or (metrics reason, plain message) to answer with; never raises."""
+        config = self.shared.config
+        if not bucket.allow():
+            return "rate_limited", (f"rate limit: at most {config.rate_per_second:g} messages per second; "
+                                    "this one was ignored, slow down")
+        try:
+            return parse_message(raw, config.symbols, config.max_frame_bytes)
+        except ProtocolError as exc:
+            if not self.logged_invalid:
+                self.logged_invalid = True
+                log.info("client %s sent an invalid message (%s); its further ones are answered, not logged",
+                         self.peer, exc)
+            return "invalid", str(exc)
+        except Exception:  # noqa: BLE001 - a bug in the parser: the client still gets an answer, once a traceback
+            if not self.logged_invalid:
+                self.logged_invalid = True
+                log.exception("client %s: a message could not be read", self.peer)
+            return "invalid", "this message could not be read; it was ignored"
 
     async def reader(self) -> None:
         config = self.shared.config
         bucket = TokenBucket(config.rate_per_second, config.rate_burst)
         while True:
             raw = await websocket.receive()
-            if not bucket.allow():
-                await self.reply_error("rate_limited", f"rate limit: at most {config.rate_per_second:g} messages "
-                                       "per second; this one was ignored, slow down")
-                continue
-            try:
-                request = parse_message(raw, config.symbols, config.max_frame_bytes)
-            except ProtocolError as exc:
-                await self.reply_error("invalid", str(exc))
+            request = self.read(raw, bucket)
+            if isinstance(request, tuple):
+                await self.reply_error(*request)
                 continue
             if self.loading is not None:
                 self.loading.cancel()
@@ -72,9 +97,17 @@ class Connection:
             snap = await history.snapshot(request.symbol, request.range, request.end)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the client gets the reason, the connection survives
-            log.exception("history for %s %s failed", request.symbol, request.range)
-            await self.reply_error("history", f"history unavailable ({exc}); try again shortly")
+        except PyMongoError as exc:  # the store is away or failing: the monitor says so once, the log briefly
+            if self.shared.monitor is not None:
+                self.shared.monitor.poke()
+            history_log.warning("history for %s %s failed: %s", request.symbol, request.range, plain(exc))
+            await self.reply_error("history", "history unavailable: the database is not answering; "
+                                   f"ask again in {HISTORY_RETRY_MS // 1000} s", HISTORY_RETRY_MS)
+            return
+        except Exception:  # noqa: BLE001 - a bug: the client gets a plain reason, the log the traceback
+            history_log.exception("history for %s %s failed", request.symbol, request.range)
+            await self.reply_error("history", "history unavailable: this chart could not be built; "
+                                   f"ask again in {HISTORY_RETRY_MS // 1000} s", HISTORY_RETRY_MS)
             return
         self.shared.metrics.history_seconds.observe(time.perf_counter() - started)
         newest = snap["stats"]["last_update"]
@@ -111,6 +144,18 @@ class Connection:
                     metrics.push_latency.observe(max(0.0, now - tick["published_at"] / 1000))
 
 
+    async def status_writer(self) -> None:
+        """The live feed's state: at once if it is stale now, then at every change (docs/webui.md, `status`)."""
+        hub = self.shared.hub
+        changed = hub.status_changed
+        if not hub.status.get("live", True):
+            await self.send(hub.status)
+        while True:
+            await changed.wait()
+            changed = hub.status_changed
+            await self.send(hub.status)
+
+
 @ws.websocket("/ws")
 async def feed() -> None:
     shared = state(current_app)
@@ -121,7 +166,8 @@ async def feed() -> None:
     await websocket.accept()
     conn = Connection(shared)
     shared.metrics.clients += 1
-    tasks = [asyncio.create_task(conn.reader()), asyncio.create_task(conn.writer())]
+    tasks = [asyncio.create_task(conn.reader()), asyncio.create_task(conn.writer()),
+             asyncio.create_task(conn.status_writer())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

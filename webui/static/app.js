@@ -7,6 +7,11 @@
   const state = {
     symbol: window.CRYPTOPULSE.symbols[0], range: "1h", kind: "line",
     snapshot: null, stats: null, bars: new Map(), lastLine: 0, lastCandle: null, attempts: 0, socket: null,
+    // Why the chart may be behind, shown by the "stale / reconnecting" banner until data flows again:
+    lost: null,        // the socket closed: until the snapshot after reconnecting
+    feedDown: null,    // the server's live feed is interrupted (a `status` message): until it says live or a tick comes
+    historyDown: null, // the server could not read history: until a snapshot arrives (asked again after retry_ms)
+    retryTimer: null,
   };
 
   const chart = LWC.createChart($("chart"), {
@@ -95,7 +100,8 @@
     state.lastCandle = last ? { start: last[0], open: last[1], high: last[2], low: last[3], close: last[4] } : null;
     chart.timeScale().fitContent();
     document.body.dataset.snapshots = String(Number(document.body.dataset.snapshots || 0) + 1);
-    renderStats();
+    state.lost = null; state.historyDown = null; clearTimeout(state.retryTimer);
+    renderStats(); renderBanner();
   }
 
   function barColor(c) {
@@ -131,10 +137,37 @@
     s.count = (s.count || 0) + 1;
     if (snap.source == null) { snap.source = t.source; snap.simulated = t.source === "simulated"; }
     document.body.dataset.ticks = String(Number(document.body.dataset.ticks || 0) + 1);
+    if (state.feedDown) onStatus({ live: true }); // data flows again
     renderStats();
   }
 
   function setStatus(text, cls) { const el = $("status"); el.textContent = text; el.className = "status " + cls; }
+
+  function renderBanner() {
+    const reason = state.lost || state.feedDown || state.historyDown;
+    const banner = $("stale");
+    if (!reason !== banner.hidden) {
+      if (reason) document.body.dataset.staleShown = String(Number(document.body.dataset.staleShown || 0) + 1);
+      banner.hidden = !reason;
+      document.body.classList.toggle("is-stale", Boolean(reason));
+    }
+    $("stale-reason").textContent = reason || "";
+  }
+
+  function onStatus(msg) {
+    state.feedDown = msg.live ? null : (msg.message || "live feed interrupted");
+    if (state.socket && state.socket.readyState === WebSocket.OPEN) setStatus(msg.live ? "live" : "stale", msg.live ? "live" : "reconnecting");
+    renderBanner();
+  }
+
+  function onError(msg) {
+    console.warn("server:", msg.message);
+    if (msg.retry_ms == null) return;
+    state.historyDown = msg.message;
+    renderBanner();
+    clearTimeout(state.retryTimer);
+    state.retryTimer = setTimeout(subscribe, msg.retry_ms * (0.8 + Math.random() * 0.4));
+  }
 
   function subscribe() {
     const sock = state.socket;
@@ -147,19 +180,25 @@
     const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
     const sock = new WebSocket(url);
     state.socket = sock;
-    sock.onopen = () => { state.attempts = 0; setStatus("live", "live"); subscribe(); };
+    sock.onopen = () => {
+      state.attempts = 0; state.feedDown = null; setStatus("live", "live"); subscribe();
+      if (state.lost) { state.lost = "reconnected, reloading the chart…"; renderBanner(); }
+    };
     sock.onmessage = (event) => {
       const msg = JSON.parse(event.data);
       if (msg.type === "snapshot") onSnapshot(msg);
       else if (msg.type === "tick") onTick(msg);
       else if (msg.type === "ticks") msg.ticks.forEach(onTick);
-      else if (msg.type === "error") console.warn("server:", msg.message);
+      else if (msg.type === "status") onStatus(msg);
+      else if (msg.type === "error") onError(msg);
     };
     sock.onclose = () => {
       if (state.socket !== sock) return;
       const delay = Math.min(30000, 500 * 2 ** state.attempts) * (0.8 + Math.random() * 0.4);
       state.attempts += 1;
       setStatus(`reconnecting… (${(delay / 1000).toFixed(1)} s)`, "reconnecting");
+      state.lost = `connection to the server lost, reconnecting in ${(delay / 1000).toFixed(1)} s`;
+      renderBanner();
       setTimeout(connect, delay);
     };
   }
