@@ -108,8 +108,10 @@ class JsonClient:
                 failures += 1
                 delay = e.retry_after if e.retry_after is not None else backoff(
                     failures, self.backoff_base, self.backoff_max, self.rng)
-                if failures == 1:
+                if failures == 1 and e.retry_after is None:
                     log.warning("%s: %s; retrying with backoff until it answers", self.name, e)
+                elif failures == 1:
+                    log.warning("%s: %s; retrying in %.0f s", self.name, e, delay)
                 log.debug("%s: attempt %d failed, next in %.1f s", self.name, failures, delay)
                 if self.on_wait is not None:
                     self.on_wait(delay, str(e))
