@@ -7,10 +7,10 @@ when it ends. Besides drops the loop reconnects when:
 - the connection nears `max_lifetime` (Binance cuts at 24 h; leaving first loses nothing);
 - nothing arrived for `stall_timeout` seconds (a feed that is open but silent is dead);
 - the adapter raises `TransientError`, e.g. on an announced server shutdown or a transient error message.
-The backoff grows until a connection delivers a tick, so a feed that keeps erroring right after it
-connects is retried ever more slowly, not once a second. A refused handshake follows the HTTP rules
-(Retry-After on 418/429/503, 5xx retried, other 4xx stop with advice) unless the adapter's
-`refused` classifies the status itself (Binance waits out a 403 from its firewall).
+The backoff grows until a connection delivers a tick (or has lasted a minute), so a feed that keeps
+erroring right after it connects is retried ever more slowly, not once a second. A refused handshake
+follows the HTTP rules (Retry-After on 418/429/503, 5xx retried, other 4xx stop with advice) unless the
+adapter's `refused` classifies the status itself (Binance waits out a 403 from its firewall).
 Keepalive: the websockets library answers the server's pings itself (Binance pings every 20 s and
 wants a pong within 1 min), and pings the server every 20 s, giving up after 60 s without a pong,
 which finds a dead TCP connection long before the OS would. One ping per 20 s is far below
@@ -37,6 +37,7 @@ from producer.tick import Tick
 log = logging.getLogger(__name__)
 
 DAY_MINUS_10_MIN = 23 * 3600 + 50 * 60
+HEALTHY_AFTER = 60.0  # a connection this old without ticks (a quiet market) still counts as good
 
 
 class WebSocketSource(Source):
@@ -67,8 +68,9 @@ class WebSocketSource(Source):
         return None
 
     async def ticks(self) -> AsyncIterator[Tick]:
-        failures = 0  # consecutive failed connections, reset by the first tick of a good one
+        failures = 0  # consecutive failed connections, reset by a good one's first tick or after HEALTHY_AFTER
         connected_before = False
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 async with connect(self.url, open_timeout=self.open_timeout, ping_interval=20, ping_timeout=60,
@@ -77,11 +79,13 @@ class WebSocketSource(Source):
                         self.reconnects += 1
                     connected_before = True
                     await self.on_open(ws)
+                    opened = loop.time()
                     async for message in self._messages(ws):
-                        for tick in self._read(message):
-                            if failures:
-                                log.info("%s: reconnected after %d attempts", self.name, failures + 1)
-                                failures = 0
+                        ticks = self._read(message)
+                        if failures and (ticks or loop.time() - opened >= HEALTHY_AFTER):
+                            log.info("%s: reconnected after %d attempts", self.name, failures + 1)
+                            failures = 0
+                        for tick in ticks:
                             yield tick
                 log.info("%s: connection is %.0f s old; reconnecting before the server cuts it",
                          self.name, self.max_lifetime)
