@@ -124,7 +124,7 @@ async def backfill(settings: Settings, source_name: str, symbols: list[str], hou
     def show_wait(seconds: float, why: str) -> None:
         bar = progress.get(current[0])
         if bar:
-            bar.note(f"waiting {seconds:.0f} s before retrying ({why[:120]})")
+            bar.note(f"waiting {seconds:.0f} s ({why[:120]})")
 
     source = history_source(source_name, symbols, on_wait=show_wait)
     existing = stored_times(settings, source.name, source.symbols, start, end)

@@ -12,9 +12,11 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+import pytest
 import requests
 from pymongo import MongoClient
 
+from control import connectors, stack
 from cryptopulse.settings import Settings
 
 PREFIX = "test-"
@@ -45,6 +47,31 @@ def environment() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+PROBES = {
+    "Kafka": stack.kafka_ready,
+    "the schema registry": stack.registry_ready,
+    "Kafka Connect": stack.connect_ready,
+    "FerretDB": stack.ferretdb_ready,
+}
+
+
+@contextlib.contextmanager
+def test_stack() -> Iterator[Settings]:
+    """Check the stack is up, enter the test namespace, deploy its sinks; remove it all on the way out."""
+    down = [name for name, probe in PROBES.items() if not probe()]
+    if down:
+        pytest.fail(f"not reachable: {', '.join(down)}. "
+                    "Start the stack: `control stack up && control deploy-connectors`")
+    with environment():
+        settings = Settings()
+        clean(settings)
+        connectors.deploy(settings, say=lambda line: None)
+        try:
+            yield settings
+        finally:
+            clean(settings)
 
 
 def ours(name: str) -> bool:

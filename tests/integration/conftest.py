@@ -7,23 +7,14 @@ and subjects), made before the first of them and removed after the last.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 from pymongo import MongoClient
 
-from control import connectors, stack
 from cryptopulse.settings import Settings
 from tests import namespace
-
-PROBES = {
-    "Kafka": stack.kafka_ready,
-    "the schema registry": stack.registry_ready,
-    "Kafka Connect": stack.connect_ready,
-    "FerretDB": stack.ferretdb_ready,
-}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -36,7 +27,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="package")
 def settings() -> Iterator[Settings]:
     """The test namespace's settings, with its own sinks deployed; everything in it is removed afterwards."""
-    with test_stack() as settings:
+    with namespace.test_stack() as settings:
         yield settings
 
 
@@ -45,23 +36,6 @@ def mongo(settings: Settings) -> Iterator[MongoClient]:
     client = MongoClient(settings.mongodb_uri, tz_aware=True)
     yield client
     client.close()
-
-
-@contextlib.contextmanager
-def test_stack() -> Iterator[Settings]:
-    """Check the stack is up, enter the test namespace, deploy its sinks; remove it all on the way out."""
-    down = [name for name, probe in PROBES.items() if not probe()]
-    if down:
-        pytest.fail(f"not reachable: {', '.join(down)}. "
-                    "Start the stack: `control stack up && control deploy-connectors`")
-    with namespace.environment():
-        settings = Settings()
-        namespace.clean(settings)
-        connectors.deploy(settings, say=lambda line: None)
-        try:
-            yield settings
-        finally:
-            namespace.clean(settings)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.5) -> object:
