@@ -76,7 +76,8 @@ class TickPublisher:
         self._producer.poll(0)
 
     def _on_error(self, error: KafkaError) -> None:
-        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+        # librdkafka also says "0/2 brokers are down" right after a reconnect: not an outage
+        if error.code() == KafkaError._ALL_BROKERS_DOWN and not error.str().startswith("0/"):
             self.kafka.down(error.str())
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:

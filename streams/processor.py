@@ -149,7 +149,8 @@ class Processor:
     # --- the candles topic: what is decided already ---
 
     def _on_kafka_error(self, error: KafkaError) -> None:
-        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+        # librdkafka also says "0/2 brokers are down" right after a reconnect: not an outage
+        if error.code() == KafkaError._ALL_BROKERS_DOWN and not error.str().startswith("0/"):
             self.kafka.down(error.str())
 
     def _start_reader(self) -> None:
@@ -370,8 +371,6 @@ class Processor:
             except Unavailable:
                 rewind(self._consumer, messages[i:])
                 raise
-        if messages:
-            self.kafka.up()
         self._publish(self.book.poll(time.monotonic()))
         if now - self._last_commit >= self.options.commit_every:
             self._last_commit = now
