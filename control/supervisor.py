@@ -56,14 +56,15 @@ class Record:
 
 class Supervisor:
     def __init__(self, settings: Settings, native: bool = True, max_restarts: int = 5, flap_window: float = 300.0,
-                 clock=time.time) -> None:
+                 clock=time.time, components: list[stack.Component] | None = None) -> None:
         self.settings = settings
         self.native = native
         self.max_restarts = max_restarts
         self.flap_window = flap_window
         self.clock = clock
         self.state_dir = settings.state_dir
-        self.components = {c.name: c for c in stack.components(settings) if c.name != "supervisor"}
+        watched = components if components is not None else stack.components(settings)
+        self.components = {c.name: c for c in watched if c.name != "supervisor"}
         previous = stack.supervision_report(self.state_dir)
         self.records: dict[str, dict[str, Record]] = {
             kind: {name: Record(**{k: v for k, v in rec.items() if k in Record.__dataclass_fields__})

@@ -103,6 +103,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     source = simulated(args) if args.source == "simulated" else make_source(args.source, args.symbols)
     metrics = ProducerMetrics(source)
     publisher = TickPublisher(settings, stats=metrics.deliveries)
+    metrics.outages = [publisher.kafka, publisher.registry]
     if args.metrics_port >= 0:
         try:
             server = serve(metrics, "127.0.0.1", args.metrics_port)

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from cryptopulse.outage import Outage
 from producer.publisher import DeliveryStats
 from producer.sources import Source
 from producer.tick import Tick
@@ -22,6 +23,7 @@ class ProducerMetrics:
         self.rejected: Counter[tuple[str, str, str]] = Counter()  # (source, symbol, reason)
         self.last_event_ms: dict[str, int] = {}
         self.deliveries = DeliveryStats()  # filled by the publisher's delivery callback
+        self.outages: list[Outage] = []  # the publisher's view of Kafka and the registry
 
     def received_tick(self, tick: Tick) -> None:
         self.received[tick.source, tick.symbol] += 1
@@ -45,6 +47,10 @@ class ProducerMetrics:
             ("delivery_errors_total", "counter", "Ticks Kafka did not accept.", [("", self.deliveries.failed)]),
             ("source_reconnects_total", "counter", "Reconnections of the source's feed.",
              [(src, self.source.reconnects)]),
+            ("dependency_up", "gauge", "1 while the producer reaches this dependency, 0 during an outage.",
+             [(f'dependency="{o.what.removeprefix("the ")}"', int(not o.is_down)) for o in self.outages]),
+            ("dependency_outages_total", "counter", "Outages of this dependency seen since start.",
+             [(f'dependency="{o.what.removeprefix("the ")}"', o.count) for o in self.outages]),
             ("last_tick_age_seconds", "gauge", "Age of the newest tick's event time, per symbol.",
              [(f'symbol="{s}"', round(max(now_ms - ms, 0) / 1000, 3)) for s, ms in sorted(self.last_event_ms.items())]),
         ]
