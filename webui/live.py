@@ -209,9 +209,10 @@ class LiveConsumer:
             except Exception as exc:  # noqa: BLE001 - never fatal: a fresh consumer after a backoff
                 self.last_error = plain(exc)
                 key = f"{type(exc).__name__}: {self.last_error}"
-                if key not in self._bugs:  # a traceback once per kind of failure, not once per retry
+                if key not in self._bugs:  # once per kind of failure, not once per retry; a traceback if a bug
                     self._bugs.add(key)
-                    log.exception("kafka consumer failed; a new one starts where it stopped")
+                    log.warning("kafka consumer failed (%s); a new one starts where it stopped", self.last_error,
+                                exc_info=not isinstance(exc, KafkaException))
                 self._stop.wait(backoff.next())
 
     def _consume(self) -> None:

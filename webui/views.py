@@ -196,9 +196,10 @@ class WindowView:
             except Exception as exc:  # noqa: BLE001 - a bug or an unusable client: again, after a backoff
                 self.last_error = plain(exc)
                 key = f"{type(exc).__name__}: {self.last_error}"
-                if key not in self._bugs:  # a traceback once per kind of failure, not once per retry
+                if key not in self._bugs:  # once per kind of failure, not once per retry; a traceback if a bug
                     self._bugs.add(key)
-                    log.exception("%s view failed; retrying (charts read MongoDB until it is loaded)", self.spec.name)
+                    log.warning("%s view failed (%s); retrying where it stopped", self.spec.name, self.last_error,
+                                exc_info=not isinstance(exc, KafkaException))
             self._stop.wait(backoff.next())
 
     @property
