@@ -18,10 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from control import scratch  # noqa: E402
 from cryptopulse.avro import AvroCodec  # noqa: E402
 from cryptopulse.settings import Settings  # noqa: E402
 from producer.publisher import TickPublisher  # noqa: E402
@@ -60,7 +59,7 @@ def main() -> int:
     asyncio.run(publish_all(publisher, ticks))
     left = publisher.flush(120)
     publish_rate = rate(len(ticks), started)
-    AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).delete_topics([topic])
+    scratch.remove(settings, "bench-producer-")  # its topic and registry subject
 
     avro_size = sum(map(len, avro)) / len(avro)
     json_size = sum(map(len, plain)) / len(plain)

@@ -33,6 +33,7 @@ from pymongo import MongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from control import scratch  # noqa: E402
 from cryptopulse.avro import AvroCodec  # noqa: E402
 from cryptopulse.settings import Settings  # noqa: E402
 from producer.tick import Tick  # noqa: E402
@@ -97,8 +98,7 @@ def bench_end_to_end(base: Settings, count: int) -> tuple[float, int]:
         elapsed = time.perf_counter() - started[0]
         return count / elapsed, processor.stats.published
     finally:
-        for f in admin.delete_topics([settings.prices_topic, settings.candles_topic]).values():
-            f.result()
+        scratch.remove(settings, "bench-rollups-")  # its topics, group and registry subjects
 
 
 def bench_charts(base: Settings, other_symbols: int) -> dict[str, Any]:

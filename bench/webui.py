@@ -28,10 +28,10 @@ from pathlib import Path
 import requests
 import websockets
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from control import scratch  # noqa: E402
 from cryptopulse.avro import AvroCodec  # noqa: E402
 from cryptopulse.settings import Settings  # noqa: E402
 from producer.sources.simulated import SimulatedMarket  # noqa: E402
@@ -129,8 +129,8 @@ def main() -> int:
     args = parser.parse_args()
     settings = Settings()
     port = free_port()
-    env = {**os.environ, "PRICES_TOPIC": TOPIC, "WEBUI_PORT": str(port), "WEBUI_CLIENT_QUEUE": "10000"}
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    env = {**os.environ, "PRICES_TOPIC": TOPIC, "WEBUI_PORT": str(port), "WEBUI_CLIENT_QUEUE": "10000",
+           "WEBUI_GROUP_PREFIX": "bench-webui-group"}
     Producer({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(TOPIC, timeout=10)  # auto-creates it
     app = subprocess.Popen([sys.executable, "-m", "webui.cli"], env=env, stderr=subprocess.DEVNULL)
     try:
@@ -156,7 +156,7 @@ def main() -> int:
     finally:
         app.send_signal(signal.SIGTERM)
         app.wait(30)
-        admin.delete_topics([TOPIC])[TOPIC].result()
+        scratch.remove(settings, "bench-webui-")  # its topic, the dashboard's group and the registry subject
     return 0
 
 

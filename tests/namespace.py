@@ -3,7 +3,7 @@ their own, made before the integration tests and removed after them, so running 
 in the user's `crypto_db`, dashboard or `control schemas list`.
 
 Everything the tests create is named with `PREFIX` (topics, subjects, connectors, groups) or is the
-database `DATABASE`; `clean()` removes exactly those.
+database `DATABASE`; `clean()` removes exactly those (control/scratch.py).
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ import os
 from collections.abc import Iterator
 
 import pytest
-import requests
-from pymongo import MongoClient
 
-from control import connectors, stack
+from control import connectors, scratch, stack
 from cryptopulse.settings import Settings
 
 PREFIX = "test-"
@@ -74,43 +72,7 @@ def test_stack() -> Iterator[Settings]:
             clean(settings)
 
 
-def ours(name: str) -> bool:
-    return name.startswith(PREFIX) or name.startswith(f"connect-{PREFIX}")
-
-
 def clean(settings: Settings) -> dict[str, int]:
-    """Remove every connector, topic, consumer group and registry subject named `test-...`, and the test database.
-
-    Returns how many of each were removed. The user's names never start with the prefix.
-    """
-    from control import topics
-
+    """Remove every connector, topic, consumer group and registry subject named `test-...`, and the test database."""
     assert settings.database == DATABASE and settings.prices_topic.startswith(PREFIX), "not the test namespace"
-    removed = {"connectors": 0, "topics": 0, "groups": 0, "subjects": 0}
-    for name in requests.get(f"{settings.connect_url}/connectors", timeout=10).json():
-        if ours(name):
-            requests.delete(f"{settings.connect_url}/connectors/{name}", timeout=30)
-            removed["connectors"] += 1
-    admin = topics.admin(settings)
-    names = [t for t in admin.list_topics(timeout=10).topics if ours(t)]
-    for future in (admin.delete_topics(names, operation_timeout=30).values() if names else []):
-        with contextlib.suppress(Exception):
-            future.result()
-    removed["topics"] = len(names)
-    groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid if ours(g.group_id)]
-    for future in (admin.delete_consumer_groups(groups).values() if groups else []):
-        with contextlib.suppress(Exception):  # a group with live members (a connector being removed) goes later
-            future.result()
-    removed["groups"] = len(groups)
-    registry = settings.schema_registry_url
-    for subject in requests.get(f"{registry}/subjects", timeout=10).json():
-        if ours(subject):
-            requests.delete(f"{registry}/subjects/{subject}", timeout=10)
-            requests.delete(f"{registry}/subjects/{subject}", params={"permanent": "true"}, timeout=10)
-            removed["subjects"] += 1
-    client = MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=10_000)
-    try:
-        client.drop_database(DATABASE)
-    finally:
-        client.close()
-    return removed
+    return scratch.remove(settings, PREFIX, DATABASE)
