@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from cryptopulse.settings import Settings
@@ -67,6 +69,29 @@ def end_offsets_by_partition(settings: Settings, name: str) -> dict[int, int]:
                          "enable.auto.commit": False, "log_level": 0})
     try:
         return {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1] for p in metadata.partitions}
+    finally:
+        consumer.close()
+
+
+def read_to_end(settings: Settings, name: str, timeout: float = 60) -> Iterator[Message]:
+    """Every record of a topic from its beginning up to its end as of now, partition by partition in order."""
+    ends = end_offsets_by_partition(settings, name)
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "cryptopulse-control-probe",
+                         "enable.auto.commit": False, "log_level": 0})
+    try:
+        consumer.assign([TopicPartition(name, p, 0) for p in ends])
+        remaining = {p for p, end in ends.items() if end > 0}
+        deadline = time.monotonic() + timeout
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {name} to its end within {timeout:.0f} s")
+            for message in consumer.consume(1000, timeout=1):
+                if message.error() or message.partition() not in remaining:
+                    continue
+                if message.offset() >= ends[message.partition()] - 1:
+                    remaining.discard(message.partition())
+                if message.offset() < ends[message.partition()]:
+                    yield message
     finally:
         consumer.close()
 

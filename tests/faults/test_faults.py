@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from confluent_kafka import Consumer, TopicPartition
 
-from control import stack
+from control import stack, topics
 from cryptopulse.avro import AvroCodec, epoch_ms
 from cryptopulse.settings import Settings
 from streams.candles import CandleBook
@@ -82,30 +81,15 @@ def component(settings: Settings, name: str) -> stack.Component:
 def published(settings: Settings, symbols: set[str]) -> list[tuple[tuple[int, int], dict]]:
     """Every tick of `symbols` in the prices topic, in topic order, with its (partition, offset)."""
     codec = AvroCodec(settings, settings.prices_topic, "tick")
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"test-faults-{uuid.uuid4()}",
-                         "enable.auto.commit": False, "log_level": 0})
-    try:
-        partitions = consumer.list_topics(settings.prices_topic, timeout=10).topics[settings.prices_topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(settings.prices_topic, p), timeout=10)[1]
-                for p in partitions}
-        consumer.assign([TopicPartition(settings.prices_topic, p, 0) for p in partitions])
-        ticks, remaining, deadline = [], {p for p, end in ends.items() if end > 0}, time.monotonic() + 60
-        while remaining and time.monotonic() < deadline:
-            for message in consumer.consume(1000, timeout=1):
-                if message.error():
-                    continue
-                if message.offset() >= ends[message.partition()] - 1:
-                    remaining.discard(message.partition())
-                try:
-                    tick = codec.decode(message.value())
-                except Exception:  # noqa: BLE001 - other tests' deliberately broken records
-                    continue
-                if tick["symbol"] in symbols:
-                    ticks.append(((message.partition(), message.offset()), tick))
-        assert not remaining, f"could not read {settings.prices_topic} to its end"
-        return ticks
-    finally:
-        consumer.close()
+    ticks = []
+    for message in topics.read_to_end(settings, settings.prices_topic):
+        try:
+            tick = codec.decode(message.value())
+        except Exception:  # noqa: BLE001 - other tests' deliberately broken records
+            continue
+        if tick["symbol"] in symbols:
+            ticks.append(((message.partition(), message.offset()), tick))
+    return ticks
 
 
 def reference_candles(ticks: list[tuple[tuple[int, int], dict]]) -> dict[str, dict]:
