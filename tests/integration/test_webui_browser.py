@@ -6,6 +6,7 @@ coin and range over the WebSocket, agree with MongoDB and recover from a dropped
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -136,8 +137,10 @@ def test_dashboard_live_switching_numbers_and_recovery(server, live_producer, pa
     before = counter(page, "snapshots")
     page.evaluate("window.dashboard.state.socket.close()")
     expect(page.locator("#status")).to_contain_text("reconnecting", timeout=5_000)
+    expect(page.locator("#stale")).to_contain_text("stale / reconnecting")  # the chart says it is behind
     expect(page.locator("#status")).to_have_text("live", timeout=30_000)
     wait_for(lambda: counter(page, "snapshots") > before, 90, "the snapshot after reconnecting")
+    expect(page.locator("#stale")).to_be_hidden()  # data flows again
     expect(page.locator("#p-symbol")).to_have_text("ETH / USD")
 
     artifacts = ROOT / "test-artifacts"
@@ -149,3 +152,19 @@ def test_dashboard_live_switching_numbers_and_recovery(server, live_producer, pa
     page.set_viewport_size({"width": 390, "height": 844})  # phone width: nothing wider than the screen
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.screenshot(path=str(artifacts / "dashboard-phone.png"))
+
+
+def test_a_stale_live_feed_shows_until_the_server_says_it_flows(server, page):
+    """The server's `status` message (sent when its consumer loses Kafka or the registry), injected here."""
+    routes = []
+    page.route_web_socket("**/ws", lambda ws: (ws.connect_to_server(), routes.append(ws)))
+    page.goto(server)
+    wait_for(lambda: counter(page, "snapshots") >= 1, 90, "the first snapshot")
+    expect(page.locator("#stale")).to_be_hidden()
+    routes[-1].send(json.dumps({"type": "status", "live": False, "down": ["kafka"],
+                                "message": "live feed interrupted: Kafka is unavailable"}))
+    expect(page.locator("#stale")).to_contain_text("Kafka is unavailable")
+    expect(page.locator("#status")).to_have_text("stale")
+    routes[-1].send(json.dumps({"type": "status", "live": True, "down": [], "message": "live feed flowing"}))
+    expect(page.locator("#stale")).to_be_hidden()
+    expect(page.locator("#status")).to_have_text("live")
