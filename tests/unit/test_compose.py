@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from cryptopulse.settings import Settings
+from cryptopulse.settings import SINK_SERVER_SELECTION_MS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -351,3 +351,23 @@ def test_python_apps_run_the_project_commands(services: dict) -> None:
     for app in PYTHON_APPS:
         assert services[app]["image"].startswith("python:3.11")
         assert any(str(v).split(":")[1:] == ["/app", "ro"] for v in services[app]["volumes"]), app
+
+
+# --- self-healing (docs/operations.md) ------------------------------------------
+
+
+def test_every_long_running_service_is_restarted_and_the_one_shot_init_is_not(services: dict) -> None:
+    for name, service in services.items():
+        expected = "no" if name == "init" else "unless-stopped"
+        assert service.get("restart") == expected, f"{name}: restart {service.get('restart')!r}, want {expected}"
+
+
+def test_a_supervisor_restarts_failed_connectors(services: dict) -> None:
+    command = services["supervisor"]["command"]
+    assert command == ["control", "supervise", "--connectors-only"]
+    assert environment(services["supervisor"])["CONNECT_URL"] == "http://connect:8083"
+
+
+def test_the_sink_driver_waits_for_a_restarting_store(services: dict) -> None:
+    uri = environment(services["connect"])["MONGODB_URI"]
+    assert f"serverSelectionTimeoutMS={SINK_SERVER_SELECTION_MS}" in urlsplit(uri).query, uri
