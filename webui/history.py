@@ -136,7 +136,10 @@ class HistoryStore:
         finally:
             del self._inflight[key]
         future.set_result(result)
-        self._cache[key] = (time.monotonic(), result)
+        now = time.monotonic()
+        if len(self._cache) >= 64:  # each client may ask for any `end`: keep only answers still fresh
+            self._cache = {k: v for k, v in self._cache.items() if now - v[0] < self.cache_seconds}
+        self._cache[key] = (now, result)
         return result
 
     async def _build(self, symbol: str, range_: str, end: int | None) -> dict[str, Any]:

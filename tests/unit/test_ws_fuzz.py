@@ -242,3 +242,26 @@ def test_a_socket_opened_while_the_feed_is_stale_is_told_at_once():
         assert opened.loop.run_until_complete(second_socket())["down"] == ["registry"]
     finally:
         close()
+
+
+def test_the_answer_cache_does_not_grow_with_every_end_a_client_asks_for():
+    from webui.history import HistoryStore
+
+    async def scenario() -> int:
+        store = HistoryStore("mongodb://127.0.0.1:1", "x", pool=1, max_points=10, cache_seconds=0.05,
+                             recent=lambda _symbol: [])
+
+        async def build(symbol: str, range_: str, end: int | None) -> dict[str, Any]:
+            return {"end": end}
+
+        store._build = build  # no MongoDB: only the cache is under test
+        try:
+            for end in range(1, 1001):
+                await store.snapshot("BTC", "1h", end)
+                if end % 50 == 0:
+                    await asyncio.sleep(0.06)
+            return len(store._cache)
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) <= 64
