@@ -101,7 +101,7 @@ class Connection:
             if self.shared.monitor is not None:
                 self.shared.monitor.poke()
             history_log.warning("history for %s %s failed: %s", request.symbol, request.range, plain(exc))
-            await self.reply_error("history", "history unavailable: the database is not answering; "
+            await self.reply_error("history", "history unavailable: the database did not answer; "
                                    f"ask again in {HISTORY_RETRY_MS // 1000} s", HISTORY_RETRY_MS)
             return
         except Exception:  # noqa: BLE001 - a bug: the client gets a plain reason, the log the traceback
@@ -142,7 +142,6 @@ class Connection:
             for tick in batch:
                 if tick.get("published_at"):
                     metrics.push_latency.observe(max(0.0, now - tick["published_at"] / 1000))
-
 
     async def status_writer(self) -> None:
         """The live feed's state: at once if it is stale now, then at every change (docs/webui.md, `status`)."""
