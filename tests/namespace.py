@@ -9,8 +9,10 @@ database `DATABASE`; `clean()` removes exactly those (control/scratch.py).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -62,7 +64,7 @@ def test_stack() -> Iterator[Settings]:
     if down:
         pytest.fail(f"not reachable: {', '.join(down)}. "
                     "Start the stack: `control stack up && control deploy-connectors`")
-    with environment():
+    with environment(), exclusive(Settings().state_dir / "run" / "tests.lock"):
         settings = Settings()
         clean(settings)
         connectors.deploy(settings, say=lambda line: None)
@@ -70,6 +72,19 @@ def test_stack() -> Iterator[Settings]:
             yield settings
         finally:
             clean(settings)
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """One test session at a time uses the namespace (another one's clean-up would delete our topics)."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"\nwaiting for another test session to finish (it holds {lock})", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def clean(settings: Settings) -> dict[str, int]:

@@ -306,42 +306,43 @@ def test_a_point_history_back_filled_after_live_ticks_still_becomes_candles(sett
     assert "late=0," in stopped  # every back-filled tick was found decided, none dropped as late
 
 
-def test_a_registry_outage_stops_the_processor_before_the_tick_and_a_restart_counts_it(settings, mongo):
+def test_a_registry_outage_makes_the_processor_wait_before_the_tick_and_go_on_when_it_is_back(settings, mongo):
     # The registry "goes down" for the processor's tick decoder (injected: the real registry stays up for
-    # everyone else). A tick it cannot decode is not skipped as undecodable: the processor stops before it,
-    # commits no further, and the next run rolls it up.
+    # everyone else). A tick it cannot decode is not skipped as undecodable: the processor waits before it,
+    # commits no further, keeps running, and rolls it up once the registry answers again.
     symbol, w = unique_symbol(), window_2004()
     group = f"test-rollups-{uuid.uuid4()}"
-    options = dict(group=group, from_end=True, retention_every=None, only_symbols=frozenset({symbol}))
-    first = Processor(settings, ProcessorOptions(**options))
+    options = dict(group=group, from_end=True, retention_every=None, only_symbols=frozenset({symbol}),
+                   close_on_stop=True)
+    processor = Processor(settings, ProcessorOptions(**options))
+    decode = processor._ticks.decode
+    calls = {"refused": 0}
 
-    def registry_down(_data: bytes) -> dict:
+    def registry_down(data: bytes) -> dict:
+        calls["refused"] += 1
         raise RegistryUnavailable("schema registry http://127.0.0.1:8081 did not answer: ConnectTimeout()")
 
-    failure: list[BaseException] = []
-
-    def run_first() -> None:
-        try:
-            first.run()
-        except BaseException as error:  # noqa: BLE001 - what the test looks at
-            failure.append(error)
-
-    thread = threading.Thread(target=run_first)
+    stop = threading.Event()
+    thread = threading.Thread(target=processor.run, kwargs={"stop": stop.is_set})
     thread.start()
-    assert first.ready.wait(60)
-    first._ticks.decode = registry_down
-    writer = TickWriter(settings)
-    ticks = [(w + 1_000, 10.0), (w + 20_000, 12.0), (w + 40_000, 11.0)]
-    writer.publish(symbol, ticks)
-    thread.join(60)
-    assert not thread.is_alive() and failure, "the processor kept running without its registry"
-    offset = writer.offsets[ticks[0][0]]
-    assert f"stopping before {settings.prices_topic}[0]@" in str(failure[0])
-    assert topics.committed_offsets(settings, group, settings.prices_topic, [0])[0] <= offset  # not committed past
-    assert first.stats.undecodable == 0
+    try:
+        assert processor.ready.wait(60)
+        processor._ticks.decode = registry_down
+        writer = TickWriter(settings)
+        ticks = [(w + 1_000, 10.0), (w + 20_000, 12.0), (w + 40_000, 11.0)]
+        writer.publish(symbol, ticks)
+        wait_for(lambda: calls["refused"] >= 3, 60, "the processor to retry the tick it cannot decode")
+        assert thread.is_alive() and processor.registry.is_down
+        offset = writer.offsets[ticks[0][0]]
+        assert topics.committed_offsets(settings, group, settings.prices_topic, [0])[0] <= offset  # not past it
+        assert processor.stats.undecodable == 0 and processor.book.stats.ticks == 0
 
-    second = Processor(settings, ProcessorOptions(**options, close_on_stop=True))
-    second.run(stop=lambda: second.book.stats.ticks >= len(ticks))
+        processor._ticks.decode = decode  # the registry is back
+        wait_for(lambda: processor.book.stats.ticks >= len(ticks), 60, "the three ticks rolled up")
+        assert not processor.registry.is_down and processor.stats.undecodable == 0
+    finally:
+        stop.set()
+        thread.join(90)
     wait_for(lambda: stored(mongo, settings, symbol).get(w, {}).get("ticks") == 3, 60, "the candle of all three ticks")
     doc = stored(mongo, settings, symbol)[w]
     assert (doc["open"], doc["high"], doc["low"], doc["close"], doc["final"]) == (10.0, 12.0, 10.0, 11.0, True)

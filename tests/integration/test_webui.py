@@ -25,6 +25,7 @@ from cryptopulse.avro import AvroCodec
 from cryptopulse.settings import sink_group
 from streams.candles import Candle
 from tests.integration.conftest import wait_for
+from tests.namespace import PREFIX
 from webui.app import create_app, state
 
 DAY_MS = 86_400_000
@@ -226,7 +227,8 @@ def test_healthz_and_metrics(settings):
 
     status, body, text = run(scenario)
     assert status == 200, body
-    assert body["kafka"]["ok"] and body["kafka"]["group_id"].startswith("cryptopulse-webui-") and body["mongo"]["ok"]
+    assert body["kafka"]["ok"] and body["mongo"]["ok"]
+    assert body["kafka"]["group_id"].startswith(f"{PREFIX}cryptopulse-webui-")  # the tests' own (tests/namespace.py)
     for name in ("webui_connected_clients", "webui_messages_pushed_total", "webui_push_latency_seconds_bucket"):
         assert name in text
 
