@@ -36,14 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from control import scratch  # noqa: E402
 from cryptopulse.avro import AvroCodec  # noqa: E402
 from cryptopulse.settings import Settings  # noqa: E402
-from producer.tick import Tick  # noqa: E402
-from streams.candles import MINUTE_MS, CandleBook  # noqa: E402
+from cryptopulse.tick import Tick  # noqa: E402
+from cryptopulse.times import DAY_MS, MINUTE_MS  # noqa: E402
+from streams.candles import CandleBook  # noqa: E402
 from streams.processor import Processor, ProcessorOptions  # noqa: E402
 from webui.history import HistoryStore  # noqa: E402
 from webui.views import WindowView, candle_spec  # noqa: E402
 
 SYMBOLS = [f"S{i}" for i in range(10)]
-DAY_MS = 86_400_000
 
 
 def bench_book(count: int) -> float:

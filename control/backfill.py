@@ -27,15 +27,15 @@ from pymongo import MongoClient
 
 from control import topics
 from cryptopulse.settings import Settings, sink_group
+from cryptopulse.times import MINUTE_MS
 from producer.publisher import TickPublisher
 from producer.sources.history import history_source
 from streams.history import CandlePublisher, PointRollup, from_exchange
 
 if TYPE_CHECKING:
-    from producer.tick import Tick
+    from cryptopulse.tick import Tick
     from streams.candles import Candle
 
-MINUTE_MS = 60_000
 # Spacing of each source's history points: a gap is more than twice that.
 RESOLUTION_MS = {"simulated": MINUTE_MS, "coingecko": 5 * MINUTE_MS, "binance": MINUTE_MS, "coinbase": MINUTE_MS}
 

@@ -10,8 +10,7 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Message, Top
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from cryptopulse.settings import Settings
-
-DAY_MS = 86_400_000
+from cryptopulse.times import DAY_MS
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import contextlib
 import io
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import fastavro
@@ -36,17 +35,6 @@ def load_schema(settings: Settings, name: str) -> str:
 
 
 REGISTRY_TIMEOUT_SECONDS = 10
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MILLISECOND = timedelta(milliseconds=1)
-
-
-def epoch_ms(value: datetime | int) -> int:
-    """A timestamp-millis as epoch milliseconds, exactly: fastavro and pymongo give aware datetimes, and
-    `int(value.timestamp() * 1000)` is a millisecond off for about 1 in 150 of them (float rounding)."""
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return (aware - EPOCH) // MILLISECOND
-    return int(value)
 
 
 def registry_client(settings: Settings) -> SchemaRegistryClient:

@@ -19,10 +19,10 @@ import time
 from collections.abc import AsyncIterator
 
 from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, symbols
+from cryptopulse.tick import Tick
 from producer.metrics import ProducerMetrics, serve
 from producer.publisher import TickPublisher
 from producer.sources import SOURCES, Source, SourceError, make_source, reject_reason
-from producer.tick import Tick
 
 log = logging.getLogger("producer")
 

@@ -8,9 +8,9 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptopulse.outage import Outage
+from cryptopulse.tick import Tick
 from producer.publisher import DeliveryStats
 from producer.sources import Source
-from producer.tick import Tick
 
 
 class ProducerMetrics:

@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from cryptopulse.avro import AvroCodec, RegistryUnavailable
 from cryptopulse.outage import Backoff, Outage, librdkafka_logger
 from cryptopulse.settings import Settings
-from producer.tick import Tick
+from cryptopulse.tick import Tick
 
 log = logging.getLogger(__name__)
 

@@ -17,15 +17,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptopulse.times import MINUTE_MS, bucket_start
+
 log = logging.getLogger(__name__)
 
-MINUTE_MS = 60_000
 INTERVAL = "1m"
-
-
-def bucket_start(ts: int, interval_ms: int = MINUTE_MS) -> int:
-    """The start of the bucket holding `ts` (floor, so it is right for times before 1970 too)."""
-    return ts - ts % interval_ms
 
 
 def candle_id(symbol: str, source: str, start: int, interval: str = INTERVAL) -> str:

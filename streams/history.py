@@ -21,9 +21,10 @@ from confluent_kafka import KafkaError, Message, Producer
 from control import topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.settings import Settings
+from cryptopulse.tick import Tick
+from cryptopulse.times import bucket_start
 from producer.sources.history import Candle as HistoryCandle
-from producer.tick import Tick
-from streams.candles import Candle, CandleBook, bucket_start
+from streams.candles import Candle, CandleBook
 
 
 def from_exchange(candle: HistoryCandle) -> Candle:

@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pymongo import MongoClient
 
-from cryptopulse.avro import AvroCodec, RegistryUnavailable, epoch_ms
+from cryptopulse.avro import AvroCodec, RegistryUnavailable
 from cryptopulse.outage import Backoff, Outage, librdkafka_logger
 from cryptopulse.settings import Settings
+from cryptopulse.times import bucket_start, epoch_ms
 from streams import retention
-from streams.candles import Candle, CandleBook, bucket_start, candle_id
+from streams.candles import Candle, CandleBook, candle_id
 
 log = logging.getLogger("streams")
 

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from producer.tick import Tick
+from cryptopulse.tick import Tick
 
 SAMPLES = Path(__file__).parent / "samples"
 

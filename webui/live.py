@@ -21,9 +21,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from cryptopulse.avro import AvroCodec, RegistryUnavailable, epoch_ms
+from cryptopulse.avro import AvroCodec, RegistryUnavailable
 from cryptopulse.outage import Backoff, RateLimitFilter, librdkafka_logger
 from cryptopulse.settings import Settings
+from cryptopulse.times import epoch_ms
 from webui.health import Dependencies, KafkaWatch, plain
 from webui.metrics import Metrics
 

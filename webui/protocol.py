@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from cryptopulse.times import DAY_MS
 from webui.series import RANGES_MS
 
 
@@ -29,7 +30,7 @@ class Subscribe:
 # clock a little ahead of the server's is forgiven. The floor is the epoch, not bitcoin's genesis block: the
 # integration tests keep their history in 2003, where no real data can collide with it.
 EARLIEST_END_MS = 1
-FUTURE_SLACK_MS = 86_400_000
+FUTURE_SLACK_MS = DAY_MS
 
 
 def describe(value: Any, limit: int = 40) -> str:

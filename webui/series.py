@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-DAY_MS = 86_400_000
+from cryptopulse.times import DAY_MS
+
 RANGES_MS = {"1h": 3_600_000, "24h": DAY_MS, "7d": 7 * DAY_MS}
 # Bucket widths a human reads easily; the smallest one that keeps a series under max_points is used.
 NICE_STEPS_MS = (1_000, 2_000, 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000, 900_000,

@@ -33,16 +33,15 @@ from confluent_kafka.admin import AdminClient
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from cryptopulse.avro import AvroCodec, RegistryUnavailable, epoch_ms
+from cryptopulse.avro import AvroCodec, RegistryUnavailable
 from cryptopulse.outage import Backoff, librdkafka_logger
 from cryptopulse.settings import Settings, sink_group
+from cryptopulse.times import DAY_MS, MINUTE_MS, epoch_ms
 from webui.health import Dependencies, Dependency, KafkaWatch, plain
 from webui.series import CandleRow, TickRow
 
 log = logging.getLogger(__name__)
 
-DAY_MS = 86_400_000
-MINUTE_MS = 60_000
 
 
 def candle_row(doc: dict[str, Any]) -> CandleRow:

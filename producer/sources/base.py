@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import ClassVar
 
-from producer.tick import Tick
+from cryptopulse.tick import Tick
 
 log = logging.getLogger(__name__)
 

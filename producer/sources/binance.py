@@ -24,12 +24,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
+from cryptopulse.tick import Tick
+from cryptopulse.times import MINUTE_MS
 from producer.sources.base import SourceError, TransientError
-from producer.sources.history import MINUTE_MS, Candle, HistoryPage, candle_page, own_symbol, read_rows, windows
+from producer.sources.history import Candle, HistoryPage, candle_page, own_symbol, read_rows, windows
 from producer.sources.http import JsonClient, OnWait, Reply, env_number, retry_after_seconds
 from producer.sources.validation import number, optional_number, pct_change
 from producer.sources.ws import WebSocketSource
-from producer.tick import Tick
 
 DEFAULT_URL = "wss://data-stream.binance.vision"
 REST_URL = "https://data-api.binance.vision"

@@ -24,12 +24,13 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
+from cryptopulse.tick import Tick
+from cryptopulse.times import MINUTE_MS
 from producer.sources.base import SourceError, TransientError
-from producer.sources.history import MINUTE_MS, Candle, HistoryPage, candle_page, own_symbol, read_rows, windows
+from producer.sources.history import Candle, HistoryPage, candle_page, own_symbol, read_rows, windows
 from producer.sources.http import JsonClient, OnWait, Reply
 from producer.sources.validation import iso_ms, number, optional_number, pct_change
 from producer.sources.ws import WebSocketSource
-from producer.tick import Tick
 
 DEFAULT_URL = "wss://ws-feed.exchange.coinbase.com"
 REST_URL = "https://api.exchange.coinbase.com"

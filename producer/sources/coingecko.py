@@ -27,17 +27,17 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
+from cryptopulse.tick import Tick
+from cryptopulse.times import DAY_MS
 from producer.sources.base import PAYLOAD_ERRORS, SourceError, TransientError
 from producer.sources.history import HistoryPage, own_symbol, read_rows, tick_page, windows
 from producer.sources.http import JsonClient, PollingSource, Reply, env_number
 from producer.sources.validation import number, optional_number
-from producer.tick import Tick
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "https://api.coingecko.com"
 PRO_URL = "https://pro-api.coingecko.com"
-DAY_MS = 86_400_000
 HISTORY_DAYS = 365  # how far back public and Demo keys may ask
 IDS = {"BTC": "bitcoin", "ETH": "ethereum", "XRP": "ripple", "SOL": "solana", "ADA": "cardano", "DOGE": "dogecoin"}
 POLL_SECONDS = {"public": 60.0, "demo": 300.0, "pro": 60.0}

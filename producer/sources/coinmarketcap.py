@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from cryptopulse.tick import Tick
 from producer.sources.base import PAYLOAD_ERRORS, SourceError, TransientError
 from producer.sources.http import JsonClient, PollingSource, Reply, env_number
 from producer.sources.validation import iso_ms, number, optional_number
-from producer.tick import Tick
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
+from cryptopulse.tick import Tick
+from cryptopulse.times import MINUTE_MS
 from producer.sources import make_source
 from producer.sources.base import PAYLOAD_ERRORS, Source, SourceError
 from producer.sources.http import OnWait
 from producer.sources.validation import reject_reason
-from producer.tick import Tick
 
 T = TypeVar("T")
-MINUTE_MS = 60_000
 # Sources that cannot back-fill, and why; checked before building the source (cmc would first ask for a key).
 NO_HISTORY = {"cmc": "CoinMarketCap's free plan has no historical quotes; back-fill from coingecko, binance, "
                      "coinbase or simulated"}

@@ -28,8 +28,8 @@ from typing import Any
 
 import requests
 
+from cryptopulse.tick import Tick
 from producer.sources.base import Source, SourceError, TransientError, backoff
-from producer.tick import Tick
 
 log = logging.getLogger(__name__)
 

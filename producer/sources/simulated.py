@@ -22,9 +22,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass
 from typing import Any
 
+from cryptopulse.tick import Tick
+from cryptopulse.times import HOUR_MS, MINUTE_MS
 from producer.sources.base import Source
 from producer.sources.history import Candle, HistoryPage, candle_page, own_symbol, windows
-from producer.tick import Tick
 
 SOURCE = "simulated"
 
@@ -33,9 +34,8 @@ START_PRICES = {"BTC": 95_000.0, "ETH": 3_400.0, "XRP": 2.2, "SOL": 190.0, "ADA"
 START_VOLUMES = {"BTC": 35e9, "ETH": 18e9, "XRP": 4e9, "SOL": 3e9, "ADA": 0.8e9, "DOGE": 1.5e9}
 ANNUAL_VOLATILITY = 0.6
 SECONDS_PER_YEAR = 365 * 24 * 3600
-HISTORY_PAGE_MS = 3_600_000
+HISTORY_PAGE_MS = HOUR_MS
 HISTORY_STEPS = 12  # 5-second steps in a minute of history
-MINUTE_MS = 60_000
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from producer.tick import Tick
+from cryptopulse.tick import Tick
 
 MAX_FUTURE_MS = 5 * 60 * 1000  # clocks drift, but an event 5 minutes ahead is a bug
 

@@ -20,8 +20,9 @@ import pytest
 import requests
 
 from control import stack, topics
-from cryptopulse.avro import AvroCodec, epoch_ms
+from cryptopulse.avro import AvroCodec
 from cryptopulse.settings import Settings
+from cryptopulse.times import epoch_ms
 from streams.candles import CandleBook
 from tests.integration.conftest import wait_for
 

@@ -7,10 +7,9 @@ import random
 import subprocess
 import time
 
+from cryptopulse.times import MINUTE_MS
 from tests.fakes import FakeHttp, Reply
 from tests.integration.conftest import wait_for
-
-MINUTE_MS = 60_000
 
 
 def backfill(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

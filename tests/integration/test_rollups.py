@@ -22,9 +22,9 @@ from confluent_kafka import Producer, TopicPartition
 from control import topics
 from cryptopulse.avro import AvroCodec, RegistryUnavailable
 from cryptopulse.settings import PROJECT_DIR
+from cryptopulse.tick import Tick
 from producer.sources.coingecko import IDS
 from producer.sources.history import Candle as HistoryCandle
-from producer.tick import Tick
 from streams import retention
 from streams.candles import Candle, CandleBook
 from streams.history import CandlePublisher, from_exchange

@@ -23,12 +23,12 @@ from quart.testing import WebsocketResponseError
 from control import topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.settings import sink_group
+from cryptopulse.times import DAY_MS
 from streams.candles import Candle
 from tests.integration.conftest import wait_for
 from tests.namespace import PREFIX
 from webui.app import create_app, state
 
-DAY_MS = 86_400_000
 RUN_SYMBOL = "ZT" + "".join(random.choices(string.ascii_uppercase, k=4))  # live ticks only this run publishes
 
 

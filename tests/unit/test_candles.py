@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from streams.candles import Candle, CandleBook, bucket_start, candle_id
+from cryptopulse.times import bucket_start
+from streams.candles import Candle, CandleBook, candle_id
 
 M = 60_000
 T0 = 1_086_000_000_000 - 1_086_000_000_000 % M  # a whole minute in 2004
@@ -169,7 +170,7 @@ def test_an_exchange_candle_becomes_a_final_ohlc_candle_with_its_volume():
 
 
 def test_a_point_history_is_rolled_up_page_by_page_and_its_points_wait_for_their_candle():
-    from producer.tick import Tick
+    from cryptopulse.tick import Tick
     from streams.history import PointRollup
 
     def ticks(*offsets: int) -> list[Tick]:
@@ -203,7 +204,7 @@ def test_records_match_the_candle_schema():
 def test_event_times_read_as_datetimes_come_back_as_exact_milliseconds():
     from datetime import UTC, datetime, timedelta
 
-    from cryptopulse.avro import epoch_ms
+    from cryptopulse.times import epoch_ms
 
     assert epoch_ms(datetime(2004, 5, 19, 12, 0, 9, 999_000, tzinfo=UTC)) == 1_084_968_009_999
     assert epoch_ms(datetime(1970, 1, 1, tzinfo=UTC) - timedelta(milliseconds=1)) == -1

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from cryptopulse.tick import Tick
 from producer.sources.base import SourceError
 from producer.sources.binance import Binance
 from producer.sources.coinbase import Coinbase
 from producer.sources.coingecko import CoinGecko
 from producer.sources.history import Candle, HistoryPage, candle_reject_reason, history_source
 from producer.sources.validation import reject_reason
-from producer.tick import Tick
 from tests.fakes import FakeHttp, Reply, Sleeps, run, sample
 
 NOON = 1_748_865_600_000  # 2025-06-02T12:00:00Z, the samples' reference time

@@ -1,8 +1,8 @@
 import requests
 
+from cryptopulse.tick import Tick
 from producer.metrics import ProducerMetrics, serve
 from producer.sources import make_source
-from producer.tick import Tick
 
 
 def test_metrics_are_served_in_prometheus_text_format():

@@ -7,11 +7,11 @@ import logging
 
 import pytest
 
+from cryptopulse.tick import Tick
 from producer.sources.base import SourceError, UnknownSymbol
 from producer.sources.coingecko import CoinGecko
 from producer.sources.coinmarketcap import CoinMarketCap
 from producer.sources.validation import reject_reason
-from producer.tick import Tick
 from tests.fakes import FakeHttp, Reply, Sleeps, run, sample, take
 
 CG_PATH = "/api/v3/simple/price"

@@ -5,8 +5,8 @@ import fastavro
 import pytest
 
 from cryptopulse.settings import Settings
+from cryptopulse.tick import Tick
 from producer.sources.simulated import SimulatedMarket
-from producer.tick import Tick
 
 RAW_SCHEMA = json.loads((Settings().schemas_dir / "tick.avsc").read_text())
 SCHEMA = fastavro.parse_schema(RAW_SCHEMA)

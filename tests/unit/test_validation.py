@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from cryptopulse.tick import Tick
 from producer.sources.validation import MAX_FUTURE_MS, iso_ms, number, optional_number, reject_reason
-from producer.tick import Tick
 
 NOW = 1_748_865_600_000
 

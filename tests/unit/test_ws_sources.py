@@ -7,11 +7,11 @@ import logging
 
 import pytest
 
+from cryptopulse.tick import Tick
 from producer.sources.base import SourceError, UnknownSymbol
 from producer.sources.binance import Binance
 from producer.sources.coinbase import Coinbase
 from producer.sources.validation import pct_change, reject_reason
-from producer.tick import Tick
 from tests.fakes import CLOSE, RECV, FakeWs, Sleeps, run, sample, take
 
 NOW = 1_748_865_600_000
