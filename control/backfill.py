@@ -30,11 +30,11 @@ from cryptopulse.settings import Settings, sink_group
 from cryptopulse.times import MINUTE_MS
 from producer.publisher import TickPublisher
 from producer.sources.history import history_source
-from streams.history import CandlePublisher, PointRollup, from_exchange
+from streams.history import CandlePublisher, PointRollup
 
 if TYPE_CHECKING:
+    from cryptopulse.candle import Candle
     from cryptopulse.tick import Tick
-    from streams.candles import Candle
 
 # Spacing of each source's history points: a gap is more than twice that.
 RESOLUTION_MS = {"simulated": MINUTE_MS, "coingecko": 5 * MINUTE_MS, "binance": MINUTE_MS, "coinbase": MINUTE_MS}
@@ -154,7 +154,7 @@ async def backfill(settings: Settings, source_name: str, symbols: list[str], hou
             rollup = PointRollup(skip_minutes=occupied)
             async for page in source.history(symbol, low, high):
                 if page.candles is not None:
-                    await publish([from_exchange(c) for c in page.candles], page.points, bar)
+                    await publish(page.candles, page.points, bar)
                 else:
                     await publish(*rollup.add(page.points), bar)
                 done += page.covered_until_ms - covered

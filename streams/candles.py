@@ -15,46 +15,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
+from cryptopulse.candle import Candle
 from cryptopulse.times import MINUTE_MS, bucket_start
 
 log = logging.getLogger(__name__)
 
-INTERVAL = "1m"
-
-
-def candle_id(symbol: str, source: str, start: int, interval: str = INTERVAL) -> str:
-    """The candle's `_id` and Kafka key: `symbol|source|interval|start_ms`."""
-    return f"{symbol}|{source}|{interval}|{start}"
-
-
-@dataclass(slots=True)
-class Candle:
-    """One minute of one (symbol, source). `ticks` counts distinct tick timestamps."""
-
-    symbol: str
-    source: str
-    start: int
-    open: float
-    high: float
-    low: float
-    close: float
-    ticks: int
-    volume: float | None = None
-    origin: str = "ticks"
-    final: bool = False
-    interval: str = INTERVAL
-
-    @property
-    def id(self) -> str:
-        return candle_id(self.symbol, self.source, self.start, self.interval)
-
-    def to_record(self) -> dict[str, Any]:
-        """The Avro record (schemas/candle.avsc)."""
-        return {"_id": self.id, "symbol": self.symbol, "source": self.source, "interval": self.interval,
-                "start": self.start, "open": self.open, "high": self.high, "low": self.low, "close": self.close,
-                "ticks": self.ticks, "volume": self.volume, "origin": self.origin, "final": self.final}
 
 
 @dataclass(slots=True)

@@ -20,17 +20,11 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from control import topics
 from cryptopulse.avro import AvroCodec
+from cryptopulse.candle import Candle
 from cryptopulse.settings import Settings
 from cryptopulse.tick import Tick
 from cryptopulse.times import bucket_start
-from producer.sources.history import Candle as HistoryCandle
-from streams.candles import Candle, CandleBook
-
-
-def from_exchange(candle: HistoryCandle) -> Candle:
-    """An exchange candle as a final ohlc candle; `ticks` is 0: the APIs' candles do not carry our tick count."""
-    return Candle(candle.symbol, candle.source, candle.start_ms, candle.open, candle.high, candle.low, candle.close,
-                  0, volume=candle.volume, origin="ohlc", final=True, interval=candle.interval)
+from streams.candles import CandleBook
 
 
 class PointRollup:

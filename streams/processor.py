@@ -31,11 +31,12 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from pymongo import MongoClient
 
 from cryptopulse.avro import AvroCodec, RegistryUnavailable
+from cryptopulse.candle import Candle, candle_id
 from cryptopulse.outage import Backoff, Outage, librdkafka_logger
 from cryptopulse.settings import Settings
 from cryptopulse.times import bucket_start, epoch_ms
 from streams import retention
-from streams.candles import Candle, CandleBook, candle_id
+from streams.candles import CandleBook
 
 log = logging.getLogger("streams")
 

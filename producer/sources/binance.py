@@ -24,10 +24,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
+from cryptopulse.candle import Candle
 from cryptopulse.tick import Tick
 from cryptopulse.times import MINUTE_MS
 from producer.sources.base import SourceError, TransientError
-from producer.sources.history import Candle, HistoryPage, candle_page, own_symbol, read_rows, windows
+from producer.sources.history import HistoryPage, candle_page, own_symbol, read_rows, windows
 from producer.sources.http import JsonClient, OnWait, Reply, env_number, retry_after_seconds
 from producer.sources.validation import number, optional_number, pct_change
 from producer.sources.ws import WebSocketSource
@@ -146,7 +147,7 @@ class Binance(WebSocketSource):
                 "symbol": symbol + QUOTE, "interval": "1m", "startTime": str(low), "endTime": str(high - 1),
                 "limit": str(KLINES_PER_REQUEST)})
             # [openTime, open, high, low, close, volume (base), closeTime, quoteVolume, trades, ...]
-            candles = read_rows(self, rows, lambda r: Candle(symbol, self.name, int(number(r[0])), number(r[1]),
+            candles = read_rows(self, rows, lambda r: Candle.ohlc(symbol, self.name, int(number(r[0])), number(r[1]),
                                                              number(r[2]), number(r[3]), number(r[4]),
                                                              optional_number(r[7]), QUOTE))
             yield candle_page(self, symbol, candles, low, high, int(self.clock() * 1000))

@@ -24,10 +24,11 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
+from cryptopulse.candle import Candle
 from cryptopulse.tick import Tick
 from cryptopulse.times import MINUTE_MS
 from producer.sources.base import SourceError, TransientError
-from producer.sources.history import Candle, HistoryPage, candle_page, own_symbol, read_rows, windows
+from producer.sources.history import HistoryPage, candle_page, own_symbol, read_rows, windows
 from producer.sources.http import JsonClient, OnWait, Reply
 from producer.sources.validation import iso_ms, number, optional_number, pct_change
 from producer.sources.ws import WebSocketSource
@@ -119,9 +120,9 @@ class Coinbase(WebSocketSource):
             rows = await self.rest.get(f"/products/{symbol}-{QUOTE}/candles",
                                        {"granularity": "60", "start": _iso(first), "end": _iso(last)})
             # [time (s), low, high, open, close, volume (base)], newest first: candle_page sorts
-            candles = read_rows(self, rows, lambda r: Candle(symbol, self.name, int(number(r[0]) * 1000), number(r[3]),
-                                                             number(r[2]), number(r[1]), number(r[4]),
-                                                             number(r[5]) * number(r[4]), QUOTE))
+            candles = read_rows(self, rows, lambda r: Candle.ohlc(
+                symbol, self.name, int(number(r[0]) * 1000), number(r[3]), number(r[2]), number(r[1]), number(r[4]),
+                number(r[5]) * number(r[4]), QUOTE))
             yield candle_page(self, symbol, candles, low, high, int(self.clock() * 1000))
 
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
+from cryptopulse.candle import Candle
 from cryptopulse.tick import Tick
 from cryptopulse.times import MINUTE_MS
 from producer.sources import make_source
@@ -24,32 +25,6 @@ T = TypeVar("T")
 # Sources that cannot back-fill, and why; checked before building the source (cmc would first ask for a key).
 NO_HISTORY = {"cmc": "CoinMarketCap's free plan has no historical quotes; back-fill from coingecko, binance, "
                      "coinbase or simulated"}
-
-
-@dataclass(frozen=True, slots=True)
-class Candle:
-    """One minute of OHLC; `volume` is what traded in that minute (quote currency), not a rolling 24 h total."""
-
-    symbol: str
-    source: str
-    start_ms: int  # bucket start, epoch milliseconds (UTC)
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float | None
-    quote: str = "USD"
-    interval: str = "1m"
-    volume_24h: float | None = None  # the rolling 24 h total at the close, where the source says it (simulated)
-
-    @property
-    def close_ms(self) -> int:
-        """The last millisecond of the minute (Binance's close time): when `close` was the price."""
-        return self.start_ms + MINUTE_MS - 1
-
-    def tick(self) -> Tick:
-        """The close as a `Tick`, so a caller that stores only ticks treats every source alike."""
-        return Tick(self.symbol, self.source, self.close_ms, self.close, self.quote, volume_24h=self.volume_24h)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +118,8 @@ def candle_page(source: Source, symbol: str, candles: Iterable[Candle], start_ms
     """Like `tick_page` for candles; the minute `now_ms` is in has not closed yet, so it and later ones are left
     for the next back-fill (and `covered_until_ms` stops before them)."""
     until_ms = max(start_ms, min(until_ms, now_ms - now_ms % MINUTE_MS))
-    kept = {c.start_ms: c for c in candles
-            if start_ms <= c.start_ms < until_ms and _plausible(source, c, candle_reject_reason(c, now_ms))}
+    kept = {c.start: c for c in candles
+            if start_ms <= c.start < until_ms and _plausible(source, c, candle_reject_reason(c, now_ms))}
     ordered = [kept[start] for start in sorted(kept)]
     return HistoryPage(symbol, [c.tick() for c in ordered], ordered, until_ms)
 

@@ -22,10 +22,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass
 from typing import Any
 
+from cryptopulse.candle import Candle
 from cryptopulse.tick import Tick
 from cryptopulse.times import HOUR_MS, MINUTE_MS
 from producer.sources.base import Source
-from producer.sources.history import Candle, HistoryPage, candle_page, own_symbol, windows
+from producer.sources.history import HistoryPage, candle_page, own_symbol, windows
 
 SOURCE = "simulated"
 
@@ -71,7 +72,7 @@ def simulated_history(symbol: str, seed: int, start_ms: int, end_ms: int) -> lis
             price /= math.exp(rng.gauss(-0.5 * sigma**2, sigma))  # one live step, undone
             path.append(price)
         traded = volume / 1440 * math.exp(rng.gauss(0, 0.5))  # a minute's share of the 24 h volume, give or take
-        candles.append(Candle(symbol, SOURCE, start, round(price, 8), round(max(path), 8), round(min(path), 8),
+        candles.append(Candle.ohlc(symbol, SOURCE, start, round(price, 8), round(max(path), 8), round(min(path), 8),
                               round(close, 8), round(traded, 2), volume_24h=round(volume, 2)))
         volume /= math.exp(rng.gauss(0, 0.001))
     return candles[::-1]

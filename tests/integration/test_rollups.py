@@ -21,13 +21,13 @@ from confluent_kafka import Producer, TopicPartition
 
 from control import topics
 from cryptopulse.avro import AvroCodec, RegistryUnavailable
+from cryptopulse.candle import Candle
 from cryptopulse.settings import PROJECT_DIR
 from cryptopulse.tick import Tick
 from producer.sources.coingecko import IDS
-from producer.sources.history import Candle as HistoryCandle
 from streams import retention
-from streams.candles import Candle, CandleBook
-from streams.history import CandlePublisher, from_exchange
+from streams.candles import CandleBook
+from streams.history import CandlePublisher
 from streams.processor import Processor, ProcessorOptions
 from tests.fakes import FakeHttp, Reply
 from tests.integration.conftest import wait_for
@@ -231,12 +231,12 @@ def test_backfilled_ohlc_candles_are_left_alone_by_the_processor(settings, mongo
     # publisher directly with a symbol of its own.
     symbol, w = unique_symbol(), window_2004()
     rows = klines(w, 30)
-    history = [HistoryCandle(symbol, "binance", r[0], *(float(x) for x in r[1:5]), float(r[7]), quote="USDT")
+    history = [Candle.ohlc(symbol, "binance", r[0], *(float(x) for x in r[1:5]), float(r[7]), quote="USDT")
                for r in rows]
     streams = StreamsProcess(f"test-rollups-{uuid.uuid4()}", tmp_path / "streams.log", symbol,
                              "--idle-close-seconds", "2")
     try:
-        CandlePublisher(settings).publish([from_exchange(c) for c in history])
+        CandlePublisher(settings).publish(history)
         writer = TickWriter(settings)
         for c in history:
             value = writer.codec.encode(c.tick().to_record())

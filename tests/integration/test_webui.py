@@ -22,9 +22,9 @@ from quart.testing import WebsocketResponseError
 
 from control import topics
 from cryptopulse.avro import AvroCodec
+from cryptopulse.candle import Candle
 from cryptopulse.settings import sink_group
 from cryptopulse.times import DAY_MS
-from streams.candles import Candle
 from tests.integration.conftest import wait_for
 from tests.namespace import PREFIX
 from webui.app import create_app, state

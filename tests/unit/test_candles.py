@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 
+from cryptopulse.candle import Candle, candle_id
 from cryptopulse.times import bucket_start
-from streams.candles import Candle, CandleBook, candle_id
+from streams.candles import CandleBook
 
 M = 60_000
 T0 = 1_086_000_000_000 - 1_086_000_000_000 % M  # a whole minute in 2004
@@ -158,11 +159,9 @@ def test_restart_in_the_middle_of_a_minute_yields_identical_candles():
     assert len(expected) == 4  # minutes 0, 1, 3, 4: none invented for the gap
 
 
-def test_an_exchange_candle_becomes_a_final_ohlc_candle_with_its_volume():
-    from producer.sources.history import Candle as HistoryCandle
-    from streams.history import from_exchange
-
-    candle = from_exchange(HistoryCandle("BTC", "binance", T0, 1.0, 3.0, 0.5, 2.0, 1234.5, quote="USDT"))
+def test_an_exchange_candle_is_a_final_ohlc_candle_with_its_volume():
+    candle = Candle.ohlc("BTC", "binance", T0, 1.0, 3.0, 0.5, 2.0, 1234.5, quote="USDT")
+    assert candle.tick().ts == T0 + 59_999 and candle.tick().price == 2.0
     record = candle.to_record()
     assert record == {"_id": f"BTC|binance|1m|{T0}", "symbol": "BTC", "source": "binance", "interval": "1m",
                       "start": T0, "open": 1.0, "high": 3.0, "low": 0.5, "close": 2.0, "ticks": 0,

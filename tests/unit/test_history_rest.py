@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from cryptopulse.candle import Candle
 from cryptopulse.tick import Tick
 from producer.sources.base import SourceError
 from producer.sources.binance import Binance
 from producer.sources.coinbase import Coinbase
 from producer.sources.coingecko import CoinGecko
-from producer.sources.history import Candle, HistoryPage, candle_reject_reason, history_source
+from producer.sources.history import HistoryPage, candle_reject_reason, history_source
 from producer.sources.validation import reject_reason
 from tests.fakes import FakeHttp, Reply, Sleeps, run, sample
 
@@ -122,9 +123,9 @@ def test_binance_klines_become_candles_with_the_quote_volume(http, sleeps, monke
     source = Binance(["BTC"], sleep=sleeps, clock=clock(NOON))
     (page,) = run(pages(source, "BTC", NOON - 5 * MINUTE, NOON))
     assert page.candles is not None and len(page.candles) == 5
-    assert page.candles[0] == Candle("BTC", "binance", 1_748_865_300_000, 105180.0, 105189.9, 105168.12, 105176.22,
+    assert page.candles[0] == Candle.ohlc("BTC", "binance", 1_748_865_300_000, 105180.0, 105189.9, 105168.12, 105176.22,
                                      262945.275, "USDT")
-    assert [c.start_ms for c in page.candles] == [NOON - k * MINUTE for k in range(5, 0, -1)]
+    assert [c.start for c in page.candles] == [NOON - k * MINUTE for k in range(5, 0, -1)]
     assert page.points[-1] == Tick("BTC", "binance", 1_748_865_599_999, 105199.34, "USDT")  # the close at close time
     assert page.covered_until_ms == NOON
     assert all(candle_reject_reason(c, NOON) is None for c in page.candles)
@@ -137,7 +138,7 @@ def test_binance_drops_the_still_open_minute(http, sleeps):
     http.reply(KLINES, Reply(body=sample("binance-klines-1m.json")))
     now = NOON - 10_000  # 11:59:50: the 11:59 kline closes at 11:59:59.999
     (page,) = run(pages(binance(http, sleeps, now), "BTC", NOON - 5 * MINUTE, NOON))
-    assert [c.start_ms for c in page.candles] == [NOON - k * MINUTE for k in range(5, 1, -1)]
+    assert [c.start for c in page.candles] == [NOON - k * MINUTE for k in range(5, 1, -1)]
     assert page.covered_until_ms == NOON - MINUTE  # a resume asks for 11:59 again
 
 
@@ -148,7 +149,7 @@ def test_binance_pages_by_start_time_and_stitches_without_a_duplicate(http, slee
                Reply(body=[kline(boundary), kline(boundary + MINUTE)]))
     result = run(pages(binance(http, sleeps), "BTC", start, NOON))
     assert [p.covered_until_ms for p in result] == [boundary, NOON]
-    starts = [c.start_ms for p in result for c in p.candles]
+    starts = [c.start for p in result for c in p.candles]
     assert starts == [boundary - 2 * MINUTE, boundary - MINUTE, boundary, boundary + MINUTE]
     assert [(r["query"]["startTime"], r["query"]["endTime"]) for r in http.requests] == [
         (str(start), str(boundary - 1)), (str(boundary), str(NOON - 1))]
@@ -160,7 +161,7 @@ def test_binance_skips_and_counts_unreadable_and_implausible_klines(http, sleeps
                                    kline(NOON - 5 * MINUTE)]))
     source = binance(http, sleeps)
     (page,) = run(pages(source, "BTC", NOON - 5 * MINUTE, NOON))
-    assert [c.start_ms for c in page.candles] == [NOON - 5 * MINUTE]
+    assert [c.start for c in page.candles] == [NOON - 5 * MINUTE]
     assert source.rejected == 4  # bad close, short row, negative close, close above the high
 
 
@@ -175,8 +176,8 @@ def test_binance_client_errors_say_what_to_do(http, sleeps):
 def test_coinbase_candles_come_newest_first_and_leave_oldest_first(http, sleeps):
     http.reply(CANDLES, Reply(body=sample("coinbase-exchange-candles.json")))
     (page,) = run(pages(coinbase(http, sleeps), "BTC", NOON - 5 * MINUTE, NOON))
-    assert [c.start_ms for c in page.candles] == [NOON - k * MINUTE for k in range(5, 0, -1)]
-    assert page.candles[0] == Candle("BTC", "coinbase", 1_748_865_300_000, 105181.4, 105189.65, 105169.3, 105176.8,
+    assert [c.start for c in page.candles] == [NOON - k * MINUTE for k in range(5, 0, -1)]
+    assert page.candles[0] == Candle.ohlc("BTC", "coinbase", 1_748_865_300_000, 105181.4, 105189.65, 105169.3, 105176.8,
                                      5.608 * 105176.8)
     assert page.points[-1] == Tick("BTC", "coinbase", NOON - 1, 105190.0)
     (request,) = http.requests
@@ -194,7 +195,7 @@ def test_coinbase_pages_by_300_minutes_and_drops_the_open_minute(http, sleeps, m
                Reply(body=[[boundary // 1000, *row[1:]]]))
     source = Coinbase(["BTC"], sleep=sleeps, clock=clock(NOON - 30_000))  # 11:59:30: the 11:59 candle is open
     result = run(pages(source, "BTC", start, NOON))
-    assert [[c.start_ms for c in p.candles] for p in result] == [[boundary - MINUTE], []]
+    assert [[c.start for c in p.candles] for p in result] == [[boundary - MINUTE], []]
     assert [p.covered_until_ms for p in result] == [boundary, boundary]
     assert [r["query"]["start"] for r in http.requests] == ["2025-06-02T06:59:00Z", "2025-06-02T11:59:00Z"]
 

@@ -25,7 +25,7 @@ def test_a_day_is_a_candle_a_minute_in_hourly_pages_with_its_close_as_a_tick():
     assert [p.covered_until_ms for p in pages] == [END - DAY + k * HOUR for k in range(1, 25)]
     candles = [c for p in pages for c in p.candles]
     ticks = [t for p in pages for t in p.points]
-    assert [c.start_ms for c in candles] == list(range(END - DAY, END, MINUTE))
+    assert [c.start for c in candles] == list(range(END - DAY, END, MINUTE))
     assert all(len(p.candles) == len(p.points) == 60 for p in pages)
     assert all(c.low <= min(c.open, c.close) <= max(c.open, c.close) <= c.high for c in candles)
     assert sum(c.high > c.low for c in candles) == len(candles)  # a minute of a walk moves: real candles
