@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, TextIO
 from pymongo import MongoClient
 
 from control import topics
+from cryptopulse.errors import DeliveryError
 from cryptopulse.settings import Settings, sink_group
 from cryptopulse.times import MINUTE_MS
 from producer.publisher import TickPublisher
@@ -165,7 +166,7 @@ async def backfill(settings: Settings, source_name: str, symbols: list[str], hou
         published[symbol] = bar.points
     left = await asyncio.to_thread(publisher.flush, 60)
     if left or publisher.stats.failed:
-        raise RuntimeError(f"{left + publisher.stats.failed} points were not delivered to Kafka; run again to retry")
+        raise DeliveryError(f"{left + publisher.stats.failed} points were not delivered to Kafka; run again to retry")
     if sum(published.values()) and not await asyncio.to_thread(wait_for_sink, settings):
         out.write("  the sink has not caught up yet; the points will land shortly (control status shows the lag)\n")
     return published

@@ -13,8 +13,8 @@ from confluent_kafka import KafkaException
 from pymongo.errors import PyMongoError
 
 from control import backfill, connectors, schemas, stack, status, supervisor, topics
+from cryptopulse.errors import SourceError
 from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, symbols
-from producer.sources import SourceError
 
 
 def parser() -> argparse.ArgumentParser:

@@ -21,13 +21,10 @@ import requests
 from pymongo import ASCENDING, MongoClient
 
 from control import topics
+from cryptopulse.errors import ConnectError
 from cryptopulse.settings import Settings
 
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
-
-
-class ConnectError(RuntimeError):
-    """Connect refused a connector or a task failed; the message says which and why."""
 
 
 @dataclass(frozen=True)

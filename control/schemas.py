@@ -15,15 +15,12 @@ from typing import Any
 
 import requests
 
+from cryptopulse.errors import RegistryError
 from cryptopulse.settings import Settings
 
 # Avro's promotions: a reader of the key type can read data written with each of the values.
 PROMOTIONS = {"long": {"int"}, "float": {"int", "long"}, "double": {"int", "long", "float"},
               "string": {"bytes"}, "bytes": {"string"}}
-
-
-class RegistryError(RuntimeError):
-    """The registry is unreachable or refused a request; the message says which and what to do."""
 
 
 @dataclass

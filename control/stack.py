@@ -29,6 +29,7 @@ from typing import Any
 
 import requests
 
+from cryptopulse.errors import StackError
 from cryptopulse.settings import PROJECT_DIR, SINK_SERVER_SELECTION_MS, Settings, with_driver_option
 
 STACK_DIR = PROJECT_DIR / "control" / "stack"
@@ -47,10 +48,6 @@ JVM_COMMON = [
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 ]
-
-
-class StackError(RuntimeError):
-    """A component could not be installed or did not come up; the message says which and where to look."""
 
 
 @dataclass

@@ -6,6 +6,7 @@ with its address, and never stops the others from being reported.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -128,6 +129,96 @@ def store(settings: Settings) -> dict[str, Any]:
         client.close()
 
 
+# Why a record is in a dead-letter topic, from the headers Connect writes with it
+# (`errors.deadletterqueue.context.headers.enable`). The prices sink inserts ticks, so a tick stored once
+# already (a redelivery after a crash, a replay, a repeated back-fill) comes back from the store as a
+# duplicate-key write error and is reported there too: harmless, it is stored. The sink reports write errors
+# as com.mongodb.kafka.connect.sink.dlq.* exceptions whose class name and message format ("v=1, code=<n>,
+# ...") the connector documents as public API; a duplicate `_id` is code 11000 on MongoDB and FerretDB.
+CAUSES = {
+    "unconvertible": "could not be converted",
+    "rejected": "rejected by the store",
+    "duplicate": "redelivered duplicates (already stored)",
+}
+SINK_DLQ_EXCEPTIONS = "com.mongodb.kafka.connect.sink.dlq."
+DUPLICATE_KEY = "v=1, code=11000,"
+_STAGE, _CLASS, _MESSAGE = (f"__connect.errors.{h}" for h in ("stage", "exception.class.name", "exception.message"))
+CENSUS_BUDGET_S = 10.0  # the first count of a large topic continues at the next `control status`
+
+
+def dead_letter_cause(headers: list[tuple[str, bytes | None]] | None) -> tuple[str, str]:
+    """(cause, why) of one dead-letter record: a key of CAUSES and a short human reason."""
+    found = {k: v for k, v in headers or () if k in (_STAGE, _CLASS, _MESSAGE)}
+    stage, exception, message = ((found.get(h) or b"").decode(errors="replace") for h in (_STAGE, _CLASS, _MESSAGE))
+    why = f"{stage or 'no stage'}: {exception.rsplit('.', 1)[-1] or 'no exception'}: {message}"[:160]
+    if stage == "TASK_PUT" and exception.startswith(SINK_DLQ_EXCEPTIONS):
+        return ("duplicate" if message.startswith(DUPLICATE_KEY) else "rejected"), why
+    return "unconvertible", why  # a converter or transform, or the sink could not make a document of it
+
+
+def census_group(topic: str) -> str:
+    """The consumer group whose committed offsets (and their metadata) keep a dead-letter topic's counts."""
+    return f"{topic}-census"
+
+
+def dead_letters(settings: Settings, topic: str, budget_s: float = CENSUS_BUDGET_S) -> dict[str, Any]:
+    """Records of a dead-letter topic counted by cause: {cause: n, ..., "expired", "uncounted", "last_broken"}.
+
+    Counted incrementally: the counts so far ride as metadata on the offsets a consumer group of its own
+    commits, so each run reads only what arrived since (Kafka drops them with the topic). Records that
+    retention removed before they were counted are "expired"; what the time budget left is "uncounted".
+    """
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": census_group(topic),
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 0})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return {}
+        saved = consumer.committed([TopicPartition(topic, p) for p in metadata.partitions], timeout=10)
+        states: dict[int, dict[str, Any]] = {}
+        positions: dict[int, int] = {}
+        ends: dict[int, int] = {}
+        for tp in saved:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+            try:
+                state = json.loads(tp.metadata) if tp.offset >= 0 and tp.metadata else {}
+            except ValueError:
+                state = {}
+            position = tp.offset if state.get("v") == 1 and 0 <= tp.offset <= high else 0
+            if position == 0:
+                state = {}
+            state = {"v": 1, **dict.fromkeys((*CAUSES, "expired"), 0), **state}
+            if position < low:
+                state["expired"] += low - position
+                position = low
+            states[tp.partition], positions[tp.partition], ends[tp.partition] = state, position, high
+        todo = {p for p in positions if positions[p] < ends[p]}
+        if todo:
+            consumer.assign([TopicPartition(topic, p, positions[p]) for p in todo])
+            deadline = time.monotonic() + budget_s
+            while todo and time.monotonic() < deadline:
+                for message in consumer.consume(10_000, timeout=0.5):
+                    p = message.partition()
+                    if message.error() is not None or p not in todo:
+                        continue
+                    cause, why = dead_letter_cause(message.headers())
+                    states[p][cause] += 1
+                    if cause != "duplicate":
+                        states[p]["last_broken"] = {"offset": message.offset(), "why": why}
+                    positions[p] = message.offset() + 1
+                    if positions[p] >= ends[p]:
+                        todo.discard(p)
+            consumer.commit(offsets=[TopicPartition(topic, p, positions[p], json.dumps(states[p]))
+                                     for p in positions], asynchronous=False)
+        total: dict[str, Any] = {k: sum(s[k] for s in states.values()) for k in (*CAUSES, "expired")}
+        total["uncounted"] = sum(ends[p] - positions[p] for p in positions)
+        broken = [(p, s["last_broken"]) for p, s in states.items() if s.get("last_broken")]
+        total["last_broken"] = ({"partition": broken[-1][0], **broken[-1][1]} if broken else None)
+        return total
+    finally:
+        consumer.close()
+
+
 def last_ticks(settings: Settings, tail: int = 3000) -> dict[str, dict[str, str]]:
     """The newest event time per symbol among the topic's last `tail` records per partition."""
     ends = topics.end_offsets_by_partition(settings, settings.prices_topic)
@@ -197,6 +288,8 @@ def gather(settings: Settings) -> dict[str, Any]:
     report["lag"] = _probe(lambda: lag(settings)) if "kafka" in up else []
     names = [settings.prices_topic, settings.prices_dlq_topic]
     report["topics"] = _probe(lambda: topics.end_offsets(settings, names)) if "kafka" in up else {}
+    dlqs = (settings.prices_dlq_topic, settings.candles_dlq_topic)
+    report["dead_letters"] = {t: _probe(lambda t=t: dead_letters(settings, t)) for t in dlqs} if "kafka" in up else {}
     report["store"] = _probe(lambda: store(settings)) if "mongodb" in up else {}
     report["last_tick"] = _probe(lambda: last_ticks(settings)) if {"kafka", "schema registry"} <= up else {}
     report["supervision"] = supervision(settings)
@@ -229,6 +322,7 @@ def render(report: dict[str, Any]) -> str:
         if isinstance(c, dict):
             lines.append(f"  collection {name:29} {c['documents']:>10,}  {c['bytes'] / 2**20:8.1f} MiB  "
                          f"oldest {c['oldest'] or '-'}")
+    lines.extend(_render_dead_letters(report.get("dead_letters") or {}))
     lines.append("last tick per symbol (newest in the topic)")
     for symbol, last in (report["last_tick"] or {}).items():
         if isinstance(last, dict):
@@ -238,6 +332,24 @@ def render(report: dict[str, Any]) -> str:
     lines.append("docker: " + (docker["note"] if not docker["engine"] else ", ".join(
         f"{name} {c['state']}/{c['health']}" for name, c in sorted(docker["containers"].items())) or "no containers"))
     return "\n".join(lines)
+
+
+def _render_dead_letters(dead: dict[str, Any]) -> list[str]:
+    lines = ["dead letters (why each record of a dead-letter topic is there)"]
+    for topic, counts in dead.items():
+        if not counts or "error" in counts:
+            lines.append(f"  {topic:40} " + (f"unknown: {counts['error']}" if counts else "no such topic"))
+            continue
+        broken = counts["unconvertible"] + counts["rejected"]
+        text = (f"{counts['unconvertible']:,} {CAUSES['unconvertible']}, {counts['rejected']:,} {CAUSES['rejected']}"
+                f"; {counts['duplicate']:,} {CAUSES['duplicate']}")
+        extra = [f"{counts[k]:,} {k}" for k in ("expired", "uncounted") if counts[k]]
+        lines.append(f"  {topic:40} {text}" + (f" ({', '.join(extra)})" if extra else ""))
+        if broken and counts.get("last_broken"):
+            last = counts["last_broken"]
+            lines.append(f"  {'':40} last broken record: partition {last['partition']} offset {last['offset']:,}, "
+                         f"{last['why']}")
+    return lines
 
 
 def _render_supervision(sup: dict[str, Any]) -> list[str]:

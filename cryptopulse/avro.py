@@ -24,6 +24,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.common._httpx_compat import httpx
 from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
 
+from cryptopulse.errors import RegistryUnavailable
 from cryptopulse.settings import Settings
 
 
@@ -39,10 +40,6 @@ REGISTRY_TIMEOUT_SECONDS = 10
 
 def registry_client(settings: Settings) -> SchemaRegistryClient:
     return SchemaRegistryClient({"url": settings.schema_registry_url, "timeout": REGISTRY_TIMEOUT_SECONDS})
-
-
-class RegistryUnavailable(RuntimeError):
-    """The registry could not answer (down, timing out, 5xx): the record may be fine, so do not skip it."""
 
 
 class AvroCodec:

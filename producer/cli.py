@@ -18,11 +18,12 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
+from cryptopulse.errors import SourceError
 from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, symbols
 from cryptopulse.tick import Tick
 from producer.metrics import ProducerMetrics, serve
 from producer.publisher import TickPublisher
-from producer.sources import SOURCES, Source, SourceError, make_source, reject_reason
+from producer.sources import SOURCES, Source, make_source, reject_reason
 
 log = logging.getLogger("producer")
 

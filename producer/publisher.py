@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from cryptopulse.avro import AvroCodec, RegistryUnavailable
+from cryptopulse.avro import AvroCodec
+from cryptopulse.errors import RegistryUnavailable
 from cryptopulse.outage import Backoff, Outage, librdkafka_logger
 from cryptopulse.settings import Settings
 from cryptopulse.tick import Tick

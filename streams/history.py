@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from control import topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.candle import Candle
+from cryptopulse.errors import DeliveryError
 from cryptopulse.settings import Settings
 from cryptopulse.tick import Tick
 from cryptopulse.times import bucket_start
@@ -81,7 +82,7 @@ class CandlePublisher:
             self._producer.poll(0)
         left = self._producer.flush(timeout)
         if left or self._failed:
-            raise RuntimeError(f"{left + self._failed} candles were not delivered to {self.topic}; run again to retry")
+            raise DeliveryError(f"{left + self._failed} candles were not delivered to {self.topic}; run again to retry")
         self.published += len(candles)
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:

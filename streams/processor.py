@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pymongo import MongoClient
 
-from cryptopulse.avro import AvroCodec, RegistryUnavailable
+from cryptopulse.avro import AvroCodec
 from cryptopulse.candle import Candle, candle_id
+from cryptopulse.errors import ConfigError, DeliveryError, RegistryUnavailable
 from cryptopulse.outage import Backoff, Outage, librdkafka_logger
 from cryptopulse.settings import Settings
 from cryptopulse.times import bucket_start, epoch_ms
@@ -164,7 +165,7 @@ class Processor:
         if metadata.error is not None and metadata.error.retriable():
             raise Unavailable(self.kafka, metadata.error.str())
         if metadata.error is not None:
-            raise RuntimeError(f"topic {self.settings.candles_topic}: {metadata.error}; "
+            raise ConfigError(f"topic {self.settings.candles_topic}: {metadata.error}; "
                                "create it with `control topics create` or `control deploy-connectors`")
         self._reader.assign([TopicPartition(self.settings.candles_topic, p, 0) for p in metadata.partitions])
         self.catch_up()
@@ -226,7 +227,7 @@ class Processor:
         can, then forget the open candles, exactly as a restart would; the next assignment replays them."""
         try:
             self.commit(flush_timeout=5)
-        except (Unavailable, KafkaException, RuntimeError) as error:
+        except (Unavailable, KafkaException, DeliveryError) as error:
             log.info("no commit on revocation (%s); the next owner replays a little more", error)
         self.book = CandleBook(self.options.grace_ms, self.options.update_every, self.options.idle_close)
         self._next.clear()
@@ -304,12 +305,12 @@ class Processor:
         """Deliver every queued candle, then commit up to the first tick of the oldest open candle.
 
         Kafka away (candles still queued, no coordinator, a failed commit): `Unavailable`, try again later.
-        A candle whose delivery failed for good is a bug worth stopping for: RuntimeError.
+        A candle whose delivery failed for good is worth stopping for: DeliveryError.
         """
         if not self._next:
             return
         if self.stats.delivery_failed:
-            raise RuntimeError(f"{self.stats.delivery_failed} candles could not be delivered; not committing")
+            raise DeliveryError(f"{self.stats.delivery_failed} candles could not be delivered; not committing")
         left = self._producer.flush(flush_timeout)
         if left:
             raise Unavailable(self.kafka, f"{left} candles still waiting for the broker; not committing yet")

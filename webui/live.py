@@ -21,7 +21,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from cryptopulse.avro import AvroCodec, RegistryUnavailable
+from cryptopulse.avro import AvroCodec
+from cryptopulse.errors import RegistryUnavailable
 from cryptopulse.outage import Backoff, RateLimitFilter, librdkafka_logger
 from cryptopulse.settings import Settings
 from cryptopulse.times import epoch_ms

@@ -33,7 +33,8 @@ from confluent_kafka.admin import AdminClient
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from cryptopulse.avro import AvroCodec, RegistryUnavailable
+from cryptopulse.avro import AvroCodec
+from cryptopulse.errors import RegistryUnavailable
 from cryptopulse.outage import Backoff, librdkafka_logger
 from cryptopulse.settings import Settings, sink_group
 from cryptopulse.times import DAY_MS, MINUTE_MS, epoch_ms

@@ -9,10 +9,10 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from producer.sources.base import Source, SourceError, UnknownSymbol
+from producer.sources.base import Source
 from producer.sources.validation import reject_reason
 
-__all__ = ["SOURCES", "Source", "SourceError", "UnknownSymbol", "make_source", "reject_reason"]
+__all__ = ["SOURCES", "Source", "make_source", "reject_reason"]
 
 SOURCES: dict[str, str] = {
     "simulated": "a seeded random walk per symbol (offline, the default)",

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import ClassVar
 
+from cryptopulse.errors import UnknownSymbol
 from cryptopulse.tick import Tick
 
 log = logging.getLogger(__name__)
@@ -21,22 +22,6 @@ log = logging.getLogger(__name__)
 COINS = ("BTC", "ETH", "XRP", "SOL", "ADA", "DOGE")
 # What reading a malformed payload raises (missing key, wrong shape, bad number, int(inf)); adapters catch these.
 PAYLOAD_ERRORS = (LookupError, TypeError, ValueError, ArithmeticError, AttributeError)
-
-
-class UnknownSymbol(ValueError):
-    """A symbol the source has no market for; raised when the source is built."""
-
-
-class SourceError(RuntimeError):
-    """The source cannot go on by itself; the message says what failed and what to do."""
-
-
-class TransientError(SourceError):
-    """A failure worth retrying: after `retry_after` seconds when the server said so, else after a backoff."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def backoff(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:

@@ -25,9 +25,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from cryptopulse.candle import Candle
+from cryptopulse.errors import SourceError, TransientError
 from cryptopulse.tick import Tick
 from cryptopulse.times import MINUTE_MS
-from producer.sources.base import SourceError, TransientError
 from producer.sources.history import HistoryPage, candle_page, own_symbol, read_rows, windows
 from producer.sources.http import JsonClient, OnWait, Reply, env_number, retry_after_seconds
 from producer.sources.validation import number, optional_number, pct_change

@@ -25,9 +25,9 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 
 from cryptopulse.candle import Candle
+from cryptopulse.errors import SourceError, TransientError
 from cryptopulse.tick import Tick
 from cryptopulse.times import MINUTE_MS
-from producer.sources.base import SourceError, TransientError
 from producer.sources.history import HistoryPage, candle_page, own_symbol, read_rows, windows
 from producer.sources.http import JsonClient, OnWait, Reply
 from producer.sources.validation import iso_ms, number, optional_number, pct_change

@@ -27,9 +27,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
+from cryptopulse.errors import SourceError, TransientError
 from cryptopulse.tick import Tick
 from cryptopulse.times import DAY_MS
-from producer.sources.base import PAYLOAD_ERRORS, SourceError, TransientError
+from producer.sources.base import PAYLOAD_ERRORS
 from producer.sources.history import HistoryPage, own_symbol, read_rows, tick_page, windows
 from producer.sources.http import JsonClient, PollingSource, Reply, env_number
 from producer.sources.validation import number, optional_number

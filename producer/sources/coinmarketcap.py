@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from cryptopulse.errors import SourceError, TransientError
 from cryptopulse.tick import Tick
-from producer.sources.base import PAYLOAD_ERRORS, SourceError, TransientError
+from producer.sources.base import PAYLOAD_ERRORS
 from producer.sources.http import JsonClient, PollingSource, Reply, env_number
 from producer.sources.validation import iso_ms, number, optional_number
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
 from cryptopulse.candle import Candle
+from cryptopulse.errors import SourceError
 from cryptopulse.tick import Tick
 from cryptopulse.times import MINUTE_MS
 from producer.sources import make_source
-from producer.sources.base import PAYLOAD_ERRORS, Source, SourceError
+from producer.sources.base import PAYLOAD_ERRORS, Source
 from producer.sources.http import OnWait
 from producer.sources.validation import reject_reason
 

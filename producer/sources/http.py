@@ -28,8 +28,9 @@ from typing import Any
 
 import requests
 
+from cryptopulse.errors import SourceError, TransientError
 from cryptopulse.tick import Tick
-from producer.sources.base import Source, SourceError, TransientError, backoff
+from producer.sources.base import Source, backoff
 
 log = logging.getLogger(__name__)
 

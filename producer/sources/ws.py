@@ -30,8 +30,9 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from cryptopulse.errors import SourceError, TransientError
 from cryptopulse.tick import Tick
-from producer.sources.base import PAYLOAD_ERRORS, Source, SourceError, TransientError, backoff
+from producer.sources.base import PAYLOAD_ERRORS, Source, backoff
 from producer.sources.http import ADVICE, HONOURS_RETRY_AFTER, RETRYABLE, retry_after_seconds
 
 log = logging.getLogger(__name__)

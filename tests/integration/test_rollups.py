@@ -20,8 +20,9 @@ from pathlib import Path
 from confluent_kafka import Producer, TopicPartition
 
 from control import topics
-from cryptopulse.avro import AvroCodec, RegistryUnavailable
+from cryptopulse.avro import AvroCodec
 from cryptopulse.candle import Candle
+from cryptopulse.errors import RegistryUnavailable
 from cryptopulse.settings import PROJECT_DIR
 from cryptopulse.tick import Tick
 from producer.sources.coingecko import IDS

@@ -9,7 +9,8 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryError
 from confluent_kafka.serialization import SerializationError
 
-from cryptopulse.avro import AvroCodec, RegistryUnavailable
+from cryptopulse.avro import AvroCodec
+from cryptopulse.errors import RegistryUnavailable
 from cryptopulse.settings import Settings
 from tests.fakes import FakeHttp, Reply
 

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from control.connectors import ConnectError, load, load_all, placeholder_values
+from control.connectors import load, load_all, placeholder_values
+from cryptopulse.errors import ConnectError
 from cryptopulse.settings import Settings
 
 

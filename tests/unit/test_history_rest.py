@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cryptopulse.candle import Candle
+from cryptopulse.errors import SourceError
 from cryptopulse.tick import Tick
-from producer.sources.base import SourceError
 from producer.sources.binance import Binance
 from producer.sources.coinbase import Coinbase
 from producer.sources.coingecko import CoinGecko

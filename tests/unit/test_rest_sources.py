@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
+from cryptopulse.errors import SourceError, UnknownSymbol
 from cryptopulse.tick import Tick
-from producer.sources.base import SourceError, UnknownSymbol
 from producer.sources.coingecko import CoinGecko
 from producer.sources.coinmarketcap import CoinMarketCap
 from producer.sources.validation import reject_reason

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from producer.sources.base import SourceError
+from cryptopulse.errors import SourceError
 from producer.sources.binance import MIN_BAN, Binance
 from producer.sources.coinbase import Coinbase
 from producer.sources.coingecko import PRO_URL, CoinGecko, error_code

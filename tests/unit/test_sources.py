@@ -6,7 +6,8 @@ from itertools import islice
 
 import pytest
 
-from producer.sources import SOURCES, Source, UnknownSymbol, make_source
+from cryptopulse.errors import UnknownSymbol
+from producer.sources import SOURCES, Source, make_source
 from producer.sources.simulated import SimulatedMarket, SimulatedSource
 from tests.fakes import Sleeps, run, take
 

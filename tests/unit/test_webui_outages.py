@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from pymongo.errors import ServerSelectionTimeoutError
 
-from cryptopulse.avro import RegistryUnavailable
+from cryptopulse.errors import RegistryUnavailable
 from cryptopulse.settings import Settings
 from webui.health import Dependencies, Dependency, KafkaWatch, Monitor, health_report, plain
 from webui.live import LiveConsumer

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
+from cryptopulse.errors import SourceError, UnknownSymbol
 from cryptopulse.tick import Tick
-from producer.sources.base import SourceError, UnknownSymbol
 from producer.sources.binance import Binance
 from producer.sources.coinbase import Coinbase
 from producer.sources.validation import pct_change, reject_reason
