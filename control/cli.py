@@ -13,13 +13,16 @@ from confluent_kafka import KafkaException
 from pymongo.errors import PyMongoError
 
 from control import backfill, connectors, schemas, stack, status, supervisor, topics
-from cryptopulse.errors import SourceError
+from cryptopulse.commands import Parser, positive_float, positive_int, run_command, setup_logging
+from cryptopulse.errors import ConfigError
 from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, symbols
+
+BACKFILL_SOURCES = ["simulated", "coingecko", "binance", "coinbase"]
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="control", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="control", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     stack_p = sub.add_parser("stack", help="the native stack: Kafka, registry, Connect, FerretDB")
     stack_sub = stack_p.add_subparsers(dest="action", required=True)
@@ -33,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
         held.add_argument("component", choices=[c.name for c in stack.components(Settings())])
     logs_p = stack_sub.add_parser("logs", help="a component's log")
     logs_p.add_argument("component", choices=[c.name for c in stack.components(Settings())])
-    logs_p.add_argument("-n", "--lines", type=int, default=50)
+    logs_p.add_argument("-n", "--lines", type=positive_int, default=50)
     logs_p.add_argument("-f", "--follow", action="store_true")
 
     supervise = sub.add_parser("supervise", help="restart dead stack processes and FAILED connectors (runs until "
@@ -62,10 +65,10 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--subject", help="default: the prices topic's value subject for tick.avsc")
 
     backfill_p = sub.add_parser("backfill", help="fill the gaps of the last hours from a source's history")
-    backfill_p.add_argument("--hours", type=float, default=24)
-    backfill_p.add_argument("--symbols", type=symbols, default=symbols(env("SYMBOLS", DEFAULT_SYMBOLS)))
-    backfill_p.add_argument("--source", default=env("PRODUCER_SOURCE", "simulated"),
-                            choices=["simulated", "coingecko", "binance", "coinbase"])
+    backfill_p.add_argument("--hours", type=positive_float, default=24)
+    backfill_p.add_argument("--symbols", type=symbols, default=None, help=f"default: env SYMBOLS or {DEFAULT_SYMBOLS}")
+    backfill_p.add_argument("--source", default=None, choices=BACKFILL_SOURCES,
+                            help="default: env PRODUCER_SOURCE or simulated")
 
     topics_p = sub.add_parser("topics", help="the project's topics")
     topics_sub = topics_p.add_subparsers(dest="action")
@@ -160,6 +163,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "topics":
         return _topics(args, settings)
     elif args.command == "backfill":
+        args.symbols = args.symbols or symbols(env("SYMBOLS", DEFAULT_SYMBOLS))
+        args.source = args.source or env("PRODUCER_SOURCE", "simulated")
+        if args.source not in BACKFILL_SOURCES:
+            raise ConfigError(f"PRODUCER_SOURCE={args.source!r}: back-fill from one of {', '.join(BACKFILL_SOURCES)}")
         print(f"back-filling {args.hours:g} h of {', '.join(args.symbols)} from {args.source}", file=sys.stderr)
         published = asyncio.run(backfill.backfill(settings, args.source, args.symbols, args.hours))
         print(f"published {sum(published.values()):,} points: "
@@ -168,17 +175,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command("control", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.command == "supervise":  # a long-running process: its log lines carry times
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        logging.getLogger("urllib3").setLevel(logging.WARNING)
+        setup_logging(logging.INFO)
     else:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        setup_logging(logging.WARNING, times=False)
     settings = Settings()
     try:
         return run(args, settings)
-    except (stack.StackError, connectors.ConnectError, schemas.RegistryError, SourceError, ValueError) as error:
-        print(f"control: {error}", file=sys.stderr)
     except KafkaException as error:
         print(f"control: Kafka at {settings.kafka_bootstrap} did not answer ({error.args[0].str()}); "
               "start the stack with `control stack up`", file=sys.stderr)

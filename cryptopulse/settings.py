@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptopulse.errors import ConfigError
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -21,11 +23,25 @@ def env(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
+def env_number(name: str, default: float, low: float, high: float, kind: type = float) -> float:
+    """A numeric variable, checked: a bad value is a ConfigError naming the variable and what it takes."""
+    raw = os.environ.get(name) or ""
+    if not raw:
+        return kind(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value != value or not low <= value <= high:
+        raise ConfigError(f"{name}={raw!r}: give a {'whole ' if kind is int else ''}number from {low:g} to {high:g}")
+    return value
+
+
 def symbols(text: str) -> list[str]:
     """A comma-separated symbol list (`--symbols`, SYMBOLS), upper-cased, without duplicates."""
     parsed = list(dict.fromkeys(s.strip().upper() for s in text.split(",") if s.strip()))
     if not parsed:
-        raise ValueError(f"no symbol in {text!r}: give a comma-separated list such as {DEFAULT_SYMBOLS}")
+        raise ConfigError(f"no symbol in {text!r}: give a comma-separated list such as {DEFAULT_SYMBOLS}")
     return parsed
 
 

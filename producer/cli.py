@@ -18,8 +18,9 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
-from cryptopulse.errors import SourceError
-from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, symbols
+from cryptopulse.commands import Parser, port_or_off, positive_float, positive_int, run_command, setup_logging
+from cryptopulse.errors import ConfigError, SourceError
+from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, env_number, symbols
 from cryptopulse.tick import Tick
 from producer.metrics import ProducerMetrics, serve
 from producer.publisher import TickPublisher
@@ -31,23 +32,24 @@ SUMMARY_EVERY = 30.0  # seconds between two metric lines in the log
 
 
 def parser() -> argparse.ArgumentParser:
-    env = os.environ.get
-    p = argparse.ArgumentParser(prog="producer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="producer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     run = sub.add_parser("run", help="publish ticks until stopped (or --count ticks)")
-    run.add_argument("--source", choices=sorted(SOURCES), default=env("PRODUCER_SOURCE", "simulated"))
-    run.add_argument("--symbols", type=symbols, default=symbols(env("SYMBOLS", DEFAULT_SYMBOLS)),
+    run.add_argument("--source", choices=sorted(SOURCES), default=None, help="env PRODUCER_SOURCE, default simulated")
+    run.add_argument("--symbols", type=symbols, default=None,
                      help=f"comma-separated (default {DEFAULT_SYMBOLS}; env SYMBOLS)")
-    run.add_argument("--fallback", choices=["simulated"], default=env("PRODUCER_FALLBACK") or None,
-                     help="when the source cannot be reached, publish the simulated market instead (marked so)")
-    run.add_argument("--fallback-after", type=float, default=60.0,
+    run.add_argument("--fallback", choices=["simulated"], default=None,
+                     help="when the source cannot be reached, publish the simulated market instead (marked so; "
+                          "env PRODUCER_FALLBACK)")
+    run.add_argument("--fallback-after", type=positive_float, default=60.0,
                      help="seconds without a first tick before the source counts as unreachable")
-    run.add_argument("--count", type=int, default=None, help="stop after publishing this many ticks")
-    run.add_argument("--metrics-port", type=int, default=int(env("PRODUCER_METRICS_PORT", "9464")),
-                     help="serve /metrics here (0: any free port; -1: off)")
+    run.add_argument("--count", type=positive_int, default=None, help="stop after publishing this many ticks")
+    run.add_argument("--metrics-port", type=port_or_off, default=None,
+                     help="serve /metrics here (0: any free port; -1: off; env PRODUCER_METRICS_PORT, default 9464)")
     sim = run.add_argument_group("simulated market")
     sim.add_argument("--seed", type=int, default=42)
-    sim.add_argument("--interval-ms", type=int, default=1000, help="event time between two ticks of one symbol")
+    sim.add_argument("--interval-ms", type=positive_int, default=1000,
+                     help="event time between two ticks of one symbol")
     sim.add_argument("--fast", action="store_true",
                      help="publish as fast as possible; with --count, event times then end at now")
     sim.add_argument("--start-ms", type=int, default=None, help="event time of the first tick")
@@ -89,7 +91,8 @@ async def reachable(source: Source, seconds: float) -> AsyncIterator[Tick] | Non
     try:
         first = await asyncio.wait_for(anext(stream), seconds)
     except (TimeoutError, SourceError, StopAsyncIteration) as error:
-        log.error("%s: no tick within %.0f s (%s)", source.name, seconds, error or "timeout")
+        log.error("%s: no tick within %.0f s (%s)", source.name, seconds,
+                  str(error) or ("timed out" if isinstance(error, TimeoutError) else type(error).__name__))
         return None
 
     async def resumed() -> AsyncIterator[Tick]:
@@ -152,19 +155,34 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     return status or (0 if metrics.deliveries.failed == 0 and left == 0 else 1)
 
 
+def from_environment(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill what the command line left out from the environment, checked: a bad value names its variable."""
+    source = args.source or os.environ.get("PRODUCER_SOURCE") or "simulated"
+    if source not in SOURCES:
+        raise ConfigError(f"PRODUCER_SOURCE={source!r}: choose one of {', '.join(SOURCES)}")
+    fallback = args.fallback or os.environ.get("PRODUCER_FALLBACK") or None
+    if fallback not in (None, "simulated"):
+        raise ConfigError(f"PRODUCER_FALLBACK={fallback!r}: the only fallback is 'simulated' (or leave it unset)")
+    metrics_port = args.metrics_port
+    if metrics_port is None:
+        metrics_port = env_number("PRODUCER_METRICS_PORT", 9464, -1, 65535, int)
+    return argparse.Namespace(**{**vars(args), "source": source, "fallback": fallback, "metrics_port": metrics_port,
+                                 "symbols": args.symbols or symbols(env("SYMBOLS", DEFAULT_SYMBOLS))})
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    return run_command("producer", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.command == "sources":
         for name, about in SOURCES.items():
             print(f"{name:10} {about}")
         return 0
-    try:
-        return asyncio.run(run(args, Settings()))
-    except (ValueError, SourceError) as error:  # an unknown symbol, a missing API key: say so, no trace
-        print(f"producer: {error}", file=sys.stderr)
-        return 2
+    args = from_environment(args)
+    setup_logging()
+    return asyncio.run(run(args, Settings()))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from datetime import timedelta
 
 from pymongo import MongoClient
 
-from cryptopulse.settings import Settings
+from cryptopulse.commands import Parser, non_negative_float, positive_float, run_command, setup_logging
+from cryptopulse.settings import Settings, env_number
 from streams import retention
 from streams.processor import GROUP, Processor, ProcessorOptions
 
@@ -27,33 +28,44 @@ log = logging.getLogger("streams")
 
 
 def parser() -> argparse.ArgumentParser:
-    env = os.environ.get
-    p = argparse.ArgumentParser(prog="streams", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="streams", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     run = sub.add_parser("run", help="consume ticks and publish candles until stopped")
-    run.add_argument("--group", default=env("STREAMS_GROUP", GROUP), help=f"consumer group (default {GROUP})")
-    run.add_argument("--grace-seconds", type=float, default=float(env("STREAMS_GRACE_SECONDS", "10")),
-                     help="how long after a minute ends its late ticks still count (event time)")
-    run.add_argument("--idle-close-seconds", type=float, default=float(env("STREAMS_IDLE_CLOSE_SECONDS", "30")),
-                     help="close the open minutes of a (symbol, source) that has been silent this long (wall clock)")
-    run.add_argument("--update-seconds", type=float, default=1.0, help="at most one update per open candle this often")
+    run.add_argument("--group", default=None, help=f"consumer group (env STREAMS_GROUP, default {GROUP})")
+    run.add_argument("--grace-seconds", type=non_negative_float, default=None,
+                     help="how long after a minute ends its late ticks still count (event time; "
+                          "env STREAMS_GRACE_SECONDS, default 10)")
+    run.add_argument("--idle-close-seconds", type=positive_float, default=None,
+                     help="close the open minutes of a (symbol, source) that has been silent this long (wall clock; "
+                          "env STREAMS_IDLE_CLOSE_SECONDS, default 30)")
+    run.add_argument("--update-seconds", type=positive_float, default=1.0,
+                     help="at most one update per open candle this often")
     run.add_argument("--from-end", action="store_true",
                      help="a group with no committed offsets starts at the end of the topic, not its beginning")
     run.add_argument("--close-on-stop", action="store_true", help="publish every open minute as final when stopping")
     run.add_argument("--only-symbols", default=None,
                      help="comma-separated: roll up only these symbols (a test processor beside the real one)")
     run.add_argument("--no-retention", action="store_true", help="do not run the retention job")
-    run.add_argument("--retention-minutes", type=float, default=10.0, help="how often the retention job runs")
+    run.add_argument("--retention-minutes", type=positive_float, default=10.0, help="how often the retention job runs")
     ret = sub.add_parser("retention", help="apply retention once and say what was deleted")
-    ret.add_argument("--ticks-hours", type=float, default=None, help="env RETENTION_TICKS_HOURS, default 48")
-    ret.add_argument("--candles-days", type=float, default=None, help="env RETENTION_CANDLES_DAYS, default 30")
+    ret.add_argument("--ticks-hours", type=positive_float, default=None, help="env RETENTION_TICKS_HOURS, default 48")
+    ret.add_argument("--candles-days", type=positive_float, default=None, help="env RETENTION_CANDLES_DAYS, default 30")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command("streams", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx2").setLevel(logging.WARNING)  # the registry client logs every request at INFO
+    if args.command == "run":
+        args.group = args.group or os.environ.get("STREAMS_GROUP") or GROUP
+        if args.grace_seconds is None:
+            args.grace_seconds = env_number("STREAMS_GRACE_SECONDS", 10, 0, 86_400)
+        if args.idle_close_seconds is None:
+            args.idle_close_seconds = env_number("STREAMS_IDLE_CLOSE_SECONDS", 30, 0.001, 86_400)
+    setup_logging()
     settings = Settings()
     if args.command == "retention":
         policy = retention.RetentionPolicy()

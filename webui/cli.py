@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import shutil
@@ -10,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from cryptopulse.commands import Parser, port, run_command, setup_logging
 from cryptopulse.settings import PROJECT_DIR
 from webui.config import WebConfig
 
@@ -63,15 +63,18 @@ def serve(host: str, port: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx2").setLevel(logging.WARNING)  # the registry client logs every request at INFO
+    return run_command("webui", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    setup_logging()
     defaults = WebConfig(start_consumer=False)
-    p = argparse.ArgumentParser(prog="webui", description=__doc__)
-    sub = p.add_subparsers(dest="command")
+    p = Parser(prog="webui", description=__doc__)
+    sub = p.add_subparsers(dest="command", parser_class=Parser)
     run = sub.add_parser("serve", help="serve the dashboard (the default)")
     for parser in (p, run):
         parser.add_argument("--host", default=defaults.host, help="bind address (WEBUI_HOST, default 127.0.0.1)")
-        parser.add_argument("--port", type=int, default=defaults.port, help="port (WEBUI_PORT, default 8000)")
+        parser.add_argument("--port", type=port, default=defaults.port, help="port (WEBUI_PORT, default 8000)")
     sub.add_parser("vendor", help="copy the chart library from node_modules into webui/static/vendor")
     args = p.parse_args(argv)
     if args.command == "vendor":
