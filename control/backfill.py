@@ -28,7 +28,7 @@ from pymongo import MongoClient
 from control import topics
 from cryptopulse.errors import DeliveryError
 from cryptopulse.settings import Settings, sink_group
-from cryptopulse.times import MINUTE_MS
+from cryptopulse.times import MINUTE_MS, epoch_ms
 from producer.publisher import TickPublisher
 from producer.sources.history import history_source
 from streams.history import CandlePublisher, PointRollup
@@ -63,7 +63,7 @@ def stored_times(settings: Settings, source: str, symbols: list[str], start: int
         window = {"$gte": datetime.fromtimestamp(start / 1000, UTC), "$lt": datetime.fromtimestamp(end / 1000, UTC)}
         query = {"source": source, "symbol": {"$in": symbols}, field: window}
         for doc in client[settings.database][collection].find(query, {"_id": 0, "symbol": 1, field: 1}):
-            times[doc["symbol"]].append(int(doc[field].timestamp() * 1000))
+            times[doc["symbol"]].append(epoch_ms(doc[field]))
     finally:
         client.close()
     return {s: sorted(t) for s, t in times.items()}

@@ -15,6 +15,7 @@ import math
 from datetime import datetime
 
 from cryptopulse.tick import Tick
+from cryptopulse.times import epoch_ms
 
 MAX_FUTURE_MS = 5 * 60 * 1000  # clocks drift, but an event 5 minutes ahead is a bug
 
@@ -38,7 +39,7 @@ def iso_ms(text: object) -> int:
     """Epoch milliseconds from an ISO 8601 UTC time such as 2025-06-02T12:00:00.214586Z."""
     if not isinstance(text, str):
         raise ValueError(f"not an ISO 8601 time: {text!r}")
-    return int(datetime.fromisoformat(text).timestamp() * 1000)
+    return epoch_ms(datetime.fromisoformat(text))  # exact: float timestamps are 1 ms off now and then
 
 
 def pct_change(price: float, open_: float | None) -> float | None:
