@@ -7,14 +7,16 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from quart import Quart
+from quart import Quart, Response, abort, request, websocket
 
 from cryptopulse.settings import Settings
 from webui.config import WebConfig
+from webui.guard import SECURITY_HEADERS, Connections, GuardedWebsocketConnection
 from webui.health import Dependencies, Monitor
 from webui.history import HistoryStore
 from webui.live import Hub, LiveConsumer
 from webui.metrics import Metrics
+from webui.protocol import host_allowed, host_name, origin_hosts
 from webui.views import WindowView, candle_spec, tick_spec
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ class State:
     history: HistoryStore | None = None
     consumer: LiveConsumer | None = None
     views: dict[str, WindowView] = field(default_factory=dict)  # "candles", "ticks": history held in memory
+    connections: Connections = field(default_factory=Connections)  # open WebSockets per address (webui/guard.py)
+    allowed_hosts: frozenset[str] = frozenset()  # besides loopback: what the Host header may name
+    lag_task: asyncio.Task[None] | None = None  # measures the event loop's lag (webui_event_loop_lag_seconds)
 
 
 def state(app: Quart) -> State:
@@ -43,10 +48,36 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
     config = WebConfig(**({"settings": settings} if settings else {})).with_overrides(**overrides)
     app = Quart(__name__, static_folder="static", template_folder="templates")
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    app.asgi_websocket_class = GuardedWebsocketConnection  # a bounded receive queue, counted per address
     deps = Dependencies()
     metrics = Metrics(deps=deps)
-    shared = State(config=config, metrics=metrics, hub=Hub(metrics, config.recent_ticks), deps=deps)
+    bound = host_name(config.host)
+    hosts = {*config.allowed_hosts, *origin_hosts(config.allowed_origins)}
+    if bound and bound not in ("0.0.0.0", "::"):
+        hosts.add(bound)
+    shared = State(config=config, metrics=metrics, hub=Hub(metrics, config.recent_ticks), deps=deps,
+                   allowed_hosts=frozenset(hosts))
     app.extensions["webui"] = shared
+
+    def check_host(host: str | None) -> None:
+        if not host_allowed(host, shared.allowed_hosts):
+            metrics.refused["host"] += 1
+            abort(Response(f"Host {host_name(host) or '(none)'} is not served here: add it to WEBUI_ALLOWED_HOSTS\n",
+                           status=421, content_type="text/plain; charset=utf-8"))
+
+    @app.before_request
+    async def host_first() -> None:  # before anything else, the Origin rule included: DNS rebinding
+        check_host(request.headers.get("Host"))
+
+    @app.before_websocket
+    async def host_first_ws() -> None:
+        check_host(websocket.headers.get("Host"))
+
+    @app.after_request
+    async def security_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
 
     from webui.pages import pages
     from webui.ws import ws
@@ -62,11 +93,13 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
                 shared.views[spec.name].start()
         shared.history = HistoryStore(config.settings.mongodb_uri, config.settings.database, config.mongo_pool,
                                       config.max_points, config.snapshot_cache_seconds, shared.hub.recent_ticks,
-                                      shared.views.get("candles"), shared.views.get("ticks"))
+                                      shared.views.get("candles"), shared.views.get("ticks"),
+                                      cache_bytes=config.snapshot_cache_bytes)
         if config.probe_seconds > 0:
             shared.monitor = Monitor(deps, shared.history.ping, config.settings.schema_registry_url,
                                      config.probe_seconds)
             shared.monitor.start()
+        shared.lag_task = asyncio.create_task(watch_loop_lag(metrics))
         if config.start_consumer:
             shared.consumer = LiveConsumer(config.settings, config.consumer_group_prefix,
                                            asyncio.get_running_loop(), shared.hub.publish, metrics, deps,
@@ -76,6 +109,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
 
     @app.after_serving
     async def stop() -> None:
+        if shared.lag_task is not None:
+            shared.lag_task.cancel()
         if shared.monitor is not None:
             await shared.monitor.stop()
         if shared.consumer is not None:
@@ -86,3 +121,12 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
             await shared.history.close()
 
     return app
+
+
+async def watch_loop_lag(metrics: Metrics, every: float = 0.1) -> None:
+    """How late the event loop wakes a sleeper: what every client waits on top of its own work."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + every
+        await asyncio.sleep(every)
+        metrics.observe_lag(max(0.0, loop.time() - due))

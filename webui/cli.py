@@ -39,17 +39,16 @@ def vendored() -> bool:
 
 def serve(host: str, port: int) -> int:
     from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
 
-    from webui.app import create_app
+    from webui.app import create_app, state
+    from webui.guard import listening_socket, server_config
 
     if not vendored():
         logging.getLogger("webui").warning("chart library missing: run `npm ci && webui vendor` (charts won't draw)")
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.accesslog = None
-    config.websocket_max_message_size = 64 * 1024  # the app itself refuses anything over 4 KiB with an error
     app = create_app(host=host, port=port)
+    web = state(app).config
+    # frames over 4 KiB, pings, read and TCP timeouts: enforced by the server (webui/guard.py, docs/security.md)
+    config = server_config(web, listening_socket(host, port, web))
     stop = asyncio.Event()
 
     async def main() -> None:

@@ -16,12 +16,24 @@ def _origins() -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in env("WEBUI_ALLOWED_ORIGINS", "").split(",") if o.strip())
 
 
+def _hosts() -> tuple[str, ...]:
+    return tuple(h.strip().lower() for h in env("WEBUI_ALLOWED_HOSTS", "").split(",") if h.strip())
+
+
 def _int(name: str, default: int) -> int:
     raw = env(name, str(default))
     try:
         return int(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not an integer") from None
+
+
+def _float(name: str, default: float) -> float:
+    raw = env(name, str(default))
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
 
 
 @dataclass(frozen=True)
@@ -35,9 +47,32 @@ class WebConfig:
     symbols: tuple[str, ...] = field(default_factory=_symbols)
     max_points: int = field(default_factory=lambda: _int("WEBUI_MAX_POINTS", 1500))
     client_queue: int = field(default_factory=lambda: _int("WEBUI_CLIENT_QUEUE", 1000))
+    # Host names the app answers to (the Host header, checked before anything else: DNS rebinding), besides the
+    # loopback names, the bind address and the hosts of allowed_origins; "*" turns the check off.
+    allowed_hosts: tuple[str, ...] = field(default_factory=_hosts)
+    # The largest frame: hypercorn closes a connection that sends a bigger one (1009), the app checks it again.
     max_frame_bytes: int = 4096
     rate_per_second: float = 10.0
     rate_burst: float = 10.0
+    # A client over its rate limit this many times (refilled at 1 a second) is closed (1008): it is not slowing down.
+    rate_strikes: float = field(default_factory=lambda: _float("WEBUI_RATE_STRIKES", 50))
+    # All the sockets of one address share a budget of subscribes: more sockets do not buy more queries.
+    address_rate: float = field(default_factory=lambda: _float("WEBUI_ADDRESS_RATE", 20))
+    # Open WebSockets at most, in all and per client address (0: no cap per address, e.g. behind a proxy).
+    max_connections: int = field(default_factory=lambda: _int("WEBUI_MAX_CONNECTIONS", 1000))
+    max_connections_per_address: int = field(default_factory=lambda: _int("WEBUI_MAX_CONNECTIONS_PER_ADDRESS", 32))
+    # Frames received but not yet read by the app, per socket; when full the server stops reading the socket.
+    receive_queue: int = field(default_factory=lambda: _int("WEBUI_RECEIVE_QUEUE", 16))
+    # A message that cannot be sent within this long (the client stopped reading) closes the socket (1008).
+    send_timeout: float = field(default_factory=lambda: _float("WEBUI_SEND_TIMEOUT", 10))
+    # WebSocket pings every so often; a socket from which nothing (not even a pong) arrives for 3 intervals goes.
+    ping_seconds: float = field(default_factory=lambda: _float("WEBUI_PING_SECONDS", 20))
+    # Deepest JSON nesting read from a client (a subscribe is 1 deep).
+    max_json_depth: int = 8
+    # Bytes of encoded snapshots kept for reuse (LRU), besides their 2 s freshness.
+    snapshot_cache_bytes: int = field(default_factory=lambda: _int("WEBUI_SNAPSHOT_CACHE_MB", 16) * 2**20)
+    # /healthz's detail (host names, pids, errors) goes to loopback clients only, unless this is set.
+    health_detail: bool = field(default_factory=lambda: env("WEBUI_HEALTH_DETAIL", "0") == "1")
     # Ticks kept per symbol in memory, to fill the seconds the sink has not yet written to MongoDB.
     recent_ticks: int = field(default_factory=lambda: _int("WEBUI_RECENT_TICKS", 600))
     # Concurrent history queries: FerretDB's SQLite pool is small and shared, so few cursors at a time.

@@ -10,23 +10,33 @@ coalesced, and answers reused for a couple of seconds.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import json
+import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
 
+from cryptopulse.times import epoch_ms
 from webui.series import (
     RANGES_MS,
     CandleRow,
     TickRow,
     series_from_candles,
     series_from_ticks,
+    sound_candle,
+    sound_tick,
     stats_from_candles,
     stats_from_ticks,
 )
 from webui.views import WindowView, candle_row, tick_row
+
+log = logging.getLogger(__name__)
 
 TICK_FIELDS = {"_id": 0, "ts": 1, "price": 1, "volume_24h": 1, "source": 1}
 CANDLE_FIELDS = {"_id": 0, "start": 1, "open": 1, "high": 1, "low": 1, "close": 1, "volume": 1, "source": 1}
@@ -42,9 +52,89 @@ def pick_source(docs: list[dict[str, Any]]) -> str | None:
 
 
 def rows_of(docs: list[dict[str, Any]], row: Callable[[dict[str, Any]], Any]) -> tuple[str | None, list[Any]]:
-    """Stored rows sorted by time as (the newest one's source, that source's rows)."""
+    """Stored rows sorted by time as (the newest one's source, that source's rows); a row a chart cannot show
+    (a NaN or an infinity a foreign producer wrote) is left out, never sent."""
     source = pick_source(docs)
-    return source, [row(d) for d in docs if d.get("source") == source]
+    sound = sound_candle if row is candle_row else sound_tick
+    rows = []
+    for doc in docs:
+        if doc.get("source") != source:
+            continue
+        try:
+            kept = sound(row(doc))
+        except (KeyError, TypeError, ValueError):  # a document without its fields: skipped like a NaN
+            kept = None
+        if kept is not None:
+            rows.append(kept)
+    return source, rows
+
+
+def encode(message: dict[str, Any]) -> str:
+    """JSON as browsers read it: NaN and infinities raise ValueError instead of writing what JSON.parse refuses."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A snapshot as the wire carries it, encoded once for every client that asks for the same window."""
+
+    text: str
+    start: int  # the window's start (epoch ms)
+    newest: int | None  # the newest row's time, None when the window is empty
+
+    @classmethod
+    def of(cls, snap: dict[str, Any]) -> Answer:
+        return cls(encode(snap), snap["start"], snap["stats"]["last_update"])
+
+
+@dataclass(eq=False)
+class _Build:
+    """One query shared by every client that asked for the same window while it runs."""
+
+    task: asyncio.Task[Answer] | None = None
+    waiters: int = 0
+    querying: bool = False  # holds a MongoDB connection: it runs to the end even if everyone left (cached)
+
+
+_current_build: contextvars.ContextVar[_Build | None] = contextvars.ContextVar("current_build", default=None)
+
+
+@dataclass
+class AnswerCache:
+    """Answers by (symbol, range, end), fresh for `seconds`, least recently used dropped past `budget` bytes."""
+
+    seconds: float
+    budget: int
+    entries: OrderedDict[tuple[str, str, int | None], tuple[float, Answer]] = field(default_factory=OrderedDict)
+    size: int = 0
+
+    def get(self, key: tuple[str, str, int | None]) -> Answer | None:
+        hit = self.entries.get(key)
+        if hit is None:
+            return None
+        if time.monotonic() - hit[0] >= self.seconds:
+            self._drop(key)
+            return None
+        self.entries.move_to_end(key)
+        return hit[1]
+
+    def put(self, key: tuple[str, str, int | None], answer: Answer) -> None:
+        if self.seconds <= 0 or len(answer.text) > self.budget:
+            return
+        if key in self.entries:
+            self._drop(key)
+        self.entries[key] = (time.monotonic(), answer)
+        self.size += len(answer.text)
+        now = time.monotonic()
+        while self.entries and (self.size > self.budget or now - next(iter(self.entries.values()))[0] >= self.seconds):
+            self._drop(next(iter(self.entries)))
+
+    def _drop(self, key: tuple[str, str, int | None]) -> None:
+        _, answer = self.entries.pop(key)
+        self.size -= len(answer.text)
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
 
 def build_snapshot(symbol: str, range_: str, end: int, candles: tuple[str | None, list[CandleRow]],
@@ -90,11 +180,17 @@ def build_snapshot(symbol: str, range_: str, end: int, candles: tuple[str | None
 
 
 class HistoryStore:
-    """Reads ticks and candles for a window and builds snapshots, a few at a time."""
+    """Reads ticks and candles for a window and builds snapshots, a few at a time.
+
+    Identical requests share one build, which outlives the departure of any of its waiters (one client's
+    re-subscribe never cancels another's snapshot); a build still waiting for a connection is dropped once
+    nobody waits for it, so a client that re-subscribes again and again holds at most one queued query.
+    Answers are kept for `cache_seconds`, within `cache_bytes` (least recently used first out).
+    """
 
     def __init__(self, uri: str, database: str, pool: int, max_points: int, cache_seconds: float,
                  recent: Callable[[str], list[dict[str, Any]]], candle_view: WindowView | None = None,
-                 tick_view: WindowView | None = None) -> None:
+                 tick_view: WindowView | None = None, cache_bytes: int = 16 * 2**20) -> None:
         self.client: AsyncMongoClient = AsyncMongoClient(uri, tz_aware=True, maxPoolSize=pool,
                                                          serverSelectionTimeoutMS=5000)
         self.db = self.client[database]
@@ -103,10 +199,17 @@ class HistoryStore:
         self._recent = recent
         self.candle_view, self.tick_view = candle_view, tick_view
         self._gate = asyncio.Semaphore(pool)
-        self._inflight: dict[tuple[str, str, int | None], asyncio.Future[dict[str, Any]]] = {}
-        self._cache: dict[tuple[str, str, int | None], tuple[float, dict[str, Any]]] = {}
+        self._inflight: dict[tuple[str, str, int | None], _Build] = {}
+        self._cache = AnswerCache(cache_seconds, cache_bytes)
+        # The oldest time anything is stored at (epoch ms), refreshed at most once a minute: an `end` before it
+        # is answered with an empty window without a query.
+        self.data_since: int | None = None
+        self._since_checked = float("-inf")
+        self._since_task: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
+        if self._since_task is not None:
+            self._since_task.cancel()
         await self.client.close()
 
     async def ping(self) -> dict[str, Any]:
@@ -118,29 +221,67 @@ class HistoryStore:
         return {"ok": True, "ping_ms": round((time.perf_counter() - started) * 1000, 1)}
 
     async def snapshot(self, symbol: str, range_: str, end: int | None = None) -> dict[str, Any]:
-        """A snapshot ending at `end` (epoch ms) or now; concurrent identical requests share one query."""
+        """The snapshot message ending at `end` (epoch ms) or now, as a dict (see `answer`)."""
+        return json.loads((await self.answer(symbol, range_, end)).text)
+
+    async def answer(self, symbol: str, range_: str, end: int | None = None) -> Answer:
+        """The snapshot ending at `end` (epoch ms) or now, encoded; `end` is clamped to the data's span: a
+        time ahead of now is now, a time before anything stored is an empty window (no query)."""
+        if end is not None and end >= int(time.time() * 1000):
+            end = None  # the future is now: the live window, shared with everyone who asks for it
+        if end is not None and self._before_data(end):
+            snap = build_snapshot(symbol, range_, end, (None, []), (None, []), [], self.max_points)
+            return Answer.of({**snap, "server_ms": 0.0})
         key = (symbol, range_, end)
         cached = self._cache.get(key)
-        if cached and time.monotonic() - cached[0] < self.cache_seconds:
-            return cached[1]
-        if key in self._inflight:
-            return await asyncio.shield(self._inflight[key])
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        if cached is not None:
+            return cached
+        build = self._inflight.get(key)
+        if build is None:
+            build = self._inflight[key] = _Build()
+            build.task = asyncio.create_task(self._shared_build(key, build))
+        assert build.task is not None
+        build.waiters += 1
         try:
-            result = await self._build(symbol, range_, end)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
-            raise
+            return await asyncio.shield(build.task)
         finally:
-            del self._inflight[key]
-        future.set_result(result)
-        now = time.monotonic()
-        if len(self._cache) >= 64:  # each client may ask for any `end`: keep only answers still fresh
-            self._cache = {k: v for k, v in self._cache.items() if now - v[0] < self.cache_seconds}
-        self._cache[key] = (now, result)
-        return result
+            build.waiters -= 1
+            if build.waiters == 0 and not build.querying and not build.task.done():
+                build.task.cancel()  # nobody wants it any more and it has not reached MongoDB yet
+
+    async def _shared_build(self, key: tuple[str, str, int | None], build: _Build) -> Answer:
+        _current_build.set(build)
+        try:
+            answer = Answer.of(await self._build(*key))
+        finally:
+            if self._inflight.get(key) is build:
+                del self._inflight[key]
+        self._cache.put(key, answer)
+        return answer
+
+    def _before_data(self, end: int) -> bool:
+        """Whether `end` lies before everything stored; starts a refresh of that bound when it is a minute old."""
+        if time.monotonic() - self._since_checked > 60 and (self._since_task is None or self._since_task.done()):
+            self._since_checked = time.monotonic()
+            self._since_task = asyncio.create_task(self._refresh_since())
+        return self.data_since is not None and end < self.data_since
+
+    async def _refresh_since(self) -> None:
+        firsts = []
+        try:
+            for collection, field_ in (("prices", "ts"), ("candles_1m", "start")):
+                async with self._gate:
+                    cursor = self.db[collection].find({}, {"_id": 0, field_: 1}).sort(field_, 1).limit(1)
+                    try:
+                        docs = await cursor.to_list()
+                    finally:
+                        await cursor.close()
+                firsts += [d[field_] for d in docs if isinstance(d.get(field_), datetime)]
+        except Exception as exc:  # noqa: BLE001 - no bound known: every `end` is queried, as before
+            log.info("the oldest stored time could not be read (%s); `end` is not clamped from below", exc)
+            self.data_since = None
+            return
+        self.data_since = epoch_ms(min(firsts)) if firsts else None
 
     async def _build(self, symbol: str, range_: str, end: int | None) -> dict[str, Any]:
         started = time.perf_counter()
@@ -169,6 +310,8 @@ class HistoryStore:
                     order: str) -> list[dict[str, Any]]:
         """All matching rows sorted by `order`; the cursor is always exhausted or closed (FerretDB's pool)."""
         async with self._gate:
+            if (build := _current_build.get()) is not None:
+                build.querying = True
             cursor = self.db[collection].find(query, fields, batch_size=10_000)
             try:
                 rows = await cursor.to_list()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -99,7 +100,12 @@ def group_id(prefix: str) -> str:
 
 
 def encode(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
+    """Compact JSON, strictly: a NaN or an infinity raises ValueError rather than reach a browser's JSON.parse."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class TickMessage(dict):
@@ -109,15 +115,20 @@ class TickMessage(dict):
 
 
 def tick_message(record: dict[str, Any]) -> TickMessage:
-    """The wire form of a decoded Avro tick: times as epoch ms (the deserializer gives datetimes)."""
+    """The wire form of a decoded Avro tick: times as epoch ms (the deserializer gives datetimes).
+
+    ValueError for a price that is not a finite number (a foreign producer's NaN): such a record is skipped
+    as undecodable; a volume or change that is not finite is sent as null."""
+    if not _finite(record.get("price")):
+        raise ValueError(f"price {record.get('price')!r} is not a finite number")
     message = TickMessage(
         type="tick",
         symbol=record["symbol"],
         source=record["source"],
         ts=epoch_ms(record["ts"]),
         price=record["price"],
-        volume_24h=record.get("volume_24h"),
-        change_24h_pct=record.get("change_24h_pct"),
+        volume_24h=record.get("volume_24h") if _finite(record.get("volume_24h")) else None,
+        change_24h_pct=record.get("change_24h_pct") if _finite(record.get("change_24h_pct")) else None,
         published_at=None if record.get("published_at") is None else epoch_ms(record["published_at"]),
     )
     message.text = encode(message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ if TYPE_CHECKING:
     from webui.health import Dependencies
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 @dataclass
@@ -50,6 +52,21 @@ class Metrics:
     push_latency: Histogram = field(default_factory=Histogram)
     history_seconds: Histogram = field(default_factory=Histogram)
     deps: Dependencies | None = None  # what the app depends on, for the per-dependency series
+    refused: Counter[str] = field(default_factory=Counter)  # connections refused: host, origin, connections
+    closed: Counter[str] = field(default_factory=Counter)  # sockets the server closed: rate_limit, slow
+    loop_lag: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS, [0] * (len(LAG_BUCKETS) + 1)))
+    lag_recent: list[tuple[float, float]] = field(default_factory=list)  # (monotonic time, lag) of the last 10 s
+
+    def observe_lag(self, seconds: float) -> None:
+        self.loop_lag.observe(seconds)
+        now = time.monotonic()
+        self.lag_recent.append((now, seconds))
+        while self.lag_recent and self.lag_recent[0][0] < now - 10:
+            self.lag_recent.pop(0)
+
+    def lag_max(self) -> float:
+        """The longest event-loop lag of the last 10 s."""
+        return max((lag for _, lag in self.lag_recent), default=0.0)
 
     def render(self) -> str:
         out = [
@@ -81,6 +98,20 @@ class Metrics:
         out += ["# HELP webui_history_seconds Time to build one snapshot (MongoDB query and bucketing).",
                 "# TYPE webui_history_seconds histogram"]
         out += self.history_seconds.render("webui_history_seconds")
+        out += ["# HELP webui_connections_refused_total Requests refused: a Host not served (host), a foreign Origin "
+                "(origin), over the socket caps (connections).",
+                "# TYPE webui_connections_refused_total counter"]
+        out += [f'webui_connections_refused_total{{reason="{r}"}} {n}' for r, n in sorted(self.refused.items())]
+        out += ["# HELP webui_connections_closed_total Sockets the server closed: a client that kept breaking the rate "
+                "limit (rate_limit), one that stopped reading (slow).",
+                "# TYPE webui_connections_closed_total counter"]
+        out += [f'webui_connections_closed_total{{reason="{r}"}} {n}' for r, n in sorted(self.closed.items())]
+        out += ["# HELP webui_event_loop_lag_seconds How late the event loop woke a 100 ms sleeper.",
+                "# TYPE webui_event_loop_lag_seconds histogram"]
+        out += self.loop_lag.render("webui_event_loop_lag_seconds")
+        out += ["# HELP webui_event_loop_lag_max_seconds The longest event-loop lag of the last 10 s.",
+                "# TYPE webui_event_loop_lag_max_seconds gauge",
+                f"webui_event_loop_lag_max_seconds {self.lag_max():.6f}"]
         out += ["# HELP webui_live_feed_stale 1 while the live consumer cannot reach Kafka or the schema registry.",
                 "# TYPE webui_live_feed_stale gauge", f"webui_live_feed_stale {self.live_stale}"]
         if self.deps is not None:

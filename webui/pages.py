@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, current_app, render_template
+from quart import Blueprint, Response, current_app, render_template, request
 
 from webui.app import state
+from webui.guard import client_address, is_local
 from webui.health import Monitor, health_report
 
 pages = Blueprint("pages", __name__)
@@ -19,7 +20,9 @@ async def index() -> str:
 @pages.get("/healthz")
 async def healthz() -> tuple[dict, int]:
     """200 when Kafka, MongoDB and the registry are reachable and the live consumer consumes; 503 (same JSON)
-    names in `down` what is not, and each one's entry says for how long and why (docs/webui.md)."""
+    names in `down` what is not, and each one's entry says for how long and why (docs/webui.md). The detail
+    goes to clients on this machine (no proxy between) or everyone with WEBUI_HEALTH_DETAIL=1; others get
+    `status` and `down`."""
     shared = state(current_app)
     monitor = shared.monitor
     if monitor is None:  # the background probe is off (or not started): probe now, without it
@@ -36,6 +39,9 @@ async def healthz() -> tuple[dict, int]:
     views = {name: view.status() for name, view in shared.views.items()}
     body, code = health_report(shared.deps, kafka, monitor.mongo, monitor.registry, shared.metrics.clients,
                                live={k: v for k, v in shared.hub.status.items() if k != "type"}, views=views)
+    if not (shared.config.health_detail or is_local(client_address(request.scope), request.headers)):
+        # host names, pids, group ids and raw driver errors are for the operator, not for whoever can reach the port
+        body = {"status": body["status"], "down": body["down"]}
     return body, code
 
 

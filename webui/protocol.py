@@ -5,6 +5,7 @@ See docs/webui.md for the messages. Pure code: unit tested without a server.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import Callable, Collection
@@ -41,8 +42,39 @@ def describe(value: Any, limit: int = 40) -> str:
     return "a JSON object" if isinstance(value, dict) else "a JSON array"
 
 
+def too_deep(text: str, limit: int) -> bool:
+    """Whether JSON text nests arrays and objects more than `limit` deep (brackets inside strings do not count).
+
+    Checked before parsing: the parser would recurse once per level, and a 4 KiB frame holds 4,000 of them.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_message(raw: str | bytes, symbols: Collection[str], max_bytes: int = 4096,
-                  now_ms: Callable[[], int] | None = None) -> Subscribe:
+                  now_ms: Callable[[], int] | None = None, max_depth: int = 8) -> Subscribe:
     """Turn one frame into a Subscribe, or raise ProtocolError saying what to send instead.
 
     Any frame at all gets one of those two answers: nothing a client sends may raise anything else.
@@ -60,8 +92,10 @@ def parse_message(raw: str | bytes, symbols: Collection[str], max_bytes: int = 4
             raw = raw.decode()
         except UnicodeDecodeError:
             raise ProtocolError("frames must be UTF-8 JSON text") from None
+    if too_deep(raw, max_depth):
+        raise ProtocolError(f"malformed JSON: nested more than {max_depth} deep")
     try:
-        message: Any = json.loads(raw)
+        message: Any = json.loads(raw, parse_constant=_no_constants)  # NaN and Infinity are not JSON
     except json.JSONDecodeError as error:
         raise ProtocolError(f"malformed JSON: {error.msg} at position {error.pos}") from None
     except RecursionError:
@@ -135,3 +169,48 @@ def origin_allowed(origin: str | None, host: str | None, allowed: Collection[str
     if origin == "null" or "://" not in origin or not host:
         return False
     return origin.split("://", 1)[1].lower() == host.lower()
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "::1"})
+
+
+def host_name(host: str | None) -> str | None:
+    """The name in a Host header, lower-cased, without the port: "[::1]:8000" -> "::1"; None if there is none."""
+    if not host:
+        return None
+    host = host.strip().lower()
+    if host.startswith("["):
+        name, bracket, _ = host[1:].partition("]")
+        return name if bracket and name else None
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name.rstrip(".") or None
+
+
+def is_loopback(name: str | None) -> bool:
+    """A loopback host name or address (localhost, 127.0.0.0/8, ::1)."""
+    if name is None:
+        return False
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def host_allowed(host: str | None, allowed: Collection[str]) -> bool:
+    """Refuses DNS rebinding: a page of evil.example whose name now points at this machine still sends
+    `Host: evil.example`, so only loopback names and the names the operator configured are answered."""
+    if "*" in allowed:
+        return True
+    name = host_name(host)
+    return name is not None and (is_loopback(name) or name in allowed)
+
+
+def origin_hosts(origins: Collection[str]) -> set[str]:
+    """The host names of allowed origins ("https://dash.example.com" -> "dash.example.com")."""
+    names = set()
+    for origin in origins:
+        if "://" in origin and (name := host_name(origin.split("://", 1)[1].split("/", 1)[0])):
+            names.add(name)
+    return names

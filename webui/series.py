@@ -6,6 +6,7 @@ computed here in one pass over rows sorted by time. No I/O, so it is unit tested
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -221,3 +222,26 @@ def _stats(first: float, last: float, low: float, high: float, volume: float, la
 def empty_stats() -> dict[str, float | int | None]:
     keys = ("price", "first", "change", "change_pct", "min", "max", "volume", "last_update")
     return {**dict.fromkeys(keys), "count": 0}
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def sound_tick(row: TickRow) -> TickRow | None:
+    """The row if a chart can show it: a finite price (a NaN would make the snapshot unreadable JSON); a
+    volume that is not a finite number is left out. None for a row to skip (a foreign producer's NaN)."""
+    if not _finite(row.price):
+        return None
+    if row.volume_24h is not None and not _finite(row.volume_24h):
+        return TickRow(row.ts, row.price, None)
+    return row
+
+
+def sound_candle(row: CandleRow) -> CandleRow | None:
+    """Like `sound_tick` for a candle: open, high, low and close finite, a volume that is not is left out."""
+    if not all(_finite(v) for v in (row.open, row.high, row.low, row.close)):
+        return None
+    if row.volume is not None and not _finite(row.volume):
+        return CandleRow(row.start, row.open, row.high, row.low, row.close, None)
+    return row

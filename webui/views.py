@@ -39,7 +39,7 @@ from cryptopulse.outage import Backoff, librdkafka_logger
 from cryptopulse.settings import Settings, sink_group
 from cryptopulse.times import DAY_MS, MINUTE_MS, epoch_ms
 from webui.health import Dependencies, Dependency, KafkaWatch, plain
-from webui.series import CandleRow, TickRow
+from webui.series import CandleRow, TickRow, sound_candle, sound_tick
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,10 @@ class WindowView:
         return source, sorted(per_source[source], key=time_of)
 
     def put(self, symbol: str, source: str, row: CandleRow | TickRow) -> None:
+        sound = sound_candle(row) if isinstance(row, CandleRow) else sound_tick(row)
+        if sound is None:
+            return  # a NaN or an infinity (a foreign producer's record) is never charted
+        row = sound
         at = time_of(row)
         if at < time.time() * 1000 - self.spec.keep_ms:
             return

@@ -3,7 +3,9 @@
 One reader task (client messages), one writer task (live ticks) and one status task (the live feed's
 state) per connection. Whatever a client sends, it gets a snapshot or an `error` with a plain reason, and
 the connection stays open; a client's bad messages are logged once, a failing history query's reason
-goes to the log (rate-limited), never to the client.
+goes to the log (rate-limited), never to the client. Two things close a socket, with a reason in the
+close frame and one log line: a client that goes on breaking the rate limit, and one that stops reading
+(a message that cannot be sent within `send_timeout`). docs/security.md lists every limit.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from quart import Blueprint, abort, current_app, websocket
 
 from cryptopulse.outage import RateLimitFilter
 from webui.app import State, state
+from webui.guard import client_address
 from webui.health import plain
 from webui.live import Subscriber, encode
 from webui.protocol import ProtocolError, Subscribe, TokenBucket, error, origin_allowed, parse_message
@@ -33,46 +36,76 @@ HISTORY_RETRY_MS = 5000  # a client told the history is unavailable may ask agai
 ws = Blueprint("ws", __name__)
 
 
+class Closing(Exception):  # noqa: N818 - not an error: how a connection asks to be closed
+    """The connection ends: `code` and `reason` go into the close frame."""
+
+    def __init__(self, code: int, reason: str, metric: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason, self.metric = code, reason, metric
+
+
 class Connection:
     def __init__(self, shared: State) -> None:
         self.shared = shared
-        self.sub = Subscriber(asyncio.Queue(maxsize=shared.config.client_queue))
+        config = shared.config
+        self.sub = Subscriber(asyncio.Queue(maxsize=config.client_queue))
         self.send_lock = asyncio.Lock()
         self.ready = asyncio.Event()  # set once the current subscription's snapshot is sent
         self.window: tuple[int, int] = (0, 0)  # ticks inside the snapshot's [start, newest] are not sent again
         self.loading: asyncio.Task[None] | None = None
         self.logged_invalid = False  # a client's bad messages are logged once, answered always
-        self.peer = websocket.remote_addr or "?"
+        self.peer = client_address(websocket.scope)
+        self.strikes = TokenBucket(1.0, config.rate_strikes)  # over-limit messages forgiven before closing
+        self.budget = shared.connections.budget(self.peer, config)  # subscribes of all this address's sockets
+        self.closing: asyncio.Future[Closing] = asyncio.get_running_loop().create_future()
+
+    def close(self, reason: Closing) -> None:
+        """End the connection (from any of its tasks): `feed` closes the socket with this reason."""
+        if not self.closing.done():
+            self.closing.set_result(reason)
 
     async def send(self, message: dict[str, Any] | str) -> None:
-        """Send a message, or its JSON text as it is."""
+        """Send a message, or its JSON text as it is; a client that takes none within send_timeout is closed."""
         text = message if isinstance(message, str) else encode(message)
+        timeout = self.shared.config.send_timeout
         async with self.send_lock:
-            await websocket.send(text)
+            try:
+                await asyncio.wait_for(websocket.send(text), timeout)
+            except TimeoutError:
+                raise Closing(1008, f"not reading: a message waited {timeout:g} s to be sent", "slow") from None
 
     async def reply_error(self, reason: str, message: str, retry_ms: int | None = None) -> None:
         self.shared.metrics.errors[reason] += 1
         await self.send(error(message, retry_ms))
 
+    def invalid(self, message: str) -> tuple[str, str]:
+        if not self.logged_invalid:
+            self.logged_invalid = True
+            log.info("client %s sent an invalid message (%s); its further ones are answered, not logged",
+                     self.peer, message)
+        return "invalid", message
+
     def read(self, raw: Any, bucket: TokenBucket) -> Subscribe | tuple[str, str]:
-        """One frame as a Subscribe, or (metrics reason, plain message) to answer with; never raises."""
+        """One frame as a Subscribe, or (metrics reason, plain message) to answer with; raises only Closing."""
         config = self.shared.config
         if not bucket.allow():
+            if not self.strikes.allow():
+                raise Closing(1008, f"rate limit: more than {config.rate_per_second:g} messages a second, "
+                              "again and again", "rate_limit")
             return "rate_limited", (f"rate limit: at most {config.rate_per_second:g} messages per second; "
                                     "this one was ignored, slow down")
         try:
-            return parse_message(raw, config.symbols, config.max_frame_bytes)
+            request = parse_message(raw, config.symbols, config.max_frame_bytes, max_depth=config.max_json_depth)
         except ProtocolError as exc:
-            if not self.logged_invalid:
-                self.logged_invalid = True
-                log.info("client %s sent an invalid message (%s); its further ones are answered, not logged",
-                         self.peer, exc)
-            return "invalid", str(exc)
-        except Exception:  # noqa: BLE001 - a bug in the parser: the client still gets an answer, once a traceback
-            if not self.logged_invalid:
-                self.logged_invalid = True
-                log.exception("client %s: a message could not be read", self.peer)
-            return "invalid", "this message could not be read; it was ignored"
+            return self.invalid(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug in the parser: the client still gets an answer, no traceback
+            return self.invalid(f"this message could not be read ({type(exc).__name__}); it was ignored")
+        if not self.budget.allow():
+            if not self.strikes.allow():
+                raise Closing(1008, "rate limit: too many subscribes from your address, again and again", "rate_limit")
+            return "rate_limited", (f"rate limit: at most {config.address_rate:g} subscribes per second from one "
+                                    "address, over all its sockets; this one was ignored, slow down")
+        return request
 
     async def reader(self) -> None:
         config = self.shared.config
@@ -84,17 +117,24 @@ class Connection:
                 await self.reply_error(*request)
                 continue
             if self.loading is not None:
-                self.loading.cancel()
+                self.loading.cancel()  # this client's wait only: a query others share goes on for them
             self.ready.clear()
             self.shared.hub.subscribe(self.sub, request.symbol)
-            self.loading = asyncio.create_task(self.load(request))
+            self.loading = asyncio.create_task(self.guarded(self.load(request)))
+
+    async def guarded(self, work: Any) -> None:
+        """Run one of the connection's tasks; a Closing it raises ends the connection."""
+        try:
+            await work
+        except Closing as reason:
+            self.close(reason)
 
     async def load(self, request: Subscribe) -> None:
         history = self.shared.history
         assert history is not None, "history store is created before serving"
         started = time.perf_counter()
         try:
-            snap = await history.snapshot(request.symbol, request.range, request.end)
+            answer = await history.answer(request.symbol, request.range, request.end)
         except asyncio.CancelledError:
             raise
         except PyMongoError as exc:  # the store is away or failing: the monitor says so once, the log briefly
@@ -104,15 +144,16 @@ class Connection:
             await self.reply_error("history", "history unavailable: the database did not answer; "
                                    f"ask again in {HISTORY_RETRY_MS // 1000} s", HISTORY_RETRY_MS)
             return
-        except Exception:  # noqa: BLE001 - a bug: the client gets a plain reason, the log the traceback
-            history_log.exception("history for %s %s failed", request.symbol, request.range)
+        except Exception as exc:  # noqa: BLE001 - a bug: the client gets a plain reason, the log one line
+            history_log.warning("history for %s %s failed: %s: %s", request.symbol, request.range,
+                                type(exc).__name__, plain(exc))
             await self.reply_error("history", "history unavailable: this chart could not be built; "
                                    f"ask again in {HISTORY_RETRY_MS // 1000} s", HISTORY_RETRY_MS)
             return
         self.shared.metrics.history_seconds.observe(time.perf_counter() - started)
-        newest = snap["stats"]["last_update"]
-        self.window = (snap["start"], newest if newest is not None else snap["start"] - 1)
-        await self.send(snap)
+        newest = answer.newest
+        self.window = (answer.start, newest if newest is not None else answer.start - 1)
+        await self.send(answer.text)
         self.shared.metrics.snapshots += 1
         self.ready.set()
 
@@ -158,17 +199,21 @@ class Connection:
 @ws.websocket("/ws")
 async def feed() -> None:
     shared = state(current_app)
+    # the Host header was checked first (webui/app.py), so a rebound name never reaches the Origin rule
     if not origin_allowed(websocket.headers.get("Origin"), websocket.headers.get("Host"),
                           shared.config.allowed_origins):
         shared.metrics.errors["origin"] += 1
         abort(403, "Origin not allowed: set WEBUI_ALLOWED_ORIGINS to the dashboard's public origin")
+    refusal = shared.connections.refusal(client_address(websocket.scope), shared.config)
+    if refusal is not None:
+        shared.metrics.refused["connections"] += 1
+        abort(*refusal)
     await websocket.accept()
     conn = Connection(shared)
     shared.metrics.clients += 1
-    tasks = [asyncio.create_task(conn.reader()), asyncio.create_task(conn.writer()),
-             asyncio.create_task(conn.status_writer())]
+    tasks = [asyncio.create_task(conn.guarded(work)) for work in (conn.reader(), conn.writer(), conn.status_writer())]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*tasks, conn.closing], return_when=asyncio.FIRST_COMPLETED)
     finally:
         shared.metrics.clients -= 1
         shared.hub.unsubscribe(conn.sub)
@@ -178,3 +223,9 @@ async def feed() -> None:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+    if conn.closing.done():
+        reason = conn.closing.result()
+        shared.metrics.closed[reason.metric] += 1
+        log.info("closing client %s: %s", conn.peer, reason.reason)
+        with contextlib.suppress(Exception):  # a client that reads nothing does not read the close frame either
+            await asyncio.wait_for(websocket.close(reason.code, reason.reason), 1.0)

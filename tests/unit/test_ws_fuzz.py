@@ -52,6 +52,11 @@ class StubHistory:
         return {"type": "snapshot", "symbol": symbol, "range": range_, "start": end - 3_600_000, "end": end,
                 "line": [], "candles": [], "volume": [], "stats": {"last_update": None, "count": 0}}
 
+    async def answer(self, symbol: str, range_: str, end: int | None = None) -> Any:
+        from webui.history import Answer
+
+        return Answer.of(await self.snapshot(symbol, range_, end))
+
     async def close(self) -> None:
         pass
 
@@ -252,7 +257,7 @@ def test_the_answer_cache_does_not_grow_with_every_end_a_client_asks_for():
                              recent=lambda _symbol: [])
 
         async def build(symbol: str, range_: str, end: int | None) -> dict[str, Any]:
-            return {"end": end}
+            return {"end": end, "start": 0, "stats": {"last_update": None}}
 
         store._build = build  # no MongoDB: only the cache is under test
         try:

@@ -5,7 +5,7 @@
   const DAY_MS = 86400000;
   const $ = (id) => document.getElementById(id);
   const state = {
-    symbol: window.CRYPTOPULSE.symbols[0], range: "1h", kind: "line",
+    symbol: document.body.dataset.symbols.split(",")[0], range: "1h", kind: "line",
     snapshot: null, stats: null, bars: new Map(), lastLine: 0, lastCandle: null, attempts: 0, socket: null,
     // Why the chart may be behind, shown by the "stale / reconnecting" banner until data flows again:
     lost: null,        // the socket closed: until the snapshot after reconnecting

@@ -1,0 +1,147 @@
+"""What keeps one client from exhausting the dashboard or reading what is not for it (docs/security.md).
+
+- The server: frames over 4 KiB close the socket (hypercorn's `websocket_max_message_size`), pings every
+  `ping_seconds` and a read timeout of three of them (a socket from which not even a pong arrives goes), and a
+  listening socket whose accepted connections give up on data the peer does not take within `send_timeout`
+  plus a margin (TCP_USER_TIMEOUT: a client that stops reading cannot hold a socket open for ever).
+- The app: a bounded queue of received frames per socket (when it is full the server stops reading that
+  socket, so TCP pushes back on the client), caps on open sockets per client address and in all, and a
+  subscribe budget shared by all the sockets of one address.
+- Every response: the Host allowlist (DNS rebinding) and security headers (CSP, frame-ancestors, nosniff,
+  referrer policy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from quart.asgi import ASGIWebsocketConnection
+
+from webui.protocol import TokenBucket, is_loopback
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config
+    from quart import Quart
+
+    from webui.config import WebConfig
+
+# The app's own scripts, styles and socket only; never framed; no referrer leaves the page.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                           "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+                           "frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers without CSP 2
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-Ip")
+
+
+def client_address(scope: dict[str, Any]) -> str:
+    """The peer's address as the server saw it; "local" without one (in-process tests, a Unix socket)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "local"
+
+
+def is_local(address: str, headers: Any) -> bool:
+    """A request from this machine that no proxy forwarded: a proxy on the same host is not its clients."""
+    if any(headers.get(name) for name in FORWARDING_HEADERS):
+        return False
+    return address in ("local", "<local>") or is_loopback(address)
+
+
+@dataclass
+class Connections:
+    """Open WebSockets, per client address and in all, counted from the handshake to the socket's very end
+    (a socket the app gave up on still counts until the server has let it go)."""
+
+    total: int = 0
+    by_address: Counter[str] = field(default_factory=Counter)
+    budgets: dict[str, TokenBucket] = field(default_factory=dict)
+
+    def opened(self, address: str) -> None:
+        self.total += 1
+        self.by_address[address] += 1
+
+    def closed(self, address: str) -> None:
+        self.total -= 1
+        self.by_address[address] -= 1
+        if self.by_address[address] <= 0:
+            del self.by_address[address]
+            self.budgets.pop(address, None)
+
+    def refusal(self, address: str, config: WebConfig) -> tuple[int, str] | None:
+        """(HTTP status, reason) when this socket is one too many, else None."""
+        if self.total > config.max_connections:
+            return 503, f"too many connections: the dashboard serves at most {config.max_connections}"
+        cap = config.max_connections_per_address
+        if cap > 0 and self.by_address[address] > cap:
+            return 429, f"too many connections from your address: at most {cap}"
+        return None
+
+    def budget(self, address: str, config: WebConfig) -> TokenBucket:
+        """The subscribe budget every socket of `address` draws from."""
+        if address not in self.budgets:
+            self.budgets[address] = TokenBucket(config.address_rate, 2 * config.address_rate)
+        return self.budgets[address]
+
+
+class GuardedWebsocketConnection(ASGIWebsocketConnection):
+    """Quart's WebSocket connection with a bounded queue of received frames (Quart's own is unbounded: a
+    client that sends while the app is blocked grew it without end), counted in the app's `Connections`."""
+
+    def __init__(self, app: Quart, scope: Any) -> None:
+        super().__init__(app, scope)
+        shared = app.extensions["webui"]
+        self.queue = asyncio.Queue(maxsize=max(1, shared.config.receive_queue))
+        self.connections: Connections = shared.connections
+        self.address = client_address(scope)
+
+    async def __call__(self, receive: Any, send: Any) -> None:
+        self.connections.opened(self.address)
+        try:
+            await super().__call__(receive, send)
+        finally:
+            self.connections.closed(self.address)
+
+
+def listening_socket(host: str, port: int, config: WebConfig) -> socket.socket:
+    """The server's socket, bound: its accepted connections inherit keepalive and a TCP user timeout, so the
+    kernel drops a peer that takes no data (a zero window) or vanished, and hypercorn's blocked write ends."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int((config.send_timeout + 20) * 1000))
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    sock.bind((host, port))
+    return sock
+
+
+def server_config(config: WebConfig, sock: socket.socket) -> Config:
+    """Hypercorn's settings for the dashboard, serving on `sock` (which it takes over)."""
+    from hypercorn.config import Config
+
+    server = Config()
+    server.bind = [f"fd://{sock.detach()}"]
+    server.accesslog = None
+    server.websocket_max_message_size = config.max_frame_bytes  # a bigger frame closes the socket (1009)
+    server.websocket_ping_interval = config.ping_seconds
+    # nothing read for three ping intervals (a live client answers each ping with a pong): the peer is gone
+    server.read_timeout = max(1, int(3 * config.ping_seconds))
+    server.max_app_queue_size = 4  # events hypercorn holds for the app, per connection, before it stops reading
+    server.h11_max_incomplete_size = 16 * 1024
+    server.include_server_header = False
+    return server
