@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
-from pymongo import MongoClient
-
 from control import topics
+from cryptopulse import store
 from cryptopulse.errors import DeliveryError
 from cryptopulse.settings import Settings, sink_group
 from cryptopulse.times import MINUTE_MS, epoch_ms
@@ -52,20 +51,17 @@ def gaps(times: list[int], start: int, end: int, max_gap: int) -> list[tuple[int
 
 
 def stored_times(settings: Settings, source: str, symbols: list[str], start: int, end: int,
-                 collection: str = "prices", field: str = "ts") -> dict[str, list[int]]:
+                 collection: str = store.PRICES, field: str = "ts") -> dict[str, list[int]]:
     """Times (epoch ms) MongoDB holds per symbol for `source` in [start, end): one pass over the range.
 
     Tick times by default; `collection="candles_1m", field="start"` gives the minutes that have a candle.
     """
-    client = MongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
     times: dict[str, list[int]] = {s: [] for s in symbols}
-    try:
+    with store.database(settings) as db:
         window = {"$gte": datetime.fromtimestamp(start / 1000, UTC), "$lt": datetime.fromtimestamp(end / 1000, UTC)}
         query = {"source": source, "symbol": {"$in": symbols}, field: window}
-        for doc in client[settings.database][collection].find(query, {"_id": 0, "symbol": 1, field: 1}):
+        for doc in db[collection].find(query, {"_id": 0, "symbol": 1, field: 1}):
             times[doc["symbol"]].append(epoch_ms(doc[field]))
-    finally:
-        client.close()
     return {s: sorted(t) for s, t in times.items()}
 
 
@@ -129,7 +125,7 @@ async def backfill(settings: Settings, source_name: str, symbols: list[str], hou
 
     source = history_source(source_name, symbols, on_wait=show_wait)
     existing = stored_times(settings, source.name, source.symbols, start, end)
-    with_candles = stored_times(settings, source.name, source.symbols, start, end, "candles_1m", "start")
+    with_candles = stored_times(settings, source.name, source.symbols, start, end, store.CANDLES, "start")
     publisher, candle_publisher = TickPublisher(settings), CandlePublisher(settings)
     published: dict[str, int] = {}
 

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from pymongo import ASCENDING, MongoClient
+from pymongo import ASCENDING
 
 from control import topics
+from cryptopulse import store
 from cryptopulse.errors import ConnectError
 from cryptopulse.settings import Settings
 
@@ -69,11 +70,8 @@ def load_all(settings: Settings) -> list[Connector]:
 
 def ensure_indexes(settings: Settings) -> None:
     """The (symbol, ts) index for range queries. Real MongoDB uses it; FerretDB keeps but ignores it."""
-    client = MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=5000)
-    try:
-        client[settings.database]["prices"].create_index([("symbol", ASCENDING), ("ts", ASCENDING)], name="symbol_ts")
-    finally:
-        client.close()
+    with store.database(settings) as db:
+        db[store.PRICES].create_index([("symbol", ASCENDING), ("ts", ASCENDING)], name="symbol_ts")
 
 
 class ConnectClient:

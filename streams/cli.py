@@ -17,8 +17,7 @@ import signal
 import sys
 from datetime import timedelta
 
-from pymongo import MongoClient
-
+from cryptopulse import store
 from cryptopulse.commands import Parser, non_negative_float, positive_float, run_command, setup_logging
 from cryptopulse.settings import Settings, env_number
 from streams import retention
@@ -72,11 +71,8 @@ def _main(argv: list[str] | None) -> int:
         policy = retention.RetentionPolicy(
             timedelta(hours=args.ticks_hours) if args.ticks_hours is not None else policy.ticks,
             timedelta(days=args.candles_days) if args.candles_days is not None else policy.candles)
-        client = MongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
-        try:
-            print(json.dumps(retention.run_once(client[settings.database], policy)))
-        finally:
-            client.close()
+        with store.database(settings) as db:
+            print(json.dumps(retention.run_once(db, policy)))
         return 0
 
     only = frozenset(s.strip().upper() for s in args.only_symbols.split(",")) if args.only_symbols else None

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from pymongo import MongoClient
 
+from cryptopulse import store
 from cryptopulse.avro import AvroCodec
 from cryptopulse.candle import Candle, candle_id
 from cryptopulse.errors import ConfigError, DeliveryError, RegistryUnavailable
@@ -396,10 +396,8 @@ class Processor:
             log.warning("stopping without a final commit (%s); the restart replays from the last one", error)
 
     def _retention(self) -> None:
-        client = MongoClient(self.settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
         try:
-            retention.run_once(client[self.settings.database], self.options.retention_policy)
+            with store.database(self.settings) as db:
+                retention.run_once(db, self.options.retention_policy)
         except Exception as error:  # noqa: BLE001 - retention retries at its next run
             log.warning("retention failed: %s", error)
-        finally:
-            client.close()

@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from cryptopulse import store
+
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +30,7 @@ class RetentionPolicy:
                                                                             or 30)))
 
     def rules(self) -> list[tuple[str, str, timedelta]]:
-        return [("prices", "ts", self.ticks), ("candles_1m", "start", self.candles)]
+        return [(store.PRICES, "ts", self.ticks), (store.CANDLES, "start", self.candles)]
 
 
 def is_ferretdb(db: Database) -> bool:
