@@ -57,6 +57,8 @@ func main() {
 		os.Exit(1)
 	}
 
+	removeOrphanedWAL(*dataDir, logger) // before FerretDB opens any database (lookupindex.go says why)
+
 	db, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: *listen},
 		Logger:    logger,
