@@ -43,7 +43,8 @@ os.environ.update(ENVIRONMENT)  # before Settings() is read anywhere; the demo's
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pymongo import MongoClient  # noqa: E402
 
-from control import connectors, scratch, stack, topics  # noqa: E402
+from control import connectors, scratch, stack  # noqa: E402
+from cryptopulse import topics  # noqa: E402
 from cryptopulse.avro import AvroCodec  # noqa: E402
 from cryptopulse.settings import Settings  # noqa: E402
 

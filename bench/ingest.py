@@ -45,8 +45,9 @@ from pymongo.errors import BulkWriteError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from control import backfill, stack, status, topics  # noqa: E402
+from control import backfill, stack, status  # noqa: E402
 from control.connectors import ConnectClient, deploy, load, placeholder_values  # noqa: E402
+from cryptopulse import topics  # noqa: E402
 from cryptopulse.avro import AvroCodec  # noqa: E402
 from cryptopulse.candle import Candle  # noqa: E402
 from cryptopulse.settings import Settings, sink_group  # noqa: E402

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
-from control import topics
-from cryptopulse import store
+from cryptopulse import store, topics
 from cryptopulse.errors import DeliveryError
 from cryptopulse.settings import Settings, sink_group
 from cryptopulse.times import MINUTE_MS, epoch_ms

@@ -12,7 +12,8 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from pymongo.errors import PyMongoError
 
-from control import backfill, connectors, schemas, stack, status, supervisor, topics
+from control import backfill, connectors, schemas, stack, status, supervisor
+from cryptopulse import topics
 from cryptopulse.commands import Parser, positive_float, positive_int, run_command, setup_logging
 from cryptopulse.errors import ConfigError
 from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, symbols

@@ -20,8 +20,7 @@ from typing import Any
 import requests
 from pymongo import ASCENDING
 
-from control import topics
-from cryptopulse import store
+from cryptopulse import store, topics
 from cryptopulse.errors import ConnectError
 from cryptopulse.settings import Settings
 

@@ -12,7 +12,7 @@ import contextlib
 import requests
 from pymongo import MongoClient
 
-from control import topics
+from cryptopulse import topics
 from cryptopulse.settings import Settings, sink_group
 
 

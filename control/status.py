@@ -16,9 +16,10 @@ import requests
 from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
 from pymongo import ASCENDING, MongoClient
 
-from control import stack, topics
+from control import stack
+from cryptopulse import topics
 from cryptopulse.avro import AvroCodec
-from cryptopulse.settings import Settings
+from cryptopulse.settings import Settings, sink_group
 
 DASHBOARD_URL = "http://127.0.0.1:8000"
 
@@ -78,9 +79,6 @@ def connectors(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
-# Whose lag is shown: the sink connectors, the candle roll-up and the dashboards.
-LAG_GROUPS = ("connect-", "cryptopulse-streams", "cryptopulse-webui")
-
 
 def lag(settings: Settings) -> list[dict[str, Any]]:
     """Records behind the end of the prices and candles topics, per consumer group of the pipeline.
@@ -89,8 +87,10 @@ def lag(settings: Settings) -> list[dict[str, Any]]:
     """
     admin = topics.admin(settings)
     listings = admin.list_consumer_groups().result(timeout=10).valid
-    groups = sorted(g.group_id for g in listings if g.group_id.startswith(LAG_GROUPS) and not (
-        g.group_id.startswith("cryptopulse-webui") and g.state == ConsumerGroupState.EMPTY))
+    # whose lag is shown: the sink connectors, the candle roll-up and the dashboards
+    shown = (sink_group(settings.connector_prefix), settings.streams_group, settings.webui_group_prefix)
+    groups = sorted(g.group_id for g in listings if g.group_id.startswith(shown) and not (
+        g.group_id.startswith(settings.webui_group_prefix) and g.state == ConsumerGroupState.EMPTY))
     rows = []
     for topic in (settings.prices_topic, settings.candles_topic):
         ends = topics.end_offsets_by_partition(settings, topic)

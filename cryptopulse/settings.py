@@ -61,6 +61,9 @@ class Settings:
     prices_dlq_topic: str = field(default_factory=lambda: env("PRICES_DLQ_TOPIC", "crypto-prices-dlq"))
     candles_topic: str = field(default_factory=lambda: env("CANDLES_TOPIC", "crypto-candles-1m"))
     candles_dlq_topic: str = field(default_factory=lambda: env("CANDLES_DLQ_TOPIC", "crypto-candles-1m-dlq"))
+    # The roll-up's consumer group, and the prefix of each dashboard process's own group.
+    streams_group: str = field(default_factory=lambda: env("STREAMS_GROUP", "cryptopulse-streams"))
+    webui_group_prefix: str = field(default_factory=lambda: env("WEBUI_GROUP_PREFIX", "cryptopulse-webui"))
     # Prepended to every connector's name (and so to its `connect-<name>` consumer group): the tests and
     # benchmarks deploy their own sinks beside the user's.
     connector_prefix: str = field(default_factory=lambda: env("CONNECTOR_PREFIX", ""))

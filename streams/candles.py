@@ -14,6 +14,7 @@ the first tick of its oldest open candle produces the same candles again.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 from cryptopulse.candle import Candle
@@ -71,6 +72,7 @@ class BookStats:
     late: int = 0
     closed: int = 0
     idle_closed: int = 0
+    rejected: int = 0  # prices that are not finite numbers (a foreign producer's NaN): never rolled up
 
 
 class CandleBook:
@@ -109,7 +111,14 @@ class CandleBook:
 
     def add(self, symbol: str, source: str, ts: int, price: float, now: float = 0.0,
             position: tuple[int, int] | None = None) -> bool:
-        """Apply one tick; False (counted, logged) when it is late: its minute closed already."""
+        """Apply one tick; False (counted, logged) when it is late: its minute closed already, or when its price
+        is NaN or infinite (a record no producer of ours publishes: a candle made of it would be unreadable)."""
+        if not math.isfinite(price):
+            self.stats.rejected += 1
+            if self.stats.rejected == 1 or self.stats.rejected % 1000 == 0:
+                log.warning("tick with price %r dropped (%d so far): %s %s ts=%d", price, self.stats.rejected,
+                            symbol, source, ts)
+            return False
         key = self._key(symbol, source, ts, now)
         self.stats.ticks += 1
         start = bucket_start(ts, self.interval_ms)

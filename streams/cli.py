@@ -21,7 +21,7 @@ from cryptopulse import store
 from cryptopulse.commands import Parser, non_negative_float, positive_float, run_command, setup_logging
 from cryptopulse.settings import Settings, env_number
 from streams import retention
-from streams.processor import GROUP, Processor, ProcessorOptions
+from streams.processor import Processor, ProcessorOptions
 
 log = logging.getLogger("streams")
 
@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     p = Parser(prog="streams", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     run = sub.add_parser("run", help="consume ticks and publish candles until stopped")
-    run.add_argument("--group", default=None, help=f"consumer group (env STREAMS_GROUP, default {GROUP})")
+    run.add_argument("--group", default=None, help="consumer group (env STREAMS_GROUP, default cryptopulse-streams)")
     run.add_argument("--grace-seconds", type=non_negative_float, default=None,
                      help="how long after a minute ends its late ticks still count (event time; "
                           "env STREAMS_GRACE_SECONDS, default 10)")
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.command == "run":
-        args.group = args.group or os.environ.get("STREAMS_GROUP") or GROUP
+        args.group = args.group or Settings().streams_group
         if args.grace_seconds is None:
             args.grace_seconds = env_number("STREAMS_GRACE_SECONDS", 10, 0, 86_400)
         if args.idle_close_seconds is None:

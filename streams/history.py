@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from control import topics
+from cryptopulse import topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.candle import Candle
 from cryptopulse.errors import DeliveryError

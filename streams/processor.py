@@ -41,7 +41,6 @@ from streams.candles import CandleBook
 
 log = logging.getLogger("streams")
 
-GROUP = "cryptopulse-streams"
 
 
 class Unavailable(Exception):
@@ -66,7 +65,7 @@ def rewind(consumer: Consumer, messages: list[Message]) -> None:
 
 @dataclass
 class ProcessorOptions:
-    group: str = GROUP
+    group: str = field(default_factory=lambda: Settings().streams_group)
     grace_ms: int = 10_000
     update_every: float = 1.0
     idle_close: float = 30.0

@@ -78,7 +78,7 @@ class WebConfig:
     # Concurrent history queries: FerretDB's SQLite pool is small and shared, so few cursors at a time.
     mongo_pool: int = field(default_factory=lambda: _int("WEBUI_MONGO_POOL", 4))
     snapshot_cache_seconds: float = 2.0
-    consumer_group_prefix: str = field(default_factory=lambda: env("WEBUI_GROUP_PREFIX", "cryptopulse-webui"))
+    consumer_group_prefix: str = field(default_factory=lambda: Settings().webui_group_prefix)
     start_consumer: bool = True
     # Recent candles and ticks held in memory (loaded from MongoDB, kept by their topics, webui/views.py):
     # WEBUI_VIEWS=0 reads every chart from MongoDB instead.

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from control import stack, topics
+from control import stack
+from cryptopulse import topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.settings import Settings
 from cryptopulse.times import epoch_ms

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer, TopicPartition
 
-from control import topics
+from cryptopulse import topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.candle import Candle
 from cryptopulse.errors import RegistryUnavailable

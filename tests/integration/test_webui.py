@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka import Producer
 from quart.testing import WebsocketResponseError
 
-from control import topics
+from cryptopulse import topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.candle import Candle
 from cryptopulse.settings import sink_group
