@@ -4,43 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 from quart import Quart, Response, abort, request, websocket
 
 from cryptopulse.settings import Settings
 from webui.config import WebConfig
-from webui.guard import SECURITY_HEADERS, Connections, GuardedWebsocketConnection
+from webui.guard import SECURITY_HEADERS, GuardedWebsocketConnection
 from webui.health import Dependencies, Monitor
 from webui.history import HistoryStore
 from webui.live import Hub, LiveConsumer
 from webui.metrics import Metrics
 from webui.protocol import host_allowed, host_name, origin_hosts
+from webui.state import State
 from webui.views import WindowView, candle_spec, tick_spec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class State:
-    """What the blueprints share, stored on the app (app.extensions["webui"])."""
-
-    config: WebConfig
-    metrics: Metrics
-    hub: Hub
-    deps: Dependencies = field(default_factory=Dependencies)  # Kafka, registry, MongoDB: up or riding out an outage
-    monitor: Monitor | None = None  # probes MongoDB and the registry (webui/health.py)
-    history: HistoryStore | None = None
-    consumer: LiveConsumer | None = None
-    views: dict[str, WindowView] = field(default_factory=dict)  # "candles", "ticks": history held in memory
-    connections: Connections = field(default_factory=Connections)  # open WebSockets per address (webui/guard.py)
-    allowed_hosts: frozenset[str] = frozenset()  # besides loopback: what the Host header may name
-    lag_task: asyncio.Task[None] | None = None  # measures the event loop's lag (webui_event_loop_lag_seconds)
-
-
-def state(app: Quart) -> State:
-    return app.extensions["webui"]
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:

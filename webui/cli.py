@@ -40,8 +40,9 @@ def vendored() -> bool:
 def serve(host: str, port: int) -> int:
     from hypercorn.asyncio import serve as hypercorn_serve
 
-    from webui.app import create_app, state
+    from webui.app import create_app
     from webui.guard import listening_socket, server_config
+    from webui.state import state
 
     if not vendored():
         logging.getLogger("webui").warning("chart library missing: run `npm ci && webui vendor` (charts won't draw)")

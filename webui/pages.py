@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, current_app, render_template, request
 
-from webui.app import state
 from webui.guard import client_address, is_local
 from webui.health import Monitor, health_report
+from webui.state import state
 
 pages = Blueprint("pages", __name__)
 

@@ -21,11 +21,11 @@ from pymongo.errors import PyMongoError
 from quart import Blueprint, abort, current_app, websocket
 
 from cryptopulse.outage import RateLimitFilter
-from webui.app import State, state
 from webui.guard import client_address
 from webui.health import plain
 from webui.live import Subscriber, encode
 from webui.protocol import ProtocolError, Subscribe, TokenBucket, error, origin_allowed, parse_message
+from webui.state import State, state
 
 log = logging.getLogger(__name__)
 history_log = logging.getLogger(f"{__name__}.history")  # one failing store must not log once per client request

@@ -27,7 +27,8 @@ from cryptopulse.settings import sink_group
 from cryptopulse.times import DAY_MS
 from tests.integration.conftest import wait_for
 from tests.namespace import PREFIX
-from webui.app import create_app, state
+from webui.app import create_app
+from webui.state import state
 
 RUN_SYMBOL = "ZT" + "".join(random.choices(string.ascii_uppercase, k=4))  # live ticks only this run publishes
 

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from webui.app import create_app, state
+from webui.app import create_app
+from webui.state import state
 
 
 class Proxy:

@@ -91,7 +91,8 @@ def test_metrics_render_prometheus_text():
 
 
 def test_create_app_reads_no_service_and_takes_overrides(monkeypatch):
-    from webui.app import create_app, state
+    from webui.app import create_app
+    from webui.state import state
 
     monkeypatch.setenv("SYMBOLS", "btc, sol")
     monkeypatch.setenv("WEBUI_PORT", "9001")

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from pymongo.errors import ServerSelectionTimeoutError
 
 from cryptopulse.settings import Settings
-from webui.app import create_app, state
+from webui.app import create_app
+from webui.state import state
 
 SYMBOLS = ("BTC", "ETH", "XRP")
 PLAIN = re.compile(

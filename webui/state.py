@@ -1,0 +1,40 @@
+"""What the dashboard's blueprints share: one `State` per app, stored on it by the factory (webui/app.py).
+
+Blueprints import this module, never the factory, so no import runs in a circle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from quart import Quart
+
+from webui.config import WebConfig
+from webui.guard import Connections
+from webui.health import Dependencies, Monitor
+from webui.history import HistoryStore
+from webui.live import Hub, LiveConsumer
+from webui.metrics import Metrics
+from webui.views import WindowView
+
+
+@dataclass
+class State:
+    """What the blueprints share, stored on the app (app.extensions["webui"])."""
+
+    config: WebConfig
+    metrics: Metrics
+    hub: Hub
+    deps: Dependencies = field(default_factory=Dependencies)  # Kafka, registry, MongoDB: up or riding out an outage
+    monitor: Monitor | None = None  # probes MongoDB and the registry (webui/health.py)
+    history: HistoryStore | None = None
+    consumer: LiveConsumer | None = None
+    views: dict[str, WindowView] = field(default_factory=dict)  # "candles", "ticks": history held in memory
+    connections: Connections = field(default_factory=Connections)  # open WebSockets per address (webui/guard.py)
+    allowed_hosts: frozenset[str] = frozenset()  # besides loopback: what the Host header may name
+    lag_task: asyncio.Task[None] | None = None  # measures the event loop's lag (webui_event_loop_lag_seconds)
+
+
+def state(app: Quart) -> State:
+    return app.extensions["webui"]
