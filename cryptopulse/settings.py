@@ -7,6 +7,7 @@ publishes on the same ports, so one configuration serves both ways of running.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,9 +38,17 @@ def env_number(name: str, default: float, low: float, high: float, kind: type = 
     return value
 
 
+SYMBOL = re.compile(r"[A-Z0-9]{1,15}")
+
+
 def symbols(text: str) -> list[str]:
-    """A comma-separated symbol list (`--symbols`, SYMBOLS), upper-cased, without duplicates."""
+    """A comma-separated symbol list (`--symbols`, SYMBOLS), upper-cased, without duplicates; each one a ticker
+    (letters and digits, at most 15)."""
     parsed = list(dict.fromkeys(s.strip().upper() for s in text.split(",") if s.strip()))
+    bad = [s for s in parsed if not SYMBOL.fullmatch(s)]
+    if bad:
+        raise ConfigError(f"not a symbol: {', '.join(map(repr, bad))}: give tickers of letters and digits, "
+                          f"comma-separated, such as {DEFAULT_SYMBOLS}")
     if not parsed:
         raise ConfigError(f"no symbol in {text!r}: give a comma-separated list such as {DEFAULT_SYMBOLS}")
     return parsed

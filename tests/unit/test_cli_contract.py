@@ -27,6 +27,7 @@ BAD = [
     (["producer", "run"], {"PRODUCER_FALLBACK": "yes"}),
     (["producer", "run"], {"PRODUCER_SOURCE": "kraken"}),
     (["producer", "run"], {"SYMBOLS": ","}),
+    (["producer", "run", "--symbols", "BTC;ETH"], {}),
     (["producer", "run", "--interval-ms", "0"], {}),
     (["producer", "nonsense"], {}),
     (["streams", "run"], {"STREAMS_GRACE_SECONDS": "soon"}),
