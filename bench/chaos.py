@@ -28,22 +28,14 @@ from pathlib import Path
 
 PREFIX = "bench-chaos-"
 DATABASE = "bench_chaos"
-ENVIRONMENT = {
-    "MONGODB_DATABASE": DATABASE,
-    "PRICES_TOPIC": f"{PREFIX}prices",
-    "PRICES_DLQ_TOPIC": f"{PREFIX}prices-dlq",
-    "CANDLES_TOPIC": f"{PREFIX}candles-1m",
-    "CANDLES_DLQ_TOPIC": f"{PREFIX}candles-1m-dlq",
-    "CONNECTOR_PREFIX": PREFIX,
-    "STREAMS_GROUP": f"{PREFIX}streams",
-    "WEBUI_GROUP_PREFIX": f"{PREFIX}webui",
-}
-os.environ.update(ENVIRONMENT)  # before Settings() is read anywhere; the demo's processes inherit it
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from control import scratch  # noqa: E402
+
+os.environ.update(scratch.environment(PREFIX, DATABASE))  # before Settings() is read; the demo's processes inherit it
+
 from pymongo import MongoClient  # noqa: E402
 
-from control import connectors, scratch, stack  # noqa: E402
+from control import connectors, stack  # noqa: E402
 from cryptopulse import topics  # noqa: E402
 from cryptopulse.avro import AvroCodec  # noqa: E402
 from cryptopulse.settings import Settings  # noqa: E402

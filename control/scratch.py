@@ -16,6 +16,20 @@ from cryptopulse import topics
 from cryptopulse.settings import Settings, sink_group
 
 
+def environment(prefix: str, database: str) -> dict[str, str]:
+    """The variables that put every process of a pipeline (topics, sinks, groups, database) under `prefix`."""
+    return {
+        "MONGODB_DATABASE": database,
+        "PRICES_TOPIC": f"{prefix}crypto-prices",
+        "PRICES_DLQ_TOPIC": f"{prefix}crypto-prices-dlq",
+        "CANDLES_TOPIC": f"{prefix}crypto-candles-1m",
+        "CANDLES_DLQ_TOPIC": f"{prefix}crypto-candles-1m-dlq",
+        "CONNECTOR_PREFIX": prefix,
+        "STREAMS_GROUP": f"{prefix}cryptopulse-streams",
+        "WEBUI_GROUP_PREFIX": f"{prefix}cryptopulse-webui",
+    }
+
+
 def remove(settings: Settings, prefix: str, database: str | None = None) -> dict[str, int]:
     """Delete every connector, topic, consumer group and registry subject whose name starts with `prefix`
     (groups: also `connect-<prefix>...`), and `database` if given. Returns how many of each went."""

@@ -17,7 +17,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import fastavro
-from confluent_kafka.schema_registry import SchemaRegistryClient, SchemaRegistryError, topic_subject_name_strategy
+from confluent_kafka.schema_registry import (
+    Schema,
+    SchemaRegistryClient,
+    SchemaRegistryError,
+    topic_subject_name_strategy,
+)
 from confluent_kafka.schema_registry.avro import AvroSerializer
 
 # the HTTP library the registry client is built on (httpx, or its fork httpx2), as the client itself imports it
@@ -47,9 +52,10 @@ class AvroCodec:
 
     def __init__(self, settings: Settings, topic: str, schema_name: str) -> None:
         client = registry_client(settings)
+        self._schema_str = load_schema(settings, schema_name)
         self._serialize = AvroSerializer(
             client,
-            load_schema(settings, schema_name),
+            self._schema_str,
             conf={"subject.name.strategy": topic_subject_name_strategy, "auto.register.schemas": True},
         )
         self._client = client
@@ -62,6 +68,11 @@ class AvroCodec:
         when the registry cannot answer then; later calls need no registry."""
         with self._registry_call():
             return self._serialize(record, self._context)
+
+    def register(self) -> int:
+        """Register the schema under the topic's value subject (a no-op when it is there); returns its id."""
+        with self._registry_call():
+            return self._client.register_schema(f"{self._context.topic}-value", Schema(self._schema_str, "AVRO"))
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """The record in Confluent-framed bytes (magic byte 0, 4-byte schema id, Avro binary), by its writer schema.

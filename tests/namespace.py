@@ -17,21 +17,13 @@ from pathlib import Path
 import pytest
 
 from control import connectors, scratch, stack
+from cryptopulse.avro import AvroCodec
 from cryptopulse.settings import Settings
 
 PREFIX = "test-"
 DATABASE = "cryptopulse_test"
 
-ENVIRONMENT = {
-    "MONGODB_DATABASE": DATABASE,
-    "PRICES_TOPIC": f"{PREFIX}crypto-prices",
-    "PRICES_DLQ_TOPIC": f"{PREFIX}crypto-prices-dlq",
-    "CANDLES_TOPIC": f"{PREFIX}crypto-candles-1m",
-    "CANDLES_DLQ_TOPIC": f"{PREFIX}crypto-candles-1m-dlq",
-    "CONNECTOR_PREFIX": PREFIX,
-    "STREAMS_GROUP": f"{PREFIX}cryptopulse-streams",
-    "WEBUI_GROUP_PREFIX": f"{PREFIX}cryptopulse-webui",
-}
+ENVIRONMENT = scratch.environment(PREFIX, DATABASE)
 
 
 @contextlib.contextmanager
@@ -68,6 +60,8 @@ def test_stack() -> Iterator[Settings]:
         settings = Settings()
         clean(settings)
         connectors.deploy(settings, say=lambda line: None)
+        for topic, schema in ((settings.prices_topic, "tick"), (settings.candles_topic, "candle")):
+            AvroCodec(settings, topic, schema).register()  # the subjects exist before any test publishes
         try:
             yield settings
         finally:

@@ -14,24 +14,9 @@ import pytest
 from pymongo import MongoClient
 
 from cryptopulse.settings import Settings
-from tests import namespace
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark integration tests."""
-    for item in items:
-        if "/integration/" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
-
-
-@pytest.fixture(scope="package")
-def settings() -> Iterator[Settings]:
-    """The test namespace's settings, with its own sinks deployed; everything in it is removed afterwards."""
-    with namespace.test_stack() as settings:
-        yield settings
-
-
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def mongo(settings: Settings) -> Iterator[MongoClient]:
     client = MongoClient(settings.mongodb_uri, tz_aware=True)
     yield client

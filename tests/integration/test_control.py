@@ -82,7 +82,13 @@ def test_topics_are_listed_with_their_settings(settings):
     assert "1 partition(s)" in line and "retention" in line and "records" in line
 
 
-def test_status_shows_a_paused_and_a_failed_connector(settings):
+def test_status_shows_a_paused_and_a_failed_connector(settings, mongo):
+    # a stored tick first, so that the collections have something to count
+    symbol = f"S{uuid.uuid4().hex[:6].upper()}"
+    subprocess.run(["producer", "run", "--symbols", symbol, "--count", "3", "--fast", "--metrics-port", "-1"],
+                   check=True, capture_output=True, timeout=120)
+    wait_for(lambda: mongo[settings.database]["prices"].count_documents({"symbol": symbol}) == 3, 120,
+             "three ticks stored")
     requests.put(f"{settings.connect_url}/connectors/{SINK}/pause", timeout=10).raise_for_status()
     failing = f"{PREFIX}failing-{uuid.uuid4().hex[:8]}"
     config = json.loads((settings.connectors_dir / "mongo-sink-prices.json").read_text())["config"]
