@@ -14,6 +14,7 @@ from cryptopulse.errors import RegistryUnavailable
 from cryptopulse.outage import Backoff, Outage, librdkafka_logger
 from cryptopulse.settings import Settings
 from cryptopulse.tick import Tick
+from producer.sources.validation import non_finite
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ class DeliveryStats:
     queued: int = 0
     delivered: int = 0
     failed: int = 0
+    rejected: int = 0  # ticks holding NaN or an infinity: never published (producer/sources/validation.py)
 
 
 class TickPublisher:
@@ -58,9 +60,15 @@ class TickPublisher:
     async def publish(self, tick: Tick) -> None:
         """Queue one tick; while the local queue is full, wait (without blocking the loop) for deliveries."""
         backoff = Backoff(0.5, 10.0)
+        record = tick.to_record(published_at=int(time.time() * 1000))
+        if reason := non_finite(record):  # whatever the path (live, back-fill): no NaN reaches the topic
+            self.stats.rejected += 1
+            if self.stats.rejected == 1 or self.stats.rejected % 1000 == 0:
+                log.warning("tick %s not published: %s (%d so far)", tick.id, reason, self.stats.rejected)
+            return
         while True:
             try:
-                value = self._codec.encode(tick.to_record(published_at=int(time.time() * 1000)))
+                value = self._codec.encode(record)
                 break
             except RegistryUnavailable as error:
                 self.registry.down(error)

@@ -52,6 +52,7 @@ class Metrics:
     push_latency: Histogram = field(default_factory=Histogram)
     history_seconds: Histogram = field(default_factory=Histogram)
     deps: Dependencies | None = None  # what the app depends on, for the per-dependency series
+    sockets: int = 0  # WebSockets open, from the handshake until the server has let them go
     refused: Counter[str] = field(default_factory=Counter)  # connections refused: host, origin, connections
     closed: Counter[str] = field(default_factory=Counter)  # sockets the server closed: rate_limit, slow
     loop_lag: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS, [0] * (len(LAG_BUCKETS) + 1)))
@@ -98,6 +99,9 @@ class Metrics:
         out += ["# HELP webui_history_seconds Time to build one snapshot (MongoDB query and bucketing).",
                 "# TYPE webui_history_seconds histogram"]
         out += self.history_seconds.render("webui_history_seconds")
+        out += ["# HELP webui_open_sockets WebSockets open, from the handshake until the server has let them go "
+                "(a closed client that reads nothing counts until the kernel drops it).",
+                "# TYPE webui_open_sockets gauge", f"webui_open_sockets {self.sockets}"]
         out += ["# HELP webui_connections_refused_total Requests refused: a Host not served (host), a foreign Origin "
                 "(origin), over the socket caps (connections).",
                 "# TYPE webui_connections_refused_total counter"]

@@ -47,5 +47,7 @@ async def healthz() -> tuple[dict, int]:
 
 @pages.get("/metrics")
 async def metrics() -> Response:
-    text = state(current_app).metrics.render()
+    shared = state(current_app)
+    shared.metrics.sockets = shared.connections.total
+    text = shared.metrics.render()
     return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -103,6 +103,8 @@ def candle_reject_reason(candle: Candle, now_ms: int) -> str | None:
         tick = Tick(candle.symbol, candle.source, candle.close_ms, price, candle.quote, candle.volume)
         if reason := reject_reason(tick, now_ms):
             return reason
+    if reason := reject_reason(candle.tick(), now_ms):  # the close as published, with its rolling 24 h volume
+        return reason
     ok = candle.low <= min(candle.open, candle.close) and candle.high >= max(candle.open, candle.close)
     return None if ok else "high/low outside open/close"
 

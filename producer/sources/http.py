@@ -74,8 +74,27 @@ Check = Callable[[Reply], None]
 Pace = Callable[[Reply], tuple[float, str] | None]
 
 
+class KeySession(requests.Session):
+    """A session that drops its API-key headers when a redirect leaves the host (or goes from https to http), as
+    requests itself drops `Authorization`: a mirror or a CDN that redirects elsewhere never receives the key."""
+
+    def __init__(self, secret_headers: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secret_headers = {name.lower() for name in secret_headers}
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        if response.request.url and prepared_request.url and self.should_strip_auth(response.request.url,
+                                                                                    prepared_request.url):
+            for name in [h for h in prepared_request.headers if h.lower() in self.secret_headers]:
+                del prepared_request.headers[name]
+
+
 class JsonClient:
-    """GETs JSON from `base_url`, retrying what is worth retrying; see the module docstring for the rules."""
+    """GETs JSON from `base_url`, retrying what is worth retrying; see the module docstring for the rules.
+
+    `headers` are the adapter's own (its API key): they are sent to `base_url`'s host only, never after a
+    redirect to another host."""
 
     def __init__(self, name: str, base_url: str, url_env: str, *, key_env: str = "the API key",
                  headers: dict[str, str] | None = None, timeout: float = 10.0, check: Check | None = None,
@@ -92,7 +111,7 @@ class JsonClient:
         self.holds = 0  # times `pace` held a request back
         self._next_at = float("-inf")  # no request starts before this (in `_now()` time)
         self._early = 0.0  # seconds that sleeps returned early (only an injected test sleep does)
-        self._session = requests.Session()
+        self._session = KeySession(headers or {})
         self._session.headers.update({"Accept": "application/json", "User-Agent": "cryptopulse-producer"})
         self._session.headers.update(headers or {})
 

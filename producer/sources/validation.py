@@ -12,7 +12,9 @@ Two layers, so nothing invalid is published and nothing is dropped silently:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from cryptopulse.tick import Tick
 from cryptopulse.times import epoch_ms
@@ -80,4 +82,14 @@ def reject_reason(tick: Tick, now_ms: int) -> str | None:
         return "invalid timestamp"
     if tick.ts > now_ms + MAX_FUTURE_MS:
         return "future timestamp"
+    return None
+
+
+def non_finite(record: Mapping[str, Any]) -> str | None:
+    """The first field of an Avro record (a tick's or a candle's) holding NaN or an infinity, as "nan price" or
+    "infinite volume_24h"; None when every number is finite. The publishers' last check, for every path (live,
+    back-fill, tests): JSON has no NaN, so one stored would make every chart that contains it unreadable."""
+    for name, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{'nan' if math.isnan(value) else 'infinite'} {name}"
     return None
