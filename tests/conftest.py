@@ -35,3 +35,22 @@ def settings() -> Iterator[Settings]:
     is removed at the end. Requested only by tests that need the stack, which run after the unit tests."""
     with namespace.test_stack() as settings:
         yield settings
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config._cryptopulse_exitstatus = exitstatus  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A thread a failed test left running (a Kafka client, a processor) would keep the interpreter from exiting,
+    and CI from ending: name such threads, then exit with pytest's status anyway."""
+    import os
+    import sys
+    import threading
+
+    left = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if left:
+        print(f"\nthreads still running after the tests: {', '.join(left)}; exiting anyway", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(getattr(config, "_cryptopulse_exitstatus", 1))
