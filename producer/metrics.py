@@ -5,7 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from cryptopulse.outage import Outage
 from cryptopulse.tick import Tick
@@ -24,42 +28,53 @@ class ProducerMetrics:
         self.last_event_ms: dict[str, int] = {}
         self.deliveries = DeliveryStats()  # filled by the publisher's delivery callback
         self.outages: list[Outage] = []  # the publisher's view of Kafka and the registry
+        self._now = time.time
 
     def received_tick(self, tick: Tick) -> None:
         self.received[tick.source, tick.symbol] += 1
         self.last_event_ms[tick.symbol] = max(tick.ts, self.last_event_ms.get(tick.symbol, 0))
 
+    def collect(self) -> Iterator[Metric]:
+        """The families, read from the counters at scrape time (a prometheus_client collector)."""
+        now_ms = self._now() * 1000
+        src = self.source.name
+
+        def family(kind: type, name: str, about: str, labels: list[str], samples: Iterable) -> Metric:
+            metric = kind(f"cryptopulse_{name}", about, labels=labels)
+            for values, value in samples:
+                metric.add_metric(list(values), value)
+            return metric
+
+        yield family(CounterMetricFamily, "ticks_received", "Ticks received from the source.", ["source", "symbol"],
+                     sorted(self.received.items()))
+        yield family(CounterMetricFamily, "ticks_published", "Ticks handed to Kafka.", ["source", "symbol"],
+                     sorted(self.published.items()))
+        yield family(CounterMetricFamily, "ticks_rejected", "Ticks that failed validation, never published.",
+                     ["source", "symbol", "reason"], sorted(self.rejected.items()))
+        yield family(CounterMetricFamily, "payloads_unreadable", "Source payloads that could not be read as a tick.",
+                     ["source"], [((src,), self.source.rejected)])
+        yield family(CounterMetricFamily, "ticks_delivered", "Ticks Kafka acknowledged (acks=all).", [],
+                     [((), self.deliveries.delivered)])
+        yield family(CounterMetricFamily, "delivery_errors", "Ticks Kafka did not accept.", [],
+                     [((), self.deliveries.failed)])
+        yield family(CounterMetricFamily, "source_reconnects", "Reconnections of the source's feed.", ["source"],
+                     [((src,), self.source.reconnects)])
+        yield family(GaugeMetricFamily, "dependency_up", "1 while the producer reaches this dependency, 0 during "
+                     "an outage.", ["dependency"], [((o.what.removeprefix("the "),), int(not o.is_down))
+                                                    for o in self.outages])
+        yield family(CounterMetricFamily, "dependency_outages", "Outages of this dependency seen since start.",
+                     ["dependency"], [((o.what.removeprefix("the "),), o.count) for o in self.outages])
+        yield family(GaugeMetricFamily, "last_tick_age_seconds", "Age of the newest tick's event time, per symbol.",
+                     ["symbol"], [((s,), round(max(now_ms - ms, 0) / 1000, 3))
+                                  for s, ms in sorted(self.last_event_ms.items())])
+
     def render(self, now: float | None = None) -> str:
-        """Prometheus text exposition format (version 0.0.4)."""
-        now_ms = (now or time.time()) * 1000
-        src = f'source="{self.source.name}"'
-        families = [
-            ("ticks_received_total", "counter", "Ticks received from the source.",
-             [(f'source="{s}",symbol="{y}"', n) for (s, y), n in sorted(self.received.items())]),
-            ("ticks_published_total", "counter", "Ticks handed to Kafka.",
-             [(f'source="{s}",symbol="{y}"', n) for (s, y), n in sorted(self.published.items())]),
-            ("ticks_rejected_total", "counter", "Ticks that failed validation, never published.",
-             [(f'source="{s}",symbol="{y}",reason="{r}"', n) for (s, y, r), n in sorted(self.rejected.items())]),
-            ("payloads_unreadable_total", "counter", "Source payloads that could not be read as a tick.",
-             [(src, self.source.rejected)]),
-            ("ticks_delivered_total", "counter", "Ticks Kafka acknowledged (acks=all).",
-             [("", self.deliveries.delivered)]),
-            ("delivery_errors_total", "counter", "Ticks Kafka did not accept.", [("", self.deliveries.failed)]),
-            ("source_reconnects_total", "counter", "Reconnections of the source's feed.",
-             [(src, self.source.reconnects)]),
-            ("dependency_up", "gauge", "1 while the producer reaches this dependency, 0 during an outage.",
-             [(f'dependency="{o.what.removeprefix("the ")}"', int(not o.is_down)) for o in self.outages]),
-            ("dependency_outages_total", "counter", "Outages of this dependency seen since start.",
-             [(f'dependency="{o.what.removeprefix("the ")}"', o.count) for o in self.outages]),
-            ("last_tick_age_seconds", "gauge", "Age of the newest tick's event time, per symbol.",
-             [(f'symbol="{s}"', round(max(now_ms - ms, 0) / 1000, 3)) for s, ms in sorted(self.last_event_ms.items())]),
-        ]
-        lines = []
-        for name, kind, about, samples in families:
-            lines += [f"# HELP cryptopulse_{name} {about}", f"# TYPE cryptopulse_{name} {kind}"]
-            lines += [f"cryptopulse_{name}{{{labels}}} {value}" if labels else f"cryptopulse_{name} {value}"
-                      for labels, value in samples]
-        return "\n".join(lines) + "\n"
+        """Prometheus text exposition format, through prometheus_client (one registry per process)."""
+        if now is not None:
+            self._now = lambda: now
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        return generate_latest(registry).decode()
 
     def summary(self) -> str:
         return (f"{self.source.name}: received {sum(self.received.values())}, "
@@ -78,7 +93,7 @@ def serve(metrics: ProducerMetrics, host: str, port: int) -> ThreadingHTTPServer
                 return
             body = metrics.render().encode()
             self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
