@@ -24,7 +24,7 @@ def test_metrics_are_served_in_prometheus_text_format():
     lines = response.text.splitlines()
     assert 'cryptopulse_ticks_received_total{source="simulated",symbol="BTC"} 2.0' in lines
     assert 'cryptopulse_ticks_published_total{source="simulated",symbol="BTC"} 2.0' in lines
-    assert 'cryptopulse_ticks_rejected_total{source="simulated",symbol="ETH",reason="nan price"} 1.0' in lines
+    assert 'cryptopulse_ticks_rejected_total{reason="nan price",source="simulated",symbol="ETH"} 1.0' in lines
     assert "cryptopulse_ticks_delivered_total 2.0" in lines
     assert 'cryptopulse_source_reconnects_total{source="simulated"} 4.0' in lines
     assert "# TYPE cryptopulse_last_tick_age_seconds gauge" in lines
