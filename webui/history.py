@@ -23,6 +23,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from cryptopulse.times import epoch_ms
+from webui.health import plain
 from webui.series import (
     RANGES_MS,
     CandleRow,
@@ -267,21 +268,25 @@ class HistoryStore:
         return self.data_since is not None and end < self.data_since
 
     async def _refresh_since(self) -> None:
-        firsts = []
         try:
-            for collection, field_ in (("prices", "ts"), ("candles_1m", "start")):
-                async with self._gate:
-                    cursor = self.db[collection].find({}, {"_id": 0, field_: 1}).sort(field_, 1).limit(1)
-                    try:
-                        docs = await cursor.to_list()
-                    finally:
-                        await cursor.close()
-                firsts += [d[field_] for d in docs if isinstance(d.get(field_), datetime)]
+            firsts = [await self._oldest(collection, field_)
+                      for collection, field_ in (("prices", "ts"), ("candles_1m", "start"))]
         except Exception as exc:  # noqa: BLE001 - no bound known: every `end` is queried, as before
-            log.info("the oldest stored time could not be read (%s); `end` is not clamped from below", exc)
+            log.info("the oldest stored time could not be read (%s); `end` is not clamped from below", plain(exc))
             self.data_since = None
             return
-        self.data_since = epoch_ms(min(firsts)) if firsts else None
+        known = [first for first in firsts if first is not None]
+        self.data_since = epoch_ms(min(known)) if known else None
+
+    async def _oldest(self, collection: str, field_: str) -> datetime | None:
+        """The earliest `field_` stored in `collection` (one scan on FerretDB: done at most once a minute)."""
+        async with self._gate:
+            cursor = self.db[collection].find({}, {"_id": 0, field_: 1}).sort(field_, 1).limit(1)
+            try:
+                docs = await cursor.to_list()
+            finally:
+                await cursor.close()
+        return next((d[field_] for d in docs if isinstance(d.get(field_), datetime)), None)
 
     async def _build(self, symbol: str, range_: str, end: int | None) -> dict[str, Any]:
         started = time.perf_counter()
