@@ -10,7 +10,8 @@ started again (as `./run demo` does) and counted. At the end the producer stops 
 sink; then it prints ticks published, ticks stored, lost, duplicates, the longest stall of the stored count,
 the restarts of each part and of each connector, and demo process exits. Lost and duplicated must be 0.
 
-Needs `control stack up` (with its supervisor). Never touches the user's topics or crypto_db.
+Needs `control stack up` (with its supervisor) and the project's commands on PATH (`./run` puts .venv/bin there;
+else `source .venv/bin/activate`). Never touches the user's topics or crypto_db.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class Demo:
         for name, proc in self.procs.items():
             if proc.poll() is not None and not self.stopping:
                 self.exits[name] += 1
-                print(f"  {name} exited ({proc.returncode}); starting it again", flush=True)
+                print(f"  {name} exited ({proc.returncode}); starting it again in 1 s", flush=True)
+                time.sleep(1)
                 self._start(name)
 
     def stop(self, name: str) -> None:

@@ -49,6 +49,38 @@ JVM_COMMON = [
     "-Djava.awt.headless=true",
 ]
 
+# What a stack process sees of the operator's environment: where programs are, the home folder, the locale and
+# the time zone. API keys, cloud tokens and the rest of a shell's environment stay out of every JVM and FerretDB;
+# each component adds its own variables (`Component.env`) and may inherit a few more (`Component.inherit`).
+BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+# The supervisor starts the others again, so it needs what they are built from: the project's settings (the
+# variables cryptopulse/settings.py reads) and the JDKs.
+SETTINGS_ENV = ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CONNECT_URL", "MONGODB_URI", "MONGODB_DATABASE",
+                "PRICES_TOPIC", "PRICES_DLQ_TOPIC", "CANDLES_TOPIC", "CANDLES_DLQ_TOPIC", "STREAMS_GROUP",
+                "WEBUI_GROUP_PREFIX", "CONNECTOR_PREFIX", "CRYPTOPULSE_STATE_DIR", "SCHEMAS_DIR", "CONNECTORS_DIR",
+                "SYMBOLS", "JAVA_HOME", "JAVA17_HOME", "JAVA21_HOME")
+PRIVATE = 0o077  # the umask of everything the stack writes: files 0600, folders 0700
+
+
+def process_env(component: Component, state: Path) -> dict[str, str]:
+    """The whole environment `component` is started with: BASE_ENV and its `inherit` from ours, then its own."""
+    allowed = set(BASE_ENV) | set(component.inherit)
+    return {**{k: v for k, v in os.environ.items() if k in allowed}, **(component.env(state) if component.env else {})}
+
+
+def make_private(state: Path) -> None:
+    """The state folder and everything in it readable by its owner only (0700 folders, 0600 files): it holds
+    the store's data, logs that may quote connection strings, and the pid files the stack signals by."""
+    os.umask(PRIVATE)
+    state.mkdir(parents=True, exist_ok=True)
+    for folder, _folders, files in os.walk(state):
+        os.chmod(folder, 0o700)
+        for name in files:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                mode = path.stat().st_mode & 0o777
+                os.chmod(path, (mode & 0o700) | (0o100 if mode & 0o111 else 0))
+
 
 @dataclass
 class Component:
@@ -62,6 +94,8 @@ class Component:
     env: Callable[[Path], dict[str, str]] | None = None
     prepare: Callable[[Path], None] | None = None
     workdir: Callable[[Path], Path] | None = None
+    # Variables of the operator's environment it may see besides BASE_ENV (each process gets only what it needs)
+    inherit: tuple[str, ...] = ()
 
     def pid_file(self, state: Path) -> Path:
         return state / "run" / f"{self.name}.pid"
@@ -70,12 +104,29 @@ class Component:
         return state / "logs" / f"{self.name}.log"
 
     def pid(self, state: Path) -> int | None:
-        """The pid of our running process, or None when it is not running."""
+        """The pid of our running process, or None when it is not running.
+
+        The pid file holds the pid and the command line it was started with; a process with that pid counts
+        only if it runs that command line (after a reboot or a crash the pid may belong to anything else, and
+        `stop` would signal its whole group)."""
         try:
-            pid = int(self.pid_file(state).read_text().strip())
-        except (FileNotFoundError, ValueError):
+            text = self.pid_file(state).read_text().strip()
+        except FileNotFoundError:
             return None
-        return pid if _alive(pid) else None
+        try:
+            record = json.loads(text)
+            pid = int(record["pid"]) if isinstance(record, dict) else int(record)
+            recorded = [str(a) for a in record["cmdline"]] if isinstance(record, dict) else None
+        except (ValueError, KeyError, TypeError):
+            return None
+        running = _cmdline(pid)
+        if running is None or not _alive(pid):
+            return None
+        if recorded is not None:
+            return pid if running == recorded else None
+        # a pid file of an earlier version (the pid alone): the arguments must be ours (the interpreter's path
+        # may differ); every component's arguments name the state folder or the control module
+        return pid if running[1:] == self.command(state)[1:] else None
 
 
 # --- probes -----------------------------------------------------------------
@@ -94,6 +145,15 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    """The process's command line (argv), or None when there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0")[:-1]] if raw else None
 
 
 def _port_open(port: int) -> bool:
@@ -165,10 +225,17 @@ def ferretdb_ready() -> bool:
 
 
 def _digest(*paths: Path) -> str:
+    """Of the files' names and contents: a renamed, added or removed input changes it too."""
     h = hashlib.sha256()
     for path in paths:
+        h.update(f"{path.name}\0{path.stat().st_size}\0".encode())
         h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def ferretdb_inputs() -> list[Path]:
+    """Every file the FerretDB build reads from control/ferretdb/: the module files and all Go sources."""
+    return sorted([FERRETDB_DIR / "go.mod", FERRETDB_DIR / "go.sum", *FERRETDB_DIR.glob("*.go")])
 
 
 def _step(state: Path, name: str, inputs: list[Path], outputs: list[Path], run: Callable[[], None], say) -> None:
@@ -228,7 +295,9 @@ def java_home(min_version: int) -> Path:
 def install(state: Path, say=print) -> None:
     """Fetch the Java artifacts and build FerretDB, each only when missing or out of date."""
     pom = STACK_DIR / "pom.xml"
-    mvn = [_require("mvn", "install Maven (apt-get install maven)"), "-B", "-q", "-f", str(pom), f"-Dstate.dir={state}"]
+    # -C (--strict-checksums): an artifact whose checksum does not match the repository's fails the step
+    mvn = [_require("mvn", "install Maven (apt-get install maven)"), "-B", "-q", "-C", "-f", str(pom),
+           f"-Dstate.dir={state}"]
     log = state / "logs" / "install.log"
     # (step, output folder, Maven arguments): each step of control/stack/pom.xml fills one folder.
     maven_steps = [
@@ -249,8 +318,8 @@ def install(state: Path, say=print) -> None:
 
     binary = state / "bin" / "ferretdb"
     go = [_require("go", "install Go 1.24+"), "build", "-trimpath", "-o", str(binary), "."]
-    _step(state, "ferretdb", [FERRETDB_DIR / "go.mod", FERRETDB_DIR / "go.sum", FERRETDB_DIR / "main.go"], [binary],
-          lambda: _run(go, FERRETDB_DIR, log, "go build of FerretDB"), say)
+    _step(state, "ferretdb", ferretdb_inputs(), [binary], lambda: _run(go, FERRETDB_DIR, log, "go build of FerretDB"),
+          say)
 
 
 # --- components -------------------------------------------------------------
@@ -363,6 +432,7 @@ def components(settings: Settings) -> list[Component]:
             # restarts what dies and restarts FAILED connectors (control/supervisor.py)
             command=lambda s: [sys.executable, "-m", "control.cli", "supervise"],
             env=lambda s: {"CRYPTOPULSE_STATE_DIR": str(s), "PYTHONUNBUFFERED": "1"},
+            inherit=SETTINGS_ENV,  # it starts the others again: the settings they are built from
             workdir=lambda s: PROJECT_DIR,
             ready=lambda: _supervisor_reporting(settings.state_dir),
             startup_timeout=30,
@@ -427,6 +497,7 @@ def _where(component: Component) -> str:
 
 def start(component: Component, state: Path, say=print) -> None:
     """Start one component unless it already runs, and wait until it is ready."""
+    os.umask(PRIVATE)
     if component.pid(state) is not None and component.ready():
         say(f"{component.name}: already running{_where(component)}")
         return
@@ -441,17 +512,18 @@ def start(component: Component, state: Path, say=print) -> None:
         log = component.log_file(state)
         log.parent.mkdir(parents=True, exist_ok=True)
         component.pid_file(state).parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **(component.env(state) if component.env else {})}
+        command = component.command(state)
         with log.open("ab") as out:
             out.write(f"\n=== start {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
             out.flush()
             proc = subprocess.Popen(
-                component.command(state),
+                command,
                 cwd=component.workdir(state) if component.workdir else state,
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True,
+                env=process_env(component, state), start_new_session=True, umask=PRIVATE,
             )
-        component.pid_file(state).write_text(str(proc.pid))
+        # what `pid` checks before anyone signals it: this pid running this command line
+        component.pid_file(state).write_text(json.dumps({"pid": proc.pid, "cmdline": _cmdline(proc.pid) or command}))
         say(f"{component.name}: starting (pid {proc.pid}, log {log})")
     started = time.monotonic()
     while time.monotonic() - started < component.startup_timeout:
@@ -478,27 +550,35 @@ def stop(component: Component, state: Path, say=print, timeout: float = 60) -> N
     if pid is None:
         return
     say(f"{component.name}: stopping (pid {pid})")
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+    # `pid` checked the command line; the group is signalled only if the process still leads it (it was started
+    # in a session of its own), so nothing outside the component is ever hit
+    command = _cmdline(pid)
+    _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _alive(pid):
+    if _alive(pid) and _cmdline(pid) == command:
         say(f"{component.name}: did not stop in {timeout:.0f}s, killing it")
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _signal(pid, signal.SIGKILL)
     component.pid_file(state).unlink(missing_ok=True)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    """Signal the process's group when it leads one, else the process alone."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def up(settings: Settings, say=print) -> None:
     """Install what is missing and start every component that is not running; an operator's holds and the
     supervisor's "flapping" verdicts are cleared (being asked to start is being asked to try again)."""
     state = settings.state_dir
-    state.mkdir(parents=True, exist_ok=True)
+    make_private(state)
     install(state, say)
     reset_supervision(state)
     for component in components(settings):
@@ -532,12 +612,15 @@ def down(settings: Settings, say=print) -> None:
         stop(component, settings.state_dir, say)
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process and its children, in MiB."""
+def rss_mib(pid: int, others: frozenset[int] = frozenset()) -> float:
+    """Resident memory of a process and its children, in MiB; `others` (components the supervisor started, so
+    its children) are counted on their own rows."""
     total = 0
     pids = [pid]
     while pids:
         current = pids.pop()
+        if current != pid and current in others:
+            continue
         try:
             with open(f"/proc/{current}/status") as f:
                 for line in f:
@@ -554,6 +637,7 @@ def status(settings: Settings) -> list[dict]:
     """One row per component; `restarts` and `supervision` (running, down, restarting, held, flapping)
     come from the supervisor's report."""
     report = supervision_report(settings.state_dir)["components"]
+    running = frozenset(filter(None, (c.pid(settings.state_dir) for c in components(settings))))
     rows = []
     for component in components(settings):
         pid = component.pid(settings.state_dir)
@@ -568,7 +652,7 @@ def status(settings: Settings) -> list[dict]:
             "state": state,
             "restarts": seen.get("restarts", 0),
             "last_error": seen.get("last_error") if state != "ready" else None,
-            "rss_mib": round(rss_mib(pid), 1) if pid else None,
+            "rss_mib": round(rss_mib(pid, running), 1) if pid else None,
             "log": str(component.log_file(settings.state_dir)),
         })
     return rows
