@@ -16,6 +16,7 @@ from control import backfill, connectors, schemas, stack, status, supervisor
 from cryptopulse import topics
 from cryptopulse.commands import Parser, positive_float, positive_int, run_command, setup_logging
 from cryptopulse.errors import ConfigError
+from cryptopulse.redact import redact
 from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, symbols
 
 BACKFILL_SOURCES = ["simulated", "coingecko", "binance", "coinbase"]
@@ -192,7 +193,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"control: Kafka at {settings.kafka_bootstrap} did not answer ({error.args[0].str()}); "
               "start the stack with `control stack up`", file=sys.stderr)
     except PyMongoError as error:
-        print(f"control: MongoDB at {settings.mongodb_uri} did not answer ({type(error).__name__}); "
+        print(f"control: MongoDB at {redact(settings.mongodb_uri)} did not answer ({type(error).__name__}); "
               "start the stack with `control stack up`", file=sys.stderr)
     return 1
 

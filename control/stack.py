@@ -225,10 +225,8 @@ def ferretdb_ready() -> bool:
 
 
 def _digest(*paths: Path) -> str:
-    """Of the files' names and contents: a renamed, added or removed input changes it too."""
     h = hashlib.sha256()
     for path in paths:
-        h.update(f"{path.name}\0{path.stat().st_size}\0".encode())
         h.update(path.read_bytes())
     return h.hexdigest()
 
@@ -523,7 +521,10 @@ def start(component: Component, state: Path, say=print) -> None:
                 env=process_env(component, state), start_new_session=True, umask=PRIVATE,
             )
         # what `pid` checks before anyone signals it: this pid running this command line
-        component.pid_file(state).write_text(json.dumps({"pid": proc.pid, "cmdline": _cmdline(proc.pid) or command}))
+        component.pid_file(state).write_text(json.dumps({"pid": proc.pid, "cmdline": command}))  # argv, as exec'd
+        deadline = time.monotonic() + 2
+        while _cmdline(proc.pid) is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # the kernel shows the new program's arguments a moment after exec returns
         say(f"{component.name}: starting (pid {proc.pid}, log {log})")
     started = time.monotonic()
     while time.monotonic() - started < component.startup_timeout:

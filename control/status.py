@@ -19,6 +19,7 @@ from pymongo import ASCENDING, MongoClient
 from control import stack
 from cryptopulse import topics
 from cryptopulse.avro import AvroCodec
+from cryptopulse.redact import redact
 from cryptopulse.settings import Settings, sink_group
 
 DASHBOARD_URL = "http://127.0.0.1:8000"
@@ -64,7 +65,8 @@ def services(settings: Settings) -> dict[str, dict[str, Any]]:
     probes = {"kafka": (settings.kafka_bootstrap, kafka), "schema registry": (settings.schema_registry_url, registry),
               "connect": (settings.connect_url, connect), "mongodb": (settings.mongodb_uri, mongodb),
               "dashboard": (DASHBOARD_URL, dashboard)}
-    return {name: {"address": address, **_probe(fn)} for name, (address, fn) in probes.items()}
+    # addresses as printed: a connection string's password never reaches a terminal or a CI log
+    return {name: {"address": redact(address), **_probe(fn)} for name, (address, fn) in probes.items()}
 
 
 def connectors(settings: Settings) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ import requests
 from confluent_kafka import KafkaError, KafkaException
 
 from cryptopulse.outage import Backoff, Outage
+from cryptopulse.redact import redact
 
 log = logging.getLogger("webui")
 
@@ -158,16 +159,18 @@ class KafkaWatch:
 
 
 def registry_probe(url: str, timeout: float) -> None:
-    """Raises unless the registry answers (any HTTP answer under 500 is an answer), with a one-line reason."""
+    """Raises unless the registry answers (any HTTP answer under 500 is an answer), with a one-line reason (the
+    URL without its credentials)."""
+    shown = redact(url)
     try:
         response = requests.get(f"{url.rstrip('/')}/schemas/types", timeout=timeout)
     except requests.Timeout:
-        raise RuntimeError(f"{url} did not answer within {timeout:g} s") from None
+        raise RuntimeError(f"{shown} did not answer within {timeout:g} s") from None
     except requests.RequestException as exc:
         errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
-        raise RuntimeError(f"{url} did not answer ({errno.group(1) if errno else type(exc).__name__})") from None
+        raise RuntimeError(f"{shown} did not answer ({errno.group(1) if errno else type(exc).__name__})") from None
     if response.status_code >= 500:
-        raise RuntimeError(f"{url} answered HTTP {response.status_code}")
+        raise RuntimeError(f"{shown} answered HTTP {response.status_code}")
 
 
 class Monitor:
