@@ -28,6 +28,7 @@ from streams.candles import CandleBook
 from tests.integration.conftest import wait_for
 
 WEBUI_PORT = 8779
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"  # figures of each run (ignored by git)
 BEFORE_S = 8  # publishing before the fault
 AFTER_S = 8  # publishing after the part is back
 RESUME_WITHIN_S = 60
@@ -147,7 +148,11 @@ def test_the_pipeline_heals(settings: Settings, tmp_path: Path, name: str, down_
         resumed_s = time.monotonic() - back
         found = [d["_id"] for d in db.prices.find({"symbol": {"$in": symbols}}, {"_id": 1})]
         assert sorted(found) == sorted(ids), "MongoDB does not hold exactly the published ticks"
-        print(f"{name}: {len(ids)} ticks, all stored once, {resumed_s:.1f} s after it came back")
+        figures = f"{name} down {down_s} s: {len(ids)} ticks, all stored once, {resumed_s:.1f} s after it came back"
+        print(figures)
+        ARTIFACTS.mkdir(exist_ok=True)
+        with (ARTIFACTS / "faults.txt").open("a") as out:
+            out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {figures}\n")
 
         assert set(demo.exited()) == {"producer"}, f"a demo process exited: {demo.exited()}\n{demo.all_logs()}"
         wait_for(lambda: _healthy(), 60, "the dashboard's /healthz to answer 200 again")
