@@ -129,7 +129,10 @@ def main() -> int:
     args = parser.parse_args()
     settings = Settings()
     port = free_port()
+    # 200 clients from one address: no per-address cap or subscribe budget here (docs/security.md)
     env = {**os.environ, "PRICES_TOPIC": TOPIC, "WEBUI_PORT": str(port), "WEBUI_CLIENT_QUEUE": "10000",
+           "WEBUI_MAX_CONNECTIONS_PER_ADDRESS": "0", "WEBUI_ADDRESS_RATE": "100000",
+           "WEBUI_ADDRESS_CONNECT_RATE": "100000",
            "WEBUI_GROUP_PREFIX": "bench-webui-group"}
     Producer({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(TOPIC, timeout=10)  # auto-creates it
     app = subprocess.Popen([sys.executable, "-m", "webui.cli"], env=env, stderr=subprocess.DEVNULL)

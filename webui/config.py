@@ -58,6 +58,11 @@ class WebConfig:
     rate_strikes: float = field(default_factory=lambda: _float("WEBUI_RATE_STRIKES", 50))
     # All the sockets of one address share a budget of subscribes: more sockets do not buy more queries.
     address_rate: float = field(default_factory=lambda: _float("WEBUI_ADDRESS_RATE", 20))
+    # New WebSockets a second from one address (bursts of twice that): reconnecting is no way around the limits.
+    address_connect_rate: float = field(default_factory=lambda: _float("WEBUI_ADDRESS_CONNECT_RATE", 5))
+    # After one of its sockets is closed for abuse (rate limit, not reading), an address may not open another
+    # for this long.
+    penalty_seconds: float = field(default_factory=lambda: _float("WEBUI_PENALTY_SECONDS", 10))
     # Open WebSockets at most, in all and per client address (0: no cap per address, e.g. behind a proxy).
     max_connections: int = field(default_factory=lambda: _int("WEBUI_MAX_CONNECTIONS", 1000))
     max_connections_per_address: int = field(default_factory=lambda: _int("WEBUI_MAX_CONNECTIONS_PER_ADDRESS", 32))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -60,11 +61,18 @@ def is_local(address: str, headers: Any) -> bool:
 @dataclass
 class Connections:
     """Open WebSockets, per client address and in all, counted from the handshake to the socket's very end
-    (a socket the app gave up on still counts until the server has let it go)."""
+    (a socket the app gave up on still counts until the server has let it go); and what each address may still
+    do: open sockets (a handshake rate), subscribe (a budget all its sockets share), or nothing for a while
+    after one of its sockets was closed for abuse. An address's buckets outlive its sockets (reconnecting does
+    not refill them) and are forgotten a minute after their last use."""
 
     total: int = 0
     by_address: Counter[str] = field(default_factory=Counter)
     budgets: dict[str, TokenBucket] = field(default_factory=dict)
+    handshakes: dict[str, TokenBucket] = field(default_factory=dict)
+    penalties: dict[str, float] = field(default_factory=dict)  # address -> monotonic time its penalty ends
+    clock: Any = time.monotonic
+    _pruned: float = 0.0
 
     def opened(self, address: str) -> None:
         self.total += 1
@@ -75,10 +83,24 @@ class Connections:
         self.by_address[address] -= 1
         if self.by_address[address] <= 0:
             del self.by_address[address]
-            self.budgets.pop(address, None)
+
+    def penalize(self, address: str, seconds: float) -> None:
+        """Refuse new sockets from `address` for `seconds` (one of its sockets was closed for abuse)."""
+        if seconds > 0:
+            self.penalties[address] = self.clock() + seconds
 
     def refusal(self, address: str, config: WebConfig) -> tuple[int, str] | None:
         """(HTTP status, reason) when this socket is one too many, else None."""
+        now = self.clock()
+        self._prune(now)
+        if self.penalties.get(address, 0.0) > now:
+            wait = self.penalties[address] - now
+            return 429, f"a socket from your address was closed for abuse: try again in {wait:.0f} s"
+        if address not in self.handshakes:
+            self.handshakes[address] = TokenBucket(config.address_connect_rate, 2 * config.address_connect_rate,
+                                                   self.clock)
+        if not self.handshakes[address].allow():
+            return 429, f"too many new connections from your address: at most {config.address_connect_rate:g} a second"
         if self.total > config.max_connections:
             return 503, f"too many connections: the dashboard serves at most {config.max_connections}"
         cap = config.max_connections_per_address
@@ -89,8 +111,18 @@ class Connections:
     def budget(self, address: str, config: WebConfig) -> TokenBucket:
         """The subscribe budget every socket of `address` draws from."""
         if address not in self.budgets:
-            self.budgets[address] = TokenBucket(config.address_rate, 2 * config.address_rate)
+            self.budgets[address] = TokenBucket(config.address_rate, 2 * config.address_rate, self.clock)
         return self.budgets[address]
+
+    def _prune(self, now: float) -> None:
+        if now - self._pruned < 10:
+            return
+        self._pruned = now
+        for buckets in (self.budgets, self.handshakes):
+            for address in [a for a, b in buckets.items() if now - b.last_used > 60 and a not in self.by_address]:
+                del buckets[address]
+        for address in [a for a, until in self.penalties.items() if until <= now]:
+            del self.penalties[address]
 
 
 class GuardedWebsocketConnection(ASGIWebsocketConnection):
@@ -130,9 +162,46 @@ def listening_socket(host: str, port: int, config: WebConfig) -> socket.socket:
     return sock
 
 
+def fix_hypercorn_websockets() -> None:
+    """Two fixes to hypercorn 0.18's WebSocket stream, installed once by `server_config`:
+
+    - a message over `websocket_max_message_size` is answered with a close frame (1009), but the socket stayed
+      open and everything the client sent next was appended to the refused message's buffer (~110 MiB a second
+      from one client): now the buffer is emptied and the connection ends;
+    - when the app has finished (it closed the socket) while its queue of received events is full (it had
+      stopped reading a flooding client), handing it the final "disconnect" waited for ever, so the TCP
+      connection was never closed: now what the app will never read is dropped first.
+    """
+    from hypercorn.protocol import ws_stream
+
+    stream = ws_stream.WSStream
+    if getattr(stream, "_cryptopulse_fixed", False):
+        return
+    handle_events, handle = stream._handle_events, stream.handle
+
+    async def _handle_events(self: Any) -> None:
+        await handle_events(self)
+        if self.buffer.length > self.buffer.max_length:  # a message was refused as too big: no more of it
+            self.buffer.clear()
+            if not self.closed:
+                await self.send(ws_stream.StreamClosed(stream_id=self.stream_id))
+
+    async def _handle(self: Any, event: Any) -> None:
+        if isinstance(event, ws_stream.StreamClosed) and self.app_put is not None:
+            queue = getattr(self.app_put, "__self__", None)
+            while isinstance(queue, asyncio.Queue) and queue.full():
+                queue.get_nowait()  # the app stopped reading: the disconnect must still get through
+        await handle(self, event)
+
+    stream._handle_events, stream.handle = _handle_events, _handle
+    stream._cryptopulse_fixed = True
+
+
 def server_config(config: WebConfig, sock: socket.socket) -> Config:
     """Hypercorn's settings for the dashboard, serving on `sock` (which it takes over)."""
     from hypercorn.config import Config
+
+    fix_hypercorn_websockets()
 
     server = Config()
     server.bind = [f"fd://{sock.detach()}"]

@@ -145,6 +145,11 @@ class TokenBucket:
         self._tokens = burst
         self._last = clock()
 
+    @property
+    def last_used(self) -> float:
+        """The clock's time of the last `allow`."""
+        return self._last
+
     def allow(self) -> bool:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)

@@ -226,6 +226,7 @@ async def feed() -> None:
     if conn.closing.done():
         reason = conn.closing.result()
         shared.metrics.closed[reason.metric] += 1
+        shared.connections.penalize(conn.peer, shared.config.penalty_seconds)
         log.info("closing client %s: %s", conn.peer, reason.reason)
         with contextlib.suppress(Exception):  # a client that reads nothing does not read the close frame either
             await asyncio.wait_for(websocket.close(reason.code, reason.reason), 1.0)

@@ -278,3 +278,90 @@ def test_a_raw_socket_is_refused_a_handshake_over_the_cap(dashboard):
         for sock in (first, second):
             sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+
+def test_a_client_that_goes_on_sending_after_an_oversize_frame_is_disconnected(dashboard):
+    """Hypercorn answered an oversize frame with a close frame, kept the socket and appended everything the client
+    sent next to the refused message: ~110 MiB a second. Now the socket ends and nothing is kept."""
+    board = dashboard()
+    before = board.rss_mib()
+    sock = rawws.connect(board.port, rcvbuf=4096, timeout=1.0)
+    payload = rawws.frame(b"x" * 65536)
+    sent, ended, deadline = 0, False, time.monotonic() + 15
+    try:
+        while time.monotonic() < deadline and sent < 3000:  # ~200 MiB at most
+            try:
+                sock.sendall(payload)
+                sent += 1
+            except TimeoutError:
+                continue
+            except OSError:
+                ended = True
+                break
+    finally:
+        sock.close()
+    assert ended, f"the socket took {sent} frames of 64 KiB and stayed open"
+    assert board.rss_mib() - before < 40
+
+
+def test_reconnecting_is_no_way_around_the_limits(dashboard):
+    """New sockets from one address are rate-limited, and an address whose socket was closed for abuse waits."""
+    board = dashboard(WEBUI_ADDRESS_CONNECT_RATE="2", WEBUI_PENALTY_SECONDS="30")
+
+    async def burst() -> list[int | None]:
+        statuses, opened = [], []
+        for _ in range(8):
+            try:
+                opened.append(await websockets.connect(board.ws, local_addr=("127.0.0.5", 0)))
+                statuses.append(None)
+            except InvalidStatus as refused:
+                statuses.append(refused.response.status_code)
+        for ws in opened:
+            await ws.close()
+        return statuses
+
+    statuses = run(burst())
+    assert statuses[:4] == [None] * 4 and 429 in statuses[4:]  # a burst of twice the rate, then refused
+
+    async def abuse_then_reconnect() -> tuple[int, str | None]:
+        async with websockets.connect(board.ws, local_addr=("127.0.0.6", 0)) as ws:
+            try:
+                for _ in range(300):
+                    await ws.send('{"type":"ping"}')
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            except ConnectionClosed:
+                pass
+        try:
+            await websockets.connect(board.ws, local_addr=("127.0.0.6", 0))
+            again = None
+        except InvalidStatus as refused:
+            again = refused.response.status_code
+        async with websockets.connect(board.ws, local_addr=("127.0.0.7", 0)) as other:  # others are not punished
+            await other.send(SUBSCRIBE)
+            other_got = (await receive(other))["type"]
+        return again, other_got
+
+    assert run(abuse_then_reconnect()) == (429, "snapshot")
+
+
+def test_the_socket_of_a_client_closed_for_abuse_really_ends(dashboard):
+    """The app closed it while its queue of unread frames was full: hypercorn then waited for ever to hand the app
+    its disconnect, and never closed the TCP connection, which kept counting against the caps."""
+    board = dashboard()
+    sock = rawws.connect(board.port, timeout=5)
+    try:
+        for _ in range(300):
+            sock.sendall(rawws.frame(b'{"type":"ping"}'))
+        data, deadline = b"", time.monotonic() + 10
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        else:
+            raise AssertionError("the server never closed the TCP connection")
+    finally:
+        sock.close()
+    assert b"\x88" in data and b"rate limit" in data  # the close frame, with its reason, then the end
+    board.wait_for(lambda: board.metric("webui_open_sockets") == 0, 10, "the socket to stop counting")
