@@ -12,6 +12,7 @@ import requests
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from control.status import dead_letters as dead_letter_census
 from tests.integration.conftest import wait_for
 from tests.namespace import PREFIX
 
@@ -31,6 +32,11 @@ def sink_committed_offset(settings) -> int:
     )
     (result,) = [f.result() for f in futures.values()]
     return max(tp.offset for tp in result.topic_partitions)
+
+
+def sink_states(settings) -> list[str]:
+    status = requests.get(f"{settings.connect_url}/connectors/{SINK}/status", timeout=10).json()
+    return [status["connector"]["state"], *(t["state"] for t in status["tasks"])]
 
 
 def topic_end_offset(settings, topic: str) -> int:
@@ -68,11 +74,42 @@ def test_ten_thousand_ticks_land_once_each_even_when_published_twice(settings, m
     by_symbol = {s: prices.count_documents({**window, "symbol": s}) for s in ("BTC", "ETH", "XRP")}
     assert sum(by_symbol.values()) == count and min(by_symbol.values()) >= count // 3
 
-    # The same ticks again: every document replaces itself.
+    # The same ticks again (a replay): each is written once already, so the sink's insert is refused as a
+    # duplicate; the connector keeps running and the dead-letter census counts them as redelivered, not broken.
+    before = dead_letter_census(settings, settings.prices_dlq_topic)
     run_producer(*args)
     end = topic_end_offset(settings, settings.prices_topic)
     wait_for(lambda: sink_committed_offset(settings) >= end, 240, "the sink to consume the second run")
     assert prices.count_documents(window) == count
+    assert sink_states(settings) == ["RUNNING", "RUNNING"]
+    after = dead_letter_census(settings, settings.prices_dlq_topic, budget_s=60)
+    assert after["duplicate"] - before.get("duplicate", 0) == count
+    assert after["unconvertible"] + after["rejected"] == before.get("unconvertible", 0) + before.get("rejected", 0)
+    assert after["uncounted"] == 0
+
+
+def test_a_batch_mixing_redelivered_and_new_ticks_writes_every_new_one(settings, mongo):
+    """Unordered inserts: the duplicates in a batch are refused one by one, the new ticks beside them land."""
+    start = int(datetime(2002, 1, 1).timestamp() * 1000) + random.randrange(365) * 86_400_000
+    first, total = 1_250, 3_000  # the second run repeats the first 1,250 ticks, in the middle of a batch
+    window = {"ts": {"$gte": datetime.fromtimestamp(start / 1000).astimezone(),
+                     "$lt": datetime.fromtimestamp((start + total * 1000) / 1000).astimezone()}}
+    prices = mongo[settings.database]["prices"]
+    common = ["--fast", "--start-ms", str(start), "--interval-ms", "1000", "--symbols", "BTC,ETH,XRP",
+              "--seed", str(start)]
+    run_producer(*common, "--count", str(first))
+    end = topic_end_offset(settings, settings.prices_topic)
+    wait_for(lambda: sink_committed_offset(settings) >= end, 240, "the sink to consume the first run")
+    before = dead_letter_census(settings, settings.prices_dlq_topic)
+
+    run_producer(*common, "--count", str(total))
+    end = topic_end_offset(settings, settings.prices_topic)
+    wait_for(lambda: sink_committed_offset(settings) >= end, 240, "the sink to consume the second run")
+    assert prices.count_documents(window) == total
+    after = dead_letter_census(settings, settings.prices_dlq_topic, budget_s=60)
+    assert after["duplicate"] - before.get("duplicate", 0) == first
+    assert after["rejected"] == before.get("rejected", 0)
+    assert sink_states(settings) == ["RUNNING", "RUNNING"]
 
 
 def test_bytes_that_are_not_avro_go_to_the_dead_letter_topic(settings):
@@ -104,9 +141,14 @@ def test_bytes_that_are_not_avro_go_to_the_dead_letter_topic(settings):
     assert headers["__connect.errors.stage"] == b"VALUE_CONVERTER"
     assert b"__connect.errors.exception.class.name" in {k.encode() for k in headers}
 
-    status = requests.get(f"{settings.connect_url}/connectors/{SINK}/status", timeout=10).json()
-    assert status["connector"]["state"] == "RUNNING"
-    assert [t["state"] for t in status["tasks"]] == ["RUNNING"]
+    assert sink_states(settings) == ["RUNNING", "RUNNING"]
+
+    # `control status` tells them apart from redelivered duplicates and names the last one's cause
+    census = wait_for(lambda: (c := dead_letter_census(settings, settings.prices_dlq_topic))["uncounted"] == 0 and c,
+                      30, "the dead-letter census")
+    assert census["unconvertible"] >= 2
+    assert census["last_broken"]["why"].startswith("VALUE_CONVERTER")
+    assert census["last_broken"]["offset"] >= dlq_start + 1
 
 
 def test_deploy_connectors_twice_reports_unchanged(settings):

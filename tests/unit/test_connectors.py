@@ -3,6 +3,7 @@ import json
 import pytest
 
 from control.connectors import load, load_all, placeholder_values
+from control.status import dead_letter_cause
 from cryptopulse.errors import ConnectError
 from cryptopulse.settings import Settings
 
@@ -36,8 +37,66 @@ def test_prices_sink_is_idempotent_and_has_a_dead_letter_topic():
     config = connector.config
     assert config["document.id.strategy"].endswith("ProvidedInValueStrategy")
     assert config["document.id.strategy.overwrite.existing"] == "true"
-    assert config["writemodel.strategy"].endswith("ReplaceOneDefaultStrategy")
     assert config["errors.tolerance"] == "all"
     assert config["errors.deadletterqueue.context.headers.enable"] == "true"
     assert config["value.converter"] == "io.apicurio.registry.utils.converter.AvroConverter"
+    assert config["value.converter.apicurio.registry.fault-tolerant-refresh"] == "true"
     assert not any(k.startswith("timeseries") for k in config)
+
+
+def test_prices_sink_writes_each_tick_once_and_a_redelivery_never_stops_it():
+    """Ticks are inserted (a tick never changes), unordered: a redelivered tick's duplicate-key error is a data
+    error reported to the dead-letter topic, where `control status` counts it apart, and the rest of its batch
+    is written all the same (an ordered batch would report them as skipped instead)."""
+    (connector,) = [c for c in load_all(Settings()) if c.name == "mongo-sink-prices"]
+    config = connector.config
+    assert config["writemodel.strategy"].endswith(".InsertOneDefaultStrategy")
+    assert config["bulk.write.ordered"] == "false"
+    assert config["mongo.errors.tolerance"] == "data"  # bulk-write errors tolerated; an outage still fails the task
+    assert 100 <= int(config["max.batch.size"]) <= 500  # FerretDB inserts in chunks of 100; 500 measured best
+    # one ERROR log line pair per duplicate would flood connect.log (38 MB per 100,000 replayed ticks)
+    assert config["errors.log.enable"] == "false" and config["mongo.errors.log.enable"] == "false"
+
+
+def test_candles_sink_keeps_upserts_in_batches_ferretdb_can_take():
+    """Candles change while their minute is open: replaced by `_id`. FerretDB holds a pooled connection per
+    upsert statement until the command ends, so more than ~100 in one bulk write hang it (docs/stack.md)."""
+    (connector,) = [c for c in load_all(Settings()) if c.name == "mongo-sink-candles"]
+    config = connector.config
+    assert config["writemodel.strategy"].endswith(".ReplaceOneDefaultStrategy")
+    assert int(config["max.batch.size"]) <= 50
+
+
+def headers(stage: str, exception: str, message: str) -> list[tuple[str, bytes]]:
+    """Headers as Connect writes them on a dead-letter record (errors.deadletterqueue.context.headers.enable)."""
+    return [("__connect.errors.topic", b"crypto-prices"), ("__connect.errors.partition", b"0"),
+            ("__connect.errors.offset", b"42"), ("__connect.errors.stage", stage.encode()),
+            ("__connect.errors.class.name", b"org.apache.kafka.connect.sink.SinkTask"),
+            ("__connect.errors.exception.class.name", exception.encode()),
+            ("__connect.errors.exception.message", message.encode())]
+
+
+@pytest.mark.parametrize(("stage", "exception", "message", "cause"), [
+    # FerretDB 1.24's and MongoDB's duplicate `_id` on insert, as the sink reports it (dlq.WriteException)
+    ("TASK_PUT", "com.mongodb.kafka.connect.sink.dlq.WriteException",
+     "v=1, code=11000, message=E11000 duplicate key error collection: crypto_db.prices, details={}", "duplicate"),
+    ("TASK_PUT", "com.mongodb.kafka.connect.sink.dlq.WriteException",
+     'v=1, code=11000, message=E11000 duplicate key error collection: crypto_db.prices index: _id_ dup key: '
+     '{ _id: "BTC|simulated|1" }, details={}', "duplicate"),
+    # the store refused the document for another reason, or an ordered batch skipped it
+    ("TASK_PUT", "com.mongodb.kafka.connect.sink.dlq.WriteException",
+     "v=1, code=2, message=invalid document, details={}", "rejected"),
+    ("TASK_PUT", "com.mongodb.kafka.connect.sink.dlq.WriteSkippedException",
+     "v=1, message=Batch was not fully written", "rejected"),
+    # not Avro, or the sink could not make a document of it
+    ("VALUE_CONVERTER", "org.apache.kafka.connect.errors.DataException", "Failed to deserialize", "unconvertible"),
+    ("TASK_PUT", "org.apache.kafka.connect.errors.DataException", "Provided _id is missing", "unconvertible"),
+])
+def test_dead_letters_are_told_apart_by_cause(stage, exception, message, cause):
+    found, why = dead_letter_cause(headers(stage, exception, message))
+    assert found == cause
+    assert why.startswith(stage) and len(why) <= 160
+
+
+def test_a_dead_letter_without_headers_counts_as_broken():
+    assert dead_letter_cause(None)[0] == "unconvertible"
