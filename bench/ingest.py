@@ -1,19 +1,19 @@
 """Ingest throughput on the native stack: the pipeline, the store's best write path, the old ways, a replay.
 
     python bench/ingest.py [--ticks 720000] [--replay 100000] [--store-docs 20000] [--seed-seconds 60]
-                           [--backfill-hours 0] [--connectors DIR] [--set KEY=VALUE ...]
+                           [--candles 6000] [--backfill-hours 0] [--connectors DIR] [--set KEY=VALUE ...]
 
-Needs the stack (`control stack up`). It works in a namespace of its own: topics `bench-prices-<run>`
-(and its dead-letter topic), connector `bench-mongo-sink-<run>`, the database `cryptopulse_bench`, registry
-subjects of those topics, consumer groups named after them; it removes all of it afterwards, so it neither
-reads nor disturbs the real data. In one run it measures:
+Needs the stack (`control stack up`). It works in a namespace of its own: topics, connectors, consumer
+groups and registry subjects named `bench-<run>-...`, the databases `cryptopulse_bench*`; it removes all of
+it afterwards, so it neither reads nor disturbs the real data. In one run it measures:
 
 (a) end-to-end: ticks published as fast as the producer can into a topic, then the rate at which the
     MongoDB sink connector (connectors/mongo-sink-prices.json, or --connectors' copy, with --set overrides)
     lands them in MongoDB: from the connector's creation until the last tick is in the collection, at least
     60 s with the default --ticks; the count is checked at the end;
 (b) the store's best write path: pymongo InsertOne, unordered, in batches of the sink's size and of 500,
-    into a scratch collection; and what whole batches of duplicates cost there (each one is refused);
+    into an empty collection; and what whole batches of duplicates cost there (each one is refused). The
+    direct writes (b, c, f) run first, in a database of their own (FerretDB keeps one SQLite file each);
 (c) the sink's old way: ReplaceOne upserts by `_id`, ordered, batches of 50;
 (d) the original design's way: a Python consumer decoding each record and doing one insert_one per message;
 (e) a replay: the first --replay ticks published a second time while the connector is paused, then the
@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 from pymongo import InsertOne, MongoClient, ReplaceOne
 from pymongo.errors import BulkWriteError
 
@@ -59,6 +59,7 @@ TOPIC = f"{PREFIX}prices"
 DLQ = f"{TOPIC}-dlq"
 CONNECTOR = f"{PREFIX}mongo-sink-prices"
 DATABASE = "cryptopulse_bench"
+STORE_DATABASE = f"{DATABASE}_store"  # the direct writes get a database (a SQLite file) of their own
 COLLECTION = "prices"
 SYMBOLS = ["BTC", "ETH", "XRP"]
 START_MS = 1_600_000_000_000  # event time of the first tick: the same ticks for the run and the replay
@@ -88,12 +89,24 @@ def publish(settings: Settings, count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
+def patiently(fn, *args, minutes: float = 3):
+    """fn(*args), tried again for a few minutes while Kafka does not answer (a restart must not end a run)."""
+    deadline = time.monotonic() + minutes * 60
+    while True:
+        try:
+            return fn(*args)
+        except (KafkaException, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
 def end_offset(settings: Settings, topic: str) -> int:
-    return topics.end_offsets_by_partition(settings, topic).get(0, 0)
+    return patiently(lambda: topics.end_offsets_by_partition(settings, topic).get(0, 0))
 
 
 def committed(settings: Settings) -> int:
-    return max(topics.committed_offsets(settings, sink_group(CONNECTOR), TOPIC, [0]).get(0, 0), 0)
+    return patiently(lambda: max(topics.committed_offsets(settings, sink_group(CONNECTOR), TOPIC, [0]).get(0, 0), 0))
 
 
 def sink_config(settings: Settings, overrides: dict[str, str]) -> dict[str, str]:
@@ -182,7 +195,7 @@ def documents(docs: int, seed: int = 2) -> list[dict]:
 
 def store_inserts(mongo: MongoClient, docs: int, batch: int) -> tuple[float, float]:
     """(docs/s of unordered InsertOne batches into an empty collection, docs/s of the same batches again)."""
-    collection = mongo[DATABASE]["bench_store"]
+    collection = mongo[STORE_DATABASE]["bench_store"]
     collection.drop()
     records = documents(docs)
     rates = []
@@ -199,7 +212,7 @@ def store_inserts(mongo: MongoClient, docs: int, batch: int) -> tuple[float, flo
 
 def store_upserts(mongo: MongoClient, docs: int, batch: int = 50) -> float:
     """docs/s of ReplaceOne upserts by `_id`, ordered, into an empty collection: the sink's old way."""
-    collection = mongo[DATABASE]["bench_store"]
+    collection = mongo[STORE_DATABASE]["bench_store"]
     collection.drop()
     records = documents(docs)
     started = time.perf_counter()
@@ -217,7 +230,7 @@ def candle_upserts(mongo: MongoClient, candles: int, batch: int = 50) -> float:
     60 candles (20 symbols, 3 sources) are open at once and each update changes its close; the collection
     holds a week of closed candles for those, so lookups by `_id` work on a realistic table.
     """
-    collection = mongo[DATABASE]["bench_candles"]
+    collection = mongo[STORE_DATABASE]["bench_candles"]
     collection.drop()
     keys = [(f"C{i:02d}", source) for i in range(20) for source in ("simulated", "binance", "coinbase")]
     week = 7 * 24 * 60
@@ -241,7 +254,7 @@ def candle_upserts(mongo: MongoClient, candles: int, batch: int = 50) -> float:
 
 
 def one_insert_per_message(settings: Settings, seconds: float, mongo: MongoClient) -> float:
-    collection = mongo[DATABASE]["bench_baseline"]
+    collection = mongo[STORE_DATABASE]["bench_baseline"]
     collection.drop()
     codec = AvroCodec(settings, TOPIC, "tick")
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{PREFIX}seed-way",
@@ -336,21 +349,23 @@ def main() -> int:
           f"{'ordered' if config.get('bulk.write.ordered', 'true') == 'true' else 'unordered'}, "
           f"batches of {batch}" + "".join(f", {kv}" for kv in args.set), flush=True)
     bf = None
+    sizes = list(dict.fromkeys((batch, 500)))
     try:
-        a = end_to_end(settings, args.ticks, config, mongo)
-        e = replay(settings, args.replay, a["landed"], mongo) if args.replay else None
-        print(f"(b) {args.store_docs:,} InsertOne, unordered, batches of {batch} and 500, then again ...", flush=True)
-        b = {size: store_inserts(mongo, args.store_docs, size) for size in dict.fromkeys((batch, 500))}
+        print(f"(b) {args.store_docs:,} InsertOne, unordered, batches of {' and '.join(map(str, sizes))}, "
+              "then the same again (all duplicates) ...", flush=True)
+        b = {size: store_inserts(mongo, args.store_docs, size) for size in sizes}
         print(f"(c) {args.store_docs:,} ReplaceOne upserts by _id, ordered, batches of 50 ...", flush=True)
         c = store_upserts(mongo, args.store_docs)
         print(f"(f) {args.candles:,} candle updates, ReplaceOne upserts, batches of 50 ...", flush=True)
         f = candle_upserts(mongo, args.candles)
+        a = end_to_end(settings, args.ticks, config, mongo)
+        e = replay(settings, args.replay, a["landed"], mongo) if args.replay else None
         print(f"(d) one insert_one per consumed message for {args.seed_seconds:.0f} s ...", flush=True)
         d = one_insert_per_message(settings, args.seed_seconds, mongo)
         if args.backfill_hours:
             bf = backfill_run(settings, args.backfill_hours)
     finally:
-        remove_namespace(settings, mongo, PREFIX, (DATABASE, f"{DATABASE}_backfill"))
+        patiently(remove_namespace, settings, mongo, PREFIX, (DATABASE, STORE_DATABASE, f"{DATABASE}_backfill"))
 
     best_size, (best, _) = max(b.items(), key=lambda kv: kv[1][0])
     memory = {row["name"]: row["rss_mib"] for row in stack.status(settings)}
@@ -379,8 +394,10 @@ def main() -> int:
           + (f", replay/end-to-end = {e['rate'] / a['rate']:.2f}" if e else ""))
     print("stack memory (RSS, MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items() if v)
           + f"; total {sum(v or 0 for v in memory.values()):.0f}")
-    ok = a["landed"] == args.ticks and (not e or (e["after"] == e["before"] and e["duplicates"] == args.replay
-                                                  and e["broken"] == 0 and e["state"] == "RUNNING/RUNNING"))
+    inserts = config["writemodel.strategy"].endswith(".InsertOneDefaultStrategy")  # else upserts: no duplicates
+    ok = a["landed"] == args.ticks and (not e or (
+        e["after"] == e["before"] and e["duplicates"] == (args.replay if inserts else 0) and e["broken"] == 0
+        and e["state"] == "RUNNING/RUNNING"))
     return 0 if ok else 1
 
 
