@@ -100,3 +100,16 @@ def test_dead_letters_are_told_apart_by_cause(stage, exception, message, cause):
 
 def test_a_dead_letter_without_headers_counts_as_broken():
     assert dead_letter_cause(None)[0] == "unconvertible"
+
+
+def test_status_shows_dead_letters_by_cause_and_the_last_broken_one():
+    from control.status import _render_dead_letters
+
+    counts = {"unconvertible": 2, "rejected": 0, "duplicate": 100_000, "expired": 0, "uncounted": 0,
+              "last_broken": {"partition": 0, "offset": 100_001, "why": "VALUE_CONVERTER: DataException: bad"}}
+    lines = _render_dead_letters({"crypto-prices-dlq": counts, "crypto-candles-1m-dlq": {}})
+    assert "2 could not be converted, 0 rejected by the store; 100,000 redelivered duplicates" in lines[1]
+    assert "last broken record: partition 0 offset 100,001, VALUE_CONVERTER" in lines[2]
+    assert "no such topic" in lines[3]
+    only_duplicates = {**counts, "unconvertible": 0, "last_broken": None}
+    assert len(_render_dead_letters({"crypto-prices-dlq": only_duplicates})) == 2  # nothing to look at
