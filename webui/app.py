@@ -10,7 +10,7 @@ from quart import Quart, Response, abort, request, websocket
 
 from cryptopulse.settings import Settings
 from webui.config import WebConfig
-from webui.guard import SECURITY_HEADERS, GuardedWebsocketConnection
+from webui.guard import SECURITY_HEADERS, GuardedWebsocketConnection, release_free_memory
 from webui.health import Dependencies, Monitor
 from webui.history import HistoryStore
 from webui.live import Hub, LiveConsumer
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
         shared.history = HistoryStore(config.settings.mongodb_uri, config.settings.database, config.mongo_pool,
                                       config.max_points, config.snapshot_cache_seconds, shared.hub.recent_ticks,
                                       shared.views.get("candles"), shared.views.get("ticks"),
-                                      cache_bytes=config.snapshot_cache_bytes)
+                                      cache_bytes=config.snapshot_cache_bytes, past_rate=config.history_rate)
         if config.probe_seconds > 0:
             shared.monitor = Monitor(deps, shared.history.ping, config.settings.schema_registry_url,
                                      config.probe_seconds)
@@ -102,10 +102,15 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
     return app
 
 
-async def watch_loop_lag(metrics: Metrics, every: float = 0.1) -> None:
-    """How late the event loop wakes a sleeper: what every client waits on top of its own work."""
+async def watch_loop_lag(metrics: Metrics, every: float = 0.1, trim_every: float = 15.0) -> None:
+    """How late the event loop wakes a sleeper: what every client waits on top of its own work. Every
+    `trim_every` seconds it also hands freed memory back to the system (`release_free_memory`)."""
     loop = asyncio.get_running_loop()
+    trimmed = loop.time()
     while True:
         due = loop.time() + every
         await asyncio.sleep(every)
         metrics.observe_lag(max(0.0, loop.time() - due))
+        if loop.time() - trimmed > trim_every:
+            trimmed = loop.time()
+            release_free_memory()

@@ -74,6 +74,9 @@ class WebConfig:
     ping_seconds: float = field(default_factory=lambda: _float("WEBUI_PING_SECONDS", 20))
     # Deepest JSON nesting read from a client (a subscribe is 1 deep).
     max_json_depth: int = 8
+    # Windows with an explicit `end` (not the live ones the page shows) built per second, all clients together;
+    # more are answered "busy" with retry_ms. Each may be a collection scan on FerretDB.
+    history_rate: float = field(default_factory=lambda: _float("WEBUI_HISTORY_RATE", 5))
     # Bytes of encoded snapshots kept for reuse (LRU), besides their 2 s freshness.
     snapshot_cache_bytes: int = field(default_factory=lambda: _int("WEBUI_SNAPSHOT_CACHE_MB", 16) * 2**20)
     # /healthz's detail (host names, pids, errors) goes to loopback clients only, unless this is set.

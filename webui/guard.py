@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import socket
 import time
 from collections import Counter
@@ -162,22 +163,34 @@ def listening_socket(host: str, port: int, config: WebConfig) -> socket.socket:
     return sock
 
 
+async def _discard(_event: Any) -> None:
+    pass
+
+
 def fix_hypercorn_websockets() -> None:
-    """Two fixes to hypercorn 0.18's WebSocket stream, installed once by `server_config`:
+    """Two fixes to hypercorn 0.18's WebSocket stream and one setting it has no option for, installed once by
+    `server_config`:
 
     - a message over `websocket_max_message_size` is answered with a close frame (1009), but the socket stayed
       open and everything the client sent next was appended to the refused message's buffer (~110 MiB a second
       from one client): now the buffer is emptied and the connection ends;
     - when the app has finished (it closed the socket) while its queue of received events is full (it had
-      stopped reading a flooding client), handing it the final "disconnect" waited for ever, so the TCP
-      connection was never closed: now what the app will never read is dropped first.
+      stopped reading a flooding client), handing it the final "disconnect" waited for ever, and so did the
+      read loop with frames still to hand over: the TCP connection was never closed and its task, buffers and
+      socket stayed for good. Now what the app will never read is dropped;
+    - no permessage-deflate: it costs each socket ~300 KB of zlib state (1,000 sockets: 300 MB) and every send a
+      deflate of up to ~150 KB; a proxy in front can compress where bandwidth matters.
     """
     from hypercorn.protocol import ws_stream
 
     stream = ws_stream.WSStream
     if getattr(stream, "_cryptopulse_fixed", False):
         return
-    handle_events, handle = stream._handle_events, stream.handle
+    handle_events, handle, accept = stream._handle_events, stream.handle, ws_stream.Handshake.accept
+
+    def _accept(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self.extensions = None  # no permessage-deflate: ~300 KB of zlib state per socket, and a deflate per send
+        return accept(self, *args, **kwargs)
 
     async def _handle_events(self: Any) -> None:
         await handle_events(self)
@@ -187,13 +200,21 @@ def fix_hypercorn_websockets() -> None:
                 await self.send(ws_stream.StreamClosed(stream_id=self.stream_id))
 
     async def _handle(self: Any, event: Any) -> None:
-        if isinstance(event, ws_stream.StreamClosed) and self.app_put is not None:
-            queue = getattr(self.app_put, "__self__", None)
-            while isinstance(queue, asyncio.Queue) and queue.full():
-                queue.get_nowait()  # the app stopped reading: the disconnect must still get through
+        if not (isinstance(event, ws_stream.StreamClosed) and self.app_put is not None):
+            await handle(self, event)
+            return
+        queue = getattr(self.app_put, "__self__", None)
+        while isinstance(queue, asyncio.Queue) and not queue.empty():
+            # the client is gone, or the app (which may have stopped reading a flooding client) is: what it has
+            # not read is of no use, and the disconnect, and a put the read loop may be waiting on, get through
+            queue.get_nowait()
         await handle(self, event)
+        # the stream is closed: whatever the read loop still hands over (it may be half-way through a batch of
+        # frames) is dropped, never queued for an app that has gone, where the read loop would wait for ever
+        self.app_put = _discard
 
     stream._handle_events, stream.handle = _handle_events, _handle
+    ws_stream.Handshake.accept = _accept
     stream._cryptopulse_fixed = True
 
 
@@ -214,3 +235,21 @@ def server_config(config: WebConfig, sock: socket.socket) -> Config:
     server.h11_max_incomplete_size = 16 * 1024
     server.include_server_header = False
     return server
+
+
+_LIBC: Any = None
+
+
+def release_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc's malloc_trim). After a burst (big snapshots built in
+    worker threads, each with its own malloc arena, then freed) glibc keeps the pages and the process would
+    stay at its peak; where there is no glibc nothing is done."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)

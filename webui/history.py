@@ -10,20 +10,24 @@ coalesced, and answers reused for a couple of seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from pymongo import AsyncMongoClient
 
 from cryptopulse.times import epoch_ms
 from webui.health import plain
+from webui.protocol import TokenBucket
 from webui.series import (
     RANGES_MS,
     CandleRow,
@@ -75,6 +79,14 @@ def encode(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), allow_nan=False)
 
 
+class Busy(Exception):  # noqa: N818 - a state, not a failure: the client is told when to ask again
+    """Too many windows other than the live ones were asked for, by all clients together: ask again later."""
+
+    def __init__(self, retry_ms: int) -> None:
+        super().__init__(f"ask again in {retry_ms / 1000:g} s")
+        self.retry_ms = retry_ms
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A snapshot as the wire carries it, encoded once for every client that asks for the same window."""
@@ -93,6 +105,7 @@ class _Build:
     """One query shared by every client that asked for the same window while it runs."""
 
     task: asyncio.Task[Answer] | None = None
+    past: bool = False  # a window with an explicit `end`, not the live one
     waiters: int = 0
     querying: bool = False  # holds a MongoDB connection: it runs to the end even if everyone left (cached)
 
@@ -191,7 +204,7 @@ class HistoryStore:
 
     def __init__(self, uri: str, database: str, pool: int, max_points: int, cache_seconds: float,
                  recent: Callable[[str], list[dict[str, Any]]], candle_view: WindowView | None = None,
-                 tick_view: WindowView | None = None, cache_bytes: int = 16 * 2**20) -> None:
+                 tick_view: WindowView | None = None, cache_bytes: int = 16 * 2**20, past_rate: float = 0) -> None:
         self.client: AsyncMongoClient = AsyncMongoClient(uri, tz_aware=True, maxPoolSize=pool,
                                                          serverSelectionTimeoutMS=5000)
         self.db = self.client[database]
@@ -200,8 +213,16 @@ class HistoryStore:
         self._recent = recent
         self.candle_view, self.tick_view = candle_view, tick_view
         self._gate = asyncio.Semaphore(pool)
+        self._past_gate = asyncio.Semaphore(max(1, pool - 1))
         self._inflight: dict[tuple[str, str, int | None], _Build] = {}
         self._cache = AnswerCache(cache_seconds, cache_bytes)
+        # Windows with an explicit `end` that are neither cached nor being built, per second, all clients together
+        # (0: no limit): each may be a collection scan, and a botnet has as many addresses as it likes.
+        self._past_budget = TokenBucket(past_rate, 2 * past_rate) if past_rate > 0 else None
+        # one thread for the live windows (cheap, from the views, what the page asks for) and one for any other
+        # `end`: a client asking for old windows again and again queues behind itself, not before the page
+        self._cpu_live = ThreadPoolExecutor(1, thread_name_prefix="snapshot-live")
+        self._cpu_past = ThreadPoolExecutor(1, thread_name_prefix="snapshot-past")
         # The oldest time anything is stored at (epoch ms), refreshed at most once a minute: an `end` before it
         # is answered with an empty window without a query.
         self.data_since: int | None = None
@@ -212,6 +233,8 @@ class HistoryStore:
         if self._since_task is not None:
             self._since_task.cancel()
         await self.client.close()
+        for pool in (self._cpu_live, self._cpu_past):
+            pool.shutdown(wait=False, cancel_futures=True)
 
     async def ping(self) -> dict[str, Any]:
         started = time.perf_counter()
@@ -239,7 +262,9 @@ class HistoryStore:
             return cached
         build = self._inflight.get(key)
         if build is None:
-            build = self._inflight[key] = _Build()
+            if end is not None and self._past_budget is not None and not self._past_budget.allow():
+                raise Busy(int(max(1.0, 1 / self._past_budget.rate) * 1000))
+            build = self._inflight[key] = _Build(past=end is not None)
             build.task = asyncio.create_task(self._shared_build(key, build))
         assert build.task is not None
         build.waiters += 1
@@ -253,7 +278,8 @@ class HistoryStore:
     async def _shared_build(self, key: tuple[str, str, int | None], build: _Build) -> Answer:
         _current_build.set(build)
         try:
-            answer = Answer.of(await self._build(*key))
+            snap = await self._build(*key)
+            answer = await self._in(self._cpu_live if key[2] is None else self._cpu_past, Answer.of, snap)
         finally:
             if self._inflight.get(key) is build:
                 del self._inflight[key]
@@ -295,32 +321,46 @@ class HistoryStore:
         window = {"$gte": _dt(start), "$lte": _dt(stop)}
         candles: tuple[str | None, list[CandleRow]] = (None, [])
         ticks: tuple[str | None, list[TickRow]] = (None, [])
+        # the arithmetic (reading a view, rows from documents, bucketing) runs in a worker thread of its own, so
+        # the event loop keeps delivering ticks while a big window is computed
+        cpu = self._cpu_live if end is None else self._cpu_past
         if range_ != "1h":
             if self.candle_view is not None and self.candle_view.covers(start):
-                candles = self.candle_view.window(symbol, start, stop)
+                candles = await self._in(cpu, self.candle_view.window, symbol, start, stop)
             else:
                 docs = await self._find("candles_1m", {"symbol": symbol, "start": window}, CANDLE_FIELDS, "start")
-                candles = rows_of(docs, candle_row)
+                candles = await self._in(cpu, rows_of, docs, candle_row)
         if not candles[1]:
             if self.tick_view is not None and self.tick_view.covers(start):
-                ticks = self.tick_view.window(symbol, start, stop)
+                ticks = await self._in(cpu, self.tick_view.window, symbol, start, stop)
             else:
                 docs = await self._find("prices", {"symbol": symbol, "ts": window}, TICK_FIELDS, "ts")
-                ticks = rows_of(docs, tick_row)
-        snap = build_snapshot(symbol, range_, stop, candles, ticks, self._recent(symbol), self.max_points)
+                ticks = await self._in(cpu, rows_of, docs, tick_row)
+        recent = self._recent(symbol)  # copied here: the live consumer's buffer changes on the loop
+        snap = await self._in(cpu, build_snapshot, symbol, range_, stop, candles, ticks, recent, self.max_points)
         snap["server_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return snap
 
+    @staticmethod
+    async def _in(pool: ThreadPoolExecutor, work: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, work, *args)
+
     async def _find(self, collection: str, query: dict[str, Any], fields: dict[str, int],
                     order: str) -> list[dict[str, Any]]:
-        """All matching rows sorted by `order`; the cursor is always exhausted or closed (FerretDB's pool)."""
-        async with self._gate:
-            if (build := _current_build.get()) is not None:
+        """All matching rows sorted by `order`; the cursor is always exhausted or closed (FerretDB's pool).
+
+        A window with an explicit `end` waits for one of pool - 1 connections first: however many are asked
+        for, one connection is always left for the live windows the page shows."""
+        build = _current_build.get()
+        past = build is not None and build.past
+        async with self._past_gate if past else contextlib.nullcontext(), self._gate:
+            if build is not None:
                 build.querying = True
             cursor = self.db[collection].find(query, fields, batch_size=10_000)
             try:
                 rows = await cursor.to_list()
             finally:
                 await cursor.close()
-        rows.sort(key=lambda d: d[order])  # sorted here: FerretDB would sort the scanned rows in memory anyway
+        # sorted here (FerretDB would sort the scanned rows in memory anyway), off the event loop
+        await self._in(self._cpu_live if not past else self._cpu_past, partial(rows.sort, key=lambda d: d[order]))
         return rows

@@ -23,6 +23,7 @@ from quart import Blueprint, abort, current_app, websocket
 from cryptopulse.outage import RateLimitFilter
 from webui.guard import client_address
 from webui.health import plain
+from webui.history import Busy
 from webui.live import Subscriber, encode
 from webui.protocol import ProtocolError, Subscribe, TokenBucket, error, origin_allowed, parse_message
 from webui.state import State, state
@@ -137,6 +138,10 @@ class Connection:
             answer = await history.answer(request.symbol, request.range, request.end)
         except asyncio.CancelledError:
             raise
+        except Busy as busy:  # too many past windows asked for, by everyone: this one later
+            await self.reply_error("busy", f"history busy: too many past windows asked for; ask again in "
+                                   f"{busy.retry_ms / 1000:g} s", busy.retry_ms)
+            return
         except PyMongoError as exc:  # the store is away or failing: the monitor says so once, the log briefly
             if self.shared.monitor is not None:
                 self.shared.monitor.poke()

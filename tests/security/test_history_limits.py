@@ -166,3 +166,31 @@ def test_a_client_that_resubscribes_again_and_again_queues_at_most_one_query():
 
     asyncio.run(scenario())
     assert len(finds) == 3  # the two that held the pool, and the client's last request only
+
+
+def test_old_windows_asked_for_by_everyone_together_are_rate_limited():
+    """Distinct `end`s from as many addresses as a botnet has: each a collection scan. Beyond the budget the
+    answer is `Busy` (the client is told when to ask again); the live windows are never limited."""
+    from webui.history import Busy
+
+    builds: list = []
+
+    async def scenario() -> tuple[int, list[int]]:
+        history = store(past_rate=2)
+        history._build = synthetic(builds)
+        now = int(time.time() * 1000)
+        busy: list[int] = []
+        try:
+            for i in range(10):
+                try:
+                    await history.snapshot("BTC", "1h", now - HOUR_MS - i)
+                except Busy as refused:
+                    busy.append(refused.retry_ms)
+            for range_ in ("1h", "24h", "7d"):  # the page's live windows: never refused
+                await history.snapshot("BTC", range_)
+            return len(builds), busy
+        finally:
+            await history.close()
+
+    built, busy = asyncio.run(scenario())
+    assert built == 4 + 3 and len(busy) == 6 and all(ms >= 500 for ms in busy)

@@ -365,3 +365,14 @@ def test_the_socket_of_a_client_closed_for_abuse_really_ends(dashboard):
         sock.close()
     assert b"\x88" in data and b"rate limit" in data  # the close frame, with its reason, then the end
     board.wait_for(lambda: board.metric("webui_open_sockets") == 0, 10, "the socket to stop counting")
+
+
+def test_no_socket_gets_per_message_compression(dashboard):
+    """permessage-deflate cost each socket ~300 KB of zlib state (1,000 sockets: 300 MB) and a deflate per send."""
+    board = dashboard()
+
+    async def scenario() -> str | None:
+        async with websockets.connect(board.ws, compression="deflate") as ws:  # offered, as browsers do
+            return ws.response.headers.get("Sec-WebSocket-Extensions")
+
+    assert run(scenario()) is None
