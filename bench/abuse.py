@@ -3,8 +3,9 @@
     python bench/abuse.py [--seconds 60] [--rate 30] [--url http://127.0.0.1:8000 --pid N] [--baseline]
 
 Needs the stack (`control stack up`). Without --url it starts `webui serve` on a free port with its default
-limits, reading its own topic `bench-abuse-prices-<run>` (removed afterwards) for live ticks and the real
-MongoDB for history, and publishes simulated ticks (BTC, ETH, XRP) at --rate a second into that topic. With
+limits in a namespace of its own (topics `bench-abuse-*`, database `bench_abuse`, removed afterwards): the
+database seeded with 10 days of 1-minute candles and 3 hours of ticks per coin, live ticks published (simulated,
+BTC, ETH, XRP) at --rate a second into its prices topic. With
 --url and --pid it abuses a dashboard that runs already (the ordinary client then needs ticks flowing there).
 
 While an ordinary client (a process of its own, from 127.0.0.1: one socket following BTC's live ticks, one asking
@@ -54,7 +55,9 @@ from cryptopulse.settings import Settings  # noqa: E402
 
 RUN = time.strftime("%Y%m%d%H%M%S")
 PREFIX = "bench-abuse-"
-TOPIC = f"{PREFIX}prices-{RUN}"
+DATABASE = "bench_abuse"
+NAMESPACE = scratch.environment(PREFIX, DATABASE)  # its own topics, database and groups
+TOPIC = NAMESPACE["PRICES_TOPIC"]
 SYMBOLS = ["BTC", "ETH", "XRP"]
 RANGES = ["1h", "24h", "7d"]
 DAY_MS = 86_400_000
@@ -328,6 +331,50 @@ async def abuse(port: int, seconds: float) -> Tally:
 # --- the run ---------------------------------------------------------------------------------------------------
 
 
+def seed(settings: Settings, days: int = 10, tick_hours: int = 3) -> tuple[int, int]:
+    """History of its own for the dashboard, as the sinks would have stored it: `days` of 1-minute candles and
+    `tick_hours` of ticks 5 s apart, per coin. Written straight to the bench's scratch database (as
+    bench/ingest.py's store measurements do): the run is about the dashboard, not the pipeline."""
+    from datetime import UTC, datetime
+
+    from pymongo import InsertOne, MongoClient
+
+    def at(ms: int) -> datetime:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+
+    now = int(time.time() * 1000) // 60_000 * 60_000
+    rng = random.Random(12)
+    candles, ticks = [], []
+    for symbol, base in zip(SYMBOLS, (60_000.0, 3_000.0, 0.5), strict=True):
+        price = base
+        for minute in range(days * 1440, 0, -1):
+            start = now - minute * 60_000
+            open_ = price
+            moves = [price * (1 + rng.gauss(0, 0.0006)) for _ in range(4)]
+            price = moves[-1]
+            candles.append(InsertOne({"_id": f"{symbol}|simulated|1m|{start}", "symbol": symbol, "source": "simulated",
+                                      "interval": "1m", "start": at(start), "open": open_, "high": max(open_, *moves),
+                                      "low": min(open_, *moves), "close": price, "ticks": 12,
+                                      "volume": base * rng.uniform(5, 50), "origin": "ticks", "final": True}))
+        for step in range(tick_hours * 720, 0, -1):
+            ts = now - step * 5000
+            price *= 1 + rng.gauss(0, 0.0002)
+            ticks.append(InsertOne({"_id": f"{symbol}|simulated|{ts}", "symbol": symbol, "quote": "USD",
+                                    "source": "simulated", "ts": at(ts), "price": price,
+                                    "volume_24h": base * 1e4, "change_24h_pct": 0.5, "published_at": at(ts)}))
+    client = MongoClient(settings.mongodb_uri)
+    try:
+        db = client[DATABASE]
+        db.drop_collection("candles_1m")
+        db.drop_collection("prices")
+        for collection, writes in (("candles_1m", candles), ("prices", ticks)):
+            for i in range(0, len(writes), 500):
+                db[collection].bulk_write(writes[i:i + 500], ordered=False)
+    finally:
+        client.close()
+    return len(candles), len(ticks)
+
+
 published_ts: list[int] = []  # event times of the BTC ticks published
 
 
@@ -373,10 +420,13 @@ def main() -> int:
         http, pid = args.url.rstrip("/"), args.pid
     else:
         port = free_port()
-        env = {**os.environ, "PRICES_TOPIC": TOPIC, "WEBUI_GROUP_PREFIX": f"{PREFIX}group"}
+        env = {**os.environ, **NAMESPACE}
         from confluent_kafka import Producer
 
-        Producer({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(TOPIC, timeout=10)  # creates it
+        for topic in (TOPIC, NAMESPACE["CANDLES_TOPIC"]):
+            Producer({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(topic, timeout=10)  # creates it
+        seeded = seed(settings)
+        print(f"seeded {DATABASE}: {seeded[0]:,} candles (10 days), {seeded[1]:,} ticks (3 hours)", flush=True)
         app = subprocess.Popen([sys.executable, "-m", "webui.cli", "serve", "--port", str(port)], env=env,
                                stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         http, pid = f"http://127.0.0.1:{port}", app.pid
@@ -491,7 +541,7 @@ def main() -> int:
                 app.wait(30)
             except subprocess.TimeoutExpired:
                 app.kill()
-            scratch.remove(settings, PREFIX)  # its topic, the dashboard's group, the registry subject
+            scratch.remove(settings, PREFIX, DATABASE)  # its topics, groups, registry subjects and database
 
 
 if __name__ == "__main__":

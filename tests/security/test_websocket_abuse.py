@@ -227,6 +227,7 @@ def test_the_sockets_of_one_address_share_one_subscribe_budget(dashboard):
     '{"type": "subscribe", "symbol": "BTC", "range": []}',
     "[" * 2000,
     '{"type": "subscribe", "symbol": "BTC", "range": "1h", "end": 1e20}',
+    '{"type": "subscribe", "symbol": "BTC", "range": "1h", "end": 100000000000000000000}',
     '{"type": "subscribe", "symbol": "BTC", "range": "1h", "end": NaN}',
     '{"a":' * 100 + "1" + "}" * 100,
 ])
