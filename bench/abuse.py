@@ -497,6 +497,11 @@ def main() -> int:
         time.sleep(35)  # let it settle: closed sockets released, caches expired, free memory handed back
         rss_after = rss_mib(pid)
         settled_metrics = metrics(http)
+        lingering, waited = series(settled_metrics, "webui_open_sockets").get("", 0.0), 35
+        while lingering > 0 and waited < 120:  # sockets whose peers read nothing go when the kernel gives up
+            time.sleep(5)
+            waited += 5
+            lingering = series(metrics(http), "webui_open_sockets").get("", 0.0)
 
         print(f"dashboard pid {pid}: RSS before {rss_before:.0f} MiB, peak {peak[0]:.0f} MiB "
               f"(+{peak[0] - rss_before:.0f}), 35 s after {rss_after:.0f} MiB ({rss_after - rss_before:+.0f})")
@@ -522,7 +527,8 @@ def main() -> int:
               + "; refused " + (", ".join(f"{k.split('=')[1][1:-2]} {v:.0f}" for k, v in refused.items()) or "none")
               + "; error replies " + ", ".join(f"{k.split('=')[1][1:-2]} {v:.0f}" for k, v in errors.items())
               + f"; snapshots {series(after_metrics, 'webui_snapshots_total').get('', 0):.0f}"
-              + f"; sockets open after: {series(settled_metrics, 'webui_open_sockets').get('', float('nan')):.0f}")
+              + f"; sockets open 35 s after: {series(settled_metrics, 'webui_open_sockets').get('', float('nan')):.0f}"
+              + f" ({lingering:.0f} after {waited} s)")
         if os.environ.get("ABUSE_DEBUG"):
             print("snapshots (range, server_ms, basis, round trip ms):",
                   [(*a, round(b)) for a, b in zip(r["server_ms"], r["snapshot_ms"], strict=False)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from quart import Quart, Response, abort, request, websocket
@@ -78,7 +79,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
             shared.monitor = Monitor(deps, shared.history.ping, config.settings.schema_registry_url,
                                      config.probe_seconds)
             shared.monitor.start()
-        shared.lag_task = asyncio.create_task(watch_loop_lag(metrics))
+        shared.lag_task = asyncio.create_task(watch_loop_lag(
+            metrics, housekeeping=lambda: shared.history.prune() if shared.history is not None else None))
         if config.start_consumer:
             shared.consumer = LiveConsumer(config.settings, config.consumer_group_prefix,
                                            asyncio.get_running_loop(), shared.hub.publish, metrics, deps,
@@ -102,9 +104,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
     return app
 
 
-async def watch_loop_lag(metrics: Metrics, every: float = 0.1, trim_every: float = 15.0) -> None:
+async def watch_loop_lag(metrics: Metrics, every: float = 0.1, trim_every: float = 15.0,
+                         housekeeping: Callable[[], None] = lambda: None) -> None:
     """How late the event loop wakes a sleeper: what every client waits on top of its own work. Every
-    `trim_every` seconds it also hands freed memory back to the system (`release_free_memory`)."""
+    `trim_every` seconds it also runs `housekeeping` (stale answers out) and hands freed memory back to the
+    system (`release_free_memory`), so the process returns near its size after a burst."""
     loop = asyncio.get_running_loop()
     trimmed = loop.time()
     while True:
@@ -113,4 +117,5 @@ async def watch_loop_lag(metrics: Metrics, every: float = 0.1, trim_every: float
         metrics.observe_lag(max(0.0, loop.time() - due))
         if loop.time() - trimmed > trim_every:
             trimmed = loop.time()
+            housekeeping()
             release_free_memory()

@@ -143,6 +143,12 @@ class AnswerCache:
         while self.entries and (self.size > self.budget or now - next(iter(self.entries.values()))[0] >= self.seconds):
             self._drop(next(iter(self.entries)))
 
+    def prune(self) -> None:
+        """Drop every answer that is no longer fresh (between bursts nothing else would)."""
+        now = time.monotonic()
+        for key in [k for k, (at, _) in self.entries.items() if now - at >= self.seconds]:
+            self._drop(key)
+
     def _drop(self, key: tuple[str, str, int | None]) -> None:
         _, answer = self.entries.pop(key)
         self.size -= len(answer.text)
@@ -235,6 +241,10 @@ class HistoryStore:
         await self.client.close()
         for pool in (self._cpu_live, self._cpu_past):
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def prune(self) -> None:
+        """Forget answers that are no longer fresh."""
+        self._cache.prune()
 
     async def ping(self) -> dict[str, Any]:
         started = time.perf_counter()

@@ -71,7 +71,10 @@ class Connection:
         timeout = self.shared.config.send_timeout
         async with self.send_lock:
             try:
-                await asyncio.wait_for(websocket.send(text), timeout)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that arrives as the
+                # send completes, and the cancelled reader then waited for ever on a socket that had gone
+                async with asyncio.timeout(timeout):
+                    await websocket.send(text)
             except TimeoutError:
                 raise Closing(1008, f"not reading: a message waited {timeout:g} s to be sent", "slow") from None
 
@@ -222,16 +225,19 @@ async def feed() -> None:
     finally:
         shared.metrics.clients -= 1
         shared.hub.unsubscribe(conn.sub)
-        for task in [*tasks, conn.loading]:
-            if task is not None:
+        if conn.loading is not None:
+            conn.loading.cancel()
+        pending = set(tasks)
+        while pending:  # cancelled again until they end: a cancellation may be lost in a library's await
+            for task in pending:
                 task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            with contextlib.suppress(asyncio.CancelledError):
+                _, pending = await asyncio.wait(pending, timeout=1.0)
     if conn.closing.done():
         reason = conn.closing.result()
         shared.metrics.closed[reason.metric] += 1
         shared.connections.penalize(conn.peer, shared.config.penalty_seconds)
         log.info("closing client %s: %s", conn.peer, reason.reason)
         with contextlib.suppress(Exception):  # a client that reads nothing does not read the close frame either
-            await asyncio.wait_for(websocket.close(reason.code, reason.reason), 1.0)
+            async with asyncio.timeout(1.0):
+                await websocket.close(reason.code, reason.reason)
