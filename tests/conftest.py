@@ -17,7 +17,9 @@ def _rank(item: pytest.Item) -> int:
         return 3
     if item.get_closest_marker("restarts_stack") is not None:
         return 2
-    return 1 if "/integration/" in path else 0
+    # the session `settings` fixture puts the test namespace in os.environ until the session ends: whatever
+    # requests it runs after every test that reads the defaults
+    return 1 if "/integration/" in path or "settings" in getattr(item, "fixturenames", ()) else 0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
