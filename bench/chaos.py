@@ -36,7 +36,8 @@ os.environ.update(scratch.environment(PREFIX, DATABASE))  # before Settings() is
 
 from pymongo import MongoClient  # noqa: E402
 
-from control import connectors, stack  # noqa: E402
+from control import connectors  # noqa: E402
+from control.stack import components, processes, supervision  # noqa: E402
 from cryptopulse import topics  # noqa: E402
 from cryptopulse.avro import AvroCodec  # noqa: E402
 from cryptopulse.settings import Settings  # noqa: E402
@@ -109,7 +110,7 @@ class StallMeter(threading.Thread):
 
 
 def restarts(settings: Settings) -> dict[str, int]:
-    report = stack.supervision_report(settings.state_dir)
+    report = supervision.supervision_report(settings.state_dir)
     counts = {name: r.get("restarts", 0) for name, r in report["components"].items()}
     counts.update({f"connector {name}": r.get("restarts", 0) for name, r in report["connectors"].items()})
     return counts
@@ -124,7 +125,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     settings = Settings()
     assert settings.database == DATABASE and settings.prices_topic.startswith(PREFIX)
-    parts = {c.name: c for c in stack.components(settings)}
+    parts = {c.name: c for c in components.components(settings)}
     if not all(parts[name].pid(settings.state_dir) for name in [*PARTS, "supervisor"]):
         print("chaos: start the stack first (`control stack up`): it needs every part and the supervisor")
         return 2
@@ -153,7 +154,7 @@ def main() -> int:
                 pid = part.pid(settings.state_dir)
                 if pid:
                     if down:
-                        stack.hold(settings, name)
+                        processes.hold(settings, name)
                     os.kill(pid, signal.SIGKILL)
                     kills[name] += 1
                     at = time.monotonic() - started
@@ -162,7 +163,7 @@ def main() -> int:
                     while time.monotonic() < deadline:
                         demo.keep()
                         time.sleep(0.5)
-                    stack.release(settings, name)
+                    processes.release(settings, name)
                     while not (part.pid(settings.state_dir) and part.ready()) and time.monotonic() < end + 300:
                         demo.keep()
                         time.sleep(0.5)

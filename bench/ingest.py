@@ -45,8 +45,9 @@ from pymongo.errors import BulkWriteError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from control import backfill, stack, status  # noqa: E402
+from control import backfill, status  # noqa: E402
 from control.connectors import ConnectClient, deploy, load, placeholder_values  # noqa: E402
+from control.stack import processes  # noqa: E402
 from cryptopulse import topics  # noqa: E402
 from cryptopulse.avro import AvroCodec  # noqa: E402
 from cryptopulse.candle import Candle  # noqa: E402
@@ -370,7 +371,7 @@ def main() -> int:
         patiently(remove_namespace, settings, mongo, PREFIX, (DATABASE, STORE_DATABASE, f"{DATABASE}_backfill"))
 
     best_size, (best, _) = max(b.items(), key=lambda kv: kv[1][0])
-    memory = {row["name"]: row["rss_mib"] for row in stack.status(settings)}
+    memory = {row["name"]: row["rss_mib"] for row in processes.status(settings)}
     print()
     print(f"end-to-end: {a['rate']:,.0f} ticks/s (producer -> Kafka -> Connect -> MongoDB: {args.ticks:,} ticks in "
           f"{a['seconds']:.0f} s, median 5 s window {a['median_5s']:,.0f}/s, {a['landed']:,} documents landed; "

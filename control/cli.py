@@ -12,7 +12,9 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from pymongo.errors import PyMongoError
 
-from control import backfill, connectors, schemas, stack, status, supervisor
+from control import backfill, connectors, schemas, status, supervisor
+from control.stack import processes
+from control.stack.components import components as stack_components
 from cryptopulse import topics
 from cryptopulse.commands import Parser, positive_float, positive_int, run_command, setup_logging
 from cryptopulse.errors import ConfigError
@@ -35,9 +37,9 @@ def parser() -> argparse.ArgumentParser:
     for action, about in (("hold", "keep a component down on purpose: the supervisor leaves it until `release`"),
                           ("release", "let the supervisor start a held component again")):
         held = stack_sub.add_parser(action, help=about)
-        held.add_argument("component", choices=[c.name for c in stack.components(Settings())])
+        held.add_argument("component", choices=[c.name for c in stack_components(Settings())])
     logs_p = stack_sub.add_parser("logs", help="a component's log")
-    logs_p.add_argument("component", choices=[c.name for c in stack.components(Settings())])
+    logs_p.add_argument("component", choices=[c.name for c in stack_components(Settings())])
     logs_p.add_argument("-n", "--lines", type=positive_int, default=50)
     logs_p.add_argument("-f", "--follow", action="store_true")
 
@@ -137,21 +139,21 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "stack":
         if args.action == "up":
-            stack.up(settings)
+            processes.up(settings)
         elif args.action == "down":
-            stack.down(settings)
+            processes.down(settings)
         elif args.action == "status":
-            rows = stack.status(settings)
+            rows = processes.status(settings)
             _print_stack(rows, args.json)
             return 0 if all(r["state"] == "ready" for r in rows) else 3
         elif args.action == "logs":
-            stack.logs(settings, args.component, args.lines, args.follow)
+            processes.logs(settings, args.component, args.lines, args.follow)
         elif args.action == "hold":
-            stack.hold(settings, args.component)
+            processes.hold(settings, args.component)
             print(f"{args.component}: held; the supervisor will not restart it until `control stack release "
                   f"{args.component}`")
         elif args.action == "release":
-            stack.release(settings, args.component)
+            processes.release(settings, args.component)
             print(f"{args.component}: released; the supervisor starts it within a few seconds if it is down")
     elif args.command == "supervise":
         return supervisor.main(settings, native=not args.connectors_only)

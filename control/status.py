@@ -16,7 +16,7 @@ import requests
 from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
 from pymongo import ASCENDING, MongoClient
 
-from control import stack
+from control.stack.supervision import supervision_report
 from cryptopulse import topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.redact import redact
@@ -269,7 +269,7 @@ def docker_health() -> dict[str, Any]:
 
 def supervision(settings: Settings) -> dict[str, Any]:
     """What the supervisor (`control supervise`) has seen: restarts, and anything down, held or flapping."""
-    report = stack.supervision_report(settings.state_dir)
+    report = supervision_report(settings.state_dir)
     if report.get("updated") is None:
         return {"running": False, "note": "no supervisor report (`control stack up` starts the supervisor)"}
     age = time.time() - report["updated"]

@@ -31,7 +31,10 @@ from dataclasses import asdict, dataclass, field
 
 import requests
 
-from control import stack
+from control.stack import processes, supervision
+from control.stack.components import Component
+from control.stack.components import components as stack_components
+from cryptopulse.errors import StackError
 from cryptopulse.outage import Outage
 from cryptopulse.settings import Settings
 
@@ -56,16 +59,16 @@ class Record:
 
 class Supervisor:
     def __init__(self, settings: Settings, native: bool = True, max_restarts: int = 5, flap_window: float = 300.0,
-                 clock=time.time, components: list[stack.Component] | None = None) -> None:
+                 clock=time.time, components: list[Component] | None = None) -> None:
         self.settings = settings
         self.native = native
         self.max_restarts = max_restarts
         self.flap_window = flap_window
         self.clock = clock
         self.state_dir = settings.state_dir
-        watched = components if components is not None else stack.components(settings)
+        watched = components if components is not None else stack_components(settings)
         self.components = {c.name: c for c in watched if c.name != "supervisor"}
-        previous = stack.supervision_report(self.state_dir)
+        previous = supervision.supervision_report(self.state_dir)
         self.records: dict[str, dict[str, Record]] = {
             kind: {name: Record(**{k: v for k, v in rec.items() if k in Record.__dataclass_fields__})
                    for name, rec in previous.get(kind, {}).items()}
@@ -80,10 +83,10 @@ class Supervisor:
         for name, component in self.components.items():
             record = records.setdefault(name, Record())
             pid_file = component.pid_file(self.state_dir)
-            if stack.hold_file(self.state_dir, name).exists():
+            if supervision.hold_file(self.state_dir, name).exists():
                 if record.state != "held":
                     log.warning("%s: held by an operator (%s); not restarting it", name,
-                                stack.hold_file(self.state_dir, name))
+                                supervision.hold_file(self.state_dir, name))
                 record.state = "held"
                 continue
             if not pid_file.exists():  # stopped on purpose (`control stack down`), or never started
@@ -124,11 +127,11 @@ class Supervisor:
             record.recent.append(now)
             self._save()
             try:
-                stack.start(component, self.state_dir, say=lambda line: log.info("%s", line))
+                processes.start(component, self.state_dir, say=lambda line: log.info("%s", line))
                 record.state = "running"
                 record.running_since = self.clock()
                 log.warning("%s: restarted (restart #%d)", name, record.restarts)
-            except stack.StackError as error:
+            except StackError as error:
                 record.last_error = str(error).splitlines()[0]
                 log.warning("%s: restart failed (%s); next try in %.0f s", name, record.last_error,
                             min(60.0, record.delay * 2))
@@ -190,7 +193,7 @@ class Supervisor:
     # --- the loop ---
 
     def _save(self) -> None:
-        path = stack.supervision_file(self.state_dir)
+        path = supervision.supervision_file(self.state_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {"updated": self.clock(), "pid": os.getpid(),
                 **{kind: {name: asdict(rec) for name, rec in recs.items()} for kind, recs in self.records.items()}}

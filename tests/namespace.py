@@ -12,11 +12,13 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from control import connectors, scratch, stack
+from control import connectors, scratch
+from control.stack import components, probes
 from cryptopulse.avro import AvroCodec
 from cryptopulse.settings import Settings
 
@@ -42,10 +44,10 @@ def environment() -> Iterator[None]:
 
 
 PROBES = {
-    "Kafka": stack.kafka_ready,
-    "the schema registry": stack.registry_ready,
-    "Kafka Connect": stack.connect_ready,
-    "FerretDB": stack.ferretdb_ready,
+    "Kafka": partial(probes.kafka_ready, components.KAFKA_PORT),
+    "the schema registry": partial(probes.registry_ready, components.REGISTRY_PORT),
+    "Kafka Connect": partial(probes.connect_ready, components.CONNECT_PORT),
+    "FerretDB": partial(probes.ferretdb_ready, components.FERRETDB_PORT),
 }
 
 

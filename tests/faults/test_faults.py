@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from control import stack
+from control.stack import components, processes
 from cryptopulse import topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.settings import Settings
@@ -77,8 +77,8 @@ class Demo:
             self.stop(name, timeout=30)
 
 
-def component(settings: Settings, name: str) -> stack.Component:
-    return next(c for c in stack.components(settings) if c.name == name)
+def component(settings: Settings, name: str) -> components.Component:
+    return next(c for c in components.components(settings) if c.name == name)
 
 
 def published(settings: Settings, symbols: set[str]) -> list[tuple[tuple[int, int], dict]]:
@@ -125,10 +125,10 @@ def test_the_pipeline_heals(settings: Settings, tmp_path: Path, name: str, down_
         pid = part.pid(settings.state_dir)
         assert pid, f"{name} is not running"
         if down_s:
-            stack.hold(settings, name)
+            processes.hold(settings, name)
         os.kill(pid, signal.SIGKILL)
         time.sleep(down_s)
-        stack.release(settings, name)
+        processes.release(settings, name)
         wait_for(lambda: part.pid(settings.state_dir) not in (None, pid) and part.ready(), 240,
                  f"the supervisor to bring {name} back")
         back = time.monotonic()

@@ -10,7 +10,7 @@ import subprocess
 import time
 from datetime import datetime
 
-from control import stack
+from control.stack import components, probes, processes
 from tests.fakes import CLOSE, FakeWs, sample
 from tests.integration.conftest import wait_for
 
@@ -62,18 +62,18 @@ def test_no_delivered_tick_is_lost_when_the_broker_restarts_mid_run(settings, mo
          "--metrics-port", "-1"],
         stderr=subprocess.PIPE, text=True,
     )
-    kafka = next(c for c in stack.components(settings) if c.name == "kafka")
+    kafka = next(c for c in components.components(settings) if c.name == "kafka")
     try:
         time.sleep(5)
-        stack.stop(kafka, settings.state_dir)
+        processes.stop(kafka, settings.state_dir)
         time.sleep(8)  # the producer keeps queueing locally meanwhile
-        stack.start(kafka, settings.state_dir)
+        processes.start(kafka, settings.state_dir)
         time.sleep(5)
     finally:
         producer.send_signal(signal.SIGTERM)
         _, stderr = producer.communicate(timeout=120)
-        if not stack.kafka_ready():
-            stack.start(kafka, settings.state_dir)
+        if not probes.kafka_ready(components.KAFKA_PORT):
+            processes.start(kafka, settings.state_dir)
     assert producer.returncode == 0, stderr[-3000:]
     delivered = int(re.search(r"delivered (\d+), delivery errors 0, reconnects \d+, undelivered 0", stderr).group(1))
     assert delivered > 1000

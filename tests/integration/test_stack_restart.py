@@ -9,11 +9,11 @@ import time
 import pytest
 import requests
 
-from control import stack
+from control.stack import components, probes
 from tests.integration.conftest import wait_for
 
-PORTS = [stack.KAFKA_PORT, stack.KAFKA_CONTROLLER_PORT, stack.REGISTRY_PORT, stack.REGISTRY_MANAGEMENT_PORT,
-         stack.CONNECT_PORT, stack.FERRETDB_PORT]
+PORTS = [components.KAFKA_PORT, components.KAFKA_CONTROLLER_PORT, components.REGISTRY_PORT,
+         components.REGISTRY_MANAGEMENT_PORT, components.CONNECT_PORT, components.FERRETDB_PORT]
 
 
 def stack_processes(state_dir) -> list[str]:
@@ -46,7 +46,7 @@ def test_down_stops_everything_and_up_brings_back_the_same_data(settings, mongo)
 
     control("stack", "down")
     assert stack_processes(settings.state_dir) == []
-    assert [p for p in PORTS if stack._port_open(p)] == []
+    assert [p for p in PORTS if probes.port_open(p)] == []
     status = subprocess.run(["control", "stack", "status"], capture_output=True, text=True)
     assert status.returncode == 3 and "ready" not in status.stdout
 

@@ -20,18 +20,18 @@ from pathlib import Path
 
 import pytest
 
-from control import stack
+from control.stack import components, installation, processes
 from cryptopulse.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {"COINMARKETCAP_API_KEY": "cmc-secret", "AWS_SECRET_ACCESS_KEY": "aws-secret", "GITHUB_TOKEN": "gh-secret"}
 
 
-def probe(state: Path, env: dict[str, str] | None = None, inherit: tuple[str, ...] = ()) -> stack.Component:
+def probe(state: Path, env: dict[str, str] | None = None, inherit: tuple[str, ...] = ()) -> components.Component:
     """A component that writes its environment to <state>/env.json, then sleeps."""
     out = state / "env.json"
     code = f"import json, os, time; open({str(out)!r}, 'w').write(json.dumps(dict(os.environ))); time.sleep(600)"
-    return stack.Component(name="probe", port=None, command=lambda s: [sys.executable, "-c", code],
+    return components.Component(name="probe", port=None, command=lambda s: [sys.executable, "-c", code],
                            ready=out.exists, startup_timeout=10, env=(lambda s: env) if env else None,
                            inherit=inherit)
 
@@ -40,16 +40,16 @@ def probe(state: Path, env: dict[str, str] | None = None, inherit: tuple[str, ..
 def started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
-    running: list[stack.Component] = []
+    running: list[components.Component] = []
 
-    def start(component: stack.Component) -> dict[str, str]:
-        stack.start(component, tmp_path, say=lambda line: None)
+    def start(component: components.Component) -> dict[str, str]:
+        processes.start(component, tmp_path, say=lambda line: None)
         running.append(component)
         return json.loads((tmp_path / "env.json").read_text())
 
     yield start
     for component in running:
-        stack.stop(component, tmp_path, say=lambda line: None, timeout=5)
+        processes.stop(component, tmp_path, say=lambda line: None, timeout=5)
 
 
 # --- secrets ---------------------------------------------------------------------------------------------------
@@ -60,20 +60,20 @@ def test_a_stack_process_gets_only_the_environment_it_needs(tmp_path, started):
     assert env["NEEDED"] == "yes" and env.get("PATH") == os.environ["PATH"]
     leaked = sorted(set(SECRETS) & set(env))
     assert not leaked, f"the operator's secrets reached the process: {leaked}"
-    assert set(env) <= {*stack.BASE_ENV, "NEEDED", "LC_CTYPE"}, sorted(env)
+    assert set(env) <= {*components.BASE_ENV, "NEEDED", "LC_CTYPE"}, sorted(env)
 
 
 def test_connect_gets_the_store_and_the_registry_and_nothing_else():
-    connect = next(c for c in stack.components(Settings()) if c.name == "connect")
-    env = stack.process_env(connect, Settings().state_dir)
+    connect = next(c for c in components.components(Settings()) if c.name == "connect")
+    env = components.process_env(connect, Settings().state_dir)
     assert {"MONGODB_URI", "SCHEMA_REGISTRY_V2_URL"} <= set(env)
-    assert set(env) - {"MONGODB_URI", "SCHEMA_REGISTRY_V2_URL"} <= set(stack.BASE_ENV)
+    assert set(env) - {"MONGODB_URI", "SCHEMA_REGISTRY_V2_URL"} <= set(components.BASE_ENV)
 
 
 def test_the_supervisor_inherits_every_setting_it_rebuilds_the_others_from():
     """It starts Connect again with MONGODB_URI, Kafka with the state folder, ...: every variable Settings reads."""
     read = set(re.findall(r'env\("([A-Z0-9_]+)"', (ROOT / "cryptopulse" / "settings.py").read_text()))
-    supervisor = next(c for c in stack.components(Settings()) if c.name == "supervisor")
+    supervisor = next(c for c in components.components(Settings()) if c.name == "supervisor")
     assert read and read <= set(supervisor.inherit), sorted(read - set(supervisor.inherit))
     assert not set(SECRETS) & set(supervisor.inherit)
 
@@ -152,7 +152,7 @@ def sleeper(state: Path) -> subprocess.Popen:
 def test_stop_never_signals_a_process_that_is_not_the_components(tmp_path, pid_file):
     """After a reboot or a crash the pid in a pid file may belong to anything; `stop` checked only that some
     process had it, and sent its whole group SIGTERM, then SIGKILL."""
-    component = stack.Component(name="worker", port=None, command=lambda s: ["sleep", "601"], ready=lambda: True,
+    component = components.Component(name="worker", port=None, command=lambda s: ["sleep", "601"], ready=lambda: True,
                                 startup_timeout=5)
     other = sleeper(tmp_path)
     try:
@@ -161,7 +161,7 @@ def test_stop_never_signals_a_process_that_is_not_the_components(tmp_path, pid_f
         text = json.dumps({"pid": other.pid, "cmdline": ["sleep", "601"]}) if pid_file == "new" else str(other.pid)
         path.write_text(text)
         assert component.pid(tmp_path) is None  # not ours: `sleep 600` is not `sleep 601`
-        stack.stop(component, tmp_path, say=lambda line: None, timeout=2)
+        processes.stop(component, tmp_path, say=lambda line: None, timeout=2)
         time.sleep(0.3)
         assert other.poll() is None, "stop killed a process that was not the component's"
         assert not path.exists()
@@ -171,12 +171,12 @@ def test_stop_never_signals_a_process_that_is_not_the_components(tmp_path, pid_f
 
 
 def test_stop_still_stops_the_components_own_process(tmp_path):
-    component = stack.Component(name="worker", port=None, command=lambda s: ["sleep", "602"], ready=lambda: True,
+    component = components.Component(name="worker", port=None, command=lambda s: ["sleep", "602"], ready=lambda: True,
                                 startup_timeout=5)
-    stack.start(component, tmp_path, say=lambda line: None)
+    processes.start(component, tmp_path, say=lambda line: None)
     pid = component.pid(tmp_path)
     assert pid is not None
-    stack.stop(component, tmp_path, say=lambda line: None, timeout=5)
+    processes.stop(component, tmp_path, say=lambda line: None, timeout=5)
     assert component.pid(tmp_path) is None
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
 
@@ -188,7 +188,7 @@ def mode(path: Path) -> int:
 def test_what_the_stack_writes_is_readable_by_its_owner_only(tmp_path, started):
     state = tmp_path
     started(probe(state))
-    assert mode(stack.Component("probe", None, lambda s: [], lambda: True, 1).pid_file(state)) == 0o600
+    assert mode(components.Component("probe", None, lambda s: [], lambda: True, 1).pid_file(state)) == 0o600
     assert mode(state / "logs" / "probe.log") == 0o600
     assert mode(state / "env.json") == 0o600  # written by the process itself: it inherits the private umask
     assert mode(state / "run") == 0o700 and mode(state / "logs") == 0o700
@@ -205,7 +205,7 @@ def test_the_state_folder_is_made_private_with_everything_in_it(tmp_path):
     os.chmod(state / "bin" / "ferretdb", 0o755)
     umask = os.umask(0o022)
     try:
-        stack.make_private(state)
+        processes.make_private(state)
     finally:
         os.umask(umask)
     assert mode(state) == 0o700 and mode(state / "kafka" / "data") == 0o700
@@ -217,15 +217,15 @@ def captured_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[d
     """The install steps' inputs and the commands they would run, without running anything."""
     inputs: dict[str, list[Path]] = {}
     commands: list[list[str]] = []
-    monkeypatch.setattr(stack, "_require", lambda tool, hint: tool)
-    monkeypatch.setattr(stack, "_run", lambda cmd, *args, **kwargs: commands.append(list(cmd)))
+    monkeypatch.setattr(installation, "_require", lambda tool, hint: tool)
+    monkeypatch.setattr(installation, "run_logged", lambda cmd, *args, **kwargs: commands.append(list(cmd)))
 
-    def step(state, name, step_inputs, outputs, run, say):  # noqa: ANN001 - stack._step's signature
+    def step(state, name, step_inputs, outputs, run, say):  # noqa: ANN001 - installation._step's signature
         inputs[name] = list(step_inputs)
         run()
 
-    monkeypatch.setattr(stack, "_step", step)
-    stack.install(tmp_path, say=lambda line: None)
+    monkeypatch.setattr(installation, "_step", step)
+    installation.install(tmp_path, say=lambda line: None)
     return inputs, commands
 
 

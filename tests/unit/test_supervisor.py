@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from control import stack
+from control.stack import components, processes, supervision
 from control.supervisor import Supervisor
 from cryptopulse.settings import Settings
 
@@ -22,8 +22,8 @@ class Clock:
         return self.now
 
 
-def sleeper(name: str = "worker") -> stack.Component:
-    return stack.Component(name=name, port=None, command=lambda s: ["sleep", "600"], ready=lambda: True,
+def sleeper(name: str = "worker") -> components.Component:
+    return components.Component(name=name, port=None, command=lambda s: ["sleep", "600"], ready=lambda: True,
                            startup_timeout=5)
 
 
@@ -37,12 +37,12 @@ def supervisor(state: Path):
     clock = Clock()
     component = sleeper()
     sup = Supervisor(Settings(state_dir=state), max_restarts=3, flap_window=300, clock=clock, components=[component])
-    stack.start(component, state, say=lambda line: None)
+    processes.start(component, state, say=lambda line: None)
     yield sup, component, clock
-    stack.stop(component, state, say=lambda line: None, timeout=5)
+    processes.stop(component, state, say=lambda line: None, timeout=5)
 
 
-def kill(component: stack.Component, state: Path) -> int:
+def kill(component: components.Component, state: Path) -> int:
     pid = component.pid(state)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
@@ -63,7 +63,7 @@ def test_a_killed_process_is_started_again_after_a_second_and_counted(supervisor
     assert record.state == "running" and record.restarts == 1
     assert component.pid(state) not in (None, first)
     sup._save()
-    assert stack.supervision_report(state)["components"]["worker"]["restarts"] == 1
+    assert supervision.supervision_report(state)["components"]["worker"]["restarts"] == 1
 
 
 def test_a_process_that_keeps_dying_is_flapping_and_left_alone_until_stack_up(supervisor, state):
@@ -81,7 +81,7 @@ def test_a_process_that_keeps_dying_is_flapping_and_left_alone_until_stack_up(su
     sup.check_components()
     assert sup.records["components"]["worker"].state == "flapping" and component.pid(state) is None
     sup._save()
-    stack.reset_supervision(state)
+    supervision.reset_supervision(state)
     again = Supervisor(Settings(state_dir=state), max_restarts=3, clock=clock, components=[component])
     again.check_components()
     assert component.pid(state) is not None and again.records["components"]["worker"].restarts == 4
@@ -89,13 +89,13 @@ def test_a_process_that_keeps_dying_is_flapping_and_left_alone_until_stack_up(su
 
 def test_a_held_component_stays_down_until_released(supervisor, state):
     sup, component, clock = supervisor
-    stack.hold_file(state, "worker").parent.mkdir(parents=True, exist_ok=True)
-    stack.hold_file(state, "worker").write_text("test")
+    supervision.hold_file(state, "worker").parent.mkdir(parents=True, exist_ok=True)
+    supervision.hold_file(state, "worker").write_text("test")
     kill(component, state)
     clock.now += 120
     sup.check_components()
     assert sup.records["components"]["worker"].state == "held" and component.pid(state) is None
-    stack.hold_file(state, "worker").unlink()
+    supervision.hold_file(state, "worker").unlink()
     sup.check_components()
     clock.now += 2
     sup.check_components()
@@ -105,7 +105,7 @@ def test_a_held_component_stays_down_until_released(supervisor, state):
 def test_a_component_stopped_on_purpose_is_not_restarted(supervisor, state):
     sup, component, clock = supervisor
     sup.check_components()
-    stack.stop(component, state, say=lambda line: None, timeout=5)
+    processes.stop(component, state, say=lambda line: None, timeout=5)
     clock.now += 120
     sup.check_components()
     assert sup.records["components"]["worker"].state == "stopped" and component.pid(state) is None
