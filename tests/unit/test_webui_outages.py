@@ -400,11 +400,11 @@ def test_metrics_show_each_dependency():
     deps.registry.up("probe")
     deps.mongo.down("probe", "refused")
     text = metrics.render()
-    assert 'webui_dependency_up{dependency="kafka"} 1\n' in text
-    assert 'webui_dependency_up{dependency="mongo"} 0\n' in text
-    assert 'webui_dependency_outages_total{dependency="registry"} 1\n' in text
-    assert 'webui_dependency_down_seconds{dependency="kafka"} 0\n' in text
-    assert "webui_live_feed_stale 0\n" in text and "webui_connected_clients 0\n" in text
+    assert 'webui_dependency_up{dependency="kafka"} 1.0\n' in text
+    assert 'webui_dependency_up{dependency="mongo"} 0.0\n' in text
+    assert 'webui_dependency_outages_total{dependency="registry"} 1.0\n' in text
+    assert 'webui_dependency_down_seconds{dependency="kafka"} 0.0\n' in text
+    assert "webui_live_feed_stale 0.0\n" in text and "webui_connected_clients 0.0\n" in text
 
 
 def test_healthz_is_503_naming_what_is_down_without_a_traceback():

@@ -85,9 +85,10 @@ def test_metrics_render_prometheus_text():
     metrics.push_latency.observe(0.02)
     metrics.errors["invalid"] += 1
     text = metrics.render()
-    assert "webui_connected_clients 2\n" in text and "webui_messages_pushed_total 5\n" in text
-    assert 'webui_push_latency_seconds_bucket{le="0.025"} 1' in text and 'webui_push_latency_seconds_count 1' in text
-    assert 'webui_client_errors_total{reason="invalid"} 1' in text
+    assert "webui_connected_clients 2.0\n" in text and "webui_messages_pushed_total 5.0\n" in text
+    assert 'webui_push_latency_seconds_bucket{le="0.025"} 1.0\n' in text
+    assert 'webui_push_latency_seconds_count 1.0\n' in text
+    assert 'webui_client_errors_total{reason="invalid"} 1.0\n' in text
 
 
 def test_create_app_reads_no_service_and_takes_overrides(monkeypatch):
