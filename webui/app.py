@@ -60,11 +60,13 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
             response.headers.setdefault(name, value)
         return response
 
+    from webui.api import api
     from webui.pages import pages
     from webui.ws import ws
 
     app.register_blueprint(pages)
     app.register_blueprint(ws)
+    app.register_blueprint(api)
 
     @app.before_serving
     async def start() -> None:

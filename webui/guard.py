@@ -110,7 +110,8 @@ class Connections:
         return None
 
     def budget(self, address: str, config: WebConfig) -> TokenBucket:
-        """The subscribe budget every socket of `address` draws from."""
+        """The subscribe budget every socket of `address` draws from (and its history API requests)."""
+        self._prune(self.clock())  # the API's clients open no socket: their buckets are forgotten here too
         if address not in self.budgets:
             self.budgets[address] = TokenBucket(config.address_rate, 2 * config.address_rate, self.clock)
         return self.budgets[address]

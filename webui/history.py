@@ -27,6 +27,7 @@ from pymongo import AsyncMongoClient
 
 from cryptopulse.times import epoch_ms
 from webui.health import plain
+from webui.indicators import message as indicator_message
 from webui.protocol import TokenBucket
 from webui.series import (
     RANGES_MS,
@@ -79,6 +80,11 @@ def encode(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), allow_nan=False)
 
 
+def indicators_text(snapshot_text: str) -> str:
+    """The encoded `indicators` message of an encoded snapshot."""
+    return encode(indicator_message(json.loads(snapshot_text)))
+
+
 class Busy(Exception):  # noqa: N818 - a state, not a failure: the client is told when to ask again
     """Too many windows other than the live ones were asked for, by all clients together: ask again later."""
 
@@ -87,13 +93,20 @@ class Busy(Exception):  # noqa: N818 - a state, not a failure: the client is tol
         self.retry_ms = retry_ms
 
 
-@dataclass(frozen=True, slots=True)
+# A window: (symbol, range, end, span_ms, bucket_ms). A chart's is (symbol, range, end or None, None, None); the
+# history API may ask for any window (span_ms, range None) and any bucket width (its interval).
+Key = tuple[str, str | None, int | None, int | None, int | None]
+
+
+@dataclass(eq=False, slots=True)
 class Answer:
     """A snapshot as the wire carries it, encoded once for every client that asks for the same window."""
 
     text: str
     start: int  # the window's start (epoch ms)
     newest: int | None  # the newest row's time, None when the window is empty
+    # its `indicators` message (webui/indicators.py), computed on the first request for it, then shared
+    indicators: asyncio.Future[str] | None = None
 
     @classmethod
     def of(cls, snap: dict[str, Any]) -> Answer:
@@ -119,10 +132,10 @@ class AnswerCache:
 
     seconds: float
     budget: int
-    entries: OrderedDict[tuple[str, str, int | None], tuple[float, Answer]] = field(default_factory=OrderedDict)
+    entries: OrderedDict[Key, tuple[float, Answer]] = field(default_factory=OrderedDict)
     size: int = 0
 
-    def get(self, key: tuple[str, str, int | None]) -> Answer | None:
+    def get(self, key: Key) -> Answer | None:
         hit = self.entries.get(key)
         if hit is None:
             return None
@@ -132,7 +145,7 @@ class AnswerCache:
         self.entries.move_to_end(key)
         return hit[1]
 
-    def put(self, key: tuple[str, str, int | None], answer: Answer) -> None:
+    def put(self, key: Key, answer: Answer) -> None:
         if self.seconds <= 0 or len(answer.text) > self.budget:
             return
         if key in self.entries:
@@ -149,7 +162,7 @@ class AnswerCache:
         for key in [k for k, (at, _) in self.entries.items() if now - at >= self.seconds]:
             self._drop(key)
 
-    def _drop(self, key: tuple[str, str, int | None]) -> None:
+    def _drop(self, key: Key) -> None:
         _, answer = self.entries.pop(key)
         self.size -= len(answer.text)
 
@@ -157,19 +170,21 @@ class AnswerCache:
         return len(self.entries)
 
 
-def build_snapshot(symbol: str, range_: str, end: int, candles: tuple[str | None, list[CandleRow]],
+def build_snapshot(symbol: str, range_: str | None, end: int, candles: tuple[str | None, list[CandleRow]],
                    ticks: tuple[str | None, list[TickRow]], recent: list[dict[str, Any]],
-                   max_points: int) -> dict[str, Any]:
+                   max_points: int, *, span_ms: int | None = None, bucket_ms: int | None = None) -> dict[str, Any]:
     """The snapshot message from rows sorted by time: candles (one source's) when there are any, else raw ticks.
 
-    `recent` are ticks the live consumer saw but the rows may not hold yet (sink lag); those newer than
-    the newest tick row and inside the window are appended.
+    The window is `range_` (a chart's range) ending at `end`, or `span_ms` long for any other window (the history
+    API's start/end; `range` is then null); buckets are the chart's for max_points, or `bucket_ms` (the API's
+    interval). `recent` are ticks the live consumer saw but the rows may not hold yet (sink lag); those newer
+    than the newest tick row and inside the window are appended.
     """
-    range_ms = RANGES_MS[range_]
+    range_ms = span_ms or RANGES_MS[range_ or ""]
     start = end - range_ms
     source, rows = candles
     if rows:
-        series = series_from_candles(rows, range_ms, max_points)
+        series = series_from_candles(rows, range_ms, max_points, bucket_ms)
         stats = stats_from_candles(rows)
         basis = "candles_1m"
     else:
@@ -179,13 +194,13 @@ def build_snapshot(symbol: str, range_: str, end: int, candles: tuple[str | None
         unstored = [TickRow(t["ts"], t["price"], t.get("volume_24h")) for t in recent
                     if t["source"] == source and newest < t["ts"] <= end and t["ts"] >= start]
         rows = sorted(rows + unstored, key=lambda r: r.ts) if unstored else rows
-        series = series_from_ticks(rows, range_ms, max_points)
+        series = series_from_ticks(rows, range_ms, max_points, bucket_ms)
         stats = stats_from_ticks(rows, series.bucket_ms)
         basis = "ticks"
     return {
         "type": "snapshot",
         "symbol": symbol,
-        "range": range_,
+        "range": None if span_ms else range_,
         "start": start,
         "end": end,
         "basis": basis,
@@ -220,7 +235,7 @@ class HistoryStore:
         self.candle_view, self.tick_view = candle_view, tick_view
         self._gate = asyncio.Semaphore(pool)
         self._past_gate = asyncio.Semaphore(max(1, pool - 1))
-        self._inflight: dict[tuple[str, str, int | None], _Build] = {}
+        self._inflight: dict[Key, _Build] = {}
         self._cache = AnswerCache(cache_seconds, cache_bytes)
         # Windows with an explicit `end` that are neither cached nor being built, per second, all clients together
         # (0: no limit): each may be a collection scan, and a botnet has as many addresses as it likes.
@@ -258,15 +273,22 @@ class HistoryStore:
         """The snapshot message ending at `end` (epoch ms) or now, as a dict (see `answer`)."""
         return json.loads((await self.answer(symbol, range_, end)).text)
 
-    async def answer(self, symbol: str, range_: str, end: int | None = None) -> Answer:
+    async def answer(self, symbol: str, range_: str | None, end: int | None = None, *, span_ms: int | None = None,
+                     bucket_ms: int | None = None) -> Answer:
         """The snapshot ending at `end` (epoch ms) or now, encoded; `end` is clamped to the data's span: a
-        time ahead of now is now, a time before anything stored is an empty window (no query)."""
-        if end is not None and end >= int(time.time() * 1000):
+        time ahead of now is now, a time before anything stored is an empty window (no query).
+
+        The charts ask for a `range_`; the history API may also ask for a window `span_ms` long ending at `end`
+        (always a past window: never clamped to now) and for buckets of `bucket_ms`."""
+        if span_ms is not None and end is None:
+            raise ValueError("a window of span_ms needs its end")
+        if span_ms is None and end is not None and end >= int(time.time() * 1000):
             end = None  # the future is now: the live window, shared with everyone who asks for it
         if end is not None and self._before_data(end):
-            snap = build_snapshot(symbol, range_, end, (None, []), (None, []), [], self.max_points)
+            snap = build_snapshot(symbol, range_, end, (None, []), (None, []), [], self.max_points, span_ms=span_ms,
+                                  bucket_ms=bucket_ms)
             return Answer.of({**snap, "server_ms": 0.0})
-        key = (symbol, range_, end)
+        key: Key = (symbol, range_, end, span_ms, bucket_ms)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -285,10 +307,35 @@ class HistoryStore:
             if build.waiters == 0 and not build.querying and not build.task.done():
                 build.task.cancel()  # nobody wants it any more and it has not reached MongoDB yet
 
-    async def _shared_build(self, key: tuple[str, str, int | None], build: _Build) -> Answer:
+    async def indicators(self, answer: Answer) -> str:
+        """The `indicators` message of `answer`'s window (webui/indicators.py), computed once per answer, off the
+        event loop, and shared by every client that asks for it while the answer is fresh."""
+        if answer.indicators is None:
+            answer.indicators = asyncio.ensure_future(self._in(self._cpu_past, indicators_text, answer.text))
+        return await asyncio.shield(answer.indicators)
+
+    async def in_worker(self, work: Callable[..., Any], *args: Any) -> Any:
+        """Run `work` in the thread of the windows other than the live ones (the history API's formatting)."""
+        return await self._in(self._cpu_past, work, *args)
+
+    def last_tick(self, symbol: str) -> dict[str, Any] | None:
+        """The newest tick of `symbol` the dashboard knows: the live feed's, else the tick view's (the last hour)."""
+        recent = self._recent(symbol)
+        if recent:
+            return recent[-1]
+        if self.tick_view is not None and self.tick_view.ready.is_set():
+            now = int(time.time() * 1000)
+            source, rows = self.tick_view.window(symbol, now - self.tick_view.spec.keep_ms, now)
+            if rows:
+                return {"symbol": symbol, "source": source, "ts": rows[-1].ts, "price": rows[-1].price,
+                        "volume_24h": rows[-1].volume_24h, "change_24h_pct": None}
+        return None
+
+    async def _shared_build(self, key: Key, build: _Build) -> Answer:
         _current_build.set(build)
         try:
-            snap = await self._build(*key)
+            # a chart's window through the three-argument call (the tests' stubs replace just that)
+            snap = await (self._build(*key[:3]) if key[3:] == (None, None) else self._build(*key))
             answer = await self._in(self._cpu_live if key[2] is None else self._cpu_past, Answer.of, snap)
         finally:
             if self._inflight.get(key) is build:
@@ -324,17 +371,19 @@ class HistoryStore:
                 await cursor.close()
         return next((d[field_] for d in docs if isinstance(d.get(field_), datetime)), None)
 
-    async def _build(self, symbol: str, range_: str, end: int | None) -> dict[str, Any]:
+    async def _build(self, symbol: str, range_: str | None, end: int | None, span_ms: int | None = None,
+                     bucket_ms: int | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         stop = end if end is not None else int(time.time() * 1000)
-        start = stop - RANGES_MS[range_]
+        span = span_ms or RANGES_MS[range_ or ""]
+        start = stop - span
         window = {"$gte": _dt(start), "$lte": _dt(stop)}
         candles: tuple[str | None, list[CandleRow]] = (None, [])
         ticks: tuple[str | None, list[TickRow]] = (None, [])
         # the arithmetic (reading a view, rows from documents, bucketing) runs in a worker thread of its own, so
         # the event loop keeps delivering ticks while a big window is computed
         cpu = self._cpu_live if end is None else self._cpu_past
-        if range_ != "1h":
+        if span > RANGES_MS["1h"]:  # 24 h, 7 d (and any longer window) from candles; 1 h from ticks
             if self.candle_view is not None and self.candle_view.covers(start):
                 candles = await self._in(cpu, self.candle_view.window, symbol, start, stop)
             else:
@@ -347,7 +396,8 @@ class HistoryStore:
                 docs = await self._find("prices", {"symbol": symbol, "ts": window}, TICK_FIELDS, "ts")
                 ticks = await self._in(cpu, rows_of, docs, tick_row)
         recent = self._recent(symbol)  # copied here: the live consumer's buffer changes on the loop
-        snap = await self._in(cpu, build_snapshot, symbol, range_, stop, candles, ticks, recent, self.max_points)
+        snap = await self._in(cpu, partial(build_snapshot, span_ms=span_ms, bucket_ms=bucket_ms), symbol, range_, stop,
+                              candles, ticks, recent, self.max_points)
         snap["server_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return snap
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ class Subscribe:
     symbol: str
     range: str
     end: int | None = None  # epoch ms; None means "now" (the live view)
+    indicators: bool = False  # also send the window's `indicators` message (webui/indicators.py)
 
 
 # `end` (epoch ms) must lie in [EARLIEST_END_MS, now + FUTURE_SLACK_MS]: no date arithmetic overflows, and a
@@ -118,11 +119,20 @@ def parse_message(raw: str | bytes, symbols: Collection[str], max_bytes: int = 4
     if end is not None:
         if isinstance(end, bool) or not isinstance(end, int):
             raise ProtocolError("end must be an integer, epoch milliseconds (or left out for now)")
-        latest = (now_ms or _now_ms)() + FUTURE_SLACK_MS
-        if not EARLIEST_END_MS <= end <= latest:
-            raise ProtocolError(f"end must be epoch milliseconds from {EARLIEST_END_MS} (1970) to a day from now "
-                                f"({latest}); leave it out for now")
-    return Subscribe(symbol.upper(), range_, end)
+        check_end(end, now_ms)
+    indicators = message.get("indicators", False)
+    if not isinstance(indicators, bool):
+        raise ProtocolError("indicators must be true or false")
+    return Subscribe(symbol.upper(), range_, end, indicators)
+
+
+def check_end(end: int, now_ms: Callable[[], int] | None = None, name: str = "end") -> int:
+    """`end` (or a `start`) if it lies between the epoch and a day from now, else ProtocolError."""
+    latest = (now_ms or _now_ms)() + FUTURE_SLACK_MS
+    if not EARLIEST_END_MS <= end <= latest:
+        raise ProtocolError(f"{name} must be epoch milliseconds from {EARLIEST_END_MS} (1970) to a day from now "
+                            f"({latest})" + ("; leave it out for now" if name == "end" else ""))
+    return end
 
 
 def _now_ms() -> int:
@@ -219,3 +229,79 @@ def origin_hosts(origins: Collection[str]) -> set[str]:
         if "://" in origin and (name := host_name(origin.split("://", 1)[1].split("/", 1)[0])):
             names.add(name)
     return names
+
+
+# --- the history API's query string (GET /api/v1/history, webui/api.py), checked as strictly as a subscribe ---
+
+INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000}
+FORMATS = ("json", "csv")
+API_MAX_SPAN_MS = 31 * DAY_MS  # a start/end window at most this long
+API_MAX_ROWS = 10_080  # rows in one answer at most: 7 days of 1-minute candles
+HISTORY_PARAMETERS = ("symbol", "range", "start", "end", "interval", "format", "indicators")
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    symbol: str
+    range: str | None  # a chart's range, or None for the window start..end
+    end: int | None  # epoch ms; None: now (a range only)
+    span_ms: int | None  # end - start for a start/end window
+    bucket_ms: int | None  # the interval; None: the chart's buckets
+    format: str
+    indicators: tuple[str, ...]
+
+
+def _epoch_ms(name: str, raw: str, now_ms: Callable[[], int] | None) -> int:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 16:
+        raise ProtocolError(f"{name} must be an integer, epoch milliseconds (got {describe(raw)})")
+    return check_end(int(raw), now_ms, name)
+
+
+def parse_history_query(args: Mapping[str, str], symbols: Collection[str], indicator_names: Collection[str],
+                        now_ms: Callable[[], int] | None = None) -> HistoryQuery:
+    """The history API's parameters (each given once, as a string), or ProtocolError saying what to send."""
+    unknown = [name for name in args if name not in HISTORY_PARAMETERS]
+    if unknown:
+        raise ProtocolError(f"unknown parameter {describe(unknown[0])}: the parameters are "
+                            f"{', '.join(HISTORY_PARAMETERS)}")
+    symbol = args.get("symbol")
+    if not symbol or symbol.upper() not in symbols:
+        raise ProtocolError(f"unknown symbol {describe(symbol)}: choose one of {', '.join(symbols)}")
+    start_raw, end_raw, range_ = args.get("start"), args.get("end"), args.get("range")
+    end = None if end_raw is None else _epoch_ms("end", end_raw, now_ms)
+    span = None
+    if start_raw is not None:
+        if range_ is not None:
+            raise ProtocolError("give either range (with an optional end) or start and end, not both")
+        if end is None:
+            raise ProtocolError("start needs an end (epoch milliseconds), or use range")
+        start = _epoch_ms("start", start_raw, now_ms)
+        span = end - start
+        if span <= 0:
+            raise ProtocolError("start must be before end")
+        if span > API_MAX_SPAN_MS:
+            raise ProtocolError(f"the window from start to end is longer than {API_MAX_SPAN_MS // DAY_MS} days; "
+                                "ask for several")
+    else:
+        range_ = "24h" if range_ is None else range_
+        if range_ not in RANGES_MS:
+            raise ProtocolError(f"unknown range {describe(range_)}: choose one of {', '.join(RANGES_MS)}")
+    interval = args.get("interval")
+    bucket = None
+    if interval is not None:
+        if interval not in INTERVALS_MS:
+            raise ProtocolError(f"unknown interval {describe(interval)}: choose one of {', '.join(INTERVALS_MS)}")
+        bucket = INTERVALS_MS[interval]
+        rows = -(-(span or RANGES_MS[range_ or ""]) // bucket)
+        if rows > API_MAX_ROWS:
+            raise ProtocolError(f"{rows} rows of {interval} is more than {API_MAX_ROWS} in one answer: "
+                                "choose a wider interval or a shorter window")
+    format_ = args.get("format", "json")
+    if format_ not in FORMATS:
+        raise ProtocolError(f"unknown format {describe(format_)}: choose one of {', '.join(FORMATS)}")
+    wanted = tuple(name.strip().lower() for name in args.get("indicators", "").split(",") if name.strip())
+    for name in wanted:
+        if name not in indicator_names:
+            raise ProtocolError(f"unknown indicator {describe(name)}: choose among {', '.join(indicator_names)}")
+    return HistoryQuery(symbol.upper(), range_ if span is None else None, end, span, bucket, format_,
+                        tuple(dict.fromkeys(wanted)))

@@ -161,14 +161,19 @@ def lttb(points: Sequence[tuple[int, float]], threshold: int) -> list[tuple[int,
     return sampled
 
 
-def series_from_ticks(ticks: Sequence[TickRow], range_ms: int, max_points: int) -> Series:
-    bucket = bucket_ms_for(range_ms, max_points)
+def series_from_ticks(ticks: Sequence[TickRow], range_ms: int, max_points: int,
+                      bucket_ms: int | None = None) -> Series:
+    """The chart's series over raw ticks: buckets of `bucket_ms` if given, else the nice width for max_points."""
+    bucket = bucket_ms or bucket_ms_for(range_ms, max_points)
     buckets = ticks_to_buckets(ticks, bucket)
     return Series(bucket, lttb(dedupe_seconds(ticks), max_points), _ohlc(buckets), _volume(buckets))
 
 
-def series_from_candles(candles: Sequence[CandleRow], range_ms: int, max_points: int) -> Series:
-    bucket = max(bucket_ms_for(range_ms, max_points), 60_000)
+def series_from_candles(candles: Sequence[CandleRow], range_ms: int, max_points: int,
+                        bucket_ms: int | None = None) -> Series:
+    """The chart's series over 1-minute candles: buckets of `bucket_ms` (at least a minute) if given, else the
+    nice width for max_points."""
+    bucket = max(bucket_ms or bucket_ms_for(range_ms, max_points), 60_000)
     buckets = candles_to_buckets(candles, bucket)
     return Series(bucket, [(b.start, b.close) for b in buckets], _ohlc(buckets), _volume(buckets))
 

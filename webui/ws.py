@@ -163,6 +163,8 @@ class Connection:
         self.window = (answer.start, newest if newest is not None else answer.start - 1)
         await self.send(answer.text)
         self.shared.metrics.snapshots += 1
+        if request.indicators:  # the window's indicators, computed once for all (webui/indicators.py)
+            await self.send(await history.indicators(answer))
         self.ready.set()
 
     async def writer(self) -> None:

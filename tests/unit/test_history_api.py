@@ -1,0 +1,168 @@
+"""The history API (webui/api.py) in-process: parameters checked like a subscribe, rate limits, formats, the
+hardening every response has. The store's `_build` is replaced by synthetic candles (no service needed); the
+store's sharing, cache and past-window rate are the real ones."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import time
+from typing import Any
+
+import pytest
+
+from cryptopulse.settings import Settings
+from webui.app import create_app
+from webui.history import build_snapshot
+from webui.indicators import NAMES
+from webui.protocol import ProtocolError, parse_history_query
+from webui.series import CandleRow
+from webui.state import state
+
+SYMBOLS = ("BTC", "ETH", "XRP")
+NOW = 1_790_000_000_000
+BUILDS: list[tuple[Any, ...]] = []
+
+
+async def synthetic(symbol: str, range_: str | None, end: int | None, span_ms: int | None = None,
+                    bucket_ms: int | None = None) -> dict[str, Any]:
+    """A minute candle for every minute of the window, prices moving up and down."""
+    BUILDS.append((symbol, range_, end, span_ms, bucket_ms))
+    stop = end if end is not None else int(time.time() * 1000)
+    span = span_ms or {"1h": 3_600_000, "24h": 86_400_000, "7d": 7 * 86_400_000}[range_ or ""]
+    first = (stop - span) - (stop - span) % 60_000 + 60_000
+    rows = [CandleRow(t, 100 + (i % 13), 101.5 + (i % 13), 99 + (i % 11), 100 + (i % 17) * 0.5, 1.0 + i % 3)
+            for i, t in enumerate(range(first, stop, 60_000))]
+    snap = build_snapshot(symbol, range_, stop, ("simulated", rows), (None, []), [], 1500, span_ms=span_ms,
+                          bucket_ms=bucket_ms)
+    return {**snap, "server_ms": 0.0}
+
+
+def call(paths: list[str], headers: dict[str, str] | None = None, **overrides: Any) -> list[tuple[int, dict, str]]:
+    async def scenario() -> list[tuple[int, dict, str]]:
+        app = create_app(Settings(mongodb_uri="mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200"),
+                         start_consumer=False, views=False, probe_seconds=0, symbols=SYMBOLS, **overrides)
+        async with app.test_app() as test_app:
+            state(app).history._build = synthetic
+            client = test_app.test_client()
+            answers = []
+            for path in paths:
+                response = await client.get(path, headers=headers or {})
+                answers.append((response.status_code, {k.lower(): v for k, v in response.headers.items()},
+                                await response.get_data(as_text=True)))
+            return answers
+
+    return asyncio.run(scenario())
+
+
+def test_json_is_the_charts_snapshot_as_rows():
+    (status, headers, body), = call(["/api/v1/history?symbol=btc&range=24h&end=1790000000000"])
+    assert status == 200 and headers["content-type"] == "application/json"
+    answer = json.loads(body)
+    snap = json.loads(json.dumps(asyncio.run(synthetic("BTC", "24h", NOW))))
+    assert answer["columns"] == ["time", "open", "high", "low", "close", "volume"]
+    assert [r[:5] for r in answer["rows"]] == snap["candles"]
+    assert [[r[0], r[5]] for r in answer["rows"]] == snap["volume"]
+    assert answer["stats"] == snap["stats"] and answer["interval_ms"] == snap["bucket_ms"] == 60_000
+    assert (answer["symbol"], answer["range"], answer["start"], answer["end"]) == ("BTC", "24h", NOW - 86_400_000, NOW)
+
+
+def test_csv_has_a_header_and_one_line_per_candle_with_the_indicators_asked_for():
+    (status, headers, body), = call(["/api/v1/history?symbol=ETH&range=24h&end=1790000000000&format=csv"
+                                     "&indicators=sma20,rsi14"])
+    assert status == 200 and headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(body)))
+    assert rows[0] == ["time", "time_iso", "open", "high", "low", "close", "volume", "sma20", "rsi14"]
+    assert len(rows) == 1 + 1440
+    assert rows[1][1].endswith("Z") and rows[1][7] == "" and rows[20][7] != "" and rows[15][8] != ""
+    snap = json.loads(json.dumps(asyncio.run(synthetic("ETH", "24h", NOW))))
+    assert [[int(r[0]), *map(float, r[2:6])] for r in rows[1:]] == snap["candles"]
+
+
+def test_an_interval_and_a_start_end_window():
+    hourly, window = call(["/api/v1/history?symbol=BTC&range=7d&end=1790000000000&interval=1h",
+                           f"/api/v1/history?symbol=BTC&start={NOW - 7_200_000}&end={NOW}&interval=5m"])
+    hourly_answer, window_answer = json.loads(hourly[2]), json.loads(window[2])
+    assert hourly_answer["interval_ms"] == 3_600_000 and len(hourly_answer["rows"]) in (168, 169)
+    assert window_answer["range"] is None and window_answer["interval_ms"] == 300_000
+    assert (window_answer["start"], window_answer["end"]) == (NOW - 7_200_000, NOW)
+    assert all(r[0] % 300_000 == 0 for r in window_answer["rows"]) and len(window_answer["rows"]) in (24, 25)
+
+
+@pytest.mark.parametrize(("query", "says"), [
+    ("", "unknown symbol None"),
+    ("symbol=DOGE", "unknown symbol 'DOGE'"),
+    ("symbol=BTC&range=1y", "unknown range '1y'"),
+    ("symbol=BTC&end=yesterday", "end must be an integer"),
+    ("symbol=BTC&end=-5", "end must be an integer"),
+    ("symbol=BTC&end=0", "end must be epoch milliseconds from 1"),
+    ("symbol=BTC&end=99999999999999999", "end must be an integer"),
+    ("symbol=BTC&end=1e12", "end must be an integer"),
+    ("symbol=BTC&start=5", "start needs an end"),
+    ("symbol=BTC&start=5&end=4", "start must be before end"),
+    ("symbol=BTC&start=5&end=40&range=1h", "either range"),
+    (f"symbol=BTC&start=1&end={NOW}", "longer than 31 days"),
+    (f"symbol=BTC&start={NOW - 8 * 86_400_000}&end={NOW}&interval=1m", "11520 rows of 1m is more than 10080"),
+    ("symbol=BTC&interval=2m", "unknown interval '2m'"),
+    ("symbol=BTC&format=xml", "unknown format 'xml'"),
+    ("symbol=BTC&indicators=macd", "unknown indicator 'macd'"),
+    ("symbol=BTC&limit=5", "unknown parameter 'limit'"),
+    ("symbol=BTC&symbol=ETH", "given more than once"),
+])
+def test_bad_parameters_get_400_with_a_reason(query, says):
+    (status, headers, body), = call([f"/api/v1/history?{query}"])
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert says in json.loads(body)["error"], body
+
+
+def test_the_parameters_are_checked_without_a_server():
+    query = parse_history_query({"symbol": "xrp", "indicators": "SMA20, rsi14,sma20"}, SYMBOLS, NAMES)
+    assert (query.symbol, query.range, query.end, query.indicators) == ("XRP", "24h", None, ("sma20", "rsi14"))
+    with pytest.raises(ProtocolError, match="day from now"):
+        parse_history_query({"symbol": "BTC", "end": str(int(time.time() * 1000) + 3 * 86_400_000)}, SYMBOLS, NAMES)
+
+
+def test_requests_draw_on_the_addresss_budget_and_get_429_past_it():
+    answers = call(["/api/v1/history?symbol=BTC&range=1h"] * 12, address_rate=5)
+    statuses = [a[0] for a in answers]
+    assert statuses[:10] == [200] * 10 and 429 in statuses[10:], statuses
+    refused = next(a for a in answers if a[0] == 429)
+    assert refused[1]["retry-after"] == "1" and "rate limit" in json.loads(refused[2])["error"]
+
+
+def test_past_windows_share_the_global_rate_and_get_503_busy():
+    ends = [NOW - i * 60_000 for i in range(8)]
+    answers = call([f"/api/v1/history?symbol=BTC&range=1h&end={end}" for end in ends], history_rate=2)
+    statuses = [a[0] for a in answers]
+    assert statuses.count(200) == 4 and 503 in statuses, statuses  # a burst of twice the rate, then busy
+    busy = next(a for a in answers if a[0] == 503)
+    assert "retry-after" in busy[1] and "history busy" in json.loads(busy[2])["error"]
+
+
+def test_identical_requests_share_the_charts_answer():
+    BUILDS.clear()
+    answers = call(["/api/v1/history?symbol=BTC&range=24h"] * 3 + ["/api/v1/history?symbol=BTC&range=24h&format=csv"])
+    assert [a[0] for a in answers] == [200] * 4
+    assert BUILDS == [("BTC", "24h", None, None, None)]  # one build, the same the WebSocket's 24h snapshot uses
+
+
+def test_tickers_and_openapi():
+    tickers, described = call(["/api/v1/tickers", "/api/v1/openapi.json"])
+    body = json.loads(tickers[2])
+    assert [t["symbol"] for t in body["tickers"]] == list(SYMBOLS) and body["tickers"][0]["price"] is None
+    document = json.loads(described[2])
+    assert document["openapi"].startswith("3.1")
+    history = document["paths"]["/api/v1/history"]["get"]
+    assert {p["name"] for p in history["parameters"]} == {"symbol", "range", "start", "end", "interval", "format",
+                                                          "indicators"}
+    assert history["parameters"][0]["schema"]["enum"] == list(SYMBOLS)
+
+
+def test_the_api_has_the_pages_hardening():
+    (refused, _, body), (ok, headers, _) = call(["/api/v1/history?symbol=BTC"], {"Host": "evil.example"})[0], \
+        call(["/api/v1/tickers"], {"Host": "localhost:8000"})[0]
+    assert refused == 421 and "WEBUI_ALLOWED_HOSTS" in body
+    assert ok == 200 and "default-src 'self'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
