@@ -8,6 +8,9 @@ from (symbol, source, time), so anything published twice replaces itself.
 
 The window ends at the last whole minute, so runs a few seconds apart see the same grid.
 
+A source that does not answer is waited for (each wait shown on its symbol's line, with why) for at most
+`give_up_after` seconds without a page; then the back-fill stops with the last cause (a SourceError).
+
 The history's candles go to the candles topic too, delivered before the ticks they are made of, so the
 stream processor finds those minutes decided: OHLC history (Binance klines, Coinbase candles, the
 simulated market's) as origin "ohlc"; a point history (CoinGecko) rolled up here, for minutes MongoDB holds nothing for
@@ -24,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
 from cryptopulse import store, topics
-from cryptopulse.errors import DeliveryError
+from cryptopulse.errors import DeliveryError, SourceError
 from cryptopulse.settings import Settings, sink_group
 from cryptopulse.times import MINUTE_MS, epoch_ms
 from producer.publisher import TickPublisher
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
 
 # Spacing of each source's history points: a gap is more than twice that.
 RESOLUTION_MS = {"simulated": MINUTE_MS, "coingecko": 5 * MINUTE_MS, "binance": MINUTE_MS, "coinbase": MINUTE_MS}
+# How long a back-fill waits for a source without getting a page before it gives up (`--give-up-after`).
+GIVE_UP_AFTER = 300.0
 
 
 def gaps(times: list[int], start: int, end: int, max_gap: int) -> list[tuple[int, int]]:
@@ -110,17 +115,25 @@ def wait_for_sink(settings: Settings, timeout: float = 300) -> bool:
 
 
 async def backfill(settings: Settings, source_name: str, symbols: list[str], hours: float,
-                   out: TextIO = sys.stderr) -> dict[str, int]:
-    """Fill the gaps of the last `hours`; returns the points published per symbol."""
+                   out: TextIO = sys.stderr, give_up_after: float = GIVE_UP_AFTER) -> dict[str, int]:
+    """Fill the gaps of the last `hours`; returns the points published per symbol.
+
+    Raises SourceError when the source has given no page for `give_up_after` seconds (or its next wait would
+    end past that), with the last reason it gave."""
     end = int(time.time() * 1000) // MINUTE_MS * MINUTE_MS
     start = end - int(hours * 3_600_000)
     progress: dict[str, Progress] = {}
     current: list[str] = [""]
+    last_page = [time.monotonic()]  # when the source last gave a page (or a symbol started)
 
     def show_wait(seconds: float, why: str) -> None:
+        waited = time.monotonic() - last_page[0]
+        if waited + seconds > give_up_after:
+            raise SourceError(f"{source_name}: no history for {waited:.0f} s and the next try is {seconds:.0f} s "
+                              f"away, past the bound of {give_up_after:g} s (--give-up-after); last: {why}")
         bar = progress.get(current[0])
         if bar:
-            bar.note(f"waiting {seconds:.0f} s ({why[:120]})")
+            bar.note(f"waiting {seconds:.0f} s ({why[:240]})")
 
     source = history_source(source_name, symbols, on_wait=show_wait)
     existing = stored_times(settings, source.name, source.symbols, start, end)
@@ -137,7 +150,7 @@ async def backfill(settings: Settings, source_name: str, symbols: list[str], hou
     max_gap = 2 * RESOLUTION_MS.get(source.name, MINUTE_MS)
     for symbol in source.symbols:
         todo = gaps(existing[symbol], start, end, max_gap)
-        current[0] = symbol
+        current[0], last_page[0] = symbol, time.monotonic()
         bar = progress[symbol] = Progress(symbol, sum(b - a for a, b in todo), out)
         if not todo:
             bar.note(f"nothing to fill: {len(existing[symbol]):,} points already stored")
@@ -149,6 +162,7 @@ async def backfill(settings: Settings, source_name: str, symbols: list[str], hou
             covered = low
             rollup = PointRollup(skip_minutes=occupied)
             async for page in source.history(symbol, low, high):
+                last_page[0] = time.monotonic()
                 if page.candles is not None:
                     await publish(page.candles, page.points, bar)
                 else:
@@ -159,7 +173,7 @@ async def backfill(settings: Settings, source_name: str, symbols: list[str], hou
             await publish(*rollup.finish(), bar)
         bar.finish()
         published[symbol] = bar.points
-    left = await asyncio.to_thread(publisher.flush, 60)
+    left = await publisher.drain(60)
     if left or publisher.stats.failed:
         raise DeliveryError(f"{left + publisher.stats.failed} points were not delivered to Kafka; run again to retry")
     if sum(published.values()) and not await asyncio.to_thread(wait_for_sink, settings):

@@ -19,7 +19,7 @@ from cryptopulse import topics
 from cryptopulse.commands import Parser, positive_float, positive_int, run_command, setup_logging
 from cryptopulse.errors import ConfigError
 from cryptopulse.redact import redact
-from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, symbols
+from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, env_number, symbols
 
 BACKFILL_SOURCES = ["simulated", "coingecko", "binance", "coinbase"]
 
@@ -73,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
     backfill_p.add_argument("--symbols", type=symbols, default=None, help=f"default: env SYMBOLS or {DEFAULT_SYMBOLS}")
     backfill_p.add_argument("--source", default=None, choices=BACKFILL_SOURCES,
                             help="default: env PRODUCER_SOURCE or simulated")
+    backfill_p.add_argument("--give-up-after", type=positive_float, default=None, metavar="SECONDS",
+                            help="stop when the source has given no history for this long (default: env "
+                            f"BACKFILL_GIVE_UP_SECONDS or {backfill.GIVE_UP_AFTER:g})")
 
     topics_p = sub.add_parser("topics", help="the project's topics")
     topics_sub = topics_p.add_subparsers(dest="action")
@@ -171,8 +174,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         args.source = args.source or env("PRODUCER_SOURCE", "simulated")
         if args.source not in BACKFILL_SOURCES:
             raise ConfigError(f"PRODUCER_SOURCE={args.source!r}: back-fill from one of {', '.join(BACKFILL_SOURCES)}")
+        give_up_after = args.give_up_after or env_number("BACKFILL_GIVE_UP_SECONDS", backfill.GIVE_UP_AFTER, 1, 1e6)
         print(f"back-filling {args.hours:g} h of {', '.join(args.symbols)} from {args.source}", file=sys.stderr)
-        published = asyncio.run(backfill.backfill(settings, args.source, args.symbols, args.hours))
+        published = asyncio.run(backfill.backfill(settings, args.source, args.symbols, args.hours,
+                                                  give_up_after=give_up_after))
         print(f"published {sum(published.values()):,} points: "
               + ", ".join(f"{s} {n:,}" for s, n in published.items()))
     return 0

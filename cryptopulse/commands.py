@@ -4,9 +4,9 @@
 - Options and environment values are checked before anything starts: `Parser` (one line for a bad option,
   not argparse's usage block) and its argument types (`port`, `positive_int`, ...), and the `env_*`
   readers of cryptopulse.settings, which name the variable.
-- `run_command` wraps a command's main: an error of ours, a bad value, a busy port, an unreachable host,
-  Ctrl-C or a closed pipe (`control status | head`) ends it with one line on stderr and a non-zero exit,
-  never a traceback. A traceback means a bug.
+- `run_command` checks the URL variables (`check_urls`), then wraps a command's main: an error of ours, a bad
+  value, a busy port, an unreachable host, Ctrl-C or a closed pipe (`control status | head`) ends it with one
+  line on stderr and a non-zero exit, never a traceback. A traceback means a bug.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from cryptopulse.errors import ConfigError, CryptoPulseError
+from cryptopulse.settings import check_urls
 
 # libraries that log every request at INFO
 QUIET_LOGGERS = ("httpx2", "httpx", "urllib3", "hypercorn.access")
@@ -63,6 +64,7 @@ port_or_off = _number(int, -1, 65535, "a port number (0-65535), or -1 for off")
 def run_command(name: str, main: Callable[[], int]) -> int:
     """Run a console script's main and turn every expected failure into one line and an exit status."""
     try:
+        check_urls()  # before anything starts
         status = main()
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not in the interpreter's exit
         return status

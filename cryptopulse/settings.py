@@ -10,6 +10,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptopulse.errors import ConfigError
 
@@ -36,6 +37,34 @@ def env_number(name: str, default: float, low: float, high: float, kind: type = 
     if value is None or value != value or not low <= value <= high:
         raise ConfigError(f"{name}={raw!r}: give a {'whole ' if kind is int else ''}number from {low:g} to {high:g}")
     return value
+
+
+# The project's addresses given as URLs, with the schemes each may have: checked by `check_urls` before a command
+# starts, so `BINANCE_WS_URL=not-a-url` is one line, not a traceback when the feed first connects.
+HTTP, WEBSOCKET = ("http", "https"), ("ws", "wss")
+URL_VARIABLES = {
+    "SCHEMA_REGISTRY_URL": HTTP, "CONNECT_URL": HTTP, "COINGECKO_URL": HTTP, "COINMARKETCAP_URL": HTTP,
+    "BINANCE_REST_URL": HTTP, "COINBASE_REST_URL": HTTP, "BINANCE_WS_URL": WEBSOCKET, "COINBASE_WS_URL": WEBSOCKET,
+}
+
+
+def check_urls() -> None:
+    """Every variable of URL_VARIABLES that is set holds an absolute URL of its schemes with a host (a
+    comma-separated list: each of them); else a ConfigError naming the variable."""
+    for name, schemes in URL_VARIABLES.items():
+        value = os.environ.get(name) or ""
+        if not all(_is_url(url.strip(), schemes) for url in value.split(",") if url.strip()):
+            raise ConfigError(f"{name}={value!r}: not a URL; give {schemes[0]}://host[:port][/path] "
+                              f"({' or '.join(schemes)})")
+
+
+def _is_url(text: str, schemes: tuple[str, ...]) -> bool:
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number or out of range
+    except ValueError:
+        return False
+    return parts.scheme in schemes and bool(parts.hostname)
 
 
 SYMBOL = re.compile(r"[A-Z0-9]{1,15}")

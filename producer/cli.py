@@ -150,7 +150,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         reporter.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    left = await asyncio.to_thread(publisher.flush, 60)
+    left = await publisher.drain(60)
     log.info("done: %s, undelivered %d", metrics.summary(), left)
     return status or (0 if metrics.deliveries.failed == 0 and left == 0 else 1)
 

@@ -101,3 +101,12 @@ class TickPublisher:
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still not delivered."""
         return self._producer.flush(timeout)
+
+    async def drain(self, timeout: float = 60.0) -> int:
+        """`flush` off the event loop, in slices of half a second: Ctrl-C during a final flush ends the command at
+        once (on the way out the interpreter waits only for the slice in the worker thread, not for `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = await asyncio.to_thread(self.flush, max(0.0, min(0.5, deadline - time.monotonic())))
+            if not left or time.monotonic() >= deadline:
+                return left

@@ -166,7 +166,11 @@ class JsonClient:
         try:
             response = self._session.get(url, params=params, timeout=self.timeout)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-            raise TransientError(f"GET {url} failed: {type(e).__name__}: {e}") from e
+            # urllib3's reason (a name that does not resolve, a refused connection), not requests' wrapper of it,
+            # which repeats the whole URL with its query
+            reason = getattr(e.args[0], "reason", None) if e.args else None
+            cause = reason if isinstance(reason, Exception) else e
+            raise TransientError(f"GET {url} failed: {type(cause).__name__}: {cause}") from e
         except requests.RequestException as e:
             raise SourceError(f"GET {url} failed: {e}; check {self.url_env}") from e
         status, text = response.status_code, response.text

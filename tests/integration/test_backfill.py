@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import time
 
@@ -76,3 +77,30 @@ def test_backfill_waits_out_a_429_and_then_succeeds(settings, mongo):
     wait_for(lambda: prices.count_documents(window) >= before + published, 120, "the klines in MongoDB")
     doc = prices.find_one({**window, "price": 150.1})
     assert doc is not None and doc["quote"] == "USDT"
+
+
+UNREACHABLE_BINANCE = ["control", "backfill", "--hours", "1", "--symbols", "BTC", "--source", "binance"]
+
+
+def test_an_unreachable_exchange_ends_the_backfill_within_the_bound_with_its_cause(settings):
+    """It waited silently for minutes; now each wait is shown, and it gives up after --give-up-after."""
+    started = time.monotonic()
+    result = subprocess.run([*UNREACHABLE_BINANCE, "--give-up-after", "5"], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "BINANCE_REST_URL": "http://127.0.0.1:9"})
+    assert result.returncode == 1 and time.monotonic() - started < 60, result.stderr
+    assert "Traceback" not in result.stderr and "BTC    waiting" in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("control: binance: no history for") and "--give-up-after" in last, last
+    assert "Connection refused" in last, last  # the cause, not only that it failed
+
+
+def test_ctrl_c_during_a_backfill_is_one_line(settings):
+    proc = subprocess.Popen(UNREACHABLE_BINANCE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "BINANCE_REST_URL": "http://127.0.0.1:9"})
+    for line in proc.stderr:
+        if "waiting" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=30) == 130
+    assert "Traceback" not in rest and rest.strip().splitlines()[-1] == "control: interrupted", rest

@@ -6,11 +6,17 @@ Every case fails before anything is started or reached, so no service is needed.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 import subprocess
 
 import pytest
+
+from cryptopulse.errors import ConfigError, SourceError
+from cryptopulse.settings import check_urls
+from producer.cli import reachable
 
 
 def run(*cmd: str, **env: str) -> subprocess.CompletedProcess:
@@ -30,6 +36,13 @@ BAD = [
     (["producer", "run", "--symbols", "BTC;ETH"], {}),
     (["producer", "run", "--interval-ms", "0"], {}),
     (["producer", "nonsense"], {}),
+    (["producer", "run", "--source", "binance"], {"BINANCE_WS_URL": "not-a-url"}),
+    (["producer", "run", "--source", "coinbase"], {"COINBASE_WS_URL": "https://ws-feed.exchange.coinbase.com"}),
+    (["producer", "run"], {"SCHEMA_REGISTRY_URL": "127.0.0.1:8081"}),
+    (["control", "status"], {"CONNECT_URL": "http://127.0.0.1:99999"}),
+    (["control", "backfill", "--source", "coingecko"], {"COINGECKO_URL": "api.coingecko.com"}),
+    (["control", "backfill", "--give-up-after", "0"], {}),
+    (["control", "backfill"], {"BACKFILL_GIVE_UP_SECONDS": "soon"}),
     (["streams", "run"], {"STREAMS_GRACE_SECONDS": "soon"}),
     (["streams", "run"], {"STREAMS_IDLE_CLOSE_SECONDS": "-3"}),
     (["streams", "run", "--grace-seconds", "-1"], {}),
@@ -76,3 +89,61 @@ def test_an_unresolvable_host_is_one_line():
     result = run("webui", "--port", "0", WEBUI_HOST="no-such-host.invalid", WEBUI_VIEWS="0",
                  KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+
+
+# Nothing listens on port 1: every service is down at once (what `control status` reports is beside the point here).
+UNREACHABLE = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "SCHEMA_REGISTRY_URL": "http://127.0.0.1:1",
+               "CONNECT_URL": "http://127.0.0.1:1", "MONGODB_URI": "mongodb://127.0.0.1:1"}
+
+
+def test_a_reader_that_went_away_ends_control_status_quietly():
+    """`control status | head`: the pipe is closed before the report is written."""
+    proc = subprocess.Popen(["control", "status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env={**os.environ, **UNREACHABLE})
+    proc.stdout.close()
+    error = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in error and not error.strip(), error
+
+
+@pytest.mark.parametrize("value", ["https://api.coingecko.com/api/v3", "http://127.0.0.1:8081/apis/ccompat/v7",
+                                   "http://a:8081,http://b:8081", ""])
+def test_a_url_of_the_right_kind_passes(monkeypatch, value):
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", value)
+    monkeypatch.setenv("BINANCE_WS_URL", "wss://stream.binance.com:9443")
+    check_urls()
+
+
+@pytest.mark.parametrize("value", ["not-a-url", "ws://127.0.0.1:8081", "http://", "http://h:port", "http://h:70000"])
+def test_a_url_of_the_wrong_kind_names_its_variable(monkeypatch, value):
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", value)
+    with pytest.raises(ConfigError, match="^SCHEMA_REGISTRY_URL="):
+        check_urls()
+
+
+class Silent:
+    """A source that never yields (an exchange that accepted the connection and says nothing)."""
+
+    name = "silent"
+
+    async def ticks(self):
+        await asyncio.sleep(3600)
+        yield
+
+
+class Refusing:
+    """A source that stops at once with an error that has no message."""
+
+    name = "refusing"
+
+    async def ticks(self):
+        raise SourceError("")
+        yield
+
+
+@pytest.mark.parametrize(("source", "cause"), [(Silent(), "(timed out)"), (Refusing(), "(SourceError)")])
+def test_the_fallback_message_names_its_cause(caplog, source, cause):
+    """It read "no tick within 60 s ()" when the error had no message."""
+    with caplog.at_level(logging.ERROR):
+        assert asyncio.run(reachable(source, 0.05)) is None
+    (message,) = [r.getMessage() for r in caplog.records if "no tick within" in r.getMessage()]
+    assert message.endswith(cause) and "()" not in message, message
