@@ -12,6 +12,9 @@
     feedDown: null,    // the server's live feed is interrupted (a `status` message): until it says live or a tick comes
     historyDown: null, // the server could not read history: until a snapshot arrives (asked again after retry_ms)
     retryTimer: null,
+    indicators: new Set(), // the indicators shown on this coin's chart (remembered per coin in localStorage)
+    refreshTimer: null,    // while indicators are shown, a fresh snapshot each minute keeps them current
+    refreshing: false,     // the snapshot asked for is such a refresh: the chart keeps its zoom
   };
 
   const chart = LWC.createChart($("chart"), {
@@ -34,6 +37,21 @@
     priceLineVisible: false,
   });
   chart.priceScale("vol").applyOptions({ scaleMargins: { top: 0.82, bottom: 0 } });
+
+  // Indicators (computed by the server over the chart's own candles, the `indicators` message): overlays on the
+  // price scale, RSI in a pane of its own under the chart.
+  const OVERLAYS = { sma20: "#f0b90b", sma50: "#e67e22", ema20: "#9b59b6", ema50: "#e84393", vwap: "#00bcd4" };
+  const overlays = Object.fromEntries(Object.entries(OVERLAYS).map(([name, color]) => [name, chart.addSeries(LWC.LineSeries, {
+    color, lineWidth: 1, lastValueVisible: false, priceLineVisible: false, crosshairMarkerVisible: false, visible: false,
+    title: name.toUpperCase(),
+  })]));
+  let rsiSeries = null;
+  const STORE_KEY = "cryptopulse.indicators";
+  const remembered = () => { try { return JSON.parse(localStorage.getItem(STORE_KEY)) || {}; } catch { return {}; } };
+  function remember() {
+    const all = remembered(); all[state.symbol] = [...state.indicators];
+    try { localStorage.setItem(STORE_KEY, JSON.stringify(all)); } catch { /* private mode: not remembered */ }
+  }
   chart.priceScale("right").applyOptions({ scaleMargins: { top: 0.08, bottom: 0.22 } });
 
   const sec = (ms) => Math.floor(ms / 1000);
@@ -87,6 +105,35 @@
   }
   setInterval(renderAge, 1000);
 
+  function onIndicators(msg) {
+    if (msg.symbol !== state.symbol || msg.range !== state.range) return;
+    state.indicatorData = msg.series;
+    showIndicators();
+  }
+
+  function showIndicators() {
+    const data = state.indicatorData || {};
+    const points = (name) => (data[name] || []).map(([t, v]) => ({ time: sec(t), value: v }));
+    for (const [name, series] of Object.entries(overlays)) {
+      const on = state.indicators.has(name);
+      series.applyOptions({ visible: on });
+      series.setData(on ? points(name) : []);
+    }
+    if (state.indicators.has("rsi14")) {
+      if (!rsiSeries) {
+        rsiSeries = chart.addSeries(LWC.LineSeries, { color: "#b388ff", lineWidth: 1, priceLineVisible: false, title: "RSI 14",
+          autoscaleInfoProvider: () => ({ priceRange: { minValue: 0, maxValue: 100 } }) }, 1);
+        for (const level of [30, 70]) rsiSeries.createPriceLine({ price: level, color: "#5a6478", lineWidth: 1, lineStyle: 2, axisLabelVisible: false });
+        chart.panes()[1]?.setStretchFactor(0.25);
+      }
+      rsiSeries.setData(points("rsi14"));
+    } else if (rsiSeries) {
+      chart.removeSeries(rsiSeries); rsiSeries = null;
+    }
+    for (const b of document.querySelectorAll("#indicators button")) b.classList.toggle("active", state.indicators.has(b.dataset.indicator));
+    document.body.dataset.indicators = [...state.indicators].join(",");
+  }
+
   function onSnapshot(snap) {
     if (snap.symbol !== state.symbol || snap.range !== state.range) return; // an answer to an older request
     state.snapshot = snap;
@@ -98,7 +145,8 @@
     state.lastLine = snap.line.length ? snap.line[snap.line.length - 1][0] : 0;
     const last = snap.candles[snap.candles.length - 1];
     state.lastCandle = last ? { start: last[0], open: last[1], high: last[2], low: last[3], close: last[4] } : null;
-    chart.timeScale().fitContent();
+    if (!state.refreshing) chart.timeScale().fitContent();
+    state.refreshing = false;
     document.body.dataset.snapshots = String(Number(document.body.dataset.snapshots || 0) + 1);
     state.lost = null; state.historyDown = null; clearTimeout(state.retryTimer);
     renderStats(); renderBanner();
@@ -169,11 +217,25 @@
     state.retryTimer = setTimeout(subscribe, msg.retry_ms * (0.8 + Math.random() * 0.4));
   }
 
-  function subscribe() {
+  function subscribe(refresh = false) {
     const sock = state.socket;
+    state.refreshing = refresh === true;
+    if (!state.refreshing) state.indicatorData = null;
+    clearTimeout(state.refreshTimer);
+    if (state.indicators.size) state.refreshTimer = setTimeout(() => subscribe(true), 60000);
     if (sock && sock.readyState === WebSocket.OPEN) {
-      sock.send(JSON.stringify({ type: "subscribe", symbol: state.symbol, range: state.range }));
+      const ask = { type: "subscribe", symbol: state.symbol, range: state.range };
+      if (state.indicators.size) ask.indicators = true;
+      sock.send(JSON.stringify(ask));
     }
+  }
+
+  function useSymbol(symbol) {
+    state.symbol = symbol;
+    state.indicators = new Set(remembered()[symbol] || []);
+    activate("symbols", "symbol", symbol);
+    history.replaceState(null, "", `?symbol=${encodeURIComponent(symbol)}`);
+    showIndicators();
   }
 
   function connect() {
@@ -189,6 +251,7 @@
       if (msg.type === "snapshot") onSnapshot(msg);
       else if (msg.type === "tick") onTick(msg);
       else if (msg.type === "ticks") msg.ticks.forEach(onTick);
+      else if (msg.type === "indicators") onIndicators(msg);
       else if (msg.type === "status") onStatus(msg);
       else if (msg.type === "error") onError(msg);
     };
@@ -215,7 +278,14 @@
 
   $("symbols").addEventListener("click", (e) => {
     const v = e.target.dataset.symbol; if (!v) return;
-    state.symbol = v; activate("symbols", "symbol", v); subscribe();
+    useSymbol(v); subscribe();
+  });
+  $("indicators").addEventListener("click", (e) => {
+    const v = e.target.dataset.indicator; if (!v) return;
+    if (state.indicators.has(v)) state.indicators.delete(v); else state.indicators.add(v);
+    remember(); showIndicators();
+    if (state.indicators.size && !state.indicatorData) subscribe(true); // the first one on: ask for the values
+    else if (!state.indicators.size) clearTimeout(state.refreshTimer);
   });
   $("ranges").addEventListener("click", (e) => {
     const v = e.target.dataset.range; if (!v) return;
@@ -223,7 +293,9 @@
   });
   $("kinds").addEventListener("click", (e) => { const v = e.target.dataset.kind; if (v) { state.kind = v; showKind(); } });
 
-  activate("symbols", "symbol", state.symbol); activate("ranges", "range", state.range); showKind();
+  const asked = new URLSearchParams(location.search).get("symbol")?.toUpperCase();
+  useSymbol(document.body.dataset.symbols.split(",").includes(asked) ? asked : state.symbol);
+  activate("ranges", "range", state.range); showKind();
   window.dashboard = { state, chart };
   connect();
 })();
