@@ -6,20 +6,22 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
 from confluent_kafka import KafkaException
 from pymongo.errors import PyMongoError
 
-from control import backfill, connectors, schemas, status, supervisor
+from control import alerts, backfill, connectors, schemas, status, supervisor, tail
 from control.stack import processes
 from control.stack.components import components as stack_components
 from cryptopulse import topics
+from cryptopulse.alert import KINDS
 from cryptopulse.commands import Parser, positive_float, positive_int, run_command, setup_logging
 from cryptopulse.errors import ConfigError
 from cryptopulse.redact import redact
-from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, env_number, symbols
+from cryptopulse.settings import DEFAULT_SYMBOLS, SYMBOL, Settings, env, env_number, symbols
 
 BACKFILL_SOURCES = ["simulated", "coingecko", "binance", "coinbase"]
 
@@ -81,7 +83,43 @@ def parser() -> argparse.ArgumentParser:
     topics_sub = topics_p.add_subparsers(dest="action")
     topics_sub.add_parser("list", help="partitions, retention, records and size (the default)")
     topics_sub.add_parser("create", help="create the missing ones with the configured settings")
+    tail_p = topics_sub.add_parser("tail", help="a topic's last records decoded through the registry, one JSON "
+                                   "object a line (key, partition, offset, timestamp, headers, value)")
+    tail_p.add_argument("topic")
+    tail_p.add_argument("--from-beginning", action="store_true", help="the first records instead of the last")
+    tail_p.add_argument("--n", "-n", type=positive_int, default=10, help="how many records (default 10)")
+    tail_p.add_argument("--follow", "-f", action="store_true", help="then print new records until Ctrl-C")
+
+    alerts_p = sub.add_parser("alerts", help="price-alert rules (kept in Kafka; `streams alerts` evaluates them)")
+    alerts_sub = alerts_p.add_subparsers(dest="action", required=True, parser_class=Parser)
+    add = alerts_sub.add_parser("add", help="SYMBOL above|below PRICE, or SYMBOL move PCT --minutes N")
+    add.add_argument("symbol", type=alert_symbol)
+    add.add_argument("condition", choices=KINDS)
+    add.add_argument("value", type=positive_float, help="the price (above/below) or the percent (move)")
+    add.add_argument("--minutes", type=positive_int, default=None, help="move: the window, in minutes")
+    add.add_argument("--source", type=source_name, default=None, help="only ticks of this source (default: any)")
+    alerts_sub.add_parser("list", help="the rules in force")
+    rm = alerts_sub.add_parser("rm", help="remove a rule by its id")
+    rm.add_argument("id", type=rule_id)
     return p
+
+
+def alert_symbol(text: str) -> str:
+    if not SYMBOL.fullmatch(text.strip().upper()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a symbol (one ticker of letters and digits, such as BTC)")
+    return text.strip().upper()
+
+
+def source_name(text: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a source name (such as simulated or binance)")
+    return text
+
+
+def rule_id(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{1,32}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rule id (hex digits; see control alerts list)")
+    return text
 
 
 def _print_stack(rows: list[dict], as_json: bool) -> None:
@@ -125,6 +163,9 @@ def _schemas(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "tail":
+        tail.tail(settings, args.topic, args.n, args.from_beginning, args.follow)
+        return 0
     if args.action == "create":
         created = topics.create_missing(settings)
         print(f"created: {', '.join(created)}" if created else "every topic exists")
@@ -136,6 +177,18 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
         size = f"{row['bytes'] / 2**20:.1f} MiB" if row["bytes"] is not None else "size n/a"
         print(f"{row['topic']:24} {row['partitions']} partition(s)  retention {row['retention']:>6}  "
               f"{row['cleanup.policy']:7} {row['records']:>10,} records  {size:>10}  {row['about']}")
+    return 0
+
+
+def _alerts(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "add":
+        rule = alerts.add(settings, args.symbol, args.condition, args.value, args.minutes, args.source)
+        print(f"rule {rule.id}: {rule.describe()} (on {settings.alert_rules_topic}; `streams alerts` evaluates it)")
+    elif args.action == "list":
+        print(alerts.render(alerts.rules(settings)))
+    elif args.action == "rm":
+        rule = alerts.remove(settings, args.id)
+        print(f"rule {rule.id} removed: {rule.describe()}")
     return 0
 
 
@@ -169,6 +222,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _schemas(args, settings)
     elif args.command == "topics":
         return _topics(args, settings)
+    elif args.command == "alerts":
+        return _alerts(args, settings)
     elif args.command == "backfill":
         args.symbols = args.symbols or symbols(env("SYMBOLS", DEFAULT_SYMBOLS))
         args.source = args.source or env("PRODUCER_SOURCE", "simulated")

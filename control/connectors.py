@@ -40,6 +40,8 @@ def placeholder_values(settings: Settings) -> dict[str, str]:
         "PRICES_DLQ_TOPIC": settings.prices_dlq_topic,
         "CANDLES_TOPIC": settings.candles_topic,
         "CANDLES_DLQ_TOPIC": settings.candles_dlq_topic,
+        "ALERTS_TOPIC": settings.alerts_topic,
+        "ALERTS_DLQ_TOPIC": settings.alerts_dlq_topic,
         "MONGODB_DATABASE": settings.database,
     }
 

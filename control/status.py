@@ -89,12 +89,13 @@ def lag(settings: Settings) -> list[dict[str, Any]]:
     """
     admin = topics.admin(settings)
     listings = admin.list_consumer_groups().result(timeout=10).valid
-    # whose lag is shown: the sink connectors, the candle roll-up and the dashboards
-    shown = (sink_group(settings.connector_prefix), settings.streams_group, settings.webui_group_prefix)
+    # whose lag is shown: the sink connectors, the candle roll-up, the alert processor and the dashboards
+    shown = (sink_group(settings.connector_prefix), settings.streams_group, settings.alerts_group,
+             settings.webui_group_prefix)
     groups = sorted(g.group_id for g in listings if g.group_id.startswith(shown) and not (
         g.group_id.startswith(settings.webui_group_prefix) and g.state == ConsumerGroupState.EMPTY))
     rows = []
-    for topic in (settings.prices_topic, settings.candles_topic):
+    for topic in (settings.prices_topic, settings.candles_topic, settings.alerts_topic):
         ends = topics.end_offsets_by_partition(settings, topic)
         for group in groups if ends else []:
             committed = topics.committed_offsets(settings, group, topic, list(ends))
@@ -290,7 +291,7 @@ def gather(settings: Settings) -> dict[str, Any]:
     report["lag"] = _probe(lambda: lag(settings)) if "kafka" in up else []
     names = [settings.prices_topic, settings.prices_dlq_topic]
     report["topics"] = _probe(lambda: topics.end_offsets(settings, names)) if "kafka" in up else {}
-    dlqs = (settings.prices_dlq_topic, settings.candles_dlq_topic)
+    dlqs = (settings.prices_dlq_topic, settings.candles_dlq_topic, settings.alerts_dlq_topic)
     report["dead_letters"] = {t: _probe(lambda t=t: dead_letters(settings, t)) for t in dlqs} if "kafka" in up else {}
     report["store"] = _probe(lambda: store(settings)) if "mongodb" in up else {}
     report["last_tick"] = _probe(lambda: last_ticks(settings)) if {"kafka", "schema registry"} <= up else {}

@@ -99,8 +99,16 @@ class Settings:
     prices_dlq_topic: str = field(default_factory=lambda: env("PRICES_DLQ_TOPIC", "crypto-prices-dlq"))
     candles_topic: str = field(default_factory=lambda: env("CANDLES_TOPIC", "crypto-candles-1m"))
     candles_dlq_topic: str = field(default_factory=lambda: env("CANDLES_DLQ_TOPIC", "crypto-candles-1m-dlq"))
+    # price alerts (docs/alerts.md): the rules (compacted, key = rule id), the alerts fired, the alerts the sink could
+    # not write, and the alert processor's own state (compacted, key = rule|symbol|source)
+    alert_rules_topic: str = field(default_factory=lambda: env("ALERT_RULES_TOPIC", "crypto-alert-rules"))
+    alerts_topic: str = field(default_factory=lambda: env("ALERTS_TOPIC", "crypto-alerts"))
+    alerts_dlq_topic: str = field(default_factory=lambda: env("ALERTS_DLQ_TOPIC", "crypto-alerts-dlq"))
+    alerts_state_topic: str = field(default_factory=lambda: env("ALERTS_STATE_TOPIC", "crypto-alerts-state"))
     # The roll-up's consumer group, and the prefix of each dashboard process's own group.
     streams_group: str = field(default_factory=lambda: env("STREAMS_GROUP", "cryptopulse-streams"))
+    # the alert processor's consumer group, also its transactional id (one instance per group)
+    alerts_group: str = field(default_factory=lambda: env("ALERTS_GROUP", "cryptopulse-alerts"))
     webui_group_prefix: str = field(default_factory=lambda: env("WEBUI_GROUP_PREFIX", "cryptopulse-webui"))
     # Prepended to every connector's name (and so to its `connect-<name>` consumer group): the tests and
     # benchmarks deploy their own sinks beside the user's.
@@ -121,6 +129,10 @@ class Settings:
     @property
     def candles_sink(self) -> str:
         return f"{self.connector_prefix}mongo-sink-candles"
+
+    @property
+    def alerts_sink(self) -> str:
+        return f"{self.connector_prefix}mongo-sink-alerts"
 
 
 # How long the sink's MongoDB driver waits for a server before an operation fails (its default is 30 s):

@@ -12,6 +12,7 @@ from cryptopulse.settings import Settings
 
 PRICES = "prices"  # ticks, `_id` = symbol|source|ts, time field `ts`
 CANDLES = "candles_1m"  # 1-minute candles, `_id` = symbol|source|1m|start, time field `start`
+ALERTS = "alerts"  # price alerts (connectors/mongo-sink-alerts.json), `_id` = rule|symbol|source|ts, time field `ts`
 TIME_FIELD = {PRICES: "ts", CANDLES: "start"}
 
 

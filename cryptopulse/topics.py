@@ -34,6 +34,17 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
                   "1-minute candles (Avro, key = candle _id), rolled up by `streams`; compacted"),
         TopicSpec(settings.candles_dlq_topic, 1, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
                   "candles the candles sink could not convert or write, with error headers"),
+        # compacted: the latest version of each rule (key = rule id) is kept for ever; a tombstone removes it
+        TopicSpec(settings.alert_rules_topic, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": str(60_000)},
+                  "price-alert rules (Avro, key = rule id; a tombstone removes one); compacted"),
+        TopicSpec(settings.alerts_topic, 1, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
+                  "alerts fired by `streams alerts` (Avro, key = alert _id, written in transactions)"),
+        TopicSpec(settings.alerts_dlq_topic, 1, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
+                  "alerts the alerts sink could not convert or write, with error headers"),
+        # compacted: the alert processor's armed/fired state per (rule, symbol, source), committed in the same
+        # transaction as the alerts and the consumed offsets, read back by a restarted processor
+        TopicSpec(settings.alerts_state_topic, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": str(60_000)},
+                  "the alert processor's state per (rule, symbol, source) (Avro); compacted"),
     ]
 
 

@@ -1,6 +1,7 @@
 """`streams`: roll the prices topic up into 1-minute candles on the candles topic, and apply retention.
 
     streams run [--group cryptopulse-streams] [--grace-seconds 10] [--from-end] [--no-retention]
+    streams alerts [--group cryptopulse-alerts] [--from-beginning]
     streams retention [--ticks-hours 48] [--candles-days 30]
 
 Stop it with Ctrl-C or SIGTERM: it delivers what it has, commits, and a restart goes on from there.
@@ -21,6 +22,7 @@ from cryptopulse import store
 from cryptopulse.commands import Parser, non_negative_float, positive_float, run_command, setup_logging
 from cryptopulse.settings import Settings, env_number
 from streams import retention
+from streams.alerts import AlertOptions, AlertProcessor
 from streams.processor import Processor, ProcessorOptions
 
 log = logging.getLogger("streams")
@@ -46,6 +48,14 @@ def parser() -> argparse.ArgumentParser:
                      help="comma-separated: roll up only these symbols (a test processor beside the real one)")
     run.add_argument("--no-retention", action="store_true", help="do not run the retention job")
     run.add_argument("--retention-minutes", type=positive_float, default=10.0, help="how often the retention job runs")
+    alerts = sub.add_parser("alerts", help="evaluate ticks against the alert rules and publish the alerts, until "
+                            "stopped (docs/alerts.md)")
+    alerts.add_argument("--group", default=None,
+                        help="consumer group and transactional id: one process per group (env ALERTS_GROUP, "
+                             "default cryptopulse-alerts)")
+    alerts.add_argument("--from-beginning", action="store_true",
+                        help="a group with no committed offsets starts at the beginning of the prices topic, not "
+                             "its end (rules watch ticks from their creation on either way)")
     ret = sub.add_parser("retention", help="apply retention once and say what was deleted")
     ret.add_argument("--ticks-hours", type=positive_float, default=None, help="env RETENTION_TICKS_HOURS, default 48")
     ret.add_argument("--candles-days", type=positive_float, default=None, help="env RETENTION_CANDLES_DAYS, default 30")
@@ -75,6 +85,10 @@ def _main(argv: list[str] | None) -> int:
             print(json.dumps(retention.run_once(db, policy)))
         return 0
 
+    if args.command == "alerts":
+        return _run_alerts(settings, AlertOptions(group=args.group or settings.alerts_group,
+                                                  from_end=not args.from_beginning))
+
     only = frozenset(s.strip().upper() for s in args.only_symbols.split(",")) if args.only_symbols else None
     options = ProcessorOptions(
         group=args.group, grace_ms=int(args.grace_seconds * 1000), update_every=args.update_seconds,
@@ -99,6 +113,30 @@ def _main(argv: list[str] | None) -> int:
         log.error("stopped: %s", error)
         code = 1
     if not processor.closed:  # a Kafka client stuck in close would also block the interpreter's exit
+        logging.shutdown()
+        os._exit(code)
+    return code
+
+
+def _run_alerts(settings: Settings, options: AlertOptions) -> int:
+    """The alert processor until SIGINT/SIGTERM: it commits its last transaction and stops."""
+    processor = AlertProcessor(settings, options)
+    stopping: list[int] = []
+
+    def on_signal(number: int, _frame: object) -> None:
+        stopping.append(number)
+        faulthandler.dump_traceback_later(60, exit=False)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    code = 0
+    try:
+        processor.run(stop=lambda: bool(stopping))
+        log.info("alerts stopped: %s", processor.stats)
+    except Exception as error:  # noqa: BLE001 - one clear line, and a non-zero exit for whoever restarts it
+        log.error("alerts stopped: %s", error)
+        code = 1
+    if not processor.closed:
         logging.shutdown()
         os._exit(code)
     return code

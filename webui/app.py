@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
             response.headers.setdefault(name, value)
         return response
 
+    from webui.alerts import AlertFeed, alerts_bp
     from webui.api import api
     from webui.pages import pages
     from webui.ws import ws
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
     app.register_blueprint(pages)
     app.register_blueprint(ws)
     app.register_blueprint(api)
+    app.register_blueprint(alerts_bp)
 
     @app.before_serving
     async def start() -> None:
@@ -90,6 +92,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
                                            shared.hub.set_status)
             shared.consumer.start()
             log.info("consuming %s as group %s", config.settings.prices_topic, shared.consumer.group_id)
+            shared.alerts = AlertFeed(config.settings, config.consumer_group_prefix, asyncio.get_running_loop())
+            shared.alerts.start()
 
     @app.after_serving
     async def stop() -> None:
@@ -99,6 +103,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
             await shared.monitor.stop()
         if shared.consumer is not None:
             await asyncio.to_thread(shared.consumer.stop)
+        if shared.alerts is not None:
+            await asyncio.to_thread(shared.alerts.stop)
         for view in shared.views.values():
             await asyncio.to_thread(view.stop)
         if shared.history is not None:

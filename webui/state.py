@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from quart import Quart
 
@@ -17,6 +18,9 @@ from webui.history import HistoryStore
 from webui.live import Hub, LiveConsumer
 from webui.metrics import Metrics
 from webui.views import WindowView
+
+if TYPE_CHECKING:  # webui.alerts imports this module
+    from webui.alerts import AlertFeed
 
 
 @dataclass
@@ -33,6 +37,7 @@ class State:
     views: dict[str, WindowView] = field(default_factory=dict)  # "candles", "ticks": history held in memory
     connections: Connections = field(default_factory=Connections)  # open WebSockets per address (webui/guard.py)
     allowed_hosts: frozenset[str] = frozenset()  # besides loopback: what the Host header may name
+    alerts: AlertFeed | None = None  # new price alerts, pushed to every open page (webui/alerts.py)
     lag_task: asyncio.Task[None] | None = None  # measures the event loop's lag (webui_event_loop_lag_seconds)
 
 

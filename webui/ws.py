@@ -21,6 +21,7 @@ from pymongo.errors import PyMongoError
 from quart import Blueprint, abort, current_app, websocket
 
 from cryptopulse.outage import RateLimitFilter
+from webui.alerts import push_alerts
 from webui.guard import client_address
 from webui.health import plain
 from webui.history import Busy
@@ -221,7 +222,8 @@ async def feed() -> None:
     await websocket.accept()
     conn = Connection(shared)
     shared.metrics.clients += 1
-    tasks = [asyncio.create_task(conn.guarded(work)) for work in (conn.reader(), conn.writer(), conn.status_writer())]
+    tasks = [asyncio.create_task(conn.guarded(work)) for work in (conn.reader(), conn.writer(), conn.status_writer(),
+                                                                  push_alerts(shared.alerts, conn.send))]
     try:
         await asyncio.wait([*tasks, conn.closing], return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -56,6 +56,18 @@ BAD = [
     (["control", "backfill"], {"PRODUCER_SOURCE": "cmc"}),
     (["control", "stack", "logs", "kafka", "-n", "0"], {}),
     (["control", "frobnicate"], {}),
+    (["control", "alerts", "add", "BTC", "sideways", "5"], {}),
+    (["control", "alerts", "add", "BTC", "above", "-5"], {}),
+    (["control", "alerts", "add", "BTC", "above", "lots"], {}),
+    (["control", "alerts", "add", "BTC;ETH", "above", "5"], {}),
+    (["control", "alerts", "add", "BTC", "move", "5"], {}),
+    (["control", "alerts", "add", "BTC", "move", "5", "--minutes", "0"], {}),
+    (["control", "alerts", "add", "BTC", "above", "5", "--minutes", "3"], {}),
+    (["control", "alerts", "add", "BTC", "above", "5", "--source", "Bad Source"], {}),
+    (["control", "alerts", "rm", "not-an-id"], {}),
+    (["control", "alerts"], {}),
+    (["control", "topics", "tail", "crypto-prices", "--n", "0"], {}),
+    (["streams", "alerts", "--group"], {}),
 ]
 
 

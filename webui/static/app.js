@@ -254,6 +254,7 @@
       else if (msg.type === "indicators") onIndicators(msg);
       else if (msg.type === "status") onStatus(msg);
       else if (msg.type === "error") onError(msg);
+      else if (msg.type === "alert") window.cryptoPulseAlerts?.receive(msg);  // webui/static/alerts.js
     };
     sock.onclose = () => {
       if (state.socket !== sock) return;

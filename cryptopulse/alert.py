@@ -1,0 +1,82 @@
+"""Price alerts: the rule type (schemas/alert_rule.avsc) and the identities of rules, alerts and their state.
+
+A rule is data: it lives in the compacted topic `crypto-alert-rules` under its id, written by `control alerts`
+and read by `streams alerts` (which evaluates ticks against it) and the dashboard. An alert's `_id` derives from
+the rule and the tick that fired it, so a redelivered alert is the same document (docs/alerts.md).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from cryptopulse.errors import ConfigError
+from cryptopulse.settings import SYMBOL
+from cryptopulse.times import epoch_ms
+
+KINDS = ("above", "below", "move")
+MAX_MINUTES = 7 * 24 * 60  # a move window of at most a week
+MAX_PCT = 1000.0
+
+
+def new_rule_id() -> str:
+    """A short random id: 8 hex digits (4 billion of them; `control alerts add` never reuses a live one)."""
+    return uuid.uuid4().hex[:8]
+
+
+def alert_id(rule_id: str, symbol: str, source: str, ts: int) -> str:
+    """The alert's `_id` and Kafka key: the rule and the firing tick's identity, `rule|symbol|source|ts`."""
+    return f"{rule_id}|{symbol}|{source}|{ts}"
+
+
+def state_key(rule_id: str, symbol: str, source: str) -> str:
+    """The key of the processor's state for one rule on one (symbol, source)."""
+    return f"{rule_id}|{symbol}|{source}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """above/below: fire when the price crosses `price`; move: when it changes by more than `pct` % within
+    `minutes` (event time). `source` None: every source, each on its own. It watches ticks from `created` on."""
+
+    id: str
+    symbol: str
+    kind: str
+    price: float | None = None
+    pct: float | None = None
+    minutes: int | None = None
+    source: str | None = None
+    created: int = 0  # epoch ms
+
+    def __post_init__(self) -> None:
+        if not SYMBOL.fullmatch(self.symbol):
+            raise ConfigError(f"not a symbol: {self.symbol!r}: give a ticker of letters and digits, such as BTC")
+        if self.kind not in KINDS:
+            raise ConfigError(f"not a condition: {self.kind!r}: give one of {', '.join(KINDS)}")
+        if self.kind == "move":
+            if self.pct is None or not (0 < self.pct <= MAX_PCT) or math.isnan(self.pct):
+                raise ConfigError(f"move: give a percent above 0 and at most {MAX_PCT:g}")
+            if self.minutes is None or not 1 <= self.minutes <= MAX_MINUTES:
+                raise ConfigError(f"move: give --minutes from 1 to {MAX_MINUTES}")
+        elif self.price is None or not math.isfinite(self.price) or self.price <= 0:
+            raise ConfigError(f"{self.kind}: give a price above 0")
+
+    def matches(self, symbol: str, source: str) -> bool:
+        return symbol == self.symbol and (self.source is None or source == self.source)
+
+    def describe(self) -> str:
+        """One line: `BTC above 50000`, `ETH move 5% within 15 min (binance)`."""
+        what = f"move {self.pct:g}% within {self.minutes} min" if self.kind == "move" else f"{self.kind} {self.price:g}"
+        return f"{self.symbol} {what}" + (f" ({self.source})" if self.source else "")
+
+    def to_record(self) -> dict[str, Any]:
+        return {"id": self.id, "symbol": self.symbol, "kind": self.kind, "price": self.price, "pct": self.pct,
+                "minutes": self.minutes, "source": self.source, "created": self.created}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Rule:
+        """The rule in an Avro record; ConfigError when it breaks a rule's constraints."""
+        return cls(record["id"], record["symbol"], record["kind"], record.get("price"), record.get("pct"),
+                   record.get("minutes"), record.get("source"), epoch_ms(record["created"]))
