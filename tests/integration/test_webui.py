@@ -42,17 +42,20 @@ def run(coro_fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     return asyncio.run(coro_fn(*args))
 
 
-async def receive(ws, kind: str, timeout: float = 90) -> dict[str, Any]:
-    """The next message of type `kind`, skipping live ticks of anyone else's producer."""
+async def receive(ws, kind: str | tuple[str, ...], timeout: float = 90,
+                  skipping: tuple[str, ...] = ("tick", "ticks", "snapshot")) -> dict[str, Any]:
+    """The next message of type `kind` (or of one of them), skipping live ticks of anyone else's producer and the
+    other types in `skipping`."""
+    kinds = (kind,) if isinstance(kind, str) else kind
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             pytest.fail(f"no {kind!r} message within {timeout:.0f}s")
         message = json.loads(await asyncio.wait_for(ws.receive(), left))
-        if message["type"] == kind:
+        if message["type"] in kinds:
             return message
-        assert message["type"] in ("tick", "ticks", "snapshot"), message
+        assert message["type"] in skipping, message
 
 
 async def receive_ticks(ws, count: int, timeout: float = 90) -> tuple[list[dict[str, Any]], int]:

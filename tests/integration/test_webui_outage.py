@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.integration.test_webui import receive
 from webui.app import create_app
 from webui.state import state
 
@@ -81,17 +82,8 @@ class Proxy:
                     conn.shutdown(socket.SHUT_RDWR)
 
 
-async def answer(ws: Any, kinds: tuple[str, ...], timeout: float = 60) -> dict[str, Any]:
-    """The next message of one of `kinds`, skipping live ticks and status changes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            pytest.fail(f"no {kinds} message within {timeout:.0f}s")
-        message = json.loads(await asyncio.wait_for(ws.receive(), left))
-        if message["type"] in kinds:
-            return message
-        assert message["type"] in ("tick", "ticks", "status"), message
+# what a client may see while it waits for an answer during an outage: live ticks and status changes
+DURING_OUTAGE = ("tick", "ticks", "status")
 
 
 async def health_until(client: Any, predicate: Any, timeout: float, what: str) -> tuple[int, dict[str, Any]]:
@@ -122,13 +114,13 @@ def test_the_dashboard_rides_out_a_mongodb_and_registry_outage(settings, caplog)
                                            <= set(body["down"]), 30, "MongoDB and the registry reported down")
             async with client.websocket("/ws") as ws:
                 await ws.send(subscribe)
-                refused = await answer(ws, ("error", "snapshot"))
+                refused = await receive(ws, ("error", "snapshot"), 60, skipping=DURING_OUTAGE)
                 mongo.up()
                 registry.up()
                 _, after = await health_until(client, lambda code, body: code == 200, 90, "/healthz back to 200")
                 await asyncio.sleep(2.1)  # past the answer cache
                 await ws.send(subscribe)
-                snapshot = await answer(ws, ("snapshot",))
+                snapshot = await receive(ws, "snapshot", 60, skipping=DURING_OUTAGE)
             view = state(app).views["ticks"]
             assert await asyncio.to_thread(view.ready.wait, 90), view.status()
         return during, refused, after, snapshot
