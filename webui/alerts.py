@@ -35,6 +35,8 @@ RECENT = 20
 FIELDS = ("_id", "rule_id", "symbol", "source", "kind", "direction", "threshold", "minutes", "price", "ts",
           "reference_price", "change_pct", "message", "fired_at")
 
+WIRE_EXTRAS = ("text", "seq", "live")  # kept beside an alert's fields in the feed, not sent
+
 alerts_bp = Blueprint("alerts", __name__)
 
 
@@ -58,6 +60,7 @@ class AlertFeed:
         self.settings = settings
         self.group_id = group_id(f"{group_prefix}-alerts")
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)  # oldest first
+        self.seq = 0  # alerts taken so far: each message's `seq`
         self.changed = asyncio.Event()  # replaced by a fresh one at each new alert
         self._loop = loop
         self._stop = threading.Event()
@@ -72,15 +75,18 @@ class AlertFeed:
         self._stop.set()
         self._thread.join(timeout)
 
-    def add(self, messages: list[dict[str, Any]]) -> None:
-        """On the loop: new alerts (a redelivered one, recognised by its id, is not pushed again)."""
+    def add(self, messages: list[dict[str, Any]], live: bool = True) -> None:
+        """On the loop: new alerts (a redelivered one, recognised by its id, is not taken again). Only `live` ones
+        (from the topic, not the store's history read at start) are pushed to the open sockets."""
         known = {m["id"] for m in self.recent}
         fresh = [m for m in messages if m["id"] not in known]
         if not fresh:
             return
-        self.recent.extend(fresh)
         for message in fresh:
-            message["text"] = encode({k: v for k, v in message.items() if k != "text"})
+            self.seq += 1
+            message["text"] = encode(message)
+            message["seq"], message["live"] = self.seq, live
+        self.recent.extend(fresh)
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()
 
@@ -96,7 +102,7 @@ class AlertFeed:
         backoff = Backoff(0.5, 10.0)
         try:
             stored = self._stored()
-            self._loop.call_soon_threadsafe(self.add, stored)
+            self._loop.call_soon_threadsafe(self.add, stored, False)
         except Exception as error:  # noqa: BLE001 - the list starts empty: live alerts still come
             log.warning("recent alerts not read from MongoDB (%s); showing new ones only", plain(error))
         while not self._stop.is_set():
@@ -141,25 +147,24 @@ class AlertFeed:
 
 
 async def push_alerts(feed: AlertFeed | None, send: Callable[[str], Awaitable[None]]) -> None:
-    """One connection's task: every alert that arrives from now on, as it arrives. Never returns by itself."""
+    """One connection's task: every live alert taken from now on, as it arrives. Never returns by itself."""
     if feed is None:
         await asyncio.Event().wait()
-    changed = feed.changed
-    seen = {m["id"] for m in feed.recent}
+    changed, last = feed.changed, feed.seq
     while True:
         await changed.wait()
         changed = feed.changed
-        for message in list(feed.recent):
-            if message["id"] not in seen:
-                seen.add(message["id"])
+        taken = list(feed.recent)  # what arrives while these are sent wakes this loop again
+        for message in taken:
+            if message["seq"] > last and message["live"]:
                 await send(message["text"])
-        if len(seen) > 10 * RECENT:
-            seen = {m["id"] for m in feed.recent}
+        last = max([last, *(m["seq"] for m in taken)])
 
 
 @alerts_bp.get("/alerts/recent")
 async def recent() -> dict[str, Any]:
     """The newest alerts, newest first: what a page lists when it opens."""
     feed = state(current_app).alerts
-    items = [] if feed is None else [{k: v for k, v in m.items() if k != "text"} for m in reversed(feed.recent)]
+    newest_first = reversed(feed.recent) if feed is not None else []
+    items = [{k: v for k, v in m.items() if k not in WIRE_EXTRAS} for m in newest_first]
     return {"alerts": items}

@@ -167,6 +167,7 @@ def test_a_move_rule_fires_on_a_fast_move_in_event_time(settings, mongo, tmp_pat
     assert doc["kind"] == "move" and doc["direction"] == "up" and doc["price"] == 110.0
     # from the lowest price of the 10 minutes before the tick (minute 12: 102.4), not the lowest of all (100)
     assert abs(doc["change_pct"] - (110 / 102.4 - 1) * 100) < 1e-9 and doc["reference_price"] == 102.4
+    assert control("alerts", "rm", rule).returncode == 0
 
 
 def test_an_alert_reaches_an_open_page_and_the_recent_list(settings, mongo, tmp_path):
