@@ -83,6 +83,10 @@ def parser() -> argparse.ArgumentParser:
     topics_sub = topics_p.add_subparsers(dest="action")
     topics_sub.add_parser("list", help="partitions, retention, records and size (the default)")
     topics_sub.add_parser("create", help="create the missing ones with the configured settings")
+    partitions_p = topics_sub.add_parser(
+        "partitions", help="raise a topic's partition count to N (never lower: Kafka cannot); docs/scaling.md")
+    partitions_p.add_argument("topic")
+    partitions_p.add_argument("count", type=positive_int, metavar="N")
     tail_p = topics_sub.add_parser("tail", help="a topic's last records decoded through the registry, one JSON "
                                    "object a line (key, partition, offset, timestamp, headers, value)")
     tail_p.add_argument("topic")
@@ -165,6 +169,14 @@ def _schemas(args: argparse.Namespace, settings: Settings) -> int:
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "tail":
         tail.tail(settings, args.topic, args.n, args.from_beginning, args.follow)
+        return 0
+    if args.action == "partitions":
+        before = topics.add_partitions(settings, args.topic, args.count)
+        if before == args.count:
+            print(f"{args.topic} has {before} partitions already")
+        else:
+            print(f"{args.topic}: {before} -> {args.count} partitions. Keys now hash to other partitions: "
+                  "a symbol's new ticks may go to another one than its earlier ticks (docs/scaling.md)")
         return 0
     if args.action == "create":
         created = topics.create_missing(settings)

@@ -43,6 +43,9 @@ def placeholder_values(settings: Settings) -> dict[str, str]:
         "ALERTS_TOPIC": settings.alerts_topic,
         "ALERTS_DLQ_TOPIC": settings.alerts_dlq_topic,
         "MONGODB_DATABASE": settings.database,
+        # each sink's tasks: up to its topic's partition count (a task reads whole partitions; docs/scaling.md)
+        "SINK_TASKS_MAX": str(settings.sink_tasks_max),
+        "TOPIC_REPLICATION_FACTOR": str(settings.replication_factor),
     }
 
 

@@ -83,6 +83,18 @@ def symbols(text: str) -> list[str]:
     return parsed
 
 
+def _min_insync_replicas() -> int:
+    """TOPIC_MIN_INSYNC_REPLICAS, checked against the replication factor; by default 2 when there are 3 or more
+    replicas (one broker may be down and a write still lands on two), else 1."""
+    replicas = env_number("TOPIC_REPLICATION_FACTOR", 1, 1, 100, int)
+    default = 2 if replicas >= 3 else 1
+    value = env_number("TOPIC_MIN_INSYNC_REPLICAS", default, 1, 100, int)
+    if value > replicas:
+        raise ConfigError(f"TOPIC_MIN_INSYNC_REPLICAS={value} is more than TOPIC_REPLICATION_FACTOR={replicas}: "
+                          "no write could ever succeed")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Addresses and names shared by the producer, the control plane and the dashboard."""
@@ -110,6 +122,18 @@ class Settings:
     # the alert processor's consumer group, also its transactional id (one instance per group)
     alerts_group: str = field(default_factory=lambda: env("ALERTS_GROUP", "cryptopulse-alerts"))
     webui_group_prefix: str = field(default_factory=lambda: env("WEBUI_GROUP_PREFIX", "cryptopulse-webui"))
+    # Scaling (docs/scaling.md). Partitions of the two topics that carry the load: a symbol's ticks stay on one
+    # partition (key = symbol), and the roll-up's processes and the sinks' tasks share the partitions. One
+    # partition each on one machine; raise an existing topic's with `control topics partitions TOPIC N`.
+    prices_partitions: int = field(default_factory=lambda: env_number("PRICES_PARTITIONS", 1, 1, 10_000, int))
+    candles_partitions: int = field(default_factory=lambda: env_number("CANDLES_PARTITIONS", 1, 1, 10_000, int))
+    # Every project topic's replication factor (also the sinks' dead-letter topics'), and the replicas that must
+    # have a write before it counts (acks=all); min.insync.replicas is set on the topics only when replicated.
+    replication_factor: int = field(
+        default_factory=lambda: env_number("TOPIC_REPLICATION_FACTOR", 1, 1, 100, int))
+    min_insync_replicas: int = field(default_factory=lambda: _min_insync_replicas())
+    # Each sink connector's tasks.max: useful up to its topic's partition count (a task reads whole partitions).
+    sink_tasks_max: int = field(default_factory=lambda: env_number("SINK_TASKS_MAX", 1, 1, 1_000, int))
     # Prepended to every connector's name (and so to its `connect-<name>` consumer group): the tests and
     # benchmarks deploy their own sinks beside the user's.
     connector_prefix: str = field(default_factory=lambda: env("CONNECTOR_PREFIX", ""))

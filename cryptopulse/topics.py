@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
+from cryptopulse.errors import ConfigError
 from cryptopulse.settings import Settings
 from cryptopulse.times import DAY_MS
 
@@ -19,18 +21,28 @@ class TopicSpec:
     partitions: int
     config: dict[str, str]
     about: str
+    replication: int = 1
 
 
 def project_topics(settings: Settings) -> list[TopicSpec]:
-    """Every topic the pipeline writes, with the settings it is created with."""
+    """Every topic the pipeline writes, with the settings it is created with: the prices and candles topics'
+    partitions, and every topic's replication, from the settings (docs/scaling.md); the rest one partition."""
+    replicated = {"min.insync.replicas": str(settings.min_insync_replicas)} if settings.replication_factor > 1 else {}
+    return [dataclasses.replace(spec, config={**spec.config, **replicated}, replication=settings.replication_factor)
+            for spec in _specs(settings)]
+
+
+def _specs(settings: Settings) -> list[TopicSpec]:
     return [
-        TopicSpec(settings.prices_topic, 1, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete"},
+        TopicSpec(settings.prices_topic, settings.prices_partitions,
+                  {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete"},
                   "ticks (Avro, key = symbol); the sink keeps them in MongoDB, Kafka keeps a week"),
         TopicSpec(settings.prices_dlq_topic, 1, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
                   "records the sink could not convert or write, with error headers"),
         # compacted: the latest state of each candle (key = its _id) is kept for ever, which is what a restarted
         # stream processor reads to learn which minutes are final or came from an exchange's OHLC history
-        TopicSpec(settings.candles_topic, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": str(60_000)},
+        TopicSpec(settings.candles_topic, settings.candles_partitions,
+                  {"cleanup.policy": "compact", "min.compaction.lag.ms": str(60_000)},
                   "1-minute candles (Avro, key = candle _id), rolled up by `streams`; compacted"),
         TopicSpec(settings.candles_dlq_topic, 1, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
                   "candles the candles sink could not convert or write, with error headers"),
@@ -59,7 +71,7 @@ def create_missing(settings: Settings, specs: list[TopicSpec] | None = None) -> 
     missing = [s for s in (specs or project_topics(settings)) if s.name not in existing]
     if not missing:
         return []
-    futures = client.create_topics([NewTopic(s.name, num_partitions=s.partitions, replication_factor=1,
+    futures = client.create_topics([NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication,
                                              config=s.config) for s in missing])
     for future in futures.values():
         try:
@@ -68,6 +80,23 @@ def create_missing(settings: Settings, specs: list[TopicSpec] | None = None) -> 
             if "TOPIC_ALREADY_EXISTS" not in str(error):
                 raise
     return [s.name for s in missing]
+
+
+def add_partitions(settings: Settings, name: str, count: int) -> int:
+    """Raise a topic's partition count to `count`; returns the count it had. Kafka cannot lower it, and a count
+    already reached changes nothing. A ConfigError says why not (no such topic, fewer than it has)."""
+    client = admin(settings)
+    metadata = client.list_topics(timeout=10).topics.get(name)  # all topics: asking for one may auto-create it
+    if metadata is None or metadata.error is not None:
+        raise ConfigError(f"no topic {name!r}: `control topics` lists the project's topics")
+    current = len(metadata.partitions)
+    if count < current:
+        raise ConfigError(f"{name} has {current} partitions: Kafka cannot lower a topic's partition count "
+                          f"(create a new topic and copy the records instead)")
+    if count > current:
+        (future,) = client.create_partitions([NewPartitions(name, count)]).values()
+        future.result()
+    return current
 
 
 def end_offsets_by_partition(settings: Settings, name: str) -> dict[int, int]:

@@ -11,6 +11,10 @@ Delivery guarantees, and why they hold:
   (This is the "committed offset minus the open window" of the design, computed exactly from offsets
   rather than by `offsets_for_times`: record timestamps are publish times, not the ticks' event times,
   and back-fills and tests publish ticks of other epochs.)
+- Partitions: a symbol's ticks are on one partition (key = symbol), so each (symbol, source) is rolled up by
+  one process of the group. A rebalance (a process joining, leaving or killed) revokes every partition: the
+  open candles are forgotten, and each partition is replayed from its own commit by its next owner, which
+  first reads the candles topic to its end, so the finals its former owner published are known as decided.
 - History first: `control backfill` publishes the candles of its history (origin "ohlc" for an exchange's
   OHLC, or rolled up from a point history) before the ticks they are made of. The processor learns every
   final and every ohlc `_id` from the compacted candles topic, read from its start and followed; ticks of
@@ -122,6 +126,7 @@ class Processor:
         self._candles = AvroCodec(settings, settings.candles_topic, "candle")
         self._next: dict[int, int] = {}  # partition -> next offset to read on the prices topic
         self._caught_up = False  # read the candles topic to its end during this batch already
+        self._assigned = False  # partitions were just assigned: read the candles topic to its end before their ticks
         self.kafka = Outage("Kafka", log)
         self.registry = Outage("the schema registry", log)
         # librdkafka's own lines go through a rate-limited logger; a lost broker is reported by `kafka` once
@@ -219,6 +224,7 @@ class Processor:
             self._next[tp.partition] = tp.offset
         consumer.assign(committed)
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in committed))
+        self._assigned = True
         self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -369,6 +375,13 @@ class Processor:
                     self.kafka.down(message.error().str())
                 continue
             try:
+                if self._assigned:
+                    # a partition taken over from another process of the group (one killed, say) replays from its
+                    # commit, which another symbol's older open candle may have held back: a candle that process
+                    # closed must be known as final before its ticks are read again, else it would be rolled up
+                    # anew from only the ticks after that commit
+                    self.catch_up()
+                    self._assigned = False
                 self._apply(message, now)
             except Unavailable:
                 rewind(self._consumer, messages[i:])

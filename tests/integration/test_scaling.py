@@ -1,0 +1,137 @@
+"""Scaling on one machine (issue 9, docs/scaling.md): a topic's partitions raised, and the roll-up as a consumer group
+of two `streams run` processes sharing a 4-partition prices topic, one of them killed with -9 mid-stream.
+
+The prices topic here is the test's own (`test-scale-prices-...`, made with PRICES_PARTITIONS=4), so the
+namespace's one-partition topic that the other tests use is left as it is; the candles go to the namespace's
+candles topic and its sink, as in test_rollups.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import time
+import uuid
+import zlib
+
+import pytest
+from confluent_kafka import Producer
+
+from cryptopulse import topics
+from cryptopulse.avro import AvroCodec
+from cryptopulse.errors import ConfigError
+from cryptopulse.settings import Settings
+from cryptopulse.tick import Tick
+from tests.integration.conftest import wait_for
+from tests.integration.test_rollups import StreamsProcess, expected_candles, matches, stored, window_2004
+
+PARTITIONS = 4
+ASSIGNED = re.compile(r"assigned (.*)")
+
+
+def test_a_topics_partitions_are_raised_never_lowered(settings, monkeypatch):
+    name = f"test-partitions-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PRICES_TOPIC", name)
+    local = Settings()
+    assert topics.create_missing(local, [s for s in topics.project_topics(local) if s.name == name]) == [name]
+    assert topics.add_partitions(local, name, 3) == 1
+    wait_for(lambda: len(topics.end_offsets_by_partition(local, name)) == 3, 30, "3 partitions")
+    assert topics.add_partitions(local, name, 3) == 3  # reached already: nothing to do
+    with pytest.raises(ConfigError, match="cannot lower"):
+        topics.add_partitions(local, name, 2)
+    with pytest.raises(ConfigError, match="no topic"):
+        topics.add_partitions(local, f"{name}-absent", 2)
+
+
+def symbols_covering(partitions: int, per_partition: int) -> dict[str, int]:
+    """Fresh symbols, `per_partition` on each partition of librdkafka's default partitioner (CRC-32 of the key)."""
+    chosen: dict[str, int] = {}
+    counts = [0] * partitions
+    while min(counts) < per_partition:
+        symbol = "S" + uuid.uuid4().hex[:7].upper()
+        partition = zlib.crc32(symbol.encode()) % partitions
+        if counts[partition] < per_partition:
+            counts[partition] += 1
+            chosen[symbol] = partition
+    return chosen
+
+
+def assignment(process: StreamsProcess) -> set[int]:
+    """The partitions of the process's latest assignment, from its log."""
+    lines = ASSIGNED.findall(process.log.read_text())
+    return {int(p) for p in re.findall(r"\[(\d+)\]@", lines[-1])} if lines else set()
+
+
+def test_two_processors_share_the_partitions_and_one_killed_changes_no_candle(settings, mongo, tmp_path,
+                                                                              monkeypatch):
+    topic, group = f"test-scale-prices-{uuid.uuid4().hex[:8]}", f"test-scale-{uuid.uuid4()}"
+    monkeypatch.setenv("PRICES_TOPIC", topic)  # inherited by the `streams run` subprocesses
+    monkeypatch.setenv("PRICES_PARTITIONS", str(PARTITIONS))
+    local = Settings()
+    (spec,) = [s for s in topics.project_topics(local) if s.name == topic]
+    assert spec.partitions == PARTITIONS
+    topics.create_missing(local, [spec])
+
+    # 8 symbols, 2 a partition; 8 minutes of event time, a tick every 3 s give or take 1 s (so some arrive out of
+    # order, within the grace period); each symbol's last tick far later, closing its last minute
+    where = symbols_covering(PARTITIONS, 2)
+    w, rng = window_2004(), random.Random()
+    ticks = {s: [(w + i * 3_000 + rng.randrange(-1_000, 1_000) + 1_000, round(100 + 10 * rng.random(), 4))
+                 for i in range(160)] + [(w + 15 * 60_000, 1.0)] for s in where}
+    expected = {s: expected_candles(s, t) for s, t in ticks.items()}
+    assert all(len(e) == 9 for e in expected.values())
+
+    codec = AvroCodec(local, topic, "tick")
+    producer = Producer({"bootstrap.servers": local.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
+    landed: dict[str, set[int]] = {s: set() for s in where}
+
+    def publish(upto: int, start: int) -> None:
+        for i in range(start, upto):
+            for symbol, series in ticks.items():
+                if i < len(series):
+                    ts, price = series[i]
+                    producer.produce(topic, key=symbol.encode(), value=codec.encode(Tick(symbol, "simulated", ts,
+                                     price).to_record()),
+                                     on_delivery=lambda e, m, s=symbol: landed[s].add(m.partition()))
+        assert producer.flush(30) == 0
+
+    first = StreamsProcess(group, tmp_path / "first.log", "", "--idle-close-seconds", "5")
+    second = StreamsProcess(group, tmp_path / "second.log", "", "--idle-close-seconds", "5")
+    processes = [first, second]
+    try:
+        wait_for(lambda: len(assignment(first)) == len(assignment(second)) == 2
+                 and assignment(first) | assignment(second) == set(range(PARTITIONS)), 60,
+                 "the group to share the 4 partitions, 2 each")
+        victim_partitions = assignment(second)
+        victims = [s for s, p in where.items() if p in victim_partitions]
+
+        # the first half of the stream, a few ticks at a time, both processors at work
+        cut = 90  # 4.5 minutes of event time: minute 4 open at the kill
+        for i in range(0, cut, 10):
+            publish(min(i + 10, cut), i)
+            time.sleep(0.3)
+        assert {s: landed[s] for s in where} == {s: {p} for s, p in where.items()}, "key = symbol: one partition each"
+        wait_for(lambda: all(stored(mongo, settings, s).get(w + 3 * 60_000, {}).get("final") for s in victims), 60,
+                 "the killed processor's symbols to have their minute 3 final")
+        wait_for(lambda: all(o > 0 for o in topics.committed_offsets(settings, group, topic,
+                                                                     sorted(victim_partitions)).values()),
+                 30, "the killed processor to have committed on each of its partitions")
+
+        second.kill(signal.SIGKILL)  # no goodbye: its partitions wait for the session timeout (10 s)
+        killed = time.monotonic()
+        processes.remove(second)
+        for i in range(cut, 161, 10):  # the rest, while its partitions have no owner
+            publish(min(i + 10, 161), i)
+            time.sleep(0.3)
+        wait_for(lambda: assignment(first) == set(range(PARTITIONS)), 60, "the survivor to take every partition")
+        taken_over = time.monotonic() - killed
+        wait_for(lambda: all(matches(stored(mongo, settings, s), expected[s]) for s in where), 90,
+                 "every symbol's candles, equal to a one-process roll-up of the same ticks")
+        done = time.monotonic() - killed
+    finally:
+        for process in processes:
+            process.kill(signal.SIGTERM)
+    print(f"\n{sum(len(t) for t in ticks.values())} ticks on {PARTITIONS} partitions, 2 processors, one killed -9: "
+          f"partitions taken over {taken_over:.1f} s after the kill, every candle right {done:.1f} s after it "
+          f"({sum(len(e) for e in expected.values())} candles)")
