@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from cryptopulse import topics
 from cryptopulse.settings import SINK_SERVER_SELECTION_MS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -371,3 +372,127 @@ def test_a_supervisor_restarts_failed_connectors(services: dict) -> None:
 def test_the_sink_driver_waits_for_a_restarting_store(services: dict) -> None:
     uri = environment(services["connect"])["MONGODB_URI"]
     assert f"serverSelectionTimeoutMS={SINK_SERVER_SELECTION_MS}" in urlsplit(uri).query, uri
+
+
+# --- the ports' address, and the cluster file (issue 9, docs/scaling.md) ---------------------
+
+CLUSTER_FILE = ROOT / "docker-compose.cluster.yml"
+PUBLISH = "${CRYPTOPULSE_PUBLISH_ADDRESS:-127.0.0.1}"  # one variable opens them all, loopback unless told
+BROKERS = ("kafka-1", "kafka-2", "kafka-3")
+WORKERS = ("connect-1", "connect-2")
+MEMBERS = ("mongo-1", "mongo-2", "mongo-3")
+ONE_SHOTS = ("init", "mongo-init")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict:
+    return yaml.safe_load(CLUSTER_FILE.read_text())["services"]
+
+
+@pytest.mark.parametrize("path", [COMPOSE_FILE, CLUSTER_FILE], ids=lambda p: p.name)
+def test_every_port_is_published_on_loopback_unless_the_variable_says_otherwise(path: Path) -> None:
+    services = yaml.safe_load(path.read_text())["services"]
+    entries = [(name, entry) for name, service in services.items() for entry in service.get("ports") or []]
+    assert entries
+    for name, entry in entries:
+        address = entry.get("host_ip") if isinstance(entry, dict) else str(entry).rsplit(":", 2)[0]
+        assert address == PUBLISH, f"{name}: {entry!r} is not published on {PUBLISH}"
+    hosts = [port for service in services.values() for port in published_ports(service)]
+    assert len(hosts) == len(set(hosts)), f"a host port published twice: {sorted(hosts)}"
+    assert "CRYPTOPULSE_PUBLISH_ADDRESS" in path.read_text().split("services:")[0], "documented in the header"
+
+
+def test_the_cluster_has_every_service_of_the_default_file_grown(services: dict, cluster: dict) -> None:
+    grown = {"kafka": BROKERS, "connect": WORKERS, "mongo": MEMBERS}
+    expected = {name for service in services for name in grown.get(service, (service,))} | {"mongo-init"}
+    assert expected <= set(cluster), f"missing: {sorted(expected - set(cluster))}"
+    for name in BROKERS:
+        assert cluster[name]["image"] == services["kafka"]["image"]
+    for name in MEMBERS:
+        assert cluster[name]["image"] == services["mongo"]["image"]
+    assert cluster["schema-registry"]["image"] == services["schema-registry"]["image"]
+    for name in WORKERS:
+        assert cluster[name]["build"] == services["connect"]["build"], "the same Connect image"
+
+
+def test_the_cluster_waits_for_health_or_completion_and_restarts_what_runs_long(cluster: dict) -> None:
+    test_dependencies_wait_for_health_or_completion(cluster)
+    for name, service in cluster.items():
+        expected = "no" if name in ONE_SHOTS else "unless-stopped"
+        assert service.get("restart") == expected, f"{name}: restart {service.get('restart')!r}, want {expected}"
+    for name in WORKERS:
+        assert set(depends_on(cluster[name])) == {*BROKERS, "schema-registry", "mongo-init"}
+    assert set(depends_on(cluster["init"])) == set(WORKERS)
+
+
+def test_three_brokers_make_one_kraft_quorum_with_three_replicas(cluster: dict) -> None:
+    envs = {name: environment(cluster[name]) for name in BROKERS}
+    assert sorted(int(env["KAFKA_NODE_ID"]) for env in envs.values()) == [1, 2, 3]
+    assert len({env["CLUSTER_ID"] for env in envs.values()}) == 1
+    (voters,) = {env["KAFKA_CONTROLLER_QUORUM_VOTERS"] for env in envs.values()}
+    assert sorted(voters.split(",")) == [f"{env['KAFKA_NODE_ID']}@{name}:9093" for name, env in envs.items()]
+    for name, env in envs.items():
+        assert "broker" in env["KAFKA_PROCESS_ROLES"] and "controller" in env["KAFKA_PROCESS_ROLES"]
+        listeners = advertised_listeners(cluster[name])
+        assert listeners["INTERNAL"] == f"{name}:29092"
+        external = int(listeners["EXTERNAL"].rsplit(":", 1)[1])
+        assert host_of(listeners["EXTERNAL"]) == "localhost" and published_ports(cluster[name])[external] == external
+        assert f"EXTERNAL://:{external}" in env["KAFKA_LISTENERS"]
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+        assert "/opt/kafka/bin/kafka-" in " ".join(cluster[name]["healthcheck"]["test"])
+
+
+def test_two_connect_workers_form_one_group_on_the_whole_cluster(cluster: dict, dockerfile: list[dict]) -> None:
+    _, config = worker_config(dockerfile)
+    assert config["group.id"] and config["config.storage.replication.factor"] == "1"
+    placeholders = set()
+    for path in sorted((ROOT / "connectors").glob("*.json")):
+        placeholders |= set(re.findall(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text()))
+    for name in WORKERS:
+        script = " ".join(cluster[name]["command"])
+        env = environment(cluster[name])
+        # the image's worker file, rewritten: every broker, replicated internal topics, its own REST address; the
+        # group id is left as it is, so both workers are one group
+        assert "connect-docker.properties" in script and "connect-distributed.sh" in script
+        assert "group.id" not in script
+        assert "s/storage.replication.factor=1/storage.replication.factor=3/" in script
+        assert "bootstrap.servers=$$CONNECT_BOOTSTRAP_SERVERS" in script
+        assert "rest.advertised.host.name=$$CONNECT_ADVERTISED_HOST" in script
+        assert env["CONNECT_ADVERTISED_HOST"] == name
+        assert {host_of(a) for a in env["CONNECT_BOOTSTRAP_SERVERS"].split(",")} == set(BROKERS)
+        assert all(env.get(p) for p in placeholders), f"{name} does not set every ${{env:...}} of the connectors"
+        uri = urlsplit(env["MONGODB_URI"])
+        assert {host_of(h) for h in uri.netloc.split(",")} == set(MEMBERS)
+        assert {"replicaSet=rs0", "w=majority", f"serverSelectionTimeoutMS={SINK_SERVER_SELECTION_MS}"} <= set(
+            uri.query.split("&")), env["MONGODB_URI"]
+        assert "http://localhost:8083/connector-plugins" in " ".join(cluster[name]["healthcheck"]["test"])
+
+
+def test_the_mongodb_replica_set_is_made_once_from_its_three_members(cluster: dict) -> None:
+    for name in MEMBERS:
+        assert cluster[name]["command"][:3] == ["mongod", "--replSet", "rs0"]
+        assert "ping" in " ".join(cluster[name]["healthcheck"]["test"])
+    script = " ".join(cluster["mongo-init"]["command"])
+    assert "rs.initiate" in script and 'rs0' in script and "try { rs.status() }" in script
+    assert all(f"{name}:27017" in script for name in MEMBERS)
+    assert set(depends_on(cluster["mongo-init"])) == set(MEMBERS)
+
+
+def test_the_clusters_apps_create_replicated_partitioned_topics(cluster: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    for app in ("init", "producer", "streams", "alerts", "webui", "supervisor"):
+        env = environment(cluster[app])
+        assert {host_of(a) for a in env["KAFKA_BOOTSTRAP_SERVERS"].split(",")} == set(BROKERS), app
+        assert "replicaSet=rs0" in env["MONGODB_URI"], app
+        assert host_of(env["CONNECT_URL"]) in WORKERS, app
+    env = environment(cluster["init"])  # the settings `control deploy-connectors` creates the topics with
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.replication_factor == 3 <= len(BROKERS) and settings.min_insync_replicas == 2
+    assert settings.sink_tasks_max <= min(settings.prices_partitions, settings.candles_partitions), "tasks idle"
+    specs = {s.name: s for s in topics.project_topics(settings)}
+    assert specs[settings.prices_topic].partitions >= 2 * 2, "room for two roll-up processes and more"
+    assert {s.config.get("min.insync.replicas") for s in specs.values()} == {"2"}
+    assert cluster["streams"]["deploy"]["replicas"] >= 2, "the roll-up as a group of processes"
