@@ -80,6 +80,53 @@ def encode(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), allow_nan=False)
 
 
+OVERVIEW_SECONDS = 10.0  # an overview is reused this long (the page refreshes it every minute; ticks move it)
+SPARK_POINTS = 48  # a 24 h sparkline: one close per 30 minutes
+
+
+def rows_by_symbol(docs: list[dict[str, Any]], row: Callable[[dict[str, Any]], Any]) -> dict[str, tuple[str | None,
+                                                                                                       list[Any]]]:
+    """`rows_of` per symbol, from documents of several symbols sorted by time."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        grouped.setdefault(doc.get("symbol"), []).append(doc)
+    return {symbol: rows_of(group, row) for symbol, group in grouped.items()}
+
+
+def overview_coin(symbol: str, stop: int, candles: tuple[str | None, list[CandleRow]],
+                  ticks: tuple[str | None, list[TickRow]], recent: list[dict[str, Any]]) -> dict[str, Any]:
+    """One coin's row of the overview: its 24 h chart's numbers (the same snapshot code, SPARK_POINTS buckets), the
+    price of the newest live tick of the chart's source, and the closes of the buckets as a sparkline."""
+    snap = build_snapshot(symbol, "24h", stop, candles, ticks, recent, SPARK_POINTS)
+    stats = snap["stats"]
+    coin = {"symbol": symbol, "source": snap["source"], "simulated": snap["simulated"], "basis": snap["basis"],
+            "price": stats["price"], "first": stats["first"], "change": stats["change"],
+            "change_pct": stats["change_pct"], "high": stats["max"], "low": stats["min"], "volume": stats["volume"],
+            "last_update": stats["last_update"], "spark_ms": snap["bucket_ms"],
+            "spark": [[c[0], c[4]] for c in snap["candles"]]}
+    live = [t for t in recent if t["source"] == snap["source"] or snap["source"] is None]
+    if live and (coin["last_update"] is None or live[-1]["ts"] > coin["last_update"]):
+        tick = live[-1]
+        coin |= {"price": tick["price"], "last_update": tick["ts"], "source": tick["source"],
+                 "simulated": tick["source"] == "simulated"}
+        if coin["first"] is None:
+            coin["first"] = tick["price"]
+        coin["high"] = max(tick["price"], coin["high"] if coin["high"] is not None else tick["price"])
+        coin["low"] = min(tick["price"], coin["low"] if coin["low"] is not None else tick["price"])
+        coin["change"] = tick["price"] - coin["first"]
+        coin["change_pct"] = coin["change"] / coin["first"] * 100 if coin["first"] else None
+    return coin
+
+
+def overview_text(symbols: tuple[str, ...], stop: int, candles: dict[str, tuple[str | None, list[CandleRow]]],
+                  ticks: dict[str, tuple[str | None, list[TickRow]]], recent: dict[str, list[dict[str, Any]]]) -> str:
+    """The encoded `overview` message (server_ms left null for the caller to fill in)."""
+    coins = [overview_coin(s, stop, candles.get(s, (None, [])), ticks.get(s, (None, [])), recent.get(s, []))
+             for s in symbols]
+    return encode({"type": "overview", "end": stop, "start": stop - RANGES_MS["24h"], "coins": coins,
+                   "server_ms": None})
+
+
 def indicators_text(snapshot_text: str) -> str:
     """The encoded `indicators` message of an encoded snapshot."""
     return encode(indicator_message(json.loads(snapshot_text)))
@@ -249,6 +296,9 @@ class HistoryStore:
         self.data_since: int | None = None
         self._since_checked = float("-inf")
         self._since_task: asyncio.Task[None] | None = None
+        # the markets overview: one answer for every client, built by one task at a time, fresh OVERVIEW_SECONDS
+        self._overview: tuple[float, Answer] | None = None
+        self._overview_task: asyncio.Task[Answer] | None = None
 
     async def close(self) -> None:
         if self._since_task is not None:
@@ -313,6 +363,43 @@ class HistoryStore:
         if answer.indicators is None:
             answer.indicators = asyncio.ensure_future(self._in(self._cpu_past, indicators_text, answer.text))
         return await asyncio.shield(answer.indicators)
+
+    async def overview(self, symbols: tuple[str, ...]) -> Answer:
+        """The markets overview (every coin's last 24 h: price, change, volume, high, low, a sparkline), encoded:
+        one build shared by every client that asks while it runs, reused for OVERVIEW_SECONDS."""
+        fresh = max(self.cache_seconds, OVERVIEW_SECONDS)
+        if self._overview is not None and time.monotonic() - self._overview[0] < fresh:
+            return self._overview[1]
+        if self._overview_task is None or self._overview_task.done():
+            self._overview_task = asyncio.create_task(self._build_overview(symbols))
+        return await asyncio.shield(self._overview_task)
+
+    async def _build_overview(self, symbols: tuple[str, ...]) -> Answer:
+        started = time.perf_counter()
+        stop = int(time.time() * 1000)
+        start = stop - RANGES_MS["24h"]
+        window = {"$gte": _dt(start), "$lte": _dt(stop)}
+        cpu = self._cpu_live
+        candles: dict[str, tuple[str | None, list[CandleRow]]] = {}
+        if self.candle_view is not None and self.candle_view.covers(start):
+            view = self.candle_view
+            candles = await self._in(cpu, lambda: {s: view.window(s, start, stop) for s in symbols})
+        else:  # one query for every coin: FerretDB scans the collection once, not once per coin
+            docs = await self._find("candles_1m", {"symbol": {"$in": list(symbols)}, "start": window}, CANDLE_FIELDS
+                                    | {"symbol": 1}, "start")
+            candles = await self._in(cpu, rows_by_symbol, docs, candle_row)
+        bare = [s for s in symbols if not candles.get(s, (None, []))[1]]
+        ticks: dict[str, tuple[str | None, list[TickRow]]] = {}
+        if bare:  # coins without candles (no `streams` running): their ticks, as their 24 h chart reads them
+            docs = await self._find("prices", {"symbol": {"$in": bare}, "ts": window}, TICK_FIELDS | {"symbol": 1},
+                                    "ts")
+            ticks = await self._in(cpu, rows_by_symbol, docs, tick_row)
+        recent = {s: self._recent(s) for s in symbols}
+        text = await self._in(cpu, overview_text, symbols, stop, candles, ticks, recent)
+        answer = Answer(text.replace('"server_ms":null', f'"server_ms":{(time.perf_counter() - started) * 1000:.1f}'),
+                        1, None)
+        self._overview = (time.monotonic(), answer)
+        return answer
 
     async def in_worker(self, work: Callable[..., Any], *args: Any) -> Any:
         """Run `work` in the thread of the windows other than the live ones (the history API's formatting)."""

@@ -7,6 +7,7 @@ slow one loses its oldest ticks (counted) instead of slowing everyone down.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ undecodable_log = logging.getLogger(f"{__name__}.undecodable")  # a bad producer
 undecodable_log.addFilter(RateLimitFilter(period=60, burst=5))
 WHO = "live consumer"  # as a reporter of outages (webui.health.Dependency)
 _STOPPED = object()
+ALL = "*"  # a subscriber of every symbol's ticks (the markets overview)
 
 
 @dataclass(eq=False)
@@ -83,7 +85,9 @@ class Hub:
             symbol = tick["symbol"]
             self.metrics.consumed += 1
             self.recent.setdefault(symbol, deque(maxlen=self.recent_size)).append(tick)
-            for sub in self.subscribers.get(symbol, ()):
+            subs = self.subscribers.get(symbol, ())
+            everyone = self.subscribers.get(ALL)
+            for sub in (itertools.chain(subs, everyone) if everyone else subs):
                 if sub.queue.full():
                     sub.queue.get_nowait()  # slow client: drop its oldest tick, never block
                     sub.dropped += 1

@@ -12,9 +12,16 @@ pages = Blueprint("pages", __name__)
 
 
 @pages.get("/")
-async def index() -> str:
-    config = state(current_app).config
-    return await render_template("index.html", symbols=config.symbols)
+@pages.get("/markets")
+async def markets() -> str:
+    """The landing view: every coin in one table, live (webui/static/markets.js)."""
+    return await render_template("markets.html", symbols=state(current_app).config.symbols)
+
+
+@pages.get("/chart")
+async def chart() -> str:
+    """One coin's chart (`?symbol=ETH`; the first coin by default)."""
+    return await render_template("index.html", symbols=state(current_app).config.symbols)
 
 
 @pages.get("/healthz")

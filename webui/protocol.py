@@ -28,6 +28,11 @@ class Subscribe:
     indicators: bool = False  # also send the window's `indicators` message (webui/indicators.py)
 
 
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """{"type": "overview"}: every coin's last 24 h in one message, then every coin's live ticks."""
+
+
 # `end` (epoch ms) must lie in [EARLIEST_END_MS, now + FUTURE_SLACK_MS]: no date arithmetic overflows, and a
 # clock a little ahead of the server's is forgiven. The floor is the epoch, not bitcoin's genesis block: the
 # integration tests keep their history in 2003, where no real data can collide with it.
@@ -75,7 +80,7 @@ def _no_constants(name: str) -> Any:
 
 
 def parse_message(raw: str | bytes, symbols: Collection[str], max_bytes: int = 4096,
-                  now_ms: Callable[[], int] | None = None, max_depth: int = 8) -> Subscribe:
+                  now_ms: Callable[[], int] | None = None, max_depth: int = 8) -> Subscribe | Overview:
     """Turn one frame into a Subscribe, or raise ProtocolError saying what to send instead.
 
     Any frame at all gets one of those two answers: nothing a client sends may raise anything else.
@@ -107,8 +112,10 @@ def parse_message(raw: str | bytes, symbols: Collection[str], max_bytes: int = 4
         raise ProtocolError('a message must be a JSON object such as {"type": "subscribe", "symbol": "BTC", '
                             '"range": "1h"}')
     kind = message.get("type")
+    if kind == "overview":
+        return Overview()
     if kind != "subscribe":
-        raise ProtocolError(f'unknown message type {describe(kind)}: the only one is "subscribe"')
+        raise ProtocolError(f'unknown message type {describe(kind)}: the types are "subscribe" and "overview"')
     symbol = message.get("symbol")
     if not isinstance(symbol, str) or symbol.upper() not in symbols:
         raise ProtocolError(f"unknown symbol {describe(symbol)}: choose one of {', '.join(symbols)}")

@@ -25,8 +25,8 @@ from webui.alerts import push_alerts
 from webui.guard import client_address
 from webui.health import plain
 from webui.history import Busy
-from webui.live import Subscriber, encode
-from webui.protocol import ProtocolError, Subscribe, TokenBucket, error, origin_allowed, parse_message
+from webui.live import ALL, Subscriber, encode
+from webui.protocol import Overview, ProtocolError, Subscribe, TokenBucket, error, origin_allowed, parse_message
 from webui.state import State, state
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class Connection:
                      self.peer, message)
         return "invalid", message
 
-    def read(self, raw: Any, bucket: TokenBucket) -> Subscribe | tuple[str, str]:
+    def read(self, raw: Any, bucket: TokenBucket) -> Subscribe | Overview | tuple[str, str]:
         """One frame as a Subscribe, or (metrics reason, plain message) to answer with; raises only Closing."""
         config = self.shared.config
         if not bucket.allow():
@@ -124,7 +124,7 @@ class Connection:
             if self.loading is not None:
                 self.loading.cancel()  # this client's wait only: a query others share goes on for them
             self.ready.clear()
-            self.shared.hub.subscribe(self.sub, request.symbol)
+            self.shared.hub.subscribe(self.sub, ALL if isinstance(request, Overview) else request.symbol)
             self.loading = asyncio.create_task(self.guarded(self.load(request)))
 
     async def guarded(self, work: Any) -> None:
@@ -134,12 +134,17 @@ class Connection:
         except Closing as reason:
             self.close(reason)
 
-    async def load(self, request: Subscribe) -> None:
+    async def load(self, request: Subscribe | Overview) -> None:
         history = self.shared.history
         assert history is not None, "history store is created before serving"
         started = time.perf_counter()
+        overview = isinstance(request, Overview)
+        what = ("overview", "24h") if overview else (request.symbol, request.range)
         try:
-            answer = await history.answer(request.symbol, request.range, request.end)
+            if overview:
+                answer = await history.overview(self.shared.config.symbols)
+            else:
+                answer = await history.answer(request.symbol, request.range, request.end)
         except asyncio.CancelledError:
             raise
         except Busy as busy:  # too many past windows asked for, by everyone: this one later
@@ -149,13 +154,12 @@ class Connection:
         except PyMongoError as exc:  # the store is away or failing: the monitor says so once, the log briefly
             if self.shared.monitor is not None:
                 self.shared.monitor.poke()
-            history_log.warning("history for %s %s failed: %s", request.symbol, request.range, plain(exc))
+            history_log.warning("history for %s %s failed: %s", *what, plain(exc))
             await self.reply_error("history", "history unavailable: the database did not answer; "
                                    f"ask again in {HISTORY_RETRY_MS // 1000} s", HISTORY_RETRY_MS)
             return
         except Exception as exc:  # noqa: BLE001 - a bug: the client gets a plain reason, the log one line
-            history_log.warning("history for %s %s failed: %s: %s", request.symbol, request.range,
-                                type(exc).__name__, plain(exc))
+            history_log.warning("history for %s %s failed: %s: %s", *what, type(exc).__name__, plain(exc))
             await self.reply_error("history", "history unavailable: this chart could not be built; "
                                    f"ask again in {HISTORY_RETRY_MS // 1000} s", HISTORY_RETRY_MS)
             return
@@ -164,7 +168,7 @@ class Connection:
         self.window = (answer.start, newest if newest is not None else answer.start - 1)
         await self.send(answer.text)
         self.shared.metrics.snapshots += 1
-        if request.indicators:  # the window's indicators, computed once for all (webui/indicators.py)
+        if not overview and request.indicators:  # the window's indicators, computed once for all (webui/indicators.py)
             await self.send(await history.indicators(answer))
         self.ready.set()
 
@@ -182,7 +186,7 @@ class Connection:
                 waiting.append(self.sub.queue.get_nowait())
             if not self.ready.is_set():
                 continue
-            batch = [t for t in waiting if t["symbol"] == self.sub.symbol
+            batch = [t for t in waiting if self.sub.symbol in (ALL, t["symbol"])
                      and not self.window[0] <= t["ts"] <= self.window[1]]  # not those already in the snapshot
             if not batch:
                 continue

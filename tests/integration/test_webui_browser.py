@@ -95,7 +95,7 @@ def counter(page: Page, name: str) -> int:
 
 
 def test_dashboard_live_switching_numbers_and_recovery(server, live_producer, page, mongo, settings):
-    page.goto(server)
+    page.goto(f"{server}/chart")  # the landing view is the markets overview
     expect(page.locator("#status")).to_have_text("live", timeout=30_000)
     wait_for(lambda: counter(page, "snapshots") >= 1, 90, "the first snapshot")
     expect(page.locator("#p-symbol")).to_have_text("BTC / USD")
@@ -158,7 +158,7 @@ def test_a_stale_live_feed_shows_until_the_server_says_it_flows(server, page):
     """The server's `status` message (sent when its consumer loses Kafka or the registry), injected here."""
     routes = []
     page.route_web_socket("**/ws", lambda ws: (ws.connect_to_server(), routes.append(ws)))
-    page.goto(server)
+    page.goto(f"{server}/chart")  # the landing view is the markets overview
     wait_for(lambda: counter(page, "snapshots") >= 1, 90, "the first snapshot")
     expect(page.locator("#stale")).to_be_hidden()
     routes[-1].send(json.dumps({"type": "status", "live": False, "down": ["kafka"],

@@ -30,7 +30,7 @@ SYMBOLS = ("BTC", "ETH", "XRP")
 PLAIN = re.compile(
     r"^(malformed JSON: [^\n]{1,80}"
     r"|a message must be a JSON object such as .*"
-    r"|unknown message type .{1,60}: the only one is \"subscribe\""
+    r"|unknown message type .{1,60}: the types are \"subscribe\" and \"overview\""
     r"|unknown symbol .{1,60}: choose one of BTC, ETH, XRP"
     r"|unknown range .{1,60}: choose one of 1h, 24h, 7d"
     r"|end must be [^\n]+"
@@ -57,6 +57,11 @@ class StubHistory:
         from webui.history import Answer
 
         return Answer.of(await self.snapshot(symbol, range_, end))
+
+    async def overview(self, symbols: tuple[str, ...]) -> Any:
+        from webui.history import Answer
+
+        return Answer('{"type":"overview","coins":[]}', 1, None)
 
     async def close(self) -> None:
         pass
@@ -139,6 +144,9 @@ frames = st.one_of(
 
 
 def check_answer(frame: str | bytes, answer: dict[str, Any]) -> None:
+    if answer["type"] == "overview":  # the frame was an overview request after all
+        assert json.loads(frame)["type"] == "overview"
+        return
     if answer["type"] == "snapshot":  # the frame was a valid subscribe after all
         message = json.loads(frame)
         assert message["type"] == "subscribe" and message["symbol"].upper() == answer["symbol"]
