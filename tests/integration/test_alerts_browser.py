@@ -1,0 +1,82 @@
+"""A price alert reaches an open chart page in headless Chromium: listed, shown as a notice, and handed to the
+browser's Notification API when the user allowed it (webui/static/alerts.js).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+from playwright.sync_api import expect, sync_playwright
+
+from cryptopulse.times import now_ms
+from tests.integration.conftest import wait_for
+from tests.integration.test_alerts import AlertsProcess, TickWriter, add_rule, control, unique_symbol
+from tests.integration.test_webui_browser import ARGS, CHROMIUM, free_port, stop
+from tests.namespace import PREFIX
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# recorded instead of shown: headless Chromium has no notification centre
+RECORD_NOTIFICATIONS = """
+window.__notes = [];
+window.Notification = class { constructor(title, options) { window.__notes.push({title, body: options.body}); }
+                              static get permission() { return "granted"; }
+                              static requestPermission() { return Promise.resolve("granted"); } };
+"""
+
+
+def test_an_alert_is_listed_noticed_and_notified_on_an_open_page(settings, tmp_path):
+    symbol, group = unique_symbol(), f"{PREFIX}alerts-{uuid.uuid4().hex[:6]}"
+    processor = AlertsProcess(group, tmp_path / "alerts.log")
+    rule = add_rule(symbol, "above", "100")
+    port = free_port()
+    app = subprocess.Popen([sys.executable, "-m", "webui.cli"], cwd=ROOT, env={**os.environ, "WEBUI_PORT": str(port)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def healthy() -> bool:
+            assert app.poll() is None, "the webui process exited"
+            try:
+                return requests.get(f"{url}/healthz", timeout=5).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(healthy, 60, "the dashboard's /healthz to say ok")
+        chart = f"{url}/chart" if requests.get(f"{url}/chart", timeout=10).status_code == 200 else url
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 760})
+            page.add_init_script(RECORD_NOTIFICATIONS)
+            page.goto(chart)
+            expect(page.locator("#status")).to_have_text("live", timeout=30_000)
+            expect(page.locator("#alerts")).to_be_visible()
+            writer, t = TickWriter(settings), now_ms()
+            deadline = time.monotonic() + 60
+            # a crossing every 2 s until one shows: the dashboard's alert consumer starts at the end of the topic
+            while page.locator(f"#alerts-list li[data-id^='{rule}|{symbol}|']").count() == 0:
+                assert time.monotonic() < deadline, "no alert on the page within 60 s"
+                writer.publish(symbol, [(t, 99.0), (t + 1, 101.0)])
+                t += 2
+                page.wait_for_timeout(2000)
+            notice = page.locator("#alert-notice")
+            expect(notice).to_be_visible()
+            expect(notice).to_contain_text(f"{symbol} crossed above 100")
+            notes = page.evaluate("window.__notes")
+            assert notes and notes[-1]["title"] == f"CryptoPulse: {symbol}" and "crossed above 100" in notes[-1]["body"]
+            # a page opened later lists it too (GET /alerts/recent), without a notice
+            other = browser.new_page()
+            other.goto(chart)
+            expect(other.locator(f"#alerts-list li[data-id^='{rule}|{symbol}|']").first).to_be_visible(timeout=10_000)
+            assert other.locator("#alert-notice").is_hidden()
+            browser.close()
+    finally:
+        stop(app)
+        processor.stop(signal.SIGTERM)
+        control("alerts", "rm", rule)
