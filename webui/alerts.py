@@ -19,7 +19,6 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError
 from pymongo import DESCENDING, MongoClient
-from quart import Blueprint, current_app
 
 from cryptopulse import store
 from cryptopulse.avro import AvroCodec
@@ -28,7 +27,6 @@ from cryptopulse.settings import Settings
 from cryptopulse.times import epoch_ms
 from webui.health import plain
 from webui.live import encode, group_id
-from webui.state import state
 
 log = logging.getLogger(__name__)
 RECENT = 20
@@ -37,7 +35,6 @@ FIELDS = ("_id", "rule_id", "symbol", "source", "kind", "direction", "threshold"
 
 WIRE_EXTRAS = ("text", "seq", "live")  # kept beside an alert's fields in the feed, not sent
 
-alerts_bp = Blueprint("alerts", __name__)
 
 
 def alert_message(record: dict[str, Any]) -> dict[str, Any]:
@@ -89,6 +86,10 @@ class AlertFeed:
         self.recent.extend(fresh)
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()
+
+    def newest_first(self) -> list[dict[str, Any]]:
+        """The newest alerts as a page lists them when it opens, newest first (without the feed's own fields)."""
+        return [{k: v for k, v in m.items() if k not in WIRE_EXTRAS} for m in reversed(self.recent)]
 
     def _stored(self) -> list[dict[str, Any]]:
         client: MongoClient = MongoClient(self.settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
@@ -159,12 +160,3 @@ async def push_alerts(feed: AlertFeed | None, send: Callable[[str], Awaitable[No
             if message["seq"] > last and message["live"]:
                 await send(message["text"])
         last = max([last, *(m["seq"] for m in taken)])
-
-
-@alerts_bp.get("/alerts/recent")
-async def recent() -> dict[str, Any]:
-    """The newest alerts, newest first: what a page lists when it opens."""
-    feed = state(current_app).alerts
-    newest_first = reversed(feed.recent) if feed is not None else []
-    items = [{k: v for k, v in m.items() if k not in WIRE_EXTRAS} for m in newest_first]
-    return {"alerts": items}

@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
             response.headers.setdefault(name, value)
         return response
 
-    from webui.alerts import AlertFeed, alerts_bp
+    from webui.alerts import AlertFeed
     from webui.api import api
     from webui.pages import pages
     from webui.ws import ws
@@ -68,7 +68,6 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
     app.register_blueprint(pages)
     app.register_blueprint(ws)
     app.register_blueprint(api)
-    app.register_blueprint(alerts_bp)
 
     @app.before_serving
     async def start() -> None:

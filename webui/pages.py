@@ -1,4 +1,4 @@
-"""HTTP blueprint: the dashboard page, /healthz for probes and /metrics for Prometheus."""
+"""HTTP blueprint: the dashboard pages, the recent alerts, /healthz for probes and /metrics for Prometheus."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ async def markets() -> str:
 async def chart() -> str:
     """One coin's chart (`?symbol=ETH`; the first coin by default)."""
     return await render_template("index.html", symbols=state(current_app).config.symbols)
+
+
+@pages.get("/alerts/recent")
+async def recent_alerts() -> dict:
+    """The newest price alerts, newest first: what a page lists when it opens (webui/alerts.py)."""
+    feed = state(current_app).alerts
+    return {"alerts": feed.newest_first() if feed is not None else []}
 
 
 @pages.get("/healthz")

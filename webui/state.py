@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from quart import Quart
 
+from webui.alerts import AlertFeed
 from webui.config import WebConfig
 from webui.guard import Connections
 from webui.health import Dependencies, Monitor
@@ -18,9 +18,6 @@ from webui.history import HistoryStore
 from webui.live import Hub, LiveConsumer
 from webui.metrics import Metrics
 from webui.views import WindowView
-
-if TYPE_CHECKING:  # webui.alerts imports this module
-    from webui.alerts import AlertFeed
 
 
 @dataclass
