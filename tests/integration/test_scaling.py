@@ -73,27 +73,33 @@ def test_two_processors_share_the_partitions_and_one_killed_changes_no_candle(se
     assert spec.partitions == PARTITIONS
     topics.create_missing(local, [spec])
 
-    # 8 symbols, 2 a partition; 8 minutes of event time, a tick every 3 s give or take 1 s (so some arrive out of
-    # order, within the grace period); each symbol's last tick far later, closing its last minute
+    # 8 symbols, 2 a partition; 8 minutes of event time. On each partition a fast symbol, a tick every 3 s give or
+    # take 1 s (so some arrive out of order, within the grace period), and a slow one, a tick every 30 s at :15 and
+    # :45: its open minute is often older than the fast one's, so it holds the partition's commit back while the
+    # fast symbol's minutes close: a replay then reads ticks of minutes that are final already. Each symbol's last
+    # tick is far later, closing its last minute.
     where = symbols_covering(PARTITIONS, 2)
+    slow = {s for i, s in enumerate(sorted(where, key=lambda s: (where[s], s))) if i % 2}
     w, rng = window_2004(), random.Random()
     ticks = {s: [(w + i * 3_000 + rng.randrange(-1_000, 1_000) + 1_000, round(100 + 10 * rng.random(), 4))
-                 for i in range(160)] + [(w + 15 * 60_000, 1.0)] for s in where}
+                 for i in range(160) if s not in slow or i % 10 == 5] + [(w + 15 * 60_000, 1.0)] for s in where}
     expected = {s: expected_candles(s, t) for s, t in ticks.items()}
     assert all(len(e) == 9 for e in expected.values())
 
     codec = AvroCodec(local, topic, "tick")
     producer = Producer({"bootstrap.servers": local.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
-    landed: dict[str, set[int]] = {s: set() for s in where}
+    offsets: dict[tuple[str, int], tuple[int, int]] = {}  # (symbol, ts) -> (partition, offset)
 
-    def publish(upto: int, start: int) -> None:
+    def publish(upto: int, start: int) -> None:  # the ticks of steps [start, upto) of 3 s, every symbol's
         for i in range(start, upto):
             for symbol, series in ticks.items():
-                if i < len(series):
-                    ts, price = series[i]
+                for ts, price in series:
+                    if not (w + i * 3_000 <= ts < w + (i + 1) * 3_000 or (i == 160 and ts > w + 160 * 3_000)):
+                        continue
                     producer.produce(topic, key=symbol.encode(), value=codec.encode(Tick(symbol, "simulated", ts,
                                      price).to_record()),
-                                     on_delivery=lambda e, m, s=symbol: landed[s].add(m.partition()))
+                                     on_delivery=lambda e, m, k=(symbol, ts): offsets.__setitem__(k, (m.partition(),
+                                                                                                    m.offset())))
         assert producer.flush(30) == 0
 
     first = StreamsProcess(group, tmp_path / "first.log", "", "--idle-close-seconds", "5")
@@ -106,17 +112,21 @@ def test_two_processors_share_the_partitions_and_one_killed_changes_no_candle(se
         victim_partitions = assignment(second)
         victims = [s for s, p in where.items() if p in victim_partitions]
 
-        # the first half of the stream, a few ticks at a time, both processors at work
-        cut = 90  # 4.5 minutes of event time: minute 4 open at the kill
+        # the first half of the stream, a few ticks at a time, both processors at work, up to 4:15 of event time:
+        # each fast symbol's minute 3 has just closed, while the slow one's (first tick at 3:15) is open and holds
+        # the commit of the partition back to 3:15, in the middle of the fast symbol's final minute 3
+        cut = 85
         for i in range(0, cut, 10):
             publish(min(i + 10, cut), i)
             time.sleep(0.3)
-        assert {s: landed[s] for s in where} == {s: {p} for s, p in where.items()}, "key = symbol: one partition each"
-        wait_for(lambda: all(stored(mongo, settings, s).get(w + 3 * 60_000, {}).get("final") for s in victims), 60,
-                 "the killed processor's symbols to have their minute 3 final")
-        wait_for(lambda: all(o > 0 for o in topics.committed_offsets(settings, group, topic,
-                                                                     sorted(victim_partitions)).values()),
-                 30, "the killed processor to have committed on each of its partitions")
+        landed = {s: {p for (symbol, _), (p, _) in offsets.items() if symbol == s} for s in where}
+        assert landed == {s: {p} for s, p in where.items()}, "key = symbol: one partition each"
+        wait_for(lambda: all(stored(mongo, settings, s).get(w + (2 if s in slow else 3) * 60_000, {}).get("final")
+                             for s in victims), 60, "the killed processor's fast symbols to have minute 3 final")
+        held_back = {where[s]: min(o for (sym, ts), (_, o) in offsets.items() if sym == s and ts >= w + 3 * 60_000)
+                     for s in victims if s in slow}  # the first tick of the slow symbol's open minute 3
+        wait_for(lambda: topics.committed_offsets(settings, group, topic, sorted(held_back)) == held_back, 30,
+                 f"the killed processor to commit up to the slow symbols' open minute ({held_back})")
 
         second.kill(signal.SIGKILL)  # no goodbye: its partitions wait for the session timeout (10 s)
         killed = time.monotonic()
