@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 
 from cryptopulse import store
@@ -86,8 +87,9 @@ def _main(argv: list[str] | None) -> int:
         return 0
 
     if args.command == "alerts":
-        return _run_alerts(settings, AlertOptions(group=args.group or settings.alerts_group,
-                                                  from_end=not args.from_beginning))
+        alerts = AlertProcessor(settings, AlertOptions(group=args.group or settings.alerts_group,
+                                                       from_end=not args.from_beginning))
+        return run_until_signalled(alerts, "alerts", lambda: str(alerts.stats))
 
     only = frozenset(s.strip().upper() for s in args.only_symbols.split(",")) if args.only_symbols else None
     options = ProcessorOptions(
@@ -96,6 +98,12 @@ def _main(argv: list[str] | None) -> int:
         only_symbols=only, from_end=args.from_end, close_on_stop=args.close_on_stop,
         retention_every=None if args.no_retention else args.retention_minutes * 60)
     processor = Processor(settings, options)
+    return run_until_signalled(processor, "roll-up", lambda: f"{processor.stats}; {processor.book.stats}")
+
+
+def run_until_signalled(processor: Processor | AlertProcessor, name: str, summary: Callable[[], str]) -> int:
+    """Run a processor until SIGINT/SIGTERM, when it commits what it has done and stops; one line at the end,
+    and a non-zero exit on an error, for whoever restarts it (the supervisor, `./run demo`, compose)."""
     stopping: list[int] = []
 
     def on_signal(number: int, _frame: object) -> None:
@@ -108,35 +116,11 @@ def _main(argv: list[str] | None) -> int:
     code = 0
     try:
         processor.run(stop=lambda: bool(stopping))
-        log.info("stopped: %s; %s", processor.stats, processor.book.stats)
-    except Exception as error:  # noqa: BLE001 - one clear line, and a non-zero exit for the supervisor
-        log.error("stopped: %s", error)
+        log.info("%s stopped: %s", name, summary())
+    except Exception as error:  # noqa: BLE001 - one clear line, and a non-zero exit for whoever restarts it
+        log.error("%s stopped: %s", name, error)
         code = 1
     if not processor.closed:  # a Kafka client stuck in close would also block the interpreter's exit
-        logging.shutdown()
-        os._exit(code)
-    return code
-
-
-def _run_alerts(settings: Settings, options: AlertOptions) -> int:
-    """The alert processor until SIGINT/SIGTERM: it commits its last transaction and stops."""
-    processor = AlertProcessor(settings, options)
-    stopping: list[int] = []
-
-    def on_signal(number: int, _frame: object) -> None:
-        stopping.append(number)
-        faulthandler.dump_traceback_later(60, exit=False)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    code = 0
-    try:
-        processor.run(stop=lambda: bool(stopping))
-        log.info("alerts stopped: %s", processor.stats)
-    except Exception as error:  # noqa: BLE001 - one clear line, and a non-zero exit for whoever restarts it
-        log.error("alerts stopped: %s", error)
-        code = 1
-    if not processor.closed:
         logging.shutdown()
         os._exit(code)
     return code
