@@ -62,12 +62,17 @@ class AvroCodec:
         self._writers: dict[int, Any] = {}  # schema id -> parsed writer schema
         self._registry_url = settings.schema_registry_url
         self._context = SerializationContext(topic, MessageField.VALUE)
+        self._known = False  # the serializer has the schema's id: encoding needs no registry
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """Confluent-framed Avro. The first call registers (or looks up) the schema: `RegistryUnavailable`
         when the registry cannot answer then; later calls need no registry."""
-        with self._registry_call():
+        if self._known:  # the hot path: no registry call can happen any more
             return self._serialize(record, self._context)
+        with self._registry_call():
+            data = self._serialize(record, self._context)
+        self._known = True
+        return data
 
     def register(self) -> int:
         """Register the schema under the topic's value subject (a no-op when it is there); returns its id."""
