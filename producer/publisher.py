@@ -59,19 +59,20 @@ class TickPublisher:
 
     async def publish(self, tick: Tick) -> None:
         """Queue one tick; while the local queue is full, wait (without blocking the loop) for deliveries."""
-        backoff = Backoff(0.5, 10.0)
         record = tick.to_record(published_at=int(time.time() * 1000))
         if reason := non_finite(record):  # whatever the path (live, back-fill): no NaN reaches the topic
             self.stats.rejected += 1
             if self.stats.rejected == 1 or self.stats.rejected % 1000 == 0:
                 log.warning("tick %s not published: %s (%d so far)", tick.id, reason, self.stats.rejected)
             return
+        backoff: Backoff | None = None  # made only when the registry cannot answer (the hot path never does)
         while True:
             try:
                 value = self._codec.encode(record)
                 break
             except RegistryUnavailable as error:
                 self.registry.down(error)
+                backoff = backoff or Backoff(0.5, 10.0)
                 await asyncio.sleep(backoff.next())
         self.registry.up()
         while True:
