@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import json
 import logging
-import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 from pymongo.errors import PyMongoError
@@ -16,12 +17,12 @@ from pymongo.errors import PyMongoError
 from control import alerts, backfill, connectors, schemas, status, supervisor, tail
 from control.stack import processes
 from control.stack.components import components as stack_components
-from cryptopulse import topics
-from cryptopulse.alert import KINDS
+from cryptopulse import alert_rules, topics
+from cryptopulse.alert import KINDS, new_rule, rule_id, rule_kind, rule_minutes, rule_source, rule_symbol, rule_value
 from cryptopulse.commands import Parser, positive_float, positive_int, run_command, setup_logging
 from cryptopulse.errors import ConfigError
 from cryptopulse.redact import redact
-from cryptopulse.settings import DEFAULT_SYMBOLS, SYMBOL, Settings, env, env_number, symbols
+from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, env_number, symbols
 
 BACKFILL_SOURCES = ["simulated", "coingecko", "binance", "coinbase"]
 
@@ -97,33 +98,30 @@ def parser() -> argparse.ArgumentParser:
     alerts_p = sub.add_parser("alerts", help="price-alert rules (kept in Kafka; `streams alerts` evaluates them)")
     alerts_sub = alerts_p.add_subparsers(dest="action", required=True, parser_class=Parser)
     add = alerts_sub.add_parser("add", help="SYMBOL above|below PRICE, or SYMBOL move PCT --minutes N")
-    add.add_argument("symbol", type=alert_symbol)
-    add.add_argument("condition", choices=KINDS)
-    add.add_argument("value", type=positive_float, help="the price (above/below) or the percent (move)")
-    add.add_argument("--minutes", type=positive_int, default=None, help="move: the window, in minutes")
-    add.add_argument("--source", type=source_name, default=None, help="only ticks of this source (default: any)")
+    # the checks are cryptopulse/alert.py's, shared with the dashboard's rule form (webui/rules.py)
+    add.add_argument("symbol", type=checked(rule_symbol, "symbol"))
+    add.add_argument("condition", type=checked(rule_kind, "condition"), metavar="{" + ",".join(KINDS) + "}")
+    add.add_argument("value", type=checked(rule_value, "value"), help="the price (above/below) or the percent (move)")
+    add.add_argument("--minutes", type=checked(rule_minutes, "minutes"), default=None,
+                     help="move: the window, in minutes")
+    add.add_argument("--source", type=checked(rule_source, "source"), default=None,
+                     help="only ticks of this source (default: any)")
     alerts_sub.add_parser("list", help="the rules in force")
     rm = alerts_sub.add_parser("rm", help="remove a rule by its id")
-    rm.add_argument("id", type=rule_id)
+    rm.add_argument("id", type=checked(rule_id, "id"))
     return p
 
 
-def alert_symbol(text: str) -> str:
-    if not SYMBOL.fullmatch(text.strip().upper()):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a symbol (one ticker of letters and digits, such as BTC)")
-    return text.strip().upper()
+def checked(check: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    """An argparse type from one of cryptopulse.alert's checks (its ConfigError: argparse's one-line error)."""
+    def parse(text: str) -> Any:
+        try:
+            return check(text)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
-
-def source_name(text: str) -> str:
-    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a source name (such as simulated or binance)")
-    return text
-
-
-def rule_id(text: str) -> str:
-    if not re.fullmatch(r"[0-9a-f]{1,32}", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a rule id (hex digits; see control alerts list)")
-    return text
+    parse.__name__ = what
+    return parse
 
 
 def _print_stack(rows: list[dict], as_json: bool) -> None:
@@ -194,12 +192,12 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
 
 def _alerts(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "add":
-        rule = alerts.add(settings, args.symbol, args.condition, args.value, args.minutes, args.source)
+        rule = alert_rules.add(settings, new_rule(args.symbol, args.condition, args.value, args.minutes, args.source))
         print(f"rule {rule.id}: {rule.describe()} (on {settings.alert_rules_topic}; `streams alerts` evaluates it)")
     elif args.action == "list":
-        print(alerts.render(alerts.rules(settings)))
+        print(alerts.render(alert_rules.rules(settings)))
     elif args.action == "rm":
-        rule = alerts.remove(settings, args.id)
+        rule = alert_rules.remove(settings, args.id)
         print(f"rule {rule.id} removed: {rule.describe()}")
     return 0
 

@@ -8,22 +8,91 @@ the rule and the tick that fired it, so a redelivered alert is the same document
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from cryptopulse.errors import ConfigError
 from cryptopulse.settings import SYMBOL
-from cryptopulse.times import epoch_ms
+from cryptopulse.times import epoch_ms, now_ms
 
 KINDS = ("above", "below", "move")
 MAX_MINUTES = 7 * 24 * 60  # a move window of at most a week
 MAX_PCT = 1000.0
+MAX_VALUE = 1e12  # a price or percent given by a person: a positive number up to this
+SOURCE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+RULE_ID = re.compile(r"[0-9a-f]{1,32}")
+
+
+# The checks of what a person gives for a rule, one each, shared by `control alerts` and the dashboard's form
+# (webui/rules.py), so both refuse the same input with the same reason. Each raises ConfigError.
+
+def rule_symbol(text: object) -> str:
+    """A coin's ticker, upper-cased: `btc` -> `BTC`."""
+    symbol = text.strip().upper() if isinstance(text, str) else ""
+    if not SYMBOL.fullmatch(symbol):
+        raise ConfigError(f"{text!r} is not a symbol (one ticker of letters and digits, such as BTC)")
+    return symbol
+
+
+def rule_kind(text: object) -> str:
+    if text not in KINDS:
+        raise ConfigError(f"{text!r} is not a condition: give one of {', '.join(KINDS)}")
+    return str(text)
+
+
+def rule_value(value: object) -> float:
+    """The price (above/below) or the percent (move): a positive number, as text or a JSON number."""
+    try:
+        number = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else math.nan
+    except ValueError:
+        number = math.nan
+    if not 1e-9 <= number <= MAX_VALUE:  # NaN fails too
+        raise ConfigError(f"{value!r} is not a positive number")
+    return number
+
+
+def rule_minutes(value: object) -> int:
+    """A move's window: a whole number of minutes, at least 1."""
+    try:
+        number = int(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else 0
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ConfigError(f"{value!r} is not a whole number of at least 1")
+    return number
+
+
+def rule_source(text: object) -> str:
+    """A source name as ticks carry it (simulated, binance, ...)."""
+    if not isinstance(text, str) or not SOURCE.fullmatch(text):
+        raise ConfigError(f"{text!r} is not a source name (such as simulated or binance)")
+    return text
+
+
+def rule_id(text: object) -> str:
+    if not isinstance(text, str) or not RULE_ID.fullmatch(text):
+        raise ConfigError(f"{text!r} is not a rule id (hex digits; see control alerts list)")
+    return text
 
 
 def new_rule_id() -> str:
     """A short random id: 8 hex digits (4 billion of them; `control alerts add` never reuses a live one)."""
     return uuid.uuid4().hex[:8]
+
+
+def new_rule(symbol: str, kind: str, value: float, minutes: int | None = None, source: str | None = None,
+             created: int | None = None) -> Rule:
+    """A new rule (a fresh id) from checked values: `minutes` only, and always, for a move; ConfigError else."""
+    created = now_ms() if created is None else created
+    if kind == "move":
+        if minutes is None:
+            raise ConfigError("move: give the window with --minutes N")
+        return Rule(new_rule_id(), symbol, kind, pct=value, minutes=minutes, source=source, created=created)
+    if minutes is not None:
+        raise ConfigError(f"{kind}: --minutes is for `move` rules only")
+    return Rule(new_rule_id(), symbol, kind, price=value, source=source, created=created)
 
 
 def alert_id(rule_id: str, symbol: str, source: str, ts: int) -> str:

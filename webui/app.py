@@ -63,11 +63,13 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
     from webui.alerts import AlertFeed
     from webui.api import api
     from webui.pages import pages
+    from webui.rules import rules
     from webui.ws import ws
 
     app.register_blueprint(pages)
     app.register_blueprint(ws)
     app.register_blueprint(api)
+    app.register_blueprint(rules)
 
     @app.before_serving
     async def start() -> None:

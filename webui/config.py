@@ -81,6 +81,9 @@ class WebConfig:
     snapshot_cache_bytes: int = field(default_factory=lambda: _int("WEBUI_SNAPSHOT_CACHE_MB", 16) * 2**20)
     # /healthz's detail (host names, pids, errors) goes to loopback clients only, unless this is set.
     health_detail: bool = field(default_factory=lambda: env("WEBUI_HEALTH_DETAIL", "0") == "1")
+    # Adding and removing alert rules from the page (webui/rules.py) is for loopback clients no proxy forwarded,
+    # unless this is set (WEBUI_ALERT_RULES_REMOTE=1: every client that reaches the dashboard; docs/security.md).
+    alert_rules_remote: bool = field(default_factory=lambda: env("WEBUI_ALERT_RULES_REMOTE", "0") == "1")
     # Ticks kept per symbol in memory, to fill the seconds the sink has not yet written to MongoDB.
     recent_ticks: int = field(default_factory=lambda: _int("WEBUI_RECENT_TICKS", 600))
     # Concurrent history queries: FerretDB's SQLite pool is small and shared, so few cursors at a time.

@@ -35,6 +35,8 @@ class State:
     connections: Connections = field(default_factory=Connections)  # open WebSockets per address (webui/guard.py)
     allowed_hosts: frozenset[str] = frozenset()  # besides loopback: what the Host header may name
     alerts: AlertFeed | None = None  # new price alerts, pushed to every open page (webui/alerts.py)
+    # one read or write of the alert rules topic at a time (webui/rules.py): each is a Kafka client of its own
+    rules_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     lag_task: asyncio.Task[None] | None = None  # measures the event loop's lag (webui_event_loop_lag_seconds)
 
 

@@ -75,6 +75,23 @@ def test_an_alert_is_listed_noticed_and_notified_on_an_open_page(settings, tmp_p
             other.goto(chart)
             expect(other.locator(f"#alerts-list li[data-id^='{rule}|{symbol}|']").first).to_be_visible(timeout=10_000)
             assert other.locator("#alert-notice").is_hidden()
+            # a rule added from the page's form is on the rules topic, and its remove button takes it away
+            # (a source no tick carries: it never fires)
+            form = page.locator("#alert-rule-form")
+            expect(form).to_be_visible(timeout=10_000)
+            form.locator("select[name=condition]").select_option("move")
+            form.locator("input[name=value]").fill("3.5")
+            form.locator("input[name=minutes]").fill("7")
+            form.locator("input[name=source]").fill("nosuchsource")
+            form.locator("button[type=submit]").click()
+            expect(page.locator("#alert-rule-status")).to_contain_text("added:", timeout=30_000)
+            row = page.locator("#alert-rules-list li", has_text="move 3.5% within 7 min (nosuchsource)")
+            expect(row).to_have_count(1, timeout=30_000)
+            added = row.get_attribute("data-id")
+            assert "move 3.5% within 7 min (nosuchsource)" in control("alerts", "list").stdout
+            row.locator("button.remove").click()
+            expect(row).to_have_count(0, timeout=30_000)
+            assert added not in control("alerts", "list").stdout
             browser.close()
     finally:
         stop(app)

@@ -1,6 +1,8 @@
 // Price alerts on the page (docs/alerts.md): the recent ones listed (GET /alerts/recent), each new one pushed over
 // the page's WebSocket as {"type": "alert"} and handed here by the page's script; shown as a notice on the page and,
 // when the user allows it, as a browser notification. Text only (textContent): an alert's fields never become HTML.
+// Under the list, the rules in force (GET /alerts/rules) and, for a client allowed to change them (this machine by
+// default, docs/security.md), a form that adds one (POST, JSON) and a remove button on each (DELETE): webui/rules.py.
 (() => {
   "use strict";
   const MAX = 20;
@@ -33,9 +35,10 @@
     list.id = "alerts-list";
     const empty = document.createElement("li");
     empty.className = "alerts-empty";
-    empty.textContent = "none yet (control alerts add BTC above 70000)";
+    empty.textContent = "none yet (add a rule below, or: control alerts add BTC above 70000)";
     list.appendChild(empty);
     box.appendChild(list);
+    box.appendChild(buildRules());
     (document.getElementById("panel") || document.body).appendChild(box);
     notice = document.createElement("div");
     notice.id = "alert-notice";
@@ -43,6 +46,101 @@
     notice.hidden = true;
     notice.onclick = () => { notice.hidden = true; };
     document.body.appendChild(notice);
+  }
+
+  // ---- rules: the list and the form ----
+  let rulesList, form, formStatus, writable = false;
+
+  function el(tag, props, ...children) {
+    const node = Object.assign(document.createElement(tag), props || {});
+    node.append(...children);
+    return node;
+  }
+
+  function buildRules() {
+    const box = el("div", { id: "alert-rules" });
+    box.appendChild(el("h3", { textContent: "Rules" }));
+    rulesList = el("ul", { id: "alert-rules-list" });
+    box.appendChild(rulesList);
+    const symbols = (document.body.dataset.symbols || "").split(",").filter(Boolean);
+    const asked = (new URLSearchParams(location.search).get("symbol") || "").toUpperCase();
+    const coin = el("select", { name: "symbol", title: "coin" },
+      ...symbols.map((s) => el("option", { value: s, textContent: s, selected: s === asked })));
+    const condition = el("select", { name: "condition", title: "condition" },
+      el("option", { value: "above", textContent: "above" }), el("option", { value: "below", textContent: "below" }),
+      el("option", { value: "move", textContent: "move %" }));
+    const value = el("input", { name: "value", type: "number", step: "any", min: "0", required: true,
+      placeholder: "price", title: "the price, or the percent of a move" });
+    const minutes = el("input", { name: "minutes", type: "number", step: "1", min: "1", placeholder: "minutes",
+      title: "a move's window, in minutes", hidden: true });
+    const source = el("input", { name: "source", type: "text", placeholder: "source (any)", maxLength: 32,
+      title: "only ticks of this source (simulated, binance, ...); empty: every source" });
+    condition.onchange = () => {
+      const move = condition.value === "move";
+      minutes.hidden = !move;
+      minutes.required = move;
+      value.placeholder = move ? "percent" : "price";
+    };
+    form = el("form", { id: "alert-rule-form", hidden: true }, coin, condition, value, minutes, source,
+      el("button", { type: "submit", textContent: "Add" }));
+    form.onsubmit = (event) => {
+      event.preventDefault();
+      const rule = { symbol: coin.value, condition: condition.value, value: Number(value.value) };
+      if (condition.value === "move") rule.minutes = Number(minutes.value);
+      if (source.value.trim()) rule.source = source.value.trim();
+      send("POST", "/alerts/rules", rule).then((body) => {
+        say(`added: ${body.rule.text}`);
+        value.value = "";
+        loadRules();
+      }).catch((error) => say(error.message, true));
+    };
+    box.appendChild(form);
+    formStatus = el("div", { id: "alert-rule-status", role: "status" });
+    box.appendChild(formStatus);
+    return box;
+  }
+
+  function say(text, bad) {
+    formStatus.textContent = text;
+    formStatus.className = bad ? "bad" : "";
+  }
+
+  function send(method, url, body) {
+    const init = { method, headers: {} };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    return fetch(url, init).then((r) => r.json().catch(() => ({})).then((answer) => {
+      if (!r.ok) throw new Error(answer.error || `HTTP ${r.status}`);
+      return answer;
+    }));
+  }
+
+  function showRules(rules) {
+    rulesList.replaceChildren();
+    if (!rules.length) rulesList.appendChild(el("li", { className: "alerts-empty", textContent: "no rules" }));
+    for (const rule of rules) {
+      const li = el("li", { className: "alert-rule" }, el("span", { textContent: `${rule.text} ` }));
+      li.dataset.id = rule.id;
+      if (writable) {
+        const remove = el("button", { type: "button", className: "remove", textContent: "✕", title: `remove rule ${rule.id}` });
+        remove.onclick = () => send("DELETE", `/alerts/rules/${encodeURIComponent(rule.id)}`)
+          .then(() => { say(`removed: ${rule.text}`); loadRules(); })
+          .catch((error) => say(error.message, true));
+        li.appendChild(remove);
+      }
+      rulesList.appendChild(li);
+    }
+  }
+
+  function loadRules() {
+    return send("GET", "/alerts/rules").then((body) => {
+      writable = !!body.writable;
+      form.hidden = !writable;
+      if (!writable) say("rules are managed from the dashboard's own machine (or with control alerts)");
+      showRules(body.rules || []);
+    }).catch((error) => say(`rules not loaded: ${error.message}`, true));
   }
 
   function item(alert) {
@@ -73,13 +171,14 @@
     }
   }
 
-  window.cryptoPulseAlerts = { receive: (msg) => add(msg, true) };
+  window.cryptoPulseAlerts = { receive: (msg) => add(msg, true), reloadRules: () => loadRules() };
 
   function start() {
     build();
     fetch("/alerts/recent").then((r) => (r.ok ? r.json() : { alerts: [] })).then((body) => {
       (body.alerts || []).slice().reverse().forEach((a) => add(a, false));
     }).catch(() => {});
+    loadRules();
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();

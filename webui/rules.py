@@ -1,0 +1,156 @@
+"""Alert rules from the dashboard: list them, add one, remove one (the chart page's form, webui/static/alerts.js).
+
+    GET    /alerts/rules        {"rules": [...], "writable": bool}   every client (rules are not secret)
+    POST   /alerts/rules        {"symbol", "condition", "value", "minutes"?, "source"?} -> 201 {"rule": ...}
+    DELETE /alerts/rules/<id>   -> 200 {"removed": ...}
+
+The rules are written to the compacted rules topic by cryptopulse/alert_rules.py, the same code as
+`control alerts`, and every value is checked by cryptopulse/alert.py's rule_* functions, so the page and the
+command refuse the same input with the same reason (a 400 {"error": reason} here).
+
+The dashboard authenticates nobody, so writing is limited (docs/security.md):
+- only clients on this machine that no proxy forwarded (`is_local`, as /healthz's detail), unless
+  WEBUI_ALERT_RULES_REMOTE=1 — 403 otherwise;
+- CSRF: a browser's Origin must pass the WebSocket's rule (the page's own host, or WEBUI_ALLOWED_ORIGINS), and
+  a POST must carry Content-Type application/json (415 otherwise) — a cross-site page can send neither that
+  nor a DELETE without a CORS preflight, which this app never grants; the Host allowlist ran before (421);
+- every request draws on its address's budget (webui/guard.py, shared with the history API and the
+  WebSocket's subscribes: 429 past it), and one Kafka read or write runs at a time (`State.rules_lock`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from confluent_kafka import KafkaException
+from quart import Blueprint, Response, current_app, request
+
+from cryptopulse import alert_rules
+from cryptopulse.alert import Rule, new_rule, rule_id, rule_kind, rule_minutes, rule_source, rule_symbol, rule_value
+from cryptopulse.errors import ConfigError, CryptoPulseError
+from cryptopulse.outage import RateLimitFilter
+from cryptopulse.times import epoch_ms
+from webui.api import admitted, problem
+from webui.guard import client_address, is_local
+from webui.health import plain
+from webui.history import encode
+from webui.protocol import origin_allowed
+from webui.state import State, state
+
+log = logging.getLogger(__name__)
+log.addFilter(RateLimitFilter(period=60, burst=5))
+FIELDS = ("symbol", "condition", "value", "minutes", "source")
+MAX_BODY = 4096
+KAFKA_TIMEOUT = 10.0  # seconds a write may take before the page is told Kafka did not answer
+
+rules = Blueprint("rules", __name__)
+
+
+def parse_rule(body: Any) -> Rule:
+    """A new rule from the form's JSON object, checked as `control alerts add` checks its arguments;
+    ConfigError with the reason."""
+    if not isinstance(body, dict):
+        raise ConfigError('give a JSON object: {"symbol": "BTC", "condition": "above", "value": 70000}')
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown field(s): {', '.join(unknown)}; the fields are {', '.join(FIELDS)}")
+    missing = [name for name in FIELDS[:3] if name not in body]
+    if missing:
+        raise ConfigError(f"missing: {', '.join(missing)}")
+    minutes, source = body.get("minutes"), body.get("source")
+    return new_rule(rule_symbol(body["symbol"]), rule_kind(body["condition"]), rule_value(body["value"]),
+                    None if minutes is None else rule_minutes(minutes),
+                    None if source is None else rule_source(source))
+
+
+def rule_json(rule: Rule) -> dict[str, Any]:
+    return {**rule.to_record(), "created": epoch_ms(rule.created), "text": rule.describe()}
+
+
+def writable(shared: State) -> bool:
+    return shared.config.alert_rules_remote or is_local(client_address(request.scope), request.headers)
+
+
+def refused_write(shared: State) -> Response | None:
+    """The answer to a write this client may not make (403), or a cross-site one (403), else None."""
+    if not writable(shared):
+        shared.metrics.errors["rules_remote"] += 1
+        return problem(403, "alert rules are added and removed from this machine only (or set "
+                       "WEBUI_ALERT_RULES_REMOTE=1 on the dashboard; docs/security.md)")
+    if not origin_allowed(request.headers.get("Origin"), request.headers.get("Host"),
+                          shared.config.allowed_origins):
+        shared.metrics.errors["origin"] += 1
+        return problem(403, "Origin not allowed: set WEBUI_ALLOWED_ORIGINS to the dashboard's public origin")
+    return admitted(shared)
+
+
+async def in_kafka(shared: State, work: Any, *args: Any) -> Any:
+    """Run one blocking read or write of the rules topic in a thread, one at a time."""
+    async with shared.rules_lock:
+        return await asyncio.to_thread(work, shared.config.settings, *args)
+
+
+def unavailable(shared: State, error: Exception) -> Response:
+    log.warning("alert rules: Kafka or the registry did not answer: %s", plain(error))
+    return problem(503, f"Kafka or the schema registry did not answer ({plain(error)}); try again", 5, "rules")
+
+
+@rules.get("/alerts/rules")
+async def list_rules() -> Response:
+    shared = state(current_app)
+    refused = admitted(shared)
+    if refused is not None:
+        return refused
+    try:
+        found = await in_kafka(shared, alert_rules.rules)
+    except (CryptoPulseError, KafkaException, TimeoutError, OSError) as error:
+        return unavailable(shared, error)
+    return Response(encode({"rules": [rule_json(r) for r in found], "writable": writable(shared)}),
+                    content_type="application/json")
+
+
+@rules.post("/alerts/rules")
+async def add_rule() -> Response:
+    shared = state(current_app)
+    refused = refused_write(shared)
+    if refused is not None:
+        return refused
+    if request.mimetype != "application/json":
+        return problem(415, "send the rule as JSON, with Content-Type: application/json", metric="invalid")
+    if (request.content_length or 0) > MAX_BODY:
+        return problem(413, f"a rule is at most {MAX_BODY} bytes of JSON", metric="invalid")
+    body = await request.get_json(silent=True)
+    if body is None:
+        return problem(400, "the body is not JSON", metric="invalid")
+    try:
+        rule = parse_rule(body)
+    except ConfigError as error:
+        return problem(400, str(error), metric="invalid")
+    try:
+        await in_kafka(shared, alert_rules.add, rule, KAFKA_TIMEOUT)
+    except (CryptoPulseError, KafkaException, TimeoutError, OSError) as error:
+        return unavailable(shared, error)
+    log.info("alert rule %s added from %s: %s", rule.id, client_address(request.scope), rule.describe())
+    return Response(encode({"rule": rule_json(rule)}), status=201, content_type="application/json")
+
+
+@rules.delete("/alerts/rules/<text>")
+async def remove_rule(text: str) -> Response:
+    shared = state(current_app)
+    refused = refused_write(shared)
+    if refused is not None:
+        return refused
+    try:
+        wanted = rule_id(text)
+    except ConfigError as error:
+        return problem(400, str(error), metric="invalid")
+    try:
+        rule = await in_kafka(shared, alert_rules.remove, wanted, KAFKA_TIMEOUT)
+    except ConfigError as error:
+        return problem(404, str(error))
+    except (CryptoPulseError, KafkaException, TimeoutError, OSError) as error:
+        return unavailable(shared, error)
+    log.info("alert rule %s removed from %s: %s", rule.id, client_address(request.scope), rule.describe())
+    return Response(encode({"removed": rule_json(rule)}), content_type="application/json")
