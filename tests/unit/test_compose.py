@@ -382,6 +382,7 @@ BROKERS = ("kafka-1", "kafka-2", "kafka-3")
 WORKERS = ("connect-1", "connect-2")
 MEMBERS = ("mongo-1", "mongo-2", "mongo-3")
 ONE_SHOTS = ("init", "mongo-init")
+CONSOLES = ("kafka-ui", "registry-ui")  # the default file's only (docs/operations.md)
 
 
 @pytest.fixture(scope="module")
@@ -404,7 +405,8 @@ def test_every_port_is_published_on_loopback_unless_the_variable_says_otherwise(
 
 def test_the_cluster_has_every_service_of_the_default_file_grown(services: dict, cluster: dict) -> None:
     grown = {"kafka": BROKERS, "connect": WORKERS, "mongo": MEMBERS}
-    expected = {name for service in services for name in grown.get(service, (service,))} | {"mongo-init"}
+    expected = {name for service in services if service not in CONSOLES
+                for name in grown.get(service, (service,))} | {"mongo-init"}
     assert expected <= set(cluster), f"missing: {sorted(expected - set(cluster))}"
     for name in BROKERS:
         assert cluster[name]["image"] == services["kafka"]["image"]
@@ -496,3 +498,65 @@ def test_the_clusters_apps_create_replicated_partitioned_topics(cluster: dict, m
     assert specs[settings.prices_topic].partitions >= 2 * 2, "room for two roll-up processes and more"
     assert {s.config.get("min.insync.replicas") for s in specs.values()} == {"2"}
     assert cluster["streams"]["deploy"]["replicas"] >= 2, "the roll-up as a group of processes"
+
+
+# --- the consoles (issue 14, item 4; docs/operations.md) ---------------------------------------------------------
+
+KAFKA_UI_PORT, REGISTRY_UI_PORT = 8080, 8888
+
+
+def default_of(value: str) -> str:
+    """The default of a `${NAME:-default}` value (the value itself when it is not one)."""
+    match = re.fullmatch(r"\$\{[A-Z0-9_]+:-(.*)\}", value)
+    return match.group(1) if match else value
+
+
+def test_the_consoles_are_the_ecosystems_own_images(services: dict) -> None:
+    assert re.fullmatch(r"ghcr\.io/kafbat/kafka-ui:v[\d.]+", services["kafka-ui"]["image"])
+    registry_version = services["schema-registry"]["image"].split(":", 1)[1]
+    assert services["registry-ui"]["image"] == f"apicurio/apicurio-registry-ui:{registry_version}", \
+        "the registry's UI of the registry's own version"
+
+
+def test_the_consoles_are_published_on_documented_loopback_ports(services: dict) -> None:
+    assert services["kafka-ui"]["ports"] == [f"{PUBLISH}:{KAFKA_UI_PORT}:8080"]
+    assert services["registry-ui"]["ports"] == [f"{PUBLISH}:{REGISTRY_UI_PORT}:8080"]  # nginx in the image: 8080
+    documented = (ROOT / "docs" / "operations.md").read_text() + (ROOT / "README.md").read_text()
+    for port in (KAFKA_UI_PORT, REGISTRY_UI_PORT):
+        assert f"localhost:{port}" in documented and f"localhost:{port}" in COMPOSE_FILE.read_text()
+
+
+def test_the_kafka_ui_is_wired_to_the_brokers_the_registry_and_connect(services: dict) -> None:
+    env = environment(services["kafka-ui"])
+    apps = environment(services["webui"])
+    internal = {a for a in advertised_listeners(services["kafka"]).values() if host_of(a) == "kafka"}
+    assert env["KAFKA_CLUSTERS_0_BOOTSTRAPSERVERS"] in internal
+    # the registry's Confluent-compatible API, as the Python side reads it; Connect's REST API
+    assert env["KAFKA_CLUSTERS_0_SCHEMAREGISTRY"] == apps["SCHEMA_REGISTRY_URL"]
+    assert urlsplit(env["KAFKA_CLUSTERS_0_SCHEMAREGISTRY"]).path == "/apis/ccompat/v7"
+    assert env["KAFKA_CLUSTERS_0_KAFKACONNECT_0_ADDRESS"] == apps["CONNECT_URL"] == "http://connect:8083"
+    assert env["KAFKA_CLUSTERS_0_KAFKACONNECT_0_NAME"] and env["KAFKA_CLUSTERS_0_NAME"]
+    assert default_of(env["KAFKA_CLUSTERS_0_READONLY"]) == "true" and env["DYNAMIC_CONFIG_ENABLED"] == "false"
+    assert {name: spec["condition"] for name, spec in depends_on(services["kafka-ui"]).items()} == {
+        "kafka": "service_healthy", "schema-registry": "service_healthy", "connect": "service_healthy"}
+
+
+def test_the_registry_ui_calls_the_registry_from_the_browser_and_only_it_may(services: dict) -> None:
+    env = environment(services["registry-ui"])
+    api = urlsplit(default_of(env["REGISTRY_API_URL"]))
+    # the page runs in the host's browser: the registry's published port on the host, its core v3 API
+    assert api.hostname == "localhost" and api.port in published_ports(services["schema-registry"])
+    assert published_ports(services["schema-registry"])[api.port] == 8081 and api.path == "/apis/registry/v3"
+    assert default_of(env["REGISTRY_FEATURE_READ_ONLY"]) == "true"
+    origins = default_of(environment(services["schema-registry"])["QUARKUS_HTTP_CORS_ORIGINS"]).split(",")
+    assert "*" not in origins and set(origins) == {f"http://localhost:{REGISTRY_UI_PORT}",
+                                                   f"http://127.0.0.1:{REGISTRY_UI_PORT}"}
+    assert {name: spec["condition"] for name, spec in depends_on(services["registry-ui"]).items()} == {
+        "schema-registry": "service_healthy"}
+
+
+def test_the_hosts_browser_may_write_alert_rules_through_the_loopback_port(services: dict) -> None:
+    # Docker's port forwarding is never the container's loopback: the page's rule form would refuse the host's
+    # own browser, so the compose file opens it, while the port is on the host's loopback (docs/security.md)
+    assert default_of(environment(services["webui"])["WEBUI_ALERT_RULES_REMOTE"]) == "1"
+    assert services["webui"]["ports"] == [f"{PUBLISH}:8000:8000"]
