@@ -64,6 +64,7 @@ class _Key:
     open: dict[int, _Open] = field(default_factory=dict)
     closed_until: int = -(2**62)  # every minute ending at or before this is closed: ticks in it are late
     last_seen: float = 0.0  # wall clock (monotonic seconds) of its last tick
+    partition: int | None = None  # the Kafka partition of its latest tick (key = symbol: normally always the same)
 
 
 @dataclass
@@ -102,9 +103,10 @@ class CandleBook:
         watermark = self.watermark(symbol, source)
         return watermark is not None and bucket_start(ts, self.interval_ms) + self.interval_ms <= watermark
 
-    def observe(self, symbol: str, source: str, ts: int, now: float = 0.0) -> None:
+    def observe(self, symbol: str, source: str, ts: int, now: float = 0.0,
+                position: tuple[int, int] | None = None) -> None:
         """Advance the key's event time without touching any candle (a tick for a candle decided elsewhere)."""
-        key = self._key(symbol, source, ts, now)
+        key = self._key(symbol, source, ts, now, position)
         if ts > key.max_ts:
             key.max_ts = ts
             self._close_due(key)
@@ -119,7 +121,7 @@ class CandleBook:
                 log.warning("tick with price %r dropped (%d so far): %s %s ts=%d", price, self.stats.rejected,
                             symbol, source, ts)
             return False
-        key = self._key(symbol, source, ts, now)
+        key = self._key(symbol, source, ts, now, position)
         self.stats.ticks += 1
         start = bucket_start(ts, self.interval_ms)
         if self.is_late(symbol, source, ts):
@@ -172,11 +174,29 @@ class CandleBook:
                     first[partition] = min(offset, first.get(partition, offset))
         return first
 
-    def _key(self, symbol: str, source: str, ts: int, now: float) -> _Key:
+    def event_times(self, partition: int) -> dict[tuple[str, str], tuple[int, int]]:
+        """{(symbol, source): (newest tick time, end of its last closed minute)} of the keys whose latest tick came
+        from `partition`: committed with the partition's replay point, so that a replay starts from them (`restore`)."""
+        return {k: (key.max_ts, key.closed_until) for k, key in self._keys.items() if key.partition == partition}
+
+    def restore(self, times: dict[tuple[str, str], tuple[int, int]]) -> None:
+        """Start keys at the event time a commit recorded (`event_times`), with no candle open.
+
+        A replay from the commit re-reads ticks that were read before the commit was made. With the key's event
+        time as it was then, each is on time or late exactly as it was the first time: the candles open then are
+        rebuilt from the same ticks, and a tick that was late is late again (a fresh key would take it). Later
+        ticks then continue from the same state as before."""
+        for (symbol, source), (max_ts, closed_until) in times.items():
+            key = self._keys.setdefault((symbol, source), _Key(max_ts=max_ts))
+            key.max_ts, key.closed_until = max(key.max_ts, max_ts), max(key.closed_until, closed_until)
+
+    def _key(self, symbol: str, source: str, ts: int, now: float, position: tuple[int, int] | None = None) -> _Key:
         key = self._keys.get((symbol, source))
         if key is None:
             key = self._keys[(symbol, source)] = _Key(max_ts=ts)
         key.last_seen = now
+        if position is not None:
+            key.partition = position[0]
         return key
 
     def _close_due(self, key: _Key) -> None:

@@ -11,6 +11,11 @@ Delivery guarantees, and why they hold:
   (This is the "committed offset minus the open window" of the design, computed exactly from offsets
   rather than by `offsets_for_times`: record timestamps are publish times, not the ticks' event times,
   and back-fills and tests publish ticks of other epochs.)
+- Event time is committed too. Each commit carries, as its metadata, the event time of every (symbol, source)
+  of the partition (newest tick time, end of the last closed minute); a replay starts the keys there, so a tick
+  read again is late or on time exactly as it was the first time (a fresh key would take a tick that had been
+  dropped as late, and open a minute one uninterrupted run never had). A partition with too many keys for the
+  broker's metadata limit (about 70) commits without them, and its replay starts them afresh.
 - Partitions: a symbol's ticks are on one partition (key = symbol), so each (symbol, source) is rolled up by
   one process of the group. A rebalance (a process joining, leaving or killed) revokes every partition: the
   open candles are forgotten, and each partition is replayed from its own commit by its next owner, which
@@ -25,6 +30,7 @@ Delivery guarantees, and why they hold:
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -93,6 +99,21 @@ class ProcessorStats:
     commits: int = 0
 
 
+# the commit metadata's size: under the broker's default offset.metadata.max.bytes (4096), which fails the commit
+METADATA_LIMIT = 3_800
+
+
+def _read_event_times(tp: TopicPartition) -> dict[tuple[str, str], tuple[int, int]]:
+    """The event times a commit recorded (Processor._event_times); {} for a commit without them or unreadable ones."""
+    try:
+        return {(symbol, source): (int(max_ts), int(closed_until))
+                for symbol, source, max_ts, closed_until in json.loads(tp.metadata or "[]")}
+    except (TypeError, ValueError) as error:
+        log.warning("commit metadata of %s[%d] not understood (%s); its keys start afresh", tp.topic, tp.partition,
+                    error)
+        return {}
+
+
 def close_within(consumers: list[Consumer], seconds: float) -> bool:
     """Close the consumers, waiting at most `seconds`.
 
@@ -127,6 +148,7 @@ class Processor:
         self._next: dict[int, int] = {}  # partition -> next offset to read on the prices topic
         self._caught_up = False  # read the candles topic to its end during this batch already
         self._assigned = False  # partitions were just assigned: read the candles topic to its end before their ticks
+        self._metadata_warned = False
         self.kafka = Outage("Kafka", log)
         self.registry = Outage("the schema registry", log)
         # librdkafka's own lines go through a rate-limited logger; a lost broker is reported by `kafka` once
@@ -222,6 +244,7 @@ class Processor:
                 low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
                 tp.offset = high if self.options.from_end else low
             self._next[tp.partition] = tp.offset
+            self.book.restore(_read_event_times(tp))
         consumer.assign(committed)
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in committed))
         self._assigned = True
@@ -266,7 +289,7 @@ class Processor:
             self._caught_up = True
         if cid in self.final_ids or cid in self.ohlc_ids:
             self.stats.skipped_decided += 1
-            self.book.observe(symbol, source, ts, now)
+            self.book.observe(symbol, source, ts, now, (message.partition(), message.offset()))
             return
         self.book.add(symbol, source, ts, price, now, (message.partition(), message.offset()))
 
@@ -320,7 +343,8 @@ class Processor:
         if left:
             raise Unavailable(self.kafka, f"{left} candles still waiting for the broker; not committing yet")
         replay = self.book.replay_from()
-        offsets = [TopicPartition(self.settings.prices_topic, p, min(replay.get(p, nxt), nxt))
+        offsets = [TopicPartition(self.settings.prices_topic, p, min(replay.get(p, nxt), nxt),
+                                  metadata=self._event_times(p))
                    for p, nxt in self._next.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
@@ -330,6 +354,20 @@ class Processor:
             raise Unavailable(self.kafka, f"commit failed: {error.args[0].str()}") from error
         self.kafka.up()
         self.stats.commits += 1
+
+    def _event_times(self, partition: int) -> str:
+        """The commit's metadata: the event time of each key of the partition (CandleBook.event_times), so that a
+        replay from the commit decides late ticks as they were decided. Empty (a replay starts the keys afresh, as
+        before) when it would not fit the broker's limit (offset.metadata.max.bytes, 4096 by default)."""
+        text = json.dumps([[*key, *times] for key, times in self.book.event_times(partition).items()],
+                          separators=(",", ":"))
+        if len(text) <= METADATA_LIMIT:
+            return text
+        if not self._metadata_warned:
+            self._metadata_warned = True
+            log.warning("partition %d holds too many symbols to commit their event times (%d bytes); a replay starts "
+                        "them afresh", partition, len(text))
+        return ""
 
     # --- the loop ---
 

@@ -73,16 +73,23 @@ def test_two_processors_share_the_partitions_and_one_killed_changes_no_candle(se
     assert spec.partitions == PARTITIONS
     topics.create_missing(local, [spec])
 
-    # 8 symbols, 2 a partition; 8 minutes of event time. On each partition a fast symbol, a tick every 3 s give or
-    # take 1 s (so some arrive out of order, within the grace period), and a slow one, a tick every 30 s at :15 and
-    # :45: its open minute is often older than the fast one's, so it holds the partition's commit back while the
-    # fast symbol's minutes close: a replay then reads ticks of minutes that are final already. Each symbol's last
-    # tick is far later, closing its last minute.
+    # 8 symbols, 2 a partition; 8 minutes of event time in steps of 3 s. On each partition a fast symbol, a tick
+    # every step give or take 1 s (so some arrive out of order, within the grace period), and a slow one, a tick
+    # every 30 s at :15 and :45: its open minute is often older than the fast one's, so it holds the partition's
+    # commit back while the fast symbol's minutes close: a replay then reads ticks of minutes that are final already.
+    # Each symbol's last tick is far later, closing its last minute.
     where = symbols_covering(PARTITIONS, 2)
     slow = {s for i, s in enumerate(sorted(where, key=lambda s: (where[s], s))) if i % 2}
+    order = sorted(where, key=lambda s: s in slow)  # in each step the fast symbols' ticks first
     w, rng = window_2004(), random.Random()
-    ticks = {s: [(w + i * 3_000 + rng.randrange(-1_000, 1_000) + 1_000, round(100 + 10 * rng.random(), 4))
-                 for i in range(160) if s not in slow or i % 10 == 5] + [(w + 15 * 60_000, 1.0)] for s in where}
+    steps = [[(s, w + i * 3_000 + rng.randrange(-1_000, 1_000) + 1_000, round(100 + 10 * rng.random(), 4))
+              for s in order if s not in slow or i % 10 == 5] for i in range(160)]
+    # right after the slow symbols' tick at 3:15 (where the killed processor will have committed), a tick of the fast
+    # symbol of the same partition: the first of its ticks that the replay reads, late (its minute, before the
+    # window, has no candle and its event time is past 3:00); a replay that starts the symbol afresh would take it
+    steps[65] += [(s, w - 30_000, 1.0) for s in order if s not in slow]
+    steps.append([(s, w + 15 * 60_000, 1.0) for s in order])
+    ticks = {s: [(ts, price) for step in steps for symbol, ts, price in step if symbol == s] for s in order}
     expected = {s: expected_candles(s, t) for s, t in ticks.items()}
     assert all(len(e) == 9 for e in expected.values())
 
@@ -90,16 +97,13 @@ def test_two_processors_share_the_partitions_and_one_killed_changes_no_candle(se
     producer = Producer({"bootstrap.servers": local.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
     offsets: dict[tuple[str, int], tuple[int, int]] = {}  # (symbol, ts) -> (partition, offset)
 
-    def publish(upto: int, start: int) -> None:  # the ticks of steps [start, upto) of 3 s, every symbol's
-        for i in range(start, upto):
-            for symbol, series in ticks.items():
-                for ts, price in series:
-                    if not (w + i * 3_000 <= ts < w + (i + 1) * 3_000 or (i == 160 and ts > w + 160 * 3_000)):
-                        continue
-                    producer.produce(topic, key=symbol.encode(), value=codec.encode(Tick(symbol, "simulated", ts,
-                                     price).to_record()),
-                                     on_delivery=lambda e, m, k=(symbol, ts): offsets.__setitem__(k, (m.partition(),
-                                                                                                    m.offset())))
+    def publish(upto: int, start: int) -> None:  # the ticks of steps [start, upto)
+        for step in steps[start:upto]:
+            for symbol, ts, price in step:
+                value = codec.encode(Tick(symbol, "simulated", ts, price).to_record())
+                producer.produce(topic, key=symbol.encode(), value=value,
+                                 on_delivery=lambda e, m, k=(symbol, ts): offsets.__setitem__(k, (m.partition(),
+                                                                                                m.offset())))
         assert producer.flush(30) == 0
 
     first = StreamsProcess(group, tmp_path / "first.log", "", "--idle-close-seconds", "5")

@@ -159,6 +159,48 @@ def test_restart_in_the_middle_of_a_minute_yields_identical_candles():
     assert len(expected) == 4  # minutes 0, 1, 3, 4: none invented for the gap
 
 
+def test_a_replay_started_from_the_committed_event_times_drops_the_late_ticks_it_dropped_before():
+    ticks = [("AAA", T0 + M + 5_000), ("AAA", T0 + M + 50_000),
+             ("BBB", T0 + M + 1_000),   # BBB's minute stays open: the partition's replay point
+             ("AAA", T0 + 20_000),      # late for AAA (its event time is past minute 0), a minute without a candle
+             ("AAA", T0 + 2 * M + 15_000)]  # AAA's minute 1 closes
+
+    def run(book: CandleBook, start: int, decided: set[str]) -> list[Candle]:
+        out: list[Candle] = []
+        for i, (symbol, ts) in enumerate(ticks[start:], start=start):
+            if candle_id(symbol, "s", bucket_start(ts)) in decided:  # final on the candles topic: only observed
+                book.observe(symbol, "s", ts, position=(0, i))
+            else:
+                book.add(symbol, "s", ts, 1.0 + i, position=(0, i))
+            out += finals(book.poll(0.0))
+        return out
+
+    first = CandleBook()
+    before = run(first, 0, set())
+    assert [c.start for c in before] == [T0 + M] and first.stats.late == 1
+    replay, times = first.replay_from()[0], first.event_times(0)
+    assert replay == 2 and set(times) == {("AAA", "s"), ("BBB", "s")}
+    expected = before + first.close_all()
+
+    again = CandleBook()
+    again.restore(times)  # what the commit recorded
+    after = run(again, replay, {c.id for c in before})
+    assert before + after + again.close_all() == expected
+    assert again.stats.late == 1
+
+    afresh = CandleBook()  # without them, the late tick opens a minute one process never had
+    assert T0 in [c.start for c in run(afresh, replay, {c.id for c in before}) + afresh.close_all()]
+
+
+def test_event_times_are_those_of_the_keys_last_seen_on_the_partition():
+    book = CandleBook()
+    book.add("AAA", "s", T0, 1.0, position=(0, 1))
+    book.observe("BBB", "s", T0 + 5_000, position=(1, 1))
+    book.add("CCC", "s", T0, 1.0)  # no position (a back-fill's book): on no partition
+    assert book.event_times(0) == {("AAA", "s"): (T0, -(2**62))}
+    assert book.event_times(1) == {("BBB", "s"): (T0 + 5_000, -(2**62))}
+
+
 def test_an_exchange_candle_is_a_final_ohlc_candle_with_its_volume():
     candle = Candle.ohlc("BTC", "binance", T0, 1.0, 3.0, 0.5, 2.0, 1234.5, quote="USDT")
     assert candle.tick().ts == T0 + 59_999 and candle.tick().price == 2.0
