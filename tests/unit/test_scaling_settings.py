@@ -3,13 +3,19 @@ unchanged, a cluster's values where they belong."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import pytest
 
 from control.cli import parser
 from control.connectors import load_all
 from cryptopulse import topics
 from cryptopulse.errors import ConfigError
+from cryptopulse.outage import Outage
 from cryptopulse.settings import Settings
+from cryptopulse.tick import Tick
+from producer.publisher import DeliveryStats, TickPublisher
 
 SCALING = ("PRICES_PARTITIONS", "CANDLES_PARTITIONS", "TOPIC_REPLICATION_FACTOR", "TOPIC_MIN_INSYNC_REPLICAS",
            "SINK_TASKS_MAX")
@@ -72,3 +78,32 @@ def test_control_topics_partitions_takes_a_topic_and_a_positive_count():
     assert (args.action, args.topic, args.count) == ("partitions", "crypto-prices", 4)
     with pytest.raises(SystemExit):
         parser().parse_args(["topics", "partitions", "crypto-prices", "0"])
+
+
+def test_the_producer_keys_each_tick_by_its_symbol():
+    """Key = symbol: a symbol's ticks hash to one partition, whatever the partition count (docs/scaling.md)."""
+    produced: list[tuple[str, bytes]] = []
+
+    class FakeProducer:
+        def produce(self, topic, key, value, on_delivery):
+            produced.append((topic, key))
+
+        def poll(self, timeout):
+            return 0
+
+    class FakeCodec:
+        def encode(self, record):
+            return b"avro"
+
+    publisher = TickPublisher.__new__(TickPublisher)  # no Kafka client, no registry
+    publisher.topic, publisher.stats, publisher._codec, publisher._producer = (
+        "crypto-prices", DeliveryStats(), FakeCodec(), FakeProducer())
+    publisher.kafka = publisher.registry = Outage("test", logging.getLogger("test"))
+
+    async def publish_some() -> None:
+        for i, symbol in enumerate(["BTC", "ETH", "BTC", "XRP"]):
+            await publisher.publish(Tick(symbol, "simulated", 1_086_000_000_000 + i, 1.0))
+
+    asyncio.run(publish_some())
+    assert produced == [("crypto-prices", b"BTC"), ("crypto-prices", b"ETH"), ("crypto-prices", b"BTC"),
+                        ("crypto-prices", b"XRP")]
