@@ -7,6 +7,7 @@ slow one loses its oldest ticks (counted) instead of slowing everyone down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -268,6 +269,9 @@ class LiveConsumer:
         for tp in partitions:
             if tp.partition in self.next_offsets:
                 tp.offset = self.next_offsets[tp.partition]
+            else:  # the end, resolved now: once `assigned` (and /healthz ok), every tick published is delivered
+                with contextlib.suppress(KafkaException):  # else librdkafka resolves "latest" at the first fetch
+                    tp.offset = consumer.get_watermark_offsets(tp, timeout=5)[1]
         consumer.assign(partitions)
         self.assigned = bool(partitions)
 

@@ -76,6 +76,11 @@ class FakeConsumer:
     def subscribe(self, topics: list[str], on_assign: Callable[..., None] | None = None, **_: Any) -> None:
         self.on_assign = on_assign
 
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+        if not self.broker.up:
+            raise KafkaException(DOWN)
+        return 0, len(self.broker.log)
+
     def assign(self, partitions: list[TopicPartition]) -> None:
         (tp,) = partitions
         if tp.offset == OFFSET_BEGINNING:
