@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Message, TopicPartition
@@ -133,6 +133,23 @@ def read_to_end(settings: Settings, name: str, timeout: float = 60) -> Iterator[
                     yield message
     finally:
         consumer.close()
+
+
+def consume_to_end(reader: Consumer, learn: Callable[[list[Message]], None], timeout: float = 30.0) -> None:
+    """Feed `learn` every record an assigned reader gets until its position reaches each partition's end as of
+    now (a compacted topic read back as state: the roll-up's candles, the alert rules). Raises KafkaException when
+    Kafka cannot answer, TimeoutError when the end is not reached within `timeout`."""
+    ends = {tp.partition: reader.get_watermark_offsets(tp, timeout=10)[1] for tp in reader.assignment()}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        positions = {tp.partition: tp.offset for tp in reader.position(reader.assignment())}
+        if all(positions.get(p, -1) >= end or end == 0 for p, end in ends.items()):
+            return
+        # poll returns with the first record; consume(n, timeout) would wait for n records or the timeout
+        first = reader.poll(0.5)
+        learn([first, *reader.consume(1000, timeout=0)] if first is not None else [])
+    topic = next(iter(reader.assignment()), TopicPartition("?")).topic
+    raise TimeoutError(f"could not read {topic} to its end in {timeout:.0f}s")
 
 
 def committed_offsets(settings: Settings, group: str, topic: str, partitions: list[int]) -> dict[int, int]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from cryptopulse import topics
 from cryptopulse.alert import Rule
 from cryptopulse.avro import AvroCodec
 from cryptopulse.errors import ConfigError, RegistryUnavailable
@@ -143,21 +144,14 @@ class AlertProcessor:
 
     def _catch_up_rules(self, timeout: float = 30.0) -> None:
         try:
-            ends = {tp.partition: self._rules_reader.get_watermark_offsets(tp, timeout=10)[1]
-                    for tp in self._rules_reader.assignment()}
+            topics.consume_to_end(self._rules_reader, self._learn_rules, timeout)
         except KafkaException as error:
             raise Unavailable(self.kafka, error.args[0].str()) from error
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            positions = {tp.partition: tp.offset for tp in self._rules_reader.position(self._rules_reader.assignment())}
-            if all(positions.get(p, -1) >= end or end == 0 for p, end in ends.items()):
-                self.stats.rules = len(self.book.rules)
-                log.info("%d rule(s): %s", len(self.book.rules),
-                         "; ".join(f"{r.id} {r.describe()}" for r in self.book.rules.values()) or "none yet")
-                return
-            first = self._rules_reader.poll(0.5)
-            self._learn_rules([first, *self._rules_reader.consume(1000, timeout=0)] if first is not None else [])
-        raise Unavailable(self.kafka, f"could not read {self.settings.alert_rules_topic} to its end in {timeout:.0f}s")
+        except TimeoutError as error:
+            raise Unavailable(self.kafka, str(error)) from error
+        self.stats.rules = len(self.book.rules)
+        log.info("%d rule(s): %s", len(self.book.rules),
+                 "; ".join(f"{r.id} {r.describe()}" for r in self.book.rules.values()) or "none yet")
 
     def _learn_rules(self, messages: list[Message]) -> None:
         for i, message in enumerate(messages):

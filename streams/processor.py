@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from cryptopulse import store
+from cryptopulse import store, topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.candle import Candle, candle_id
 from cryptopulse.errors import ConfigError, DeliveryError, RegistryUnavailable
@@ -184,10 +184,10 @@ class Processor:
 
     def _start_reader(self) -> None:
         try:
-            topics = self._reader.list_topics(self.settings.candles_topic, timeout=10).topics
+            found = self._reader.list_topics(self.settings.candles_topic, timeout=10).topics
         except KafkaException as error:
             raise Unavailable(self.kafka, error.args[0].str()) from error
-        metadata = topics[self.settings.candles_topic]
+        metadata = found[self.settings.candles_topic]
         if metadata.error is not None and metadata.error.retriable():
             raise Unavailable(self.kafka, metadata.error.str())
         if metadata.error is not None:
@@ -199,19 +199,11 @@ class Processor:
     def catch_up(self, timeout: float = 30.0) -> None:
         """Read the candles topic up to its current end: learn every final and every ohlc `_id`."""
         try:
-            ends = {tp.partition: self._reader.get_watermark_offsets(tp, timeout=10)[1]
-                    for tp in self._reader.assignment()}
+            topics.consume_to_end(self._reader, self._learn_all, timeout)
         except KafkaException as error:
             raise Unavailable(self.kafka, error.args[0].str()) from error
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            positions = {tp.partition: tp.offset for tp in self._reader.position(self._reader.assignment())}
-            if all(positions.get(p, -1) >= end or end == 0 for p, end in ends.items()):
-                return
-            # poll returns with the first record; consume(n, timeout) would wait for n records or the timeout
-            first = self._reader.poll(0.5)
-            self._learn_all([first, *self._reader.consume(1000, timeout=0)] if first is not None else [])
-        raise Unavailable(self.kafka, f"could not read {self.settings.candles_topic} to its end in {timeout:.0f}s")
+        except TimeoutError as error:
+            raise Unavailable(self.kafka, str(error)) from error
 
     def _learn_all(self, messages: list[Message]) -> None:
         for i, message in enumerate(messages):

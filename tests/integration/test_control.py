@@ -12,6 +12,7 @@ import uuid
 import requests
 from confluent_kafka import Producer
 
+from control.connectors import load, placeholder_values
 from tests.integration.conftest import wait_for
 from tests.namespace import PREFIX
 
@@ -91,7 +92,8 @@ def test_status_shows_a_paused_and_a_failed_connector(settings, mongo):
              "three ticks stored")
     requests.put(f"{settings.connect_url}/connectors/{SINK}/pause", timeout=10).raise_for_status()
     failing = f"{PREFIX}failing-{uuid.uuid4().hex[:8]}"
-    config = json.loads((settings.connectors_dir / "mongo-sink-prices.json").read_text())["config"]
+    # the file's placeholders (topics, tasks.max, replication) filled from the settings, as deploy-connectors does
+    config = load(settings.connectors_dir / "mongo-sink-prices.json", placeholder_values(settings)).config
     # Without error tolerance, a record that is not Avro fails the task.
     config.update({"topics": f"{failing}-topic", "database": settings.database, "errors.tolerance": "none"})
     del config["errors.deadletterqueue.topic.name"]
@@ -101,7 +103,7 @@ def test_status_shows_a_paused_and_a_failed_connector(settings, mongo):
     try:
         wait_for(lambda: requests.get(f"{settings.connect_url}/connectors/{SINK}/status", timeout=10)
                  .json()["connector"]["state"] == "PAUSED", 30, "the sink to pause")
-        requests.put(f"{settings.connect_url}/connectors/{failing}/config", json=config, timeout=30)
+        requests.put(f"{settings.connect_url}/connectors/{failing}/config", json=config, timeout=30).raise_for_status()
 
         def failed() -> bool:
             status = requests.get(f"{settings.connect_url}/connectors/{failing}/status", timeout=10).json()
