@@ -73,6 +73,15 @@ def single(args: Any) -> dict[str, str] | str:
     return {name: args[name] for name in args}
 
 
+def admitted_query(shared: State) -> dict[str, str] | Response:
+    """The query string of an admitted request as {name: value}, or the answer refusing it (429, 400)."""
+    refused = admitted(shared)
+    if refused is not None:
+        return refused
+    args = single(request.args)
+    return problem(400, args, metric="invalid") if isinstance(args, str) else args
+
+
 def table(snapshot: dict[str, Any], names: tuple[str, ...]) -> tuple[list[str], list[list[Any]]]:
     """The snapshot's candles as rows: time (epoch ms), open, high, low, close, volume, then each indicator."""
     candles, volume = snapshot["candles"], snapshot["volume"]
@@ -113,12 +122,9 @@ def history_body(text: str, query: HistoryQuery) -> tuple[str, str]:
 @api.get("/history")
 async def history() -> Response:
     shared = state(current_app)
-    refused = admitted(shared)
-    if refused is not None:
-        return refused
-    args = single(request.args)
-    if isinstance(args, str):
-        return problem(400, args, metric="invalid")
+    args = admitted_query(shared)
+    if isinstance(args, Response):
+        return args
     try:
         query = parse_history_query(args, shared.config.symbols, NAMES)
     except ProtocolError as exc:
@@ -146,12 +152,9 @@ async def history() -> Response:
 async def tickers() -> Response:
     """The last tick of every configured coin that the dashboard has seen (live feed, or the last hour's view)."""
     shared = state(current_app)
-    refused = admitted(shared)
-    if refused is not None:
-        return refused
-    args = single(request.args)
-    if isinstance(args, str):
-        return problem(400, args, metric="invalid")
+    args = admitted_query(shared)
+    if isinstance(args, Response):
+        return args
     if set(args) - {"format"} or args.get("format", "json") not in FORMATS:
         return problem(400, "the only parameter is format: json or csv", metric="invalid")
     store = shared.history
