@@ -1,7 +1,9 @@
-"""`webui`: serve the dashboard with hypercorn, or copy the npm front-end files into place (`webui vendor`)."""
+"""`webui`: serve the dashboard with hypercorn (`--processes N`: N processes on one port, webui/workers.py), or copy
+the npm front-end files into place (`webui vendor`)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import shutil
@@ -9,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from cryptopulse.commands import Parser, port, run_command, setup_logging
+from cryptopulse.commands import Parser, port, positive_int, run_command, setup_logging
 from cryptopulse.settings import PROJECT_DIR
 from webui.config import WebConfig
 
@@ -37,26 +39,34 @@ def vendored() -> bool:
     return all((VENDOR_DIR / name).exists() for _, name in VENDOR_FILES)
 
 
-def serve(host: str, port: int) -> int:
+def serve(host: str, port: int, worker_of: int = 0, ready_fd: int | None = None) -> int:
+    """Serve the dashboard in this process. `worker_of` N > 0: as one of N workers of `webui serve --processes N`
+    (its socket joins the port's others with SO_REUSEPORT, its socket caps are its share, `ready_fd` hears when it
+    listens)."""
     from hypercorn.asyncio import serve as hypercorn_serve
 
     from webui.app import create_app
     from webui.guard import listening_socket, server_config
     from webui.state import state
+    from webui.workers import tell_ready, worker_limits
 
-    if not vendored():
-        logging.getLogger("webui").warning("chart library missing: run `npm ci && webui vendor` (charts won't draw)")
-    app = create_app(host=host, port=port)
+    shares = worker_limits(WebConfig(start_consumer=False), worker_of) if worker_of else {}
+    app = create_app(host=host, port=port, **shares)
     web = state(app).config
     # frames over 4 KiB, pings, read and TCP timeouts: enforced by the server (webui/guard.py, docs/security.md)
-    config = server_config(web, listening_socket(host, port, web))
+    sock = listening_socket(host, port, web, reuse_port=bool(worker_of))
+    watched = sock.dup() if ready_fd is not None else None
+    config = server_config(web, sock)
     stop = asyncio.Event()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        ready = None if watched is None or ready_fd is None else asyncio.create_task(tell_ready(watched, ready_fd))
         await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+        if ready is not None:
+            ready.cancel()
 
     asyncio.run(main())
     return 0
@@ -75,12 +85,31 @@ def _main(argv: list[str] | None) -> int:
     for parser in (p, run):
         parser.add_argument("--host", default=defaults.host, help="bind address (WEBUI_HOST, default 127.0.0.1)")
         parser.add_argument("--port", type=port, default=defaults.port, help="port (WEBUI_PORT, default 8000)")
+        parser.add_argument("--processes", type=positive_int, default=defaults.processes,
+                            help="processes serving the port, each following the topic itself (WEBUI_PROCESSES, "
+                                 "default 1: this process)")
+        # a worker of `--processes N` (webui/workers.py): not for people
+        parser.add_argument("--worker-of", type=positive_int, default=0, help=argparse.SUPPRESS)
+        parser.add_argument("--parent", type=positive_int, default=0, help=argparse.SUPPRESS)
+        parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     sub.add_parser("vendor", help="copy the chart library from node_modules into webui/static/vendor")
     args = p.parse_args(argv)
     if args.command == "vendor":
         for path in vendor():
             print(path)
         return 0
+    if args.worker_of:
+        from webui.workers import follow_parent
+
+        if args.parent:
+            follow_parent(args.parent)
+        return serve(args.host, args.port, args.worker_of, args.ready_fd)
+    if not vendored():
+        logging.getLogger("webui").warning("chart library missing: run `npm ci && webui vendor` (charts won't draw)")
+    if args.processes > 1:
+        from webui.workers import supervise
+
+        return supervise(args.host, args.port, args.processes)
     return serve(args.host, args.port)
 
 

@@ -28,6 +28,13 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r} is not an integer") from None
 
 
+def _positive(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 1:
+        raise ValueError(f"{name}={value} is not a whole number of at least 1")
+    return value
+
+
 def _float(name: str, default: float) -> float:
     raw = env(name, str(default))
     try:
@@ -42,6 +49,8 @@ class WebConfig:
 
     host: str = field(default_factory=lambda: env("WEBUI_HOST", "127.0.0.1"))
     port: int = field(default_factory=lambda: _int("WEBUI_PORT", 8000))
+    # Processes serving the port (`webui serve --processes`): 1 is this one; N > 1, N workers (webui/workers.py).
+    processes: int = field(default_factory=lambda: _positive("WEBUI_PROCESSES", 1))
     # Empty means "same host as the page" (the Origin's host:port must equal the Host header).
     allowed_origins: tuple[str, ...] = field(default_factory=_origins)
     symbols: tuple[str, ...] = field(default_factory=_symbols)

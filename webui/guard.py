@@ -146,12 +146,15 @@ class GuardedWebsocketConnection(ASGIWebsocketConnection):
             self.connections.closed(self.address)
 
 
-def listening_socket(host: str, port: int, config: WebConfig) -> socket.socket:
+def listening_socket(host: str, port: int, config: WebConfig, reuse_port: bool = False) -> socket.socket:
     """The server's socket, bound: its accepted connections inherit keepalive and a TCP user timeout, so the
-    kernel drops a peer that takes no data (a zero window) or vanished, and hypercorn's blocked write ends."""
+    kernel drops a peer that takes no data (a zero window) or vanished, and hypercorn's blocked write ends.
+    `reuse_port`: one of the workers sharing the port (SO_REUSEPORT, webui/workers.py)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux

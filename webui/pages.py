@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from quart import Blueprint, Response, current_app, render_template, request
 
 from webui.guard import client_address, is_local
@@ -53,6 +55,7 @@ async def healthz() -> tuple[dict, int]:
     views = {name: view.status() for name, view in shared.views.items()}
     body, code = health_report(shared.deps, kafka, monitor.mongo, monitor.registry, shared.metrics.clients,
                                live={k: v for k, v in shared.hub.status.items() if k != "type"}, views=views)
+    body["pid"] = os.getpid()  # which process answered: with `--processes N`, one of N workers (webui/workers.py)
     if not (shared.config.health_detail or is_local(client_address(request.scope), request.headers)):
         # host names, pids, group ids and raw driver errors are for the operator, not for whoever can reach the port
         body = {"status": body["status"], "down": body["down"]}
