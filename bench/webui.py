@@ -1,21 +1,25 @@
 """Dashboard latency and history benchmark on the native stack.
 
-    python bench/webui.py [--seconds 10] [--clients 200]
+    python bench/webui.py [--seconds 10] [--clients 200] [--processes 1] [--client-processes 2]
 
-Starts `webui` as a subprocess on a free port, reading its own topic `bench-webui-prices`
-(so nothing reaches MongoDB and the shared topic is untouched; the topic is deleted
-afterwards). Publishes simulated ticks at 100 and 1,000 ticks/s (BTC, ETH, XRP) with
-published_at set at hand-over, and measures published_at -> receipt by WebSocket
-clients (1 client, then `--clients` clients spread over the three symbols). Then times
-24 h history requests (the server's own build time, `server_ms` in the snapshot, and
-the round trip) against crypto_db.prices.
+Starts `webui serve --processes N` as a subprocess on a free port, reading its own topic
+`bench-webui-prices` (so nothing reaches MongoDB and the shared topic is untouched; the topic
+is deleted afterwards). Publishes simulated ticks at 100 and 1,000 ticks/s (BTC, ETH, XRP)
+with published_at set at hand-over, and measures published_at -> receipt by WebSocket
+clients (1 client, then `--clients` clients spread over the three symbols and over
+`--client-processes` processes, so that the clients' own Python is not what is measured:
+each scenario also prints the CPU the server's and the clients' processes used while the
+ticks flowed). Then times 24 h history requests (the server's own build time, `server_ms`
+in the snapshot, and the round trip) against crypto_db.prices.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 import websockets
@@ -70,38 +75,142 @@ def publish(settings: Settings, rate: int, seconds: float) -> int:
     return sent
 
 
-async def client(url: str, symbol: str, latencies: list[float], ready: asyncio.Event, stop: asyncio.Event) -> None:
-    async with websockets.connect(url, max_size=2**24) as ws:
+async def client(url: str, symbol: str, latencies: list[float], seen: set[int], ready: asyncio.Event) -> None:
+    """One WebSocket client: subscribe, wait for the snapshot, then note each live tick's latency (until cancelled);
+    `seen` holds its ticks' times (a tick received twice would show as fewer distinct ones)."""
+    async with websockets.connect(url, max_size=2**24, compression=None) as ws:
         await ws.send(json.dumps({"type": "subscribe", "symbol": symbol, "range": "1h"}))
         while True:
             message = json.loads(await ws.recv())
             if message["type"] == "snapshot":
                 ready.set()
                 break
-        while not stop.is_set():
-            try:
-                text = await asyncio.wait_for(ws.recv(), 0.5)
-            except TimeoutError:
-                continue
+        while True:
+            text = await ws.recv()
             received = time.time() * 1000
             message = json.loads(text)
             ticks = message["ticks"] if message["type"] == "ticks" else [message] if message["type"] == "tick" else []
-            latencies += [received - t["published_at"] for t in ticks if t.get("published_at")]
+            for t in ticks:
+                if t.get("published_at"):
+                    latencies.append(received - t["published_at"])
+                    seen.add(t["ts"])
 
 
-async def scenario(url: str, settings: Settings, rate: int, clients: int, seconds: float) -> str:
+async def client_group(url: str, indices: list[int], ready: Any, go: Any, stop: Any, results: Any) -> None:
     latencies: list[float] = []
-    stop = asyncio.Event()
-    readies = [asyncio.Event() for _ in range(clients)]
-    tasks = [asyncio.create_task(client(url, SYMBOLS[i % 3], latencies, readies[i], stop)) for i in range(clients)]
-    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 300)
-    sent = await asyncio.to_thread(publish, settings, rate, seconds)
-    await asyncio.sleep(2)
-    stop.set()
+    seen: list[set[int]] = [set() for _ in indices]
+    readies = [asyncio.Event() for _ in indices]
+    tasks = [asyncio.create_task(client(url, SYMBOLS[i % 3], latencies, seen[n], readies[n]))
+             for n, i in enumerate(indices)]
+    waiting = asyncio.gather(*(r.wait() for r in readies))
+    done, _ = await asyncio.wait([waiting, *tasks], timeout=300, return_when=asyncio.FIRST_COMPLETED)
+    if waiting not in done:  # a client failed (or 300 s passed) before every snapshot came
+        failed = [t.exception() for t in tasks if t.done() and t.exception()]
+        results.put({"error": repr(failed[0]) if failed else "no snapshot within 300 s"})
+        return
+    ready.put(len(indices))
+    while not go.is_set():
+        await asyncio.sleep(0.05)
+    cpu, wall = time.process_time(), time.monotonic()
+    while not stop.is_set():
+        await asyncio.sleep(0.05)
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    for task in tasks:
+        task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    results.put({"latencies": latencies, "distinct": sum(len(s) for s in seen), "cpu": cpu, "wall": wall})
+
+
+def client_process(url: str, indices: list[int], ready: Any, go: Any, stop: Any, results: Any) -> None:
+    """A process of clients (multiprocessing's spawn: a fresh interpreter, no Kafka client inherited)."""
+    asyncio.run(client_group(url, indices, ready, go, stop, results))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot."""
+    numbers = [int(n) for n in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = numbers[3] + numbers[4]  # idle + iowait
+    return sum(numbers) - idle, sum(numbers)
+
+
+def server_pids(app: subprocess.Popen) -> list[int]:
+    """The dashboard's serving processes: the app itself, or with --processes N its N workers."""
+    children = []
+    for task in Path(f"/proc/{app.pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            children += [int(p) for p in (task / "children").read_text().split()]
+    return children or [app.pid]
+
+
+def scenario(url: str, settings: Settings, rate: int, clients: int, seconds: float, processes: int,
+             server: list[int]) -> str:
+    spawn = multiprocessing.get_context("spawn")
+    ready, results, go, stop = spawn.Queue(), spawn.Queue(), spawn.Event(), spawn.Event()
+    groups = [list(range(clients))[k::processes] for k in range(min(processes, clients))]
+    workers = [spawn.Process(target=client_process, args=(url, g, ready, go, stop, results), daemon=True)
+               for g in groups]
+    for worker in workers:
+        worker.start()
+    try:
+        deadline = time.monotonic() + 300
+        for _ in groups:
+            with contextlib.suppress(Exception):
+                ready.get(timeout=max(1, deadline - time.monotonic()))
+                continue
+            failed = [] if results.empty() else [results.get()]
+            raise SystemExit(f"clients did not all get their snapshot: {failed}")
+        before = {pid: cpu_seconds(pid) for pid in server}
+        busy, total = machine_busy()
+        wall = time.monotonic()
+        go.set()
+        sent = publish(settings, rate, seconds)
+        time.sleep(2)
+        stop.set()
+        wall = time.monotonic() - wall
+        busy, total = (a - b for a, b in zip(machine_busy(), (busy, total), strict=True))
+        used = {pid: cpu_seconds(pid) - before[pid] for pid in server}
+        outcome = [results.get(timeout=120) for _ in groups]
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(30)
+            if worker.is_alive():
+                worker.kill()
+    errors = [o["error"] for o in outcome if "error" in o]
+    if errors:
+        raise SystemExit(f"a client process failed: {errors[0]}")
+    latencies = [x for o in outcome for x in o["latencies"]]
+    twice = len(latencies) - sum(o["distinct"] for o in outcome)
     expected = sum(sent // 3 + (1 if i % 3 < sent % 3 else 0) for i in range(clients))
-    return (f"{rate:>5} ticks/s x {clients:>3} clients: received {len(latencies)}/{expected}  "
-            f"p50 {pct(latencies, 50):7.1f} ms  p95 {pct(latencies, 95):7.1f} ms  p99 {pct(latencies, 99):7.1f} ms")
+    ncpu = os.cpu_count() or 1
+    server_cpu = ", ".join(f"{100 * c / wall:.0f}%" for c in used.values())
+    client_cpu = ", ".join(f"{100 * o['cpu'] / o['wall']:.0f}%" for o in outcome)
+    return (f"{rate:>5} ticks/s x {clients:>3} clients: received {len(latencies)}/{expected}"
+            f"{f' ({twice} twice)' if twice else ''}  "
+            f"p50 {pct(latencies, 50):7.1f} ms  p95 {pct(latencies, 95):7.1f} ms  p99 {pct(latencies, 99):7.1f} ms\n"
+            f"      cpu over {wall:.0f} s (100% = one core): server {len(server)} process(es) "
+            f"{server_cpu}; clients {len(groups)} process(es) {client_cpu}; "
+            f"machine ({ncpu} cores) {100 * busy / max(1, total):.0f}% busy")
+
+
+def server_metrics(base: str, processes: int) -> list[str]:
+    """/metrics of each serving process: the kernel picks a process per connection, so /healthz (its pid) and
+    /metrics are asked on one connection, over fresh connections until every process has answered."""
+    texts: dict[int, str] = {}
+    for _ in range(100):
+        with requests.Session() as http:
+            pid = http.get(f"{base}/healthz", timeout=10).json().get("pid", 0)
+            if pid not in texts:
+                texts[pid] = http.get(f"{base}/metrics", timeout=10).text
+        if len(texts) >= processes:
+            break
+    return list(texts.values())
 
 
 async def history(url: str, repeats: int) -> str:
@@ -126,6 +235,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--history-repeats", type=int, default=5)
+    parser.add_argument("--processes", type=int, default=1, help="the dashboard's processes (webui serve --processes)")
+    parser.add_argument("--client-processes", type=int, default=2,
+                        help="processes the clients are spread over (their Python must not be the bottleneck)")
     args = parser.parse_args()
     settings = Settings()
     port = free_port()
@@ -135,27 +247,35 @@ def main() -> int:
            "WEBUI_ADDRESS_CONNECT_RATE": "100000",
            "WEBUI_GROUP_PREFIX": "bench-webui-group"}
     Producer({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(TOPIC, timeout=10)  # auto-creates it
-    app = subprocess.Popen([sys.executable, "-m", "webui.cli"], env=env, stderr=subprocess.DEVNULL)
+    app = subprocess.Popen([sys.executable, "-m", "webui.cli", "serve", "--processes", str(args.processes)], env=env,
+                           stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
+        ready: set[int] = set()
         while True:  # healthy, and its in-memory views loaded (their load scans FerretDB: not a steady state)
-            try:
+            try:  # every process: each new connection may land on any of them
                 health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
                 if health.status_code == 200 and all(v["ready"] for v in health.json().get("views", {}).values()):
-                    break
+                    ready.add(health.json()["pid"])
+                    if len(ready) >= args.processes:
+                        break
             except requests.ConnectionError:
                 pass
             if time.monotonic() > deadline or app.poll() is not None:
                 raise SystemExit("webui did not become healthy within 120 s; is the stack up (`control stack up`)?")
             time.sleep(0.5)
         url = f"ws://127.0.0.1:{port}/ws"
+        server = server_pids(app)
+        print(f"dashboard: {args.processes} process(es) (pids {', '.join(map(str, server))}); clients spread over "
+              f"up to {args.client_processes} processes; {os.cpu_count()} cores", flush=True)
         for rate in (100, 1000):
             for clients in (1, args.clients):
-                print(asyncio.run(scenario(url, settings, rate, clients, args.seconds)), flush=True)
+                print(scenario(url, settings, rate, clients, args.seconds, args.client_processes, server), flush=True)
         print(asyncio.run(history(url, args.history_repeats)), flush=True)
-        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        dropped = [line for line in metrics.splitlines() if line.startswith("webui_messages_dropped_total")]
-        print("server:", *dropped)
+        texts = server_metrics(f"http://127.0.0.1:{port}", args.processes)
+        dropped = sum(float(line.split()[-1]) for text in texts for line in text.splitlines()
+                      if line.startswith("webui_messages_dropped_total"))
+        print(f"server: webui_messages_dropped_total {dropped:g} (over {len(texts)} process(es))")
     finally:
         app.send_signal(signal.SIGTERM)
         app.wait(30)

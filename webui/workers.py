@@ -142,7 +142,7 @@ class Supervisor:
         worker.backoff.reset()
         if worker.died_at is not None:
             log.info("worker %d is back (pid %d), %.1f s after it died%s", worker.index, worker.process.pid,
-                     time.monotonic() - worker.died_at, f", {worker.deaths} attempts" if worker.deaths > 1 else "")
+                     time.monotonic() - worker.died_at, f" ({worker.deaths} restarts)" if worker.deaths > 1 else "")
         else:
             log.info("worker %d (pid %d) serving http://%s:%d", worker.index, worker.process.pid, self.host, self.port)
         worker.died_at, worker.deaths = None, 0
@@ -168,8 +168,15 @@ class Supervisor:
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; then forward it to every worker and wait for them (at most STOP_SECONDS,
         then SIGKILL). 0 when asked to stop."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._ask_to_stop)
+        previous = {signum: signal.signal(signum, self._ask_to_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._serve()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return 0
+
+    def _serve(self) -> None:
         with reserve(self.host, self.port) as reserved:
             self.port = reserved.getsockname()[1]
             log.info("serving http://%s:%d with %d processes", self.host, self.port, self.processes)
@@ -186,7 +193,6 @@ class Supervisor:
                             self.start(worker)
             finally:
                 self.stop(self.stopping or signal.SIGTERM)
-        return 0
 
     def stop(self, signum: int) -> None:
         running = [w.process for w in self.workers if w.process is not None and w.process.poll() is None]
