@@ -22,7 +22,7 @@ from cryptopulse.alert import KINDS, new_rule, rule_id, rule_kind, rule_minutes,
 from cryptopulse.commands import Parser, positive_float, positive_int, run_command, setup_logging
 from cryptopulse.errors import ConfigError
 from cryptopulse.redact import redact
-from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, env_number, symbols
+from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, StackLayout, env, env_number, symbols
 
 BACKFILL_SOURCES = ["simulated", "coingecko", "binance", "coinbase"]
 
@@ -33,7 +33,12 @@ def parser() -> argparse.ArgumentParser:
 
     stack_p = sub.add_parser("stack", help="the native stack: Kafka, registry, Connect, FerretDB")
     stack_sub = stack_p.add_subparsers(dest="action", required=True)
-    stack_sub.add_parser("up", help="install on first use, start what is not running, wait until ready")
+    stack_up = stack_sub.add_parser("up", help="install on first use, start what is not running, wait until ready")
+    stack_up.add_argument("--brokers", type=positive_int, help="Kafka nodes (3: a cluster, topics replicated 3 "
+                          "times); a state folder keeps the layout it first ran with (docs/scaling.md)")
+    stack_up.add_argument("--connect-workers", type=positive_int, help="Kafka Connect workers in one group")
+    stack_up.add_argument("--port-offset", type=int, help="move every port of the stack by this much (another "
+                          "stack beside the default one)")
     stack_sub.add_parser("down", help="stop every component (data is kept)")
     stack_status = stack_sub.add_parser("status", help="what runs where, and its memory")
     stack_status.add_argument("--json", action="store_true")
@@ -205,7 +210,11 @@ def _alerts(args: argparse.Namespace, settings: Settings) -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "stack":
         if args.action == "up":
-            processes.up(settings)
+            current = StackLayout.of(settings.state_dir)
+            wanted = StackLayout(brokers=args.brokers or current.brokers,
+                                 connect_workers=args.connect_workers or current.connect_workers,
+                                 port_offset=current.port_offset if args.port_offset is None else args.port_offset)
+            processes.up(processes.set_layout(settings, wanted))
         elif args.action == "down":
             processes.down(settings)
         elif args.action == "status":

@@ -6,6 +6,7 @@ publishes on the same ports, so one configuration serves both ways of running.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -83,10 +84,98 @@ def symbols(text: str) -> list[str]:
     return parsed
 
 
+@dataclass(frozen=True)
+class StackLayout:
+    """The native stack's shape: how many Kafka brokers and Connect workers it runs, and how far its loopback ports
+    are moved from the defaults. `control stack up --brokers 3 --connect-workers 2 [--port-offset N]` keeps it in
+    `<state>/layout.json`; every command reading that state folder derives its default addresses from it.
+
+    Ports (plus `port_offset`): broker n 9092 + 2(n - 1) and its controller the next one (9092/9093, 9094/9095,
+    ...), the registry 8081 (management 9000), Connect worker n 8083 + n - 1, FerretDB 27017.
+    """
+
+    brokers: int = 1
+    connect_workers: int = 1
+    port_offset: int = 0
+
+    LIMITS = {"brokers": (1, 9), "connect_workers": (1, 9), "port_offset": (0, 30_000)}
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in self.LIMITS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"stack layout: {name} = {value!r}; give a whole number from {low} to {high}")
+
+    @classmethod
+    def of(cls, state_dir: Path) -> StackLayout:
+        """The layout a state folder was set up with; the single-node default when it has none."""
+        path = state_dir / "layout.json"
+        try:
+            data = json.loads(path.read_text())
+            return cls(**{name: data[name] for name in cls.LIMITS if name in data})
+        except FileNotFoundError:
+            return cls()
+        except (ValueError, TypeError, AttributeError) as error:
+            raise ConfigError(f"{path} is not a stack layout ({error}); remove it to go back to one node") from None
+
+    def save(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        (state_dir / "layout.json").write_text(json.dumps({name: getattr(self, name) for name in self.LIMITS}))
+
+    def broker_port(self, node: int) -> int:
+        return 9092 + self.port_offset + 2 * (node - 1)
+
+    def controller_port(self, node: int) -> int:
+        return self.broker_port(node) + 1
+
+    def connect_port(self, worker: int) -> int:
+        return 8083 + self.port_offset + worker - 1
+
+    @property
+    def registry_port(self) -> int:
+        return 8081 + self.port_offset
+
+    @property
+    def registry_management_port(self) -> int:
+        return 9000 + self.port_offset
+
+    @property
+    def ferretdb_port(self) -> int:
+        return 27017 + self.port_offset
+
+    @property
+    def ports(self) -> list[int]:
+        """Every port the stack listens on."""
+        return [*(p for n in range(1, self.brokers + 1) for p in (self.broker_port(n), self.controller_port(n))),
+                self.registry_port, self.registry_management_port, self.ferretdb_port,
+                *(self.connect_port(n) for n in range(1, self.connect_workers + 1))]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.broker_port(n)}" for n in range(1, self.brokers + 1))
+
+    @property
+    def replication_factor(self) -> int:
+        """Three replicas once there are three brokers (one may be down and a write still lands on two)."""
+        return min(3, self.brokers)
+
+
+def _state_dir() -> Path:
+    return Path(env("CRYPTOPULSE_STATE_DIR", str(PROJECT_DIR / ".state")))
+
+
+def _layout() -> StackLayout:
+    return StackLayout.of(_state_dir())
+
+
+def _replication_factor() -> int:
+    return env_number("TOPIC_REPLICATION_FACTOR", _layout().replication_factor, 1, 100, int)
+
+
 def _min_insync_replicas() -> int:
     """TOPIC_MIN_INSYNC_REPLICAS, checked against the replication factor; by default 2 when there are 3 or more
     replicas (one broker may be down and a write still lands on two), else 1."""
-    replicas = env_number("TOPIC_REPLICATION_FACTOR", 1, 1, 100, int)
+    replicas = _replication_factor()
     default = 2 if replicas >= 3 else 1
     value = env_number("TOPIC_MIN_INSYNC_REPLICAS", default, 1, 100, int)
     if value > replicas:
@@ -99,13 +188,15 @@ def _min_insync_replicas() -> int:
 class Settings:
     """Addresses and names shared by the producer, the control plane and the dashboard."""
 
-    kafka_bootstrap: str = field(default_factory=lambda: env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    # by default the native stack's loopback addresses, of the layout its state folder was set up with
+    kafka_bootstrap: str = field(default_factory=lambda: env("KAFKA_BOOTSTRAP_SERVERS", _layout().bootstrap))
     # Apicurio's Confluent-compatible API, for the Python clients.
-    schema_registry_url: str = field(
-        default_factory=lambda: env("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7")
-    )
-    connect_url: str = field(default_factory=lambda: env("CONNECT_URL", "http://127.0.0.1:8083"))
-    mongodb_uri: str = field(default_factory=lambda: env("MONGODB_URI", "mongodb://127.0.0.1:27017"))
+    schema_registry_url: str = field(default_factory=lambda: env(
+        "SCHEMA_REGISTRY_URL", f"http://127.0.0.1:{_layout().registry_port}/apis/ccompat/v7"))
+    connect_url: str = field(
+        default_factory=lambda: env("CONNECT_URL", f"http://127.0.0.1:{_layout().connect_port(1)}"))
+    mongodb_uri: str = field(
+        default_factory=lambda: env("MONGODB_URI", f"mongodb://127.0.0.1:{_layout().ferretdb_port}"))
     database: str = field(default_factory=lambda: env("MONGODB_DATABASE", "crypto_db"))
     prices_topic: str = field(default_factory=lambda: env("PRICES_TOPIC", "crypto-prices"))
     prices_dlq_topic: str = field(default_factory=lambda: env("PRICES_DLQ_TOPIC", "crypto-prices-dlq"))
@@ -129,15 +220,14 @@ class Settings:
     candles_partitions: int = field(default_factory=lambda: env_number("CANDLES_PARTITIONS", 1, 1, 10_000, int))
     # Every project topic's replication factor (also the sinks' dead-letter topics'), and the replicas that must
     # have a write before it counts (acks=all); min.insync.replicas is set on the topics only when replicated.
-    replication_factor: int = field(
-        default_factory=lambda: env_number("TOPIC_REPLICATION_FACTOR", 1, 1, 100, int))
+    replication_factor: int = field(default_factory=_replication_factor)
     min_insync_replicas: int = field(default_factory=lambda: _min_insync_replicas())
     # Each sink connector's tasks.max: useful up to its topic's partition count (a task reads whole partitions).
     sink_tasks_max: int = field(default_factory=lambda: env_number("SINK_TASKS_MAX", 1, 1, 1_000, int))
     # Prepended to every connector's name (and so to its `connect-<name>` consumer group): the tests and
     # benchmarks deploy their own sinks beside the user's.
     connector_prefix: str = field(default_factory=lambda: env("CONNECTOR_PREFIX", ""))
-    state_dir: Path = field(default_factory=lambda: Path(env("CRYPTOPULSE_STATE_DIR", str(PROJECT_DIR / ".state"))))
+    state_dir: Path = field(default_factory=_state_dir)
 
     # The repository's schemas/ and connectors/ folders; configurable for an installed (non-editable) copy.
     schemas_dir: Path = field(default_factory=lambda: Path(env("SCHEMAS_DIR", str(PROJECT_DIR / "schemas"))))

@@ -11,16 +11,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
 
 from control import connectors, scratch
-from control.stack import components, probes
+from control.stack import probes
 from cryptopulse.avro import AvroCodec
-from cryptopulse.settings import Settings
+from cryptopulse.settings import Settings, StackLayout
 
 PREFIX = "test-"
 DATABASE = "cryptopulse_test"
@@ -43,18 +43,20 @@ def environment() -> Iterator[None]:
                 os.environ[name] = value
 
 
-PROBES = {
-    "Kafka": partial(probes.kafka_ready, components.KAFKA_PORT),
-    "the schema registry": partial(probes.registry_ready, components.REGISTRY_PORT),
-    "Kafka Connect": partial(probes.connect_ready, components.CONNECT_PORT),
-    "FerretDB": partial(probes.ferretdb_ready, components.FERRETDB_PORT),
-}
+def probes_of(layout: StackLayout) -> dict[str, Callable[[], bool]]:
+    """What must answer before the tests start, each under the name a failure shows."""
+    return {
+        "Kafka": partial(probes.kafka_ready, layout.broker_port(1)),
+        "the schema registry": partial(probes.registry_ready, layout.registry_port),
+        "Kafka Connect": partial(probes.connect_ready, layout.connect_port(1)),
+        "FerretDB": partial(probes.ferretdb_ready, layout.ferretdb_port),
+    }
 
 
 @contextlib.contextmanager
 def test_stack() -> Iterator[Settings]:
     """Check the stack is up, enter the test namespace, deploy its sinks; remove it all on the way out."""
-    down = [name for name, probe in PROBES.items() if not probe()]
+    down = [name for name, probe in probes_of(StackLayout.of(Settings().state_dir)).items() if not probe()]
     if down:
         pytest.fail(f"not reachable: {', '.join(down)}. "
                     "Start the stack: `control stack up && control deploy-connectors`")

@@ -1,4 +1,5 @@
-"""The stack's components: Kafka, the schema registry, FerretDB, Kafka Connect and the supervisor, in start order.
+"""The stack's components: Kafka, the schema registry, FerretDB, Kafka Connect and the supervisor, in start order:
+one Kafka node and one Connect worker, or as many as the state folder's layout says (`StackLayout`).
 
 Each `Component` says how it is started (command line, environment, working folder, a first-start preparation),
 where its pid file and log are, and which probe tells that it is ready. Config files are rendered from the
@@ -20,14 +21,7 @@ from control.stack import probes
 from control.stack.installation import STACK_DIR, java_home, run_logged
 from control.stack.supervision import supervisor_reporting
 from cryptopulse.errors import StackError
-from cryptopulse.settings import PROJECT_DIR, SINK_SERVER_SELECTION_MS, Settings, with_driver_option
-
-KAFKA_PORT = 9092
-KAFKA_CONTROLLER_PORT = 9093
-REGISTRY_PORT = 8081
-REGISTRY_MANAGEMENT_PORT = 9000
-CONNECT_PORT = 8083
-FERRETDB_PORT = 27017
+from cryptopulse.settings import PROJECT_DIR, SINK_SERVER_SELECTION_MS, Settings, StackLayout, with_driver_option
 
 JVM_COMMON = [
     "-XX:+UseG1GC",
@@ -64,6 +58,7 @@ class Component:
     command: Callable[[Path], list[str]]
     ready: Callable[[], bool]
     startup_timeout: float
+    role: str = ""  # broker, registry, store, connect, supervisor: what `control stack status` says it is
     env: Callable[[Path], dict[str, str]] | None = None
     prepare: Callable[[Path], None] | None = None
     workdir: Callable[[Path], Path] | None = None
@@ -104,21 +99,15 @@ class Component:
 
 
 
-def _render(template: str, state: Path) -> Path:
-    """Fill a config template of control/stack/ into <state>/conf/."""
-    values = {
-        "state_dir": str(state),
-        "kafka_port": KAFKA_PORT,
-        "kafka_controller_port": KAFKA_CONTROLLER_PORT,
-        "connect_port": CONNECT_PORT,
-    }
-    text = (STACK_DIR / template).read_text()
+def _render(template: str, state: Path, target: str | None = None, **values: object) -> Path:
+    """Fill a config template of control/stack/ into <state>/conf/ (as `target`, by default the template's name)."""
+    text = (STACK_DIR / template).read_text().replace("{{state_dir}}", str(state))
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", str(value))
-    target = state / "conf" / template
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
-    return target
+    path = state / "conf" / (target or template)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def _java(state: Path, heap: str, classpath: str, main: list[str], version: int = 17) -> list[str]:
@@ -130,37 +119,84 @@ def _java(state: Path, heap: str, classpath: str, main: list[str], version: int 
     ]
 
 
-def _format_kafka(state: Path) -> None:
-    """Format the KRaft storage on first start only; the cluster id is kept beside the data."""
-    data = state / "kafka" / "data"
-    config = _render("server.properties", state)
-    if (data / "meta.properties").exists():
-        return
-    id_file = state / "kafka" / "cluster.id"
-    if not id_file.exists():
-        id_file.parent.mkdir(parents=True, exist_ok=True)
-        id_file.write_text(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))
-    cmd = [str(java_home(17) / "bin" / "java"), "-Xmx256m", "-cp", f"{state}/lib/broker/*",
-           "kafka.tools.StorageTool", "format", "-t", id_file.read_text().strip(), "-c", str(config),
-           "--standalone", "--ignore-formatted"]
-    run_logged(cmd, state, state / "logs" / "kafka.log", "formatting the Kafka storage")
+def _min_isr(layout: StackLayout) -> int:
+    return 2 if layout.replication_factor >= 3 else 1
+
+
+def _broker(layout: StackLayout, node: int) -> Component:
+    """Kafka node `node` (1, 2, ...): broker and controller in one JVM. One node is `kafka`, with its data in
+    <state>/kafka/data and a quorum of itself; in a cluster node n is `kafka-n`, in <state>/kafka-n/data, and
+    the quorum's voters are all the nodes (a static quorum)."""
+    name = "kafka" if layout.brokers == 1 else f"kafka-{node}"
+    port = layout.broker_port(node)
+    if layout.brokers == 1:
+        quorum = f"controller.quorum.bootstrap.servers=127.0.0.1:{layout.controller_port(1)}"
+    else:
+        voters = ",".join(f"{n}@127.0.0.1:{layout.controller_port(n)}" for n in range(1, layout.brokers + 1))
+        quorum = f"controller.quorum.voters={voters}"
+
+    def config(state: Path) -> Path:
+        return _render("server.properties", state, f"{name}.properties", node_id=node, quorum=quorum,
+                       kafka_port=port, kafka_controller_port=layout.controller_port(node),
+                       data_dir=state / name / "data", replicas=layout.replication_factor, min_isr=_min_isr(layout))
+
+    def format_storage(state: Path) -> None:
+        """Format the node's KRaft storage on first start only; the cluster id is kept beside the data."""
+        if (state / name / "data" / "meta.properties").exists():
+            return
+        id_file = state / "kafka" / "cluster.id"
+        if not id_file.exists():
+            id_file.parent.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))
+        standalone = ["--standalone"] if layout.brokers == 1 else []  # a cluster's voters are in its config
+        cmd = [str(java_home(17) / "bin" / "java"), "-Xmx256m", "-cp", f"{state}/lib/broker/*",
+               "kafka.tools.StorageTool", "format", "-t", id_file.read_text().strip(), "-c", str(config(state)),
+               *standalone, "--ignore-formatted"]
+        run_logged(cmd, state, state / "logs" / f"{name}.log", f"formatting the storage of {name}")
+
+    return Component(
+        name=name,
+        role="broker",
+        port=port,
+        prepare=format_storage,
+        command=lambda s: _java(s, "512m", f"{s}/lib/broker/*", ["kafka.Kafka", str(config(s))]),
+        ready=partial(probes.kafka_ready, port),
+        startup_timeout=120,
+    )
+
+
+def _connect_worker(layout: StackLayout, settings: Settings, worker: int) -> Component:
+    """Kafka Connect worker `worker`: `connect` alone, or `connect-n` of a group that shares the connectors."""
+    name = "connect" if layout.connect_workers == 1 else f"connect-{worker}"
+    port = layout.connect_port(worker)
+    return Component(
+        name=name,
+        role="connect",
+        port=port,
+        command=lambda s: _java(s, "512m", f"{s}/lib/connect/*", [
+            "org.apache.kafka.connect.cli.ConnectDistributed",
+            str(_render("connect-distributed.properties", s, f"{name}.properties", bootstrap=layout.bootstrap,
+                        connect_port=port, replicas=layout.replication_factor))]),
+        env=lambda s: {
+            "MONGODB_URI": with_driver_option(settings.mongodb_uri, "serverSelectionTimeoutMS",
+                                              SINK_SERVER_SELECTION_MS),
+            "SCHEMA_REGISTRY_V2_URL": f"http://127.0.0.1:{layout.registry_port}/apis/registry/v2",
+        },
+        ready=partial(probes.connect_ready, port),
+        startup_timeout=240,
+    )
 
 
 def components(settings: Settings) -> list[Component]:
-    """The stack in start order (stop order is the reverse): Connect last, after what it writes to."""
+    """The stack in start order (stop order is the reverse): Connect last, after what it writes to. The layout
+    of the state folder (cryptopulse.settings.StackLayout) says how many brokers and Connect workers."""
+    layout = StackLayout.of(settings.state_dir)
     return [
-        Component(
-            name="kafka",
-            port=KAFKA_PORT,
-            prepare=_format_kafka,
-            command=lambda s: _java(s, "512m", f"{s}/lib/broker/*",
-                                    ["kafka.Kafka", str(_render("server.properties", s))]),
-            ready=partial(probes.kafka_ready, KAFKA_PORT),
-            startup_timeout=120,
-        ),
+        *(_broker(layout, node) for node in range(1, layout.brokers + 1)),
         Component(
             name="registry",
-            port=REGISTRY_PORT,
+            role="registry",
+            port=layout.registry_port,
             # Apicurio 3.3 is built for Java 21+; its storage is a journal topic on our Kafka,
             # so schemas and their ids survive restarts.
             command=lambda s: [
@@ -169,44 +205,33 @@ def components(settings: Settings) -> list[Component]:
             ],
             env=lambda s: {
                 "QUARKUS_HTTP_HOST": "127.0.0.1",
-                "QUARKUS_HTTP_PORT": str(REGISTRY_PORT),
+                "QUARKUS_HTTP_PORT": str(layout.registry_port),
                 "QUARKUS_MANAGEMENT_HOST": "127.0.0.1",
-                "QUARKUS_MANAGEMENT_PORT": str(REGISTRY_MANAGEMENT_PORT),
+                "QUARKUS_MANAGEMENT_PORT": str(layout.registry_management_port),
                 "APICURIO_STORAGE_KIND": "kafkasql",
-                "APICURIO_KAFKASQL_BOOTSTRAP_SERVERS": f"127.0.0.1:{KAFKA_PORT}",
+                "APICURIO_KAFKASQL_BOOTSTRAP_SERVERS": layout.bootstrap,
                 "APICURIO_RULES_GLOBAL_COMPATIBILITY": "BACKWARD",
                 # tests and benchmarks remove the subjects they register
                 "APICURIO_REST_DELETION_ARTIFACT_ENABLED": "true",
                 "APICURIO_REST_DELETION_ARTIFACT_VERSION_ENABLED": "true",
             },
             workdir=lambda s: s / "apicurio",
-            ready=partial(probes.registry_ready, REGISTRY_PORT),
+            ready=partial(probes.registry_ready, layout.registry_port),
             startup_timeout=180,
         ),
         Component(
             name="ferretdb",
-            port=FERRETDB_PORT,
-            command=lambda s: [str(s / "bin" / "ferretdb"), f"--listen-addr=127.0.0.1:{FERRETDB_PORT}",
+            role="store",
+            port=layout.ferretdb_port,
+            command=lambda s: [str(s / "bin" / "ferretdb"), f"--listen-addr=127.0.0.1:{layout.ferretdb_port}",
                                f"--sqlite-dir={s / 'ferretdb'}", "--log-level=warn"],
-            ready=partial(probes.ferretdb_ready, FERRETDB_PORT),
+            ready=partial(probes.ferretdb_ready, layout.ferretdb_port),
             startup_timeout=60,
         ),
-        Component(
-            name="connect",
-            port=CONNECT_PORT,
-            command=lambda s: _java(s, "512m", f"{s}/lib/connect/*",
-                                    ["org.apache.kafka.connect.cli.ConnectDistributed",
-                                     str(_render("connect-distributed.properties", s))]),
-            env=lambda s: {
-                "MONGODB_URI": with_driver_option(settings.mongodb_uri, "serverSelectionTimeoutMS",
-                                                  SINK_SERVER_SELECTION_MS),
-                "SCHEMA_REGISTRY_V2_URL": f"http://127.0.0.1:{REGISTRY_PORT}/apis/registry/v2",
-            },
-            ready=partial(probes.connect_ready, CONNECT_PORT),
-            startup_timeout=240,
-        ),
+        *(_connect_worker(layout, settings, worker) for worker in range(1, layout.connect_workers + 1)),
         Component(
             name="supervisor",
+            role="supervisor",
             port=None,
             # restarts what dies and restarts FAILED connectors (control/supervisor.py)
             command=lambda s: [sys.executable, "-m", "control.cli", "supervise"],

@@ -21,7 +21,7 @@ from control.stack.components import Component, components, named, process_env
 from control.stack.installation import install
 from control.stack.supervision import hold_file, reset_supervision, supervision_report
 from cryptopulse.errors import StackError
-from cryptopulse.settings import Settings
+from cryptopulse.settings import Settings, StackLayout
 
 PRIVATE = 0o077  # the umask of everything the stack writes: files 0600, folders 0700
 
@@ -53,37 +53,48 @@ def _where(component: Component) -> str:
 
 def start(component: Component, state: Path, say=print) -> None:
     """Start one component unless it already runs, and wait until it is ready."""
+    wait_ready(component, state, launch(component, state, say), say)
+
+
+def launch(component: Component, state: Path, say=print) -> bool:
+    """Start one component's process unless it already runs, without waiting for it; False if it ran already."""
     os.umask(PRIVATE)
-    if component.pid(state) is not None and component.ready():
-        say(f"{component.name}: already running{_where(component)}")
-        return
-    if component.pid(state) is None and component.port is not None and probes.port_open(component.port):
+    if component.pid(state) is not None:
+        return False
+    if component.port is not None and probes.port_open(component.port):
         raise StackError(
             f"{component.name}: port {component.port} is taken by a process the stack did not start; "
             "stop it or run `control stack down` first"
         )
-    if component.pid(state) is None:
-        if component.prepare:
-            component.prepare(state)
-        log = component.log_file(state)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        component.pid_file(state).parent.mkdir(parents=True, exist_ok=True)
-        command = component.command(state)
-        with log.open("ab") as out:
-            out.write(f"\n=== start {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
-            out.flush()
-            proc = subprocess.Popen(
-                command,
-                cwd=component.workdir(state) if component.workdir else state,
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=process_env(component, state), start_new_session=True, umask=PRIVATE,
-            )
-        # what `pid` checks before anyone signals it: this pid running this command line
-        component.pid_file(state).write_text(json.dumps({"pid": proc.pid, "cmdline": command}))  # argv, as exec'd
-        deadline = time.monotonic() + 2
-        while probes.cmdline(proc.pid) is None and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)  # the kernel shows the new program's arguments a moment after exec returns
-        say(f"{component.name}: starting (pid {proc.pid}, log {log})")
+    if component.prepare:
+        component.prepare(state)
+    log = component.log_file(state)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    component.pid_file(state).parent.mkdir(parents=True, exist_ok=True)
+    command = component.command(state)
+    with log.open("ab") as out:
+        out.write(f"\n=== start {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            command,
+            cwd=component.workdir(state) if component.workdir else state,
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=process_env(component, state), start_new_session=True, umask=PRIVATE,
+        )
+    # what `pid` checks before anyone signals it: this pid running this command line
+    component.pid_file(state).write_text(json.dumps({"pid": proc.pid, "cmdline": command}))  # argv, as exec'd
+    deadline = time.monotonic() + 2
+    while probes.cmdline(proc.pid) is None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the kernel shows the new program's arguments a moment after exec returns
+    say(f"{component.name}: starting (pid {proc.pid}, log {log})")
+    return True
+
+
+def wait_ready(component: Component, state: Path, launched: bool, say=print) -> None:
+    """Wait until a component is ready; a StackError with its log's tail if it exits or takes too long."""
+    if not launched and component.ready():
+        say(f"{component.name}: already running{_where(component)}")
+        return
     started = time.monotonic()
     while time.monotonic() - started < component.startup_timeout:
         if component.pid(state) is None:
@@ -135,14 +146,39 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 def up(settings: Settings, say=print) -> None:
     """Install what is missing and start every component that is not running; an operator's holds and the
-    supervisor's "flapping" verdicts are cleared (being asked to start is being asked to try again)."""
+    supervisor's "flapping" verdicts are cleared (being asked to start is being asked to try again).
+
+    Components of one role start together, then are waited for: a cluster's Kafka nodes elect a controller only
+    once a majority of them runs, and Connect workers join their group side by side."""
     state = settings.state_dir
     make_private(state)
     install(state, say)
     reset_supervision(state)
-    for component in components(settings):
-        hold_file(state, component.name).unlink(missing_ok=True)
-        start(component, state, say)
+    stack = components(settings)
+    for role in dict.fromkeys(c.role for c in stack):
+        together = [c for c in stack if c.role == role]
+        for component in together:
+            hold_file(state, component.name).unlink(missing_ok=True)
+        launched = [launch(component, state, say) for component in together]
+        for component, fresh in zip(together, launched, strict=True):
+            wait_ready(component, state, fresh, say)
+
+
+def set_layout(settings: Settings, layout: StackLayout) -> Settings:
+    """Set up the state folder for `layout` (brokers, Connect workers, port offset) and return the settings that
+    follow from it. A folder keeps the layout it first ran with: its Kafka data belongs to that cluster."""
+    current = StackLayout.of(settings.state_dir)
+    if layout == current:
+        return settings
+    ran = [p.name for p in settings.state_dir.glob("kafka*/data") if any(p.iterdir())]
+    if ran:
+        raise StackError(
+            f"{settings.state_dir} holds the data of a stack of {current.brokers} broker(s) and "
+            f"{current.connect_workers} Connect worker(s); give another folder (CRYPTOPULSE_STATE_DIR) for "
+            f"{layout.brokers} and {layout.connect_workers}, or remove this one after `control stack down`"
+        )
+    layout.save(settings.state_dir)
+    return Settings()
 
 
 def hold(settings: Settings, name: str) -> None:
@@ -199,6 +235,8 @@ def status(settings: Settings) -> list[dict]:
             state = seen["state"]
         rows.append({
             "name": component.name,
+            "role": component.role,
+            "port": component.port,
             "address": f"127.0.0.1:{component.port}" if component.port is not None else "-",
             "pid": pid,
             "state": state,

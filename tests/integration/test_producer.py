@@ -11,6 +11,7 @@ import time
 from datetime import datetime
 
 from control.stack import components, probes, processes
+from cryptopulse.settings import StackLayout
 from tests.fakes import CLOSE, FakeWs, sample
 from tests.integration.conftest import wait_for
 
@@ -72,7 +73,7 @@ def test_no_delivered_tick_is_lost_when_the_broker_restarts_mid_run(settings, mo
     finally:
         producer.send_signal(signal.SIGTERM)
         _, stderr = producer.communicate(timeout=120)
-        if not probes.kafka_ready(components.KAFKA_PORT):
+        if not probes.kafka_ready(StackLayout.of(settings.state_dir).broker_port(1)):
             processes.start(kafka, settings.state_dir)
     assert producer.returncode == 0, stderr[-3000:]
     delivered = int(re.search(r"delivered (\d+), delivery errors 0, reconnects \d+, undelivered 0", stderr).group(1))

@@ -9,11 +9,11 @@ import time
 import pytest
 import requests
 
-from control.stack import components, probes
+from control.stack import probes
+from cryptopulse.settings import Settings, StackLayout
 from tests.integration.conftest import wait_for
 
-PORTS = [components.KAFKA_PORT, components.KAFKA_CONTROLLER_PORT, components.REGISTRY_PORT,
-         components.REGISTRY_MANAGEMENT_PORT, components.CONNECT_PORT, components.FERRETDB_PORT]
+PORTS = StackLayout.of(Settings().state_dir).ports
 
 
 def stack_processes(state_dir) -> list[str]:
