@@ -36,8 +36,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
     hosts = {*config.allowed_hosts, *origin_hosts(config.allowed_origins)}
     if bound and bound not in ("0.0.0.0", "::"):
         hosts.add(bound)
-    shared = State(config=config, metrics=metrics, hub=Hub(metrics, config.recent_ticks), deps=deps,
-                   allowed_hosts=frozenset(hosts))
+    hub = Hub(metrics, config.recent_ticks, config.push_interval_ms / 1000)
+    shared = State(config=config, metrics=metrics, hub=hub, deps=deps, allowed_hosts=frozenset(hosts))
     app.extensions["webui"] = shared
 
     def check_host(host: str | None) -> None:

@@ -56,6 +56,9 @@ class WebConfig:
     symbols: tuple[str, ...] = field(default_factory=_symbols)
     max_points: int = field(default_factory=lambda: _int("WEBUI_MAX_POINTS", 1500))
     client_queue: int = field(default_factory=lambda: _int("WEBUI_CLIENT_QUEUE", 1000))
+    # Live ticks are handed to the sockets at most once per this many ms (a lone tick at once, those right after it
+    # together at the interval's end): fewer, larger messages under load (webui/live.py Hub). 0: every batch at once.
+    push_interval_ms: float = field(default_factory=lambda: _float("WEBUI_PUSH_INTERVAL_MS", 20))
     # Host names the app answers to (the Host header, checked before anything else: DNS rebinding), besides the
     # loopback names, the bind address and the hosts of allowed_origins; "*" turns the check off.
     allowed_hosts: tuple[str, ...] = field(default_factory=_hosts)

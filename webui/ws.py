@@ -50,7 +50,7 @@ class Connection:
     def __init__(self, shared: State) -> None:
         self.shared = shared
         config = shared.config
-        self.sub = Subscriber(asyncio.Queue(maxsize=config.client_queue))
+        self.sub = Subscriber(config.client_queue)
         self.send_lock = asyncio.Lock()
         self.ready = asyncio.Event()  # set once the current subscription's snapshot is sent
         self.window: tuple[int, int] = (0, 0)  # ticks inside the snapshot's [start, newest] are not sent again
@@ -181,16 +181,17 @@ class Connection:
         metrics = self.shared.metrics
         while True:
             await self.ready.wait()
-            waiting = [await self.sub.queue.get()]
-            while len(waiting) < MAX_BATCH and not self.sub.queue.empty():
-                waiting.append(self.sub.queue.get_nowait())
+            waiting = await self.sub.take(MAX_BATCH)  # only the subscribed symbol's (the hub routes them)
             if not self.ready.is_set():
                 continue
-            batch = [t for t in waiting if self.sub.symbol in (ALL, t["symbol"])
-                     and not self.window[0] <= t["ts"] <= self.window[1]]  # not those already in the snapshot
+            low, high = self.window
+            batch = [t for t in waiting if not low <= t["ts"] <= high]  # not those already in the snapshot
             if not batch:
                 continue
-            texts = [getattr(t, "text", None) or encode(t) for t in batch]  # each tick encoded once, by the hub
+            try:
+                texts = [t.text for t in batch]  # each tick encoded once, by the consumer (live.tick_message)
+            except AttributeError:
+                texts = [getattr(t, "text", None) or encode(t) for t in batch]
             await self.send(texts[0] if len(texts) == 1 else
                             f'{{"type":"ticks","symbol":{json.dumps(self.sub.symbol)},"ticks":[{",".join(texts)}]}}')
             metrics.pushed += len(batch)

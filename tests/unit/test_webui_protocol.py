@@ -59,16 +59,54 @@ def test_hub_drops_oldest_for_a_slow_client_and_routes_by_symbol():
 
     metrics = Metrics()
     hub = Hub(metrics, recent_size=3)
-    slow, other = Subscriber(asyncio.Queue(maxsize=2)), Subscriber(asyncio.Queue(maxsize=2))
+    slow, other = Subscriber(2), Subscriber(2)
     hub.subscribe(slow, "BTC")
     hub.subscribe(other, "ETH")
     hub.publish([{"symbol": "BTC", "ts": i} for i in range(5)])
-    assert [slow.queue.get_nowait()["ts"] for _ in range(2)] == [3, 4]
-    assert other.queue.empty() and slow.dropped == 3 and metrics.dropped == 3 and metrics.consumed == 5
+    assert [t["ts"] for t in asyncio.run(slow.take(10))] == [3, 4]
+    assert not other.pending and slow.dropped == 3 and metrics.dropped == 3 and metrics.consumed == 5
     assert [t["ts"] for t in hub.recent_ticks("BTC")] == [2, 3, 4]
     hub.unsubscribe(slow)
     hub.publish([{"symbol": "BTC", "ts": 9}])
-    assert slow.queue.empty()
+    assert not slow.pending
+
+
+def test_hub_hands_ticks_over_at_most_once_per_push_interval():
+    """A lone tick goes at once; those right after it wait for the interval's end, then go together, in order;
+    every symbol's to its subscribers, all of them to the overview's (ALL)."""
+    import asyncio
+
+    from webui.live import ALL
+
+    async def scenario() -> tuple[list[list[int]], list[list[int]], list[int]]:
+        hub = Hub(Metrics(), push_interval=0.05)
+        btc, everyone = Subscriber(100), Subscriber(100)
+        hub.subscribe(btc, "BTC")
+        hub.subscribe(everyone, ALL)
+        wakes: list[list[int]] = []
+        batches_all: list[list[int]] = []
+
+        async def read(sub: Subscriber, into: list[list[int]]) -> None:
+            while True:
+                into.append([t["ts"] for t in await sub.take(100)])
+
+        readers = [asyncio.create_task(read(btc, wakes)), asyncio.create_task(read(everyone, batches_all))]
+        hub.publish([{"symbol": "BTC", "ts": 1}])
+        await asyncio.sleep(0.01)
+        first = list(wakes)
+        for ts in range(2, 6):  # four consumer batches within the interval
+            hub.publish([{"symbol": "BTC", "ts": ts}, {"symbol": "ETH", "ts": 100 + ts}])
+            await asyncio.sleep(0.005)
+        assert wakes == first  # held back until the interval ends
+        await asyncio.sleep(0.08)
+        for reader in readers:
+            reader.cancel()
+        return wakes, batches_all, [ts for batch in first for ts in batch]
+
+    wakes, batches_all, first = asyncio.run(scenario())
+    assert first == [1]
+    assert wakes == [[1], [2, 3, 4, 5]]
+    assert batches_all == [[1], [2, 102, 3, 103, 4, 104, 5, 105]]
 
 
 def test_tick_message_has_epoch_ms_times():
