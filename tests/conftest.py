@@ -1,5 +1,6 @@
 """Test order: unit tests first (fast, no services), then integration tests, the ones that stop and start the
-whole stack after them, and the fault-injection suite (which kills parts of the stack) last."""
+whole stack after them, the fault-injection suite (which kills parts of the stack), and last the failure tests
+on a local cluster of their own (tests/cluster)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from tests import namespace
 
 def _rank(item: pytest.Item) -> int:
     path = str(item.fspath)
+    if "/cluster/" in path:
+        return 4
     if "/faults/" in path:
         return 3
     if item.get_closest_marker("restarts_stack") is not None:
@@ -23,9 +26,9 @@ def _rank(item: pytest.Item) -> int:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark what needs the stack, then order: unit, integration, stack restarts, faults."""
+    """Mark what needs the stack, then order: unit, integration, stack restarts, faults, cluster."""
     for item in items:
-        for folder in ("integration", "faults"):
+        for folder in ("integration", "faults", "cluster"):
             if f"/{folder}/" in str(item.fspath):
                 item.add_marker(getattr(pytest.mark, folder))
     items.sort(key=_rank)

@@ -114,23 +114,33 @@ def wait_ready(component: Component, state: Path, launched: bool, say=print) -> 
 
 def stop(component: Component, state: Path, say=print, timeout: float = 60) -> None:
     """SIGTERM the component's process group, SIGKILL it if it does not exit in time."""
-    pid = component.pid(state)
-    # the pid file goes first: a component without one is stopped on purpose, and the supervisor leaves it so
-    component.pid_file(state).unlink(missing_ok=True)
-    if pid is None:
-        return
-    say(f"{component.name}: stopping (pid {pid})")
-    # `pid` checked the command line; the group is signalled only if the process still leads it (it was started
-    # in a session of its own), so nothing outside the component is ever hit
-    command = probes.cmdline(pid)
-    _signal(pid, signal.SIGTERM)
+    stop_together([component], state, say, timeout)
+
+
+def stop_together(together: list[Component], state: Path, say=print, timeout: float = 60) -> None:
+    """Stop components side by side: a cluster's Kafka nodes leave while a majority of them can still agree on it
+    (stopped one after the other, the last would wait for a quorum that is gone)."""
+    signalled = {}
+    for component in together:
+        pid = component.pid(state)
+        # the pid file goes first: a component without one is stopped on purpose, and the supervisor leaves it so
+        component.pid_file(state).unlink(missing_ok=True)
+        if pid is None:
+            continue
+        say(f"{component.name}: stopping (pid {pid})")
+        # `pid` checked the command line; the group is signalled only if the process still leads it (it was
+        # started in a session of its own), so nothing outside the component is ever hit
+        signalled[component.name] = (pid, probes.cmdline(pid))
+        _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while probes.alive(pid) and time.monotonic() < deadline:
+    while any(probes.alive(pid) for pid, _ in signalled.values()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if probes.alive(pid) and probes.cmdline(pid) == command:
-        say(f"{component.name}: did not stop in {timeout:.0f}s, killing it")
-        _signal(pid, signal.SIGKILL)
-    component.pid_file(state).unlink(missing_ok=True)
+    for name, (pid, command) in signalled.items():
+        if probes.alive(pid) and probes.cmdline(pid) == command:
+            say(f"{name}: did not stop in {timeout:.0f}s, killing it")
+            _signal(pid, signal.SIGKILL)
+    for component in together:
+        component.pid_file(state).unlink(missing_ok=True)
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
@@ -144,6 +154,11 @@ def _signal(pid: int, sig: signal.Signals) -> None:
         pass
 
 
+def by_role(stack: list[Component]) -> list[list[Component]]:
+    """The components grouped by role, in start order: a cluster's Kafka nodes, then the registry, ..."""
+    return [[c for c in stack if c.role == role] for role in dict.fromkeys(c.role for c in stack)]
+
+
 def up(settings: Settings, say=print) -> None:
     """Install what is missing and start every component that is not running; an operator's holds and the
     supervisor's "flapping" verdicts are cleared (being asked to start is being asked to try again).
@@ -154,9 +169,7 @@ def up(settings: Settings, say=print) -> None:
     make_private(state)
     install(state, say)
     reset_supervision(state)
-    stack = components(settings)
-    for role in dict.fromkeys(c.role for c in stack):
-        together = [c for c in stack if c.role == role]
+    for together in by_role(components(settings)):
         for component in together:
             hold_file(state, component.name).unlink(missing_ok=True)
         launched = [launch(component, state, say) for component in together]
@@ -196,8 +209,9 @@ def release(settings: Settings, name: str) -> None:
 
 
 def down(settings: Settings, say=print) -> None:
-    for component in reversed(components(settings)):
-        stop(component, settings.state_dir, say)
+    """Stop every component, in the reverse order of `up`; those of one role side by side."""
+    for together in reversed(by_role(components(settings))):
+        stop_together(together, settings.state_dir, say)
 
 
 def rss_mib(pid: int, others: frozenset[int] = frozenset()) -> float:

@@ -65,6 +65,13 @@ def assignment(process: StreamsProcess) -> set[int]:
 
 def test_two_processors_share_the_partitions_and_one_killed_changes_no_candle(settings, mongo, tmp_path,
                                                                               monkeypatch):
+    print("\n" + one_processor_killed(settings, mongo, tmp_path, monkeypatch))
+
+
+def one_processor_killed(settings: Settings, mongo, tmp_path, monkeypatch) -> str:
+    """Two `streams run` of one group on a 4-partition prices topic of its own, one killed -9 mid-minute; the
+    candles must equal a one-process roll-up of the same ticks. Also run on the local cluster (tests/cluster).
+    Returns the figures."""
     topic, group = f"test-scale-prices-{uuid.uuid4().hex[:8]}", f"test-scale-{uuid.uuid4()}"
     monkeypatch.setenv("PRICES_TOPIC", topic)  # inherited by the `streams run` subprocesses
     monkeypatch.setenv("PRICES_PARTITIONS", str(PARTITIONS))
@@ -146,6 +153,6 @@ def test_two_processors_share_the_partitions_and_one_killed_changes_no_candle(se
     finally:
         for process in processes:
             process.kill(signal.SIGTERM)
-    print(f"\n{sum(len(t) for t in ticks.values())} ticks on {PARTITIONS} partitions, 2 processors, one killed -9: "
-          f"partitions taken over {taken_over:.1f} s after the kill, every candle right {done:.1f} s after it "
-          f"({sum(len(e) for e in expected.values())} candles)")
+    return (f"{sum(len(t) for t in ticks.values())} ticks on {PARTITIONS} partitions, 2 processors, one killed -9: "
+            f"partitions taken over {taken_over:.1f} s after the kill, every candle right {done:.1f} s after it "
+            f"({sum(len(e) for e in expected.values())} candles)")
