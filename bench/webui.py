@@ -75,7 +75,8 @@ def publish(settings: Settings, rate: int, seconds: float) -> int:
     return sent
 
 
-async def client(url: str, symbol: str, latencies: list[float], seen: set[int], ready: asyncio.Event) -> None:
+async def client(url: str, symbol: str, latencies: list[float], seen: set[int], ready: asyncio.Event,
+                 messages: list[int]) -> None:
     """One WebSocket client: subscribe, wait for the snapshot, then note each live tick's latency (until cancelled);
     `seen` holds its ticks' times (a tick received twice would show as fewer distinct ones)."""
     async with websockets.connect(url, max_size=2**24, compression=None) as ws:
@@ -90,6 +91,7 @@ async def client(url: str, symbol: str, latencies: list[float], seen: set[int], 
             received = time.time() * 1000
             message = json.loads(text)
             ticks = message["ticks"] if message["type"] == "ticks" else [message] if message["type"] == "tick" else []
+            messages[0] += 1
             for t in ticks:
                 if t.get("published_at"):
                     latencies.append(received - t["published_at"])
@@ -100,7 +102,8 @@ async def client_group(url: str, indices: list[int], ready: Any, go: Any, stop: 
     latencies: list[float] = []
     seen: list[set[int]] = [set() for _ in indices]
     readies = [asyncio.Event() for _ in indices]
-    tasks = [asyncio.create_task(client(url, SYMBOLS[i % 3], latencies, seen[n], readies[n]))
+    messages = [0]
+    tasks = [asyncio.create_task(client(url, SYMBOLS[i % 3], latencies, seen[n], readies[n], messages))
              for n, i in enumerate(indices)]
     waiting = asyncio.gather(*(r.wait() for r in readies))
     done, _ = await asyncio.wait([waiting, *tasks], timeout=300, return_when=asyncio.FIRST_COMPLETED)
@@ -111,14 +114,15 @@ async def client_group(url: str, indices: list[int], ready: Any, go: Any, stop: 
     ready.put(len(indices))
     while not go.is_set():
         await asyncio.sleep(0.05)
-    cpu, wall = time.process_time(), time.monotonic()
+    cpu, wall, messages[0] = time.process_time(), time.monotonic(), 0
     while not stop.is_set():
         await asyncio.sleep(0.05)
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    results.put({"latencies": latencies, "distinct": sum(len(s) for s in seen), "cpu": cpu, "wall": wall})
+    results.put({"latencies": latencies, "distinct": sum(len(s) for s in seen), "cpu": cpu, "wall": wall,
+                 "messages": messages[0]})
 
 
 def client_process(url: str, indices: list[int], ready: Any, go: Any, stop: Any, results: Any) -> None:
@@ -189,6 +193,7 @@ def scenario(url: str, settings: Settings, rate: int, clients: int, seconds: flo
     twice = len(latencies) - sum(o["distinct"] for o in outcome)
     expected = sum(sent // 3 + (1 if i % 3 < sent % 3 else 0) for i in range(clients))
     ncpu = os.cpu_count() or 1
+    messages = sum(o["messages"] for o in outcome)
     server_cpu = ", ".join(f"{100 * c / wall:.0f}%" for c in used.values())
     client_cpu = ", ".join(f"{100 * o['cpu'] / o['wall']:.0f}%" for o in outcome)
     return (f"{rate:>5} ticks/s x {clients:>3} clients: received {len(latencies)}/{expected}"
@@ -196,7 +201,8 @@ def scenario(url: str, settings: Settings, rate: int, clients: int, seconds: flo
             f"p50 {pct(latencies, 50):7.1f} ms  p95 {pct(latencies, 95):7.1f} ms  p99 {pct(latencies, 99):7.1f} ms\n"
             f"      cpu over {wall:.0f} s (100% = one core): server {len(server)} process(es) "
             f"{server_cpu}; clients {len(groups)} process(es) {client_cpu}; "
-            f"machine ({ncpu} cores) {100 * busy / max(1, total):.0f}% busy")
+            f"machine ({ncpu} cores) {100 * busy / max(1, total):.0f}% busy; "
+            f"{len(latencies) / max(1, messages):.1f} ticks a message")
 
 
 def server_metrics(base: str, processes: int) -> list[str]:

@@ -39,6 +39,21 @@ class Histogram:
         self.total += value
         self.count += 1
 
+    def observe_ages(self, now: float, ticks: Iterable[dict]) -> None:
+        """Each tick's age at `now` (epoch s), from its `published_at` (epoch ms; ticks without one are skipped):
+        one call per message sent, not one per tick (it runs for every tick to every client)."""
+        buckets, counts, now_ms = self.buckets, self.counts, now * 1000
+        total, count = 0.0, 0
+        for tick in ticks:
+            published = tick.get("published_at")
+            if published:
+                age = max(0.0, (now_ms - published) / 1000)
+                counts[bisect.bisect_left(buckets, age)] += 1
+                total += age
+                count += 1
+        self.total += total
+        self.count += count
+
     def family(self, name: str, about: str) -> HistogramMetricFamily:
         cumulative, running = [], 0
         for bound, n in zip(self.buckets, self.counts, strict=False):
