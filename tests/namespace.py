@@ -29,10 +29,13 @@ ENVIRONMENT = scratch.environment(PREFIX, DATABASE)
 
 
 @contextlib.contextmanager
-def environment() -> Iterator[None]:
-    """The test namespace in os.environ (inherited by every `control`, `producer`, `streams` subprocess)."""
-    saved = {name: os.environ.get(name) for name in ENVIRONMENT}
-    os.environ.update(ENVIRONMENT)
+def environment(values: dict[str, str] = ENVIRONMENT, unset: tuple[str, ...] = ()) -> Iterator[None]:
+    """`values` in os.environ and `unset` out of it, as they were afterwards: by default the test namespace
+    (inherited by every `control`, `producer`, `streams` subprocess)."""
+    saved = {name: os.environ.get(name) for name in (*values, *unset)}
+    for name in unset:
+        os.environ.pop(name, None)
+    os.environ.update(values)
     try:
         yield
     finally:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from cryptopulse.settings import Settings
+from tests.namespace import environment
 
 PORT_OFFSET = 10_000
 ENVIRONMENT = {"PRICES_PARTITIONS": "3", "CANDLES_PARTITIONS": "3", "SINK_TASKS_MAX": "3"}
@@ -37,23 +38,12 @@ def control(*args: str, timeout: float = 600) -> str:
 def cluster() -> Iterator[Settings]:
     kept = os.environ.get("CLUSTER_TEST_STATE_DIR")
     state = Path(kept) if kept else Path(tempfile.mkdtemp(prefix="cryptopulse-cluster-"))
-    saved = {name: os.environ.get(name) for name in (*ENVIRONMENT, *FROM_LAYOUT, "CRYPTOPULSE_STATE_DIR")}
-    for name in FROM_LAYOUT:
-        os.environ.pop(name, None)
-    os.environ.update({**ENVIRONMENT, "CRYPTOPULSE_STATE_DIR": str(state)})
-    try:
-        control("stack", "up", "--brokers", "3", "--connect-workers", "2", "--port-offset", str(PORT_OFFSET))
-        control("deploy-connectors")
-        yield Settings()
-    finally:
+    with environment({**ENVIRONMENT, "CRYPTOPULSE_STATE_DIR": str(state)}, unset=FROM_LAYOUT):
         try:
+            control("stack", "up", "--brokers", "3", "--connect-workers", "2", "--port-offset", str(PORT_OFFSET))
+            control("deploy-connectors")
+            yield Settings()
+        finally:
             if not kept:
                 control("stack", "down")
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-            if not kept:
                 shutil.rmtree(state, ignore_errors=True)
