@@ -152,8 +152,19 @@ def server_pids(app: subprocess.Popen) -> list[int]:
     return children or [app.pid]
 
 
+def push_buckets(base: str, processes: int) -> dict[str, float]:
+    """The server's push latency histogram (published_at -> send), cumulative counts per bucket over every process."""
+    counts: dict[str, float] = {}
+    for text in server_metrics(base, processes):
+        for line in text.splitlines():
+            if line.startswith("webui_push_latency_seconds_bucket"):
+                le = line.split('le="')[1].split('"')[0]
+                counts[le] = counts.get(le, 0) + float(line.split()[-1])
+    return counts
+
+
 def scenario(url: str, settings: Settings, rate: int, clients: int, seconds: float, processes: int,
-             server: list[int]) -> str:
+             server: list[int], base: str, server_processes: int) -> str:
     spawn = multiprocessing.get_context("spawn")
     ready, results, go, stop = spawn.Queue(), spawn.Queue(), spawn.Event(), spawn.Event()
     groups = [list(range(clients))[k::processes] for k in range(min(processes, clients))]
@@ -169,6 +180,7 @@ def scenario(url: str, settings: Settings, rate: int, clients: int, seconds: flo
                 continue
             failed = [] if results.empty() else [results.get()]
             raise SystemExit(f"clients did not all get their snapshot: {failed}")
+        pushes = push_buckets(base, server_processes)
         before = {pid: cpu_seconds(pid) for pid in server}
         busy, total = machine_busy()
         wall = time.monotonic()
@@ -180,6 +192,7 @@ def scenario(url: str, settings: Settings, rate: int, clients: int, seconds: flo
         busy, total = (a - b for a, b in zip(machine_busy(), (busy, total), strict=True))
         used = {pid: cpu_seconds(pid) - before[pid] for pid in server}
         outcome = [results.get(timeout=120) for _ in groups]
+        pushes = {le: n - pushes.get(le, 0) for le, n in push_buckets(base, server_processes).items()}
     finally:
         stop.set()
         for worker in workers:
@@ -194,6 +207,9 @@ def scenario(url: str, settings: Settings, rate: int, clients: int, seconds: flo
     expected = sum(sent // 3 + (1 if i % 3 < sent % 3 else 0) for i in range(clients))
     ncpu = os.cpu_count() or 1
     messages = sum(o["messages"] for o in outcome)
+
+    def within(le: str) -> str:
+        return f"{100 * pushes.get(le, 0) / max(1, pushes.get('+Inf', 0)):.1f}%"
     server_cpu = ", ".join(f"{100 * c / wall:.0f}%" for c in used.values())
     client_cpu = ", ".join(f"{100 * o['cpu'] / o['wall']:.0f}%" for o in outcome)
     return (f"{rate:>5} ticks/s x {clients:>3} clients: received {len(latencies)}/{expected}"
@@ -202,7 +218,9 @@ def scenario(url: str, settings: Settings, rate: int, clients: int, seconds: flo
             f"      cpu over {wall:.0f} s (100% = one core): server {len(server)} process(es) "
             f"{server_cpu}; clients {len(groups)} process(es) {client_cpu}; "
             f"machine ({ncpu} cores) {100 * busy / max(1, total):.0f}% busy; "
-            f"{len(latencies) / max(1, messages):.1f} ticks a message")
+            f"{len(latencies) / max(1, messages):.1f} ticks a message\n"
+            f"      server side (published_at -> its send): within 100 ms {within('0.1')}, 250 ms {within('0.25')}, "
+            f"500 ms {within('0.5')}")
 
 
 def server_metrics(base: str, processes: int) -> list[str]:
@@ -276,7 +294,8 @@ def main() -> int:
               f"up to {args.client_processes} processes; {os.cpu_count()} cores", flush=True)
         for rate in (100, 1000):
             for clients in (1, args.clients):
-                print(scenario(url, settings, rate, clients, args.seconds, args.client_processes, server), flush=True)
+                print(scenario(url, settings, rate, clients, args.seconds, args.client_processes, server,
+                               f"http://127.0.0.1:{port}", args.processes), flush=True)
         print(asyncio.run(history(url, args.history_repeats)), flush=True)
         texts = server_metrics(f"http://127.0.0.1:{port}", args.processes)
         dropped = sum(float(line.split()[-1]) for text in texts for line in text.splitlines()
