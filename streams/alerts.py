@@ -37,9 +37,9 @@ from cryptopulse.avro import AvroCodec
 from cryptopulse.errors import ConfigError, RegistryUnavailable
 from cryptopulse.outage import Backoff, Outage, librdkafka_logger
 from cryptopulse.settings import Settings
-from cryptopulse.times import epoch_ms, now_ms
+from cryptopulse.times import now_ms
 from streams.alertbook import AlertBook, RuleState
-from streams.processor import Unavailable, close_within, rewind
+from streams.processor import Unavailable, close_within, read_tick, rewind
 
 log = logging.getLogger("streams.alerts")
 
@@ -245,26 +245,13 @@ class AlertProcessor:
         consumer.unassign()
 
     def _apply(self, message: Message) -> None:
-        try:
-            tick = self._ticks.decode(message.value())
-            symbol, source, ts, price = tick["symbol"], tick["source"], epoch_ms(tick["ts"]), float(tick["price"])
-            published = tick.get("published_at")
-        except RegistryUnavailable as error:
-            raise Unavailable(self.registry, f"{error}; waiting before {message.topic()}[{message.partition()}]@"
-                              f"{message.offset()}, which is read again") from error
-        except Exception as error:  # noqa: BLE001 - undecodable records are counted and skipped
-            self._next[message.partition()] = message.offset() + 1
-            self.stats.undecodable += 1
-            if self.stats.undecodable == 1 or self.stats.undecodable % 1000 == 0:
-                log.warning("undecodable record at offset %d skipped (%d so far): %s", message.offset(),
-                            self.stats.undecodable, error)
-            return
-        self.registry.up()
+        tick = read_tick(self._ticks, message, self.registry, self.stats)
         self._next[message.partition()] = message.offset() + 1
+        if tick is None:
+            return
         self.stats.consumed += 1
         self._dirty = True
-        for alert in self.book.evaluate(symbol, source, ts, price, now_ms(),
-                                        epoch_ms(published) if published is not None else None):
+        for alert in self.book.evaluate(tick.symbol, tick.source, tick.ts, tick.price, now_ms(), tick.published_ms):
             self._produce(self.settings.alerts_topic, alert["_id"], self._encode(self._alerts, alert))
             self.stats.fired += 1
             log.info("alert %s: %s", alert["_id"], alert["message"])

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -60,6 +61,40 @@ class Unavailable(Exception):
         super().__init__(f"{outage.what}: {cause}")
         self.outage = outage
         self.cause = cause
+
+
+class TickRead(NamedTuple):
+    symbol: str
+    source: str
+    ts: int  # event time, epoch ms
+    price: float
+    published_ms: int | None  # the producer's hand-over time, when it set one
+
+
+class Counts(Protocol):
+    undecodable: int
+
+
+def read_tick(codec: AvroCodec, message: Message, registry: Outage, stats: Counts) -> TickRead | None:
+    """The tick a prices record holds, for the roll-up and the alert processor alike; None for a record that is
+    not one (counted in `stats.undecodable`, logged the first time and every 1000th). While the registry is away,
+    Unavailable: not the record's fault, so the caller waits before it and reads it again."""
+    try:
+        tick = codec.decode(message.value())
+        published = tick.get("published_at")
+        read = TickRead(tick["symbol"], tick["source"], epoch_ms(tick["ts"]), float(tick["price"]),
+                        epoch_ms(published) if published is not None else None)
+    except RegistryUnavailable as error:
+        raise Unavailable(registry, f"{error}; waiting before {message.topic()}[{message.partition()}]@"
+                          f"{message.offset()}, which is read again") from error
+    except Exception as error:  # noqa: BLE001 - undecodable records are counted and skipped
+        stats.undecodable += 1
+        if stats.undecodable == 1 or stats.undecodable % 1000 == 0:
+            log.warning("undecodable record at offset %d skipped (%d so far): %s", message.offset(),
+                        stats.undecodable, error)
+        return None
+    registry.up()
+    return read
 
 
 def rewind(consumer: Consumer, messages: list[Message]) -> None:
@@ -254,23 +289,12 @@ class Processor:
         consumer.unassign()
 
     def _apply(self, message: Message, now: float) -> None:
-        try:
-            tick = self._ticks.decode(message.value())
-            symbol, source, ts, price = tick["symbol"], tick["source"], epoch_ms(tick["ts"]), float(tick["price"])
-        except RegistryUnavailable as error:  # not the record's fault: wait before it, then read it again
-            raise Unavailable(self.registry, f"{error}; waiting before {message.topic()}[{message.partition()}]@"
-                              f"{message.offset()}, which is read again") from error
-        except Exception as error:  # noqa: BLE001 - undecodable records are counted and skipped
-            self._next[message.partition()] = message.offset() + 1
-            self.stats.consumed += 1
-            self.stats.undecodable += 1
-            if self.stats.undecodable == 1 or self.stats.undecodable % 1000 == 0:
-                log.warning("undecodable record at offset %d skipped (%d so far): %s", message.offset(),
-                            self.stats.undecodable, error)
-            return
-        self.registry.up()
+        tick = read_tick(self._ticks, message, self.registry, self.stats)
         self._next[message.partition()] = message.offset() + 1
         self.stats.consumed += 1
+        if tick is None:
+            return
+        symbol, source, ts, price, _ = tick
         if self.options.only_symbols is not None and symbol not in self.options.only_symbols:
             return
         cid = candle_id(symbol, source, bucket_start(ts))
