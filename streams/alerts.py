@@ -37,7 +37,7 @@ from cryptopulse.avro import AvroCodec
 from cryptopulse.errors import ConfigError, RegistryUnavailable
 from cryptopulse.outage import Backoff, Outage, librdkafka_logger
 from cryptopulse.settings import Settings
-from cryptopulse.times import now_ms
+from cryptopulse.times import epoch_ms, now_ms
 from streams.alertbook import AlertBook, RuleState
 from streams.processor import Unavailable, close_within, read_tick, rewind
 
@@ -249,9 +249,11 @@ class AlertProcessor:
         self._next[message.partition()] = message.offset() + 1
         if tick is None:
             return
+        symbol, source, ts, price, published = tick
         self.stats.consumed += 1
         self._dirty = True
-        for alert in self.book.evaluate(tick.symbol, tick.source, tick.ts, tick.price, now_ms(), tick.published_ms):
+        for alert in self.book.evaluate(symbol, source, ts, price, now_ms(),
+                                        epoch_ms(published) if published is not None else None):
             self._produce(self.settings.alerts_topic, alert["_id"], self._encode(self._alerts, alert))
             self.stats.fired += 1
             log.info("alert %s: %s", alert["_id"], alert["message"])
