@@ -299,6 +299,7 @@ def test_sigterm_on_the_parent_stops_every_worker(dashboard):
 
 def test_workers_end_with_a_parent_killed_with_9(settings, tmp_path):
     dashboard = start(tmp_path, "orphans")
+    workers: list[int] = []
     try:
         wait_for(lambda: len(re.findall(r"worker \d \(pid \d+\) serving", dashboard.log_text())) == 2, 60,
                  "both workers serving")
@@ -309,3 +310,6 @@ def test_workers_end_with_a_parent_killed_with_9(settings, tmp_path):
         wait_for(lambda: all(ended(pid) for pid in workers), 30, "the workers to end after their parent")
     finally:
         stop(dashboard)
+        for pid in workers:  # orphans of a failed run are no longer the parent's children: by their pids
+            if not ended(pid):
+                os.kill(pid, signal.SIGKILL)
