@@ -172,11 +172,15 @@ def _replication_factor() -> int:
     return env_number("TOPIC_REPLICATION_FACTOR", _layout().replication_factor, 1, 100, int)
 
 
+def min_insync_for(replicas: int) -> int:
+    """2 when there are 3 or more replicas (one broker may be down and a write still lands on two), else 1."""
+    return 2 if replicas >= 3 else 1
+
+
 def _min_insync_replicas() -> int:
-    """TOPIC_MIN_INSYNC_REPLICAS, checked against the replication factor; by default 2 when there are 3 or more
-    replicas (one broker may be down and a write still lands on two), else 1."""
+    """TOPIC_MIN_INSYNC_REPLICAS, checked against the replication factor; by default `min_insync_for` it."""
     replicas = _replication_factor()
-    default = 2 if replicas >= 3 else 1
+    default = min_insync_for(replicas)
     value = env_number("TOPIC_MIN_INSYNC_REPLICAS", default, 1, 100, int)
     if value > replicas:
         raise ConfigError(f"TOPIC_MIN_INSYNC_REPLICAS={value} is more than TOPIC_REPLICATION_FACTOR={replicas}: "

@@ -21,7 +21,14 @@ from control.stack import probes
 from control.stack.installation import STACK_DIR, java_home, run_logged
 from control.stack.supervision import supervisor_reporting
 from cryptopulse.errors import StackError
-from cryptopulse.settings import PROJECT_DIR, SINK_SERVER_SELECTION_MS, Settings, StackLayout, with_driver_option
+from cryptopulse.settings import (
+    PROJECT_DIR,
+    SINK_SERVER_SELECTION_MS,
+    Settings,
+    StackLayout,
+    min_insync_for,
+    with_driver_option,
+)
 
 JVM_COMMON = [
     "-XX:+UseG1GC",
@@ -119,10 +126,6 @@ def _java(state: Path, heap: str, classpath: str, main: list[str], version: int 
     ]
 
 
-def _min_isr(layout: StackLayout) -> int:
-    return 2 if layout.replication_factor >= 3 else 1
-
-
 def _broker(layout: StackLayout, node: int) -> Component:
     """Kafka node `node` (1, 2, ...): broker and controller in one JVM. One node is `kafka`, with its data in
     <state>/kafka/data and a quorum of itself; in a cluster node n is `kafka-n`, in <state>/kafka-n/data, and
@@ -138,7 +141,8 @@ def _broker(layout: StackLayout, node: int) -> Component:
     def config(state: Path) -> Path:
         return _render("server.properties", state, f"{name}.properties", node_id=node, quorum=quorum,
                        kafka_port=port, kafka_controller_port=layout.controller_port(node),
-                       data_dir=state / name / "data", replicas=layout.replication_factor, min_isr=_min_isr(layout))
+                       data_dir=state / name / "data", replicas=layout.replication_factor,
+                       min_isr=min_insync_for(layout.replication_factor))
 
     def format_storage(state: Path) -> None:
         """Format the node's KRaft storage on first start only; the cluster id is kept beside the data."""
