@@ -4,24 +4,17 @@ browser's Notification API when the user allowed it (webui/static/alerts.js).
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import requests
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from cryptopulse.times import now_ms
-from tests.integration.conftest import wait_for
+from tests.integration.browser import chromium, dashboard
 from tests.integration.test_alerts import AlertsProcess, TickWriter, add_rule, control, unique_symbol
-from tests.integration.test_webui_browser import ARGS, CHROMIUM, free_port, stop
 from tests.namespace import PREFIX
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # recorded instead of shown: headless Chromium has no notification centre
 RECORD_NOTIFICATIONS = """
@@ -36,22 +29,9 @@ def test_an_alert_is_listed_noticed_and_notified_on_an_open_page(settings, tmp_p
     symbol, group = unique_symbol(), f"{PREFIX}alerts-{uuid.uuid4().hex[:6]}"
     processor = AlertsProcess(group, tmp_path / "alerts.log")
     rule = add_rule(symbol, "above", "100")
-    port = free_port()
-    app = subprocess.Popen([sys.executable, "-m", "webui.cli"], cwd=ROOT, env={**os.environ, "WEBUI_PORT": str(port)},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
     try:
-        def healthy() -> bool:
-            assert app.poll() is None, "the webui process exited"
-            try:
-                return requests.get(f"{url}/healthz", timeout=5).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_for(healthy, 60, "the dashboard's /healthz to say ok")
-        chart = f"{url}/chart" if requests.get(f"{url}/chart", timeout=10).status_code == 200 else url
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        with dashboard() as url, chromium() as browser:
+            chart = f"{url}/chart" if requests.get(f"{url}/chart", timeout=10).status_code == 200 else url
             page = browser.new_page(viewport={"width": 1280, "height": 760})
             page.add_init_script(RECORD_NOTIFICATIONS)
             page.goto(chart)
@@ -92,8 +72,6 @@ def test_an_alert_is_listed_noticed_and_notified_on_an_open_page(settings, tmp_p
             row.locator("button.remove").click()
             expect(row).to_have_count(0, timeout=30_000)
             assert added not in control("alerts", "list").stdout
-            browser.close()
     finally:
-        stop(app)
         processor.stop(signal.SIGTERM)
         control("alerts", "rm", rule)

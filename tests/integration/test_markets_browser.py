@@ -9,13 +9,10 @@ indicator toggles must ask the server for the indicators and be remembered by th
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import requests
@@ -25,10 +22,10 @@ from playwright.sync_api import Page, expect
 from cryptopulse.avro import AvroCodec
 from cryptopulse.times import DAY_MS, MINUTE_MS
 from producer.sources.simulated import simulated_history
+from tests.integration.browser import ROOT, chromium, dashboard, stop
 from tests.integration.conftest import wait_for
-from tests.integration.test_webui_browser import ARGS, CHROMIUM, counter, free_port, stop
+from tests.integration.test_webui_browser import counter
 
-ROOT = Path(__file__).resolve().parents[2]
 COINS = ("BTC", "ETH", "XRP", "SOL", "ADA", "DOGE")
 
 
@@ -62,24 +59,10 @@ def market(settings, mongo) -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def server(market) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "WEBUI_PORT": str(port), "SYMBOLS": ",".join(COINS)}
-    app = subprocess.Popen([sys.executable, "-m", "webui.cli"], cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert app.poll() is None, "the webui process exited"
-        try:
-            health = requests.get(f"{url}/healthz", timeout=5).json()
-        except requests.ConnectionError:
-            return False
-        return health.get("status") == "ok" and health.get("views", {}).get("candles", {}).get("ready")
-
-    try:
-        wait_for(ready, 120, "the dashboard to be healthy with its candle view loaded")
+    with dashboard({"SYMBOLS": ",".join(COINS)}, lambda health: health.get("status") == "ok" and health.get(
+            "views", {}).get("candles", {}).get("ready"), 120,
+                   "the dashboard to be healthy with its candle view loaded") as url:
         yield url
-    finally:
-        stop(app)
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +77,8 @@ def live(server, market) -> Iterator[subprocess.Popen]:
 
 @pytest.fixture
 def browser_page() -> Iterator[Page]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "install chromium: apt-get install -y chromium"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 640})
-        yield context.new_page()
-        browser.close()
+    with chromium() as browser:
+        yield browser.new_context(viewport={"width": 1280, "height": 640}).new_page()
 
 
 def value(page: Page, symbol: str, column: str) -> str | None:

@@ -7,63 +7,24 @@ coin and range over the WebSocket, agree with MongoDB and recover from a dropped
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-import requests
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
+from tests.integration.browser import ROOT, chromium, dashboard, stop
 from tests.integration.conftest import wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="module")
 def server(settings) -> Iterator[str]:
     assert (ROOT / "webui/static/vendor/lightweight-charts.js").exists(), "run `npm ci && webui vendor` first"
-    port = free_port()
-    env = {**os.environ, "WEBUI_PORT": str(port)}
-    app = subprocess.Popen([sys.executable, "-m", "webui.cli"], cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert app.poll() is None, "the webui process exited"
-        try:
-            return requests.get(f"{url}/healthz", timeout=5).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    try:
-        wait_for(healthy, 60, "the dashboard's /healthz to say ok")
+    with dashboard() as url:
         yield url
-    finally:
-        stop(app)
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +39,8 @@ def live_producer(server) -> Iterator[subprocess.Popen]:
 
 @pytest.fixture
 def page() -> Iterator[Page]:
-    assert Path(CHROMIUM).exists(), "install chromium: apt-get install -y chromium"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 760})
-        yield page
-        browser.close()
+    with chromium() as browser:
+        yield browser.new_page(viewport={"width": 1280, "height": 760})
 
 
 def number(page: Page, element: str) -> float:
