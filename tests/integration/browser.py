@@ -63,6 +63,17 @@ def dashboard(env: dict[str, str] | None = None, ready: Callable[[dict], bool] =
 
 
 @contextlib.contextmanager
+def producing(symbols: str, seed: int) -> Iterator[subprocess.Popen]:
+    """`producer run` of the simulated market for `symbols`, its walk seeded with `seed`."""
+    process = subprocess.Popen(["producer", "run", "--symbols", symbols, "--seed", str(seed)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield process
+    finally:
+        stop(process)
+
+
+@contextlib.contextmanager
 def chromium() -> Iterator[Browser]:
     assert Path(CHROMIUM).exists(), "install chromium: apt-get install -y chromium"
     with sync_playwright() as p:

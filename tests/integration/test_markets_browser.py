@@ -22,7 +22,7 @@ from playwright.sync_api import Page, expect
 from cryptopulse.avro import AvroCodec
 from cryptopulse.times import DAY_MS, MINUTE_MS
 from producer.sources.simulated import simulated_history
-from tests.integration.browser import ROOT, chromium, dashboard, stop
+from tests.integration.browser import ROOT, chromium, dashboard, producing
 from tests.integration.conftest import wait_for
 from tests.integration.test_webui_browser import counter
 
@@ -67,12 +67,8 @@ def server(market) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def live(server, market) -> Iterator[subprocess.Popen]:
-    process = subprocess.Popen(["producer", "run", "--symbols", ",".join(COINS), "--seed", str(market)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with producing(",".join(COINS), market) as process:
         yield process
-    finally:
-        stop(process)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.integration.browser import ROOT, chromium, dashboard, stop
+from tests.integration.browser import ROOT, chromium, dashboard, producing
 from tests.integration.conftest import wait_for
 
 
@@ -29,12 +29,8 @@ def server(settings) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def live_producer(server) -> Iterator[subprocess.Popen]:
-    process = subprocess.Popen(["producer", "run", "--symbols", "BTC,ETH,XRP", "--seed", str(int(time.time()))],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with producing("BTC,ETH,XRP", int(time.time())) as process:
         yield process
-    finally:
-        stop(process)
 
 
 @pytest.fixture
