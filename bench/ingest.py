@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from control import backfill, status  # noqa: E402
 from control.connectors import ConnectClient, deploy, load, placeholder_values  # noqa: E402
 from control.stack import processes  # noqa: E402
-from cryptopulse import topics  # noqa: E402
+from cryptopulse import kafka, topics  # noqa: E402
 from cryptopulse.avro import AvroCodec  # noqa: E402
 from cryptopulse.candle import Candle  # noqa: E402
 from cryptopulse.settings import Settings, sink_group  # noqa: E402
@@ -307,7 +307,7 @@ def backfill_run(settings: Settings, hours: float) -> dict:
 
 def remove_namespace(settings: Settings, mongo: MongoClient, prefix: str, databases: tuple[str, ...]) -> None:
     """Every connector, topic, consumer group and registry subject whose name starts with `prefix`; the databases."""
-    admin = topics.admin(settings)
+    admin = kafka.admin(settings)
     for name in requests.get(f"{settings.connect_url}/connectors", timeout=10).json():
         if name.startswith(prefix):
             requests.delete(f"{settings.connect_url}/connectors/{name}", timeout=30)

@@ -12,7 +12,7 @@ import contextlib
 import requests
 from pymongo import MongoClient
 
-from cryptopulse import topics
+from cryptopulse import kafka
 from cryptopulse.settings import Settings, sink_group
 
 
@@ -50,7 +50,7 @@ def remove(settings: Settings, prefix: str, database: str | None = None) -> dict
             if ours(name):
                 requests.delete(f"{settings.connect_url}/connectors/{name}", timeout=30)
                 removed["connectors"] += 1
-    admin = topics.admin(settings)
+    admin = kafka.admin(settings)
     names = [t for t in admin.list_topics(timeout=10).topics if ours(t)]
     for future in (admin.delete_topics(names, operation_timeout=30).values() if names else []):
         with contextlib.suppress(Exception):  # gone already

@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
+from confluent_kafka import ConsumerGroupState, TopicPartition
 from pymongo import ASCENDING, MongoClient
 
 from control.stack.supervision import supervision_report
-from cryptopulse import topics
+from cryptopulse import kafka, topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.redact import redact
 from cryptopulse.settings import Settings, sink_group
@@ -36,7 +36,7 @@ def _probe(fn: Callable[[], Any]) -> Any:
 
 def services(settings: Settings) -> dict[str, dict[str, Any]]:
     def kafka() -> dict[str, Any]:
-        metadata = topics.admin(settings).list_topics(timeout=5)
+        metadata = kafka.admin(settings).list_topics(timeout=5)
         return {"up": True, "brokers": len(metadata.brokers)}
 
     def registry() -> dict[str, Any]:
@@ -87,7 +87,7 @@ def lag(settings: Settings) -> list[dict[str, Any]]:
 
     A dashboard process has a group of its own, gone with it: only groups with live members count there.
     """
-    admin = topics.admin(settings)
+    admin = kafka.admin(settings)
     listings = admin.list_consumer_groups().result(timeout=10).valid
     # whose lag is shown: the sink connectors, the candle roll-up, the alert processor and the dashboards
     shown = (sink_group(settings.connector_prefix), settings.streams_group, settings.alerts_group,
@@ -171,8 +171,8 @@ def dead_letters(settings: Settings, topic: str, budget_s: float = CENSUS_BUDGET
     commits, so each run reads only what arrived since (Kafka drops them with the topic). Records that
     retention removed before they were counted are "expired"; what the time budget left is "uncounted".
     """
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": census_group(topic),
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 0})
+    consumer = kafka.consumer(settings, "control", census_group(topic), {"auto.offset.reset": "earliest",
+                                                                          "log_level": 0})
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if metadata is None or metadata.error is not None:
@@ -226,8 +226,7 @@ def last_ticks(settings: Settings, tail: int = 3000) -> dict[str, dict[str, str]
     """The newest event time per symbol among the topic's last `tail` records per partition."""
     ends = topics.end_offsets_by_partition(settings, settings.prices_topic)
     codec = AvroCodec(settings, settings.prices_topic, "tick")
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "cryptopulse-control-probe",
-                         "enable.auto.commit": False, "log_level": 0})
+    consumer = kafka.consumer(settings, "control", "cryptopulse-control-probe", {"log_level": 0})
     last: dict[str, dict[str, Any]] = {}
     try:
         consumer.assign([TopicPartition(settings.prices_topic, p, max(end - tail, 0)) for p, end in ends.items()])

@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import fastavro
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message, TopicPartition
 
+from cryptopulse import kafka
 from cryptopulse.avro import registry_client
 from cryptopulse.errors import ConfigError
 from cryptopulse.settings import Settings
@@ -105,8 +106,7 @@ def describe(message: Message, decoder: Decoder) -> dict[str, Any]:
 def records(settings: Settings, topic: str, n: int, from_beginning: bool, follow: bool,
             stop: Callable[[], bool] = lambda: False) -> Iterator[Message]:
     """The last `n` records (or the first `n`), in offset order per partition; then every new one if `follow`."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "cryptopulse-control-tail",
-                         "enable.auto.commit": False, "log_level": 0})
+    consumer = kafka.consumer(settings, "control-tail", "cryptopulse-control-tail", {"log_level": 0})
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if metadata is None or metadata.error is not None:

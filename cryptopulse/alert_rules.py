@@ -8,9 +8,7 @@ what is there (docs/alerts.md). Every function blocks (Kafka, the registry): the
 
 from __future__ import annotations
 
-from confluent_kafka import Producer
-
-from cryptopulse import topics
+from cryptopulse import kafka, topics
 from cryptopulse.alert import Rule
 from cryptopulse.avro import AvroCodec
 from cryptopulse.errors import ConfigError, DeliveryError
@@ -25,8 +23,8 @@ def ensure_topic(settings: Settings) -> None:
 def publish(settings: Settings, key: str, value: bytes | None, timeout: float = 30.0) -> None:
     """One record (a rule, or None: its tombstone) on the rules topic, acknowledged by every in-sync replica;
     DeliveryError when it is not within `timeout` seconds."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True,
-                         "message.timeout.ms": int(timeout * 1000), "log_level": 0})
+    producer = kafka.producer(settings, "rules", {"message.timeout.ms": int(timeout * 1000), "log_level": 0,
+                                                  "linger.ms": 0})
     errors: list[str] = []
     producer.produce(settings.alert_rules_topic, key=key.encode(), value=value,
                      on_delivery=lambda error, _message: errors.append(str(error)) if error else None)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+from confluent_kafka import ConsumerGroupTopicPartitions, Message, TopicPartition
+from confluent_kafka.admin import ConfigResource, NewPartitions, NewTopic
 
+from cryptopulse import kafka
 from cryptopulse.errors import ConfigError
+from cryptopulse.kafka import admin
 from cryptopulse.settings import Settings
 from cryptopulse.times import DAY_MS
 
@@ -60,10 +60,6 @@ def _specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})  # errors are ours to say
-
-
 def create_missing(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
     """Create the project's topics that do not exist yet; returns the names created."""
     client = admin(settings)
@@ -104,52 +100,26 @@ def end_offsets_by_partition(settings: Settings, name: str) -> dict[int, int]:
     metadata = admin(settings).list_topics(name, timeout=10).topics.get(name)
     if metadata is None or metadata.error is not None:
         return {}
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "cryptopulse-control-probe",
-                         "enable.auto.commit": False, "log_level": 0})
+    consumer = kafka.consumer(settings, "control", "cryptopulse-control-probe", {"log_level": 0})
     try:
         return {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1] for p in metadata.partitions}
     finally:
         consumer.close()
 
 
-def read_to_end(settings: Settings, name: str, timeout: float = 60) -> Iterator[Message]:
-    """Every record of a topic from its beginning up to its end as of now, partition by partition in order."""
-    ends = end_offsets_by_partition(settings, name)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "cryptopulse-control-probe",
-                         "enable.auto.commit": False, "log_level": 0})
+def read_to_end(settings: Settings, name: str, timeout: float = 60) -> list[Message]:
+    """Every record of a topic from its beginning up to its end as of now, partition by partition in order
+    ([] when it does not exist)."""
+    if not end_offsets_by_partition(settings, name):
+        return []
+    records: list[Message] = []
+    reader = kafka.Reader(settings, "control", [name], lambda message: message, group="cryptopulse-control-probe",
+                          config={"log_level": 0})
     try:
-        consumer.assign([TopicPartition(name, p, 0) for p in ends])
-        remaining = {p for p, end in ends.items() if end > 0}
-        deadline = time.monotonic() + timeout
-        while remaining:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {name} to its end within {timeout:.0f} s")
-            for message in consumer.consume(1000, timeout=1):
-                if message.error() or message.partition() not in remaining:
-                    continue
-                if message.offset() >= ends[message.partition()] - 1:
-                    remaining.discard(message.partition())
-                if message.offset() < ends[message.partition()]:
-                    yield message
+        reader.catch_up(records.extend, timeout)
     finally:
-        consumer.close()
-
-
-def consume_to_end(reader: Consumer, learn: Callable[[list[Message]], None], timeout: float = 30.0) -> None:
-    """Feed `learn` every record an assigned reader gets until its position reaches each partition's end as of
-    now (a compacted topic read back as state: the roll-up's candles, the alert rules). Raises KafkaException when
-    Kafka cannot answer, TimeoutError when the end is not reached within `timeout`."""
-    ends = {tp.partition: reader.get_watermark_offsets(tp, timeout=10)[1] for tp in reader.assignment()}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        positions = {tp.partition: tp.offset for tp in reader.position(reader.assignment())}
-        if all(positions.get(p, -1) >= end or end == 0 for p, end in ends.items()):
-            return
-        # poll returns with the first record; consume(n, timeout) would wait for n records or the timeout
-        first = reader.poll(0.5)
-        learn([first, *reader.consume(1000, timeout=0)] if first is not None else [])
-    topic = next(iter(reader.assignment()), TopicPartition("?")).topic
-    raise TimeoutError(f"could not read {topic} to its end in {timeout:.0f}s")
+        reader.close()
+    return records
 
 
 def committed_offsets(settings: Settings, group: str, topic: str, partitions: list[int]) -> dict[int, int]:

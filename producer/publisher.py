@@ -7,11 +7,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
+from cryptopulse import kafka
 from cryptopulse.avro import AvroCodec
 from cryptopulse.errors import RegistryUnavailable
-from cryptopulse.outage import Backoff, Outage, librdkafka_logger
+from cryptopulse.kafka import KafkaWatch
+from cryptopulse.outage import Backoff, Outage
 from cryptopulse.settings import Settings
 from cryptopulse.tick import Tick
 from producer.sources.validation import non_finite
@@ -44,18 +46,10 @@ class TickPublisher:
         self._codec = AvroCodec(settings, self.topic, "tick")
         self.kafka = Outage("Kafka", log)
         self.registry = Outage("the schema registry", log)
-        self._producer = Producer({
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 20,
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": max_queued,
-            "message.timeout.ms": 0,  # never give a tick up while the broker is away: it waits in the queue
-            "client.id": "cryptopulse-producer",
-            "logger": librdkafka_logger("producer"),
-            "error_cb": self._on_error,
-        })
+        self.watch = KafkaWatch(self.kafka)
+        # kafka.RELIABLE: acks=all, idempotent, and a tick waits in the queue however long the broker is away
+        self._producer = kafka.producer(settings, "producer", {"queue.buffering.max.messages": max_queued},
+                                        self.watch)
 
     async def publish(self, tick: Tick) -> None:
         """Queue one tick; while the local queue is full, wait (without blocking the loop) for deliveries."""
@@ -85,15 +79,10 @@ class TickPublisher:
         self.stats.queued += 1
         self._producer.poll(0)
 
-    def _on_error(self, error: KafkaError) -> None:
-        # librdkafka also says "0/2 brokers are down" right after a reconnect: not an outage
-        if error.code() == KafkaError._ALL_BROKERS_DOWN and not error.str().startswith("0/"):
-            self.kafka.down(error.str())
-
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
             self.stats.delivered += 1
-            self.kafka.up()
+            self.watch.alive()
             return
         self.stats.failed += 1
         if self.stats.failed == 1 or self.stats.failed % 1000 == 0:

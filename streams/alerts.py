@@ -24,22 +24,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from cryptopulse import topics
+from cryptopulse import kafka
 from cryptopulse.alert import Rule
 from cryptopulse.avro import AvroCodec
-from cryptopulse.errors import ConfigError, RegistryUnavailable
-from cryptopulse.outage import Backoff, Outage, librdkafka_logger
+from cryptopulse.errors import RegistryUnavailable
+from cryptopulse.kafka import Reader, Unavailable
 from cryptopulse.settings import Settings
+from cryptopulse.tick import TickRead, tick_read
 from cryptopulse.times import epoch_ms, now_ms
 from streams.alertbook import AlertBook, RuleState
-from streams.processor import Unavailable, close_within, read_tick, rewind
 
 log = logging.getLogger("streams.alerts")
 
@@ -68,108 +66,94 @@ class AlertStats:
     aborted: int = 0
 
 
-class AlertProcessor:
-    """One transactional producer, one consumer of the prices topic, one follower of the rules topic."""
+# what the rules reader hands on: (rule id, the rule or None for a tombstone)
+RuleChange = tuple[str, Rule | None]
+
+
+class AlertProcessor(kafka.Processor):
+    """One transactional producer, one reader of the prices topic (a member of the group), one reader of the rules
+    topic, over an `AlertBook`."""
+
+    name = "alerts"
+    summary_every = 60.0
 
     def __init__(self, settings: Settings, options: AlertOptions | None = None) -> None:
+        super().__init__(log)
         self.settings = settings
         self.options = options or AlertOptions()
+        self.commit_every = self.options.commit_every
         self.stats = AlertStats()
         self.book = AlertBook()
-        self.ready = threading.Event()
-        self.closed = False
         self._ticks = AvroCodec(settings, settings.prices_topic, "tick")
         self._rules = AvroCodec(settings, settings.alert_rules_topic, "alert_rule")
         self._alerts = AvroCodec(settings, settings.alerts_topic, "alert")
         self._states = AvroCodec(settings, settings.alerts_state_topic, "alert_state")
-        self.kafka = Outage("Kafka", log)
-        self.registry = Outage("the schema registry", log)
-        quiet = {"logger": librdkafka_logger("streams-alerts"), "error_cb": self._on_kafka_error}
-        self._producer = Producer({
-            **quiet, "bootstrap.servers": settings.kafka_bootstrap, "transactional.id": self.options.group,
-            "acks": "all", "enable.idempotence": True, "linger.ms": 5, "client.id": "cryptopulse-alerts",
-        })
-        self._rules_reader = Consumer({
-            **quiet, "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{self.options.group}-rules",
-            "enable.auto.commit": False, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100,
-        })
-        self._consumer = Consumer({
-            **quiet, "bootstrap.servers": settings.kafka_bootstrap, "group.id": self.options.group,
-            "enable.auto.commit": False, "enable.auto.offset.store": False, "isolation.level": "read_committed",
-            "auto.offset.reset": "latest" if self.options.from_end else "earliest", "client.id": "cryptopulse-alerts",
-            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 3_000,
-        })
-        self._next: dict[int, int] = {}  # prices partition -> next offset to read
-        self._committed: dict[int, int] = {}  # ... as of the last committed transaction
+        self._producer = kafka.producer(settings, "alerts", {
+            "transactional.id": self.options.group, "linger.ms": 5, "compression.type": "none",
+            "message.timeout.ms": 60_000,  # within the transaction's timeout, as librdkafka requires
+        }, self.watch)
+        self.rules = Reader(settings, "alerts-rules", [settings.alert_rules_topic], self._rule_change,
+                            group=f"{self.options.group}-rules", watch=self.watch, registry=self.registry,
+                            config={"fetch.wait.max.ms": 100})
+        self.prices = Reader(settings, "alerts", [settings.prices_topic],
+                             kafka.decoder(self._decode_tick, self.stats, "undecodable tick", log, _placed),
+                             group=self.options.group, subscribe=True, watch=self.watch, registry=self.registry,
+                             config={**kafka.GROUP_MEMBER, "isolation.level": "read_committed",
+                                     "auto.offset.reset": "latest" if self.options.from_end else "earliest"},
+                             on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._committed: dict[int, int] = {}  # prices partition -> offset as of the last committed transaction
         self._snapshot: dict[str, RuleState] = {}
         self._in_txn = False
         self._committing = False  # a commit_transaction failed retriably: retry it before anything else
         self._dirty = False  # consumed or produced since the last commit
         self._initialized = False
         self._abort_pending = False
+        self._fired = False  # fired in this step: commit at once
 
-    def _on_kafka_error(self, error: KafkaError) -> None:
-        if error.code() == KafkaError._ALL_BROKERS_DOWN and not error.str().startswith("0/"):
-            self.kafka.down(error.str())
+    def _decode_tick(self, value: bytes) -> dict[str, Any]:
+        return self._ticks.decode(value)
+
+    def summary(self) -> str:
+        return str(self.stats)
 
     # --- start: the transactional id, the rules, the state ---
 
-    def _start(self) -> None:
+    def start(self) -> None:
         if not self._initialized:
-            try:
+            with self.talking_to_kafka("init_transactions: "):
                 self._producer.init_transactions(30)  # aborts what a killed predecessor left open
-            except KafkaException as error:
-                if error.args[0].fatal():
-                    raise
-                raise Unavailable(self.kafka, f"init_transactions: {error.args[0].str()}") from error
             self._initialized = True
             # the schemas registered (or looked up) now, so that producing an alert never waits for the registry
             self._encode(self._alerts, WARM_UP_ALERT)
             self._encode(self._states, WARM_UP_STATE.to_record())
-        self._rules_reader.assign([TopicPartition(self.settings.alert_rules_topic, p, 0)
-                                   for p in self._partitions(self.settings.alert_rules_topic)])
-        self._catch_up_rules()
-        self._load_state()
-
-    def _partitions(self, topic: str) -> list[int]:
-        try:
-            metadata = self._rules_reader.list_topics(topic, timeout=10).topics[topic]
-        except KafkaException as error:
-            raise Unavailable(self.kafka, error.args[0].str()) from error
-        if metadata.error is not None and metadata.error.retriable():
-            raise Unavailable(self.kafka, metadata.error.str())
-        if metadata.error is not None:
-            raise ConfigError(f"topic {topic}: {metadata.error}; create it with `control topics create`")
-        return list(metadata.partitions)
-
-    def _catch_up_rules(self, timeout: float = 30.0) -> None:
-        try:
-            topics.consume_to_end(self._rules_reader, self._learn_rules, timeout)
-        except KafkaException as error:
-            raise Unavailable(self.kafka, error.args[0].str()) from error
-        except TimeoutError as error:
-            raise Unavailable(self.kafka, str(error)) from error
-        self.stats.rules = len(self.book.rules)
+        with self.talking_to_kafka():
+            self.rules.catch_up(self._learn_rules)
         log.info("%d rule(s): %s", len(self.book.rules),
                  "; ".join(f"{r.id} {r.describe()}" for r in self.book.rules.values()) or "none yet")
+        self._load_state()
+        with self.talking_to_kafka():
+            self.prices.open()
 
-    def _learn_rules(self, messages: list[Message]) -> None:
-        for i, message in enumerate(messages):
-            if message.error() is not None or message.key() is None:
-                continue
-            rule_id = message.key().decode(errors="replace")
-            if message.value() is None:
+    def _rule_change(self, message: Message) -> RuleChange | None:
+        if message.key() is None:
+            return None
+        rule_id = message.key().decode(errors="replace")
+        if message.value() is None:
+            return rule_id, None
+        try:
+            return rule_id, Rule.from_record(self._rules.decode(message.value()))
+        except RegistryUnavailable:
+            raise
+        except Exception as error:  # noqa: BLE001 - a bad rule record is skipped, loudly
+            log.warning("rule record at offset %d skipped: %s", message.offset(), error)
+            return None
+
+    def _learn_rules(self, changes: list[RuleChange]) -> None:
+        for rule_id, rule in changes:
+            if rule is None:
                 if rule_id in self.book.rules:
                     log.info("rule %s removed", rule_id)
                 self.book.remove_rule(rule_id)
-                continue
-            try:
-                rule = Rule.from_record(self._rules.decode(message.value()))
-            except RegistryUnavailable as error:
-                rewind(self._rules_reader, messages[i:])
-                raise Unavailable(self.registry, error) from error
-            except Exception as error:  # noqa: BLE001 - a bad rule record is skipped, loudly
-                log.warning("rule record at offset %d skipped: %s", message.offset(), error)
                 continue
             if self.book.rules.get(rule.id) != rule:
                 log.info("rule %s: %s", rule.id, rule.describe())
@@ -177,42 +161,36 @@ class AlertProcessor:
         self.stats.rules = len(self.book.rules)
 
     def _load_state(self, timeout: float = 60.0) -> None:
-        """The state as of the last committed transaction (read committed: an aborted one is not seen).
-
-        Every record of the state topic is transactional, so its last offset is a commit marker that is never
-        delivered: the end is where the consumer's position reaches the end offset, not a record's offset."""
-        topic = self.settings.alerts_state_topic
-        reader = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap,
-                           "group.id": f"{self.options.group}-state", "enable.auto.commit": False,
-                           "isolation.level": "read_committed",
-                           "logger": librdkafka_logger("streams-alerts")})
+        """The state as of the last committed transaction (read committed: an aborted one is not seen)."""
         states: dict[str, RuleState] = {}
+
+        def state_record(message: Message) -> tuple[str, RuleState | None] | None:
+            if message.key() is None:
+                return None
+            key = message.key().decode(errors="replace")
+            if message.value() is None:
+                return key, None
+            try:
+                return key, RuleState.from_record(self._states.decode(message.value()))
+            except RegistryUnavailable:
+                raise
+            except Exception as error:  # noqa: BLE001 - a bad state record: that rule starts afresh
+                log.warning("state record %s skipped: %s", key, error)
+                return None
+
+        def keep(records: list[tuple[str, RuleState | None]]) -> None:
+            for key, state in records:
+                if state is None:
+                    states.pop(key, None)
+                else:
+                    states[key] = state
+
+        reader = Reader(self.settings, "alerts-state", [self.settings.alerts_state_topic], state_record,
+                        group=f"{self.options.group}-state", watch=self.watch, registry=self.registry,
+                        config={"isolation.level": "read_committed"})
         try:
-            partitions = [TopicPartition(topic, p, 0) for p in self._partitions(topic)]
-            reader.assign(partitions)
-            ends = {tp.partition: reader.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
-            deadline = time.monotonic() + timeout
-            while True:
-                positions = {tp.partition: tp.offset for tp in reader.position(partitions)}
-                if all(positions.get(p, -1) >= end or end == 0 for p, end in ends.items()):
-                    break
-                if time.monotonic() > deadline:
-                    raise Unavailable(self.kafka, f"could not read {topic} to its end in {timeout:.0f}s")
-                for message in reader.consume(1000, timeout=0.5):
-                    if message.error() is not None or message.key() is None:
-                        continue
-                    key = message.key().decode(errors="replace")
-                    if message.value() is None:
-                        states.pop(key, None)
-                        continue
-                    try:
-                        states[key] = RuleState.from_record(self._states.decode(message.value()))
-                    except RegistryUnavailable as error:
-                        raise Unavailable(self.registry, error) from error
-                    except Exception as error:  # noqa: BLE001 - a bad state record: that rule starts afresh
-                        log.warning("state record %s skipped: %s", key, error)
-        except KafkaException as error:
-            raise Unavailable(self.kafka, f"reading {topic}: {error.args[0].str()}") from error
+            with self.talking_to_kafka(f"reading {self.settings.alerts_state_topic}: "):
+                reader.catch_up(keep, timeout)
         finally:
             reader.close()
         kept = {k: s for k, s in states.items() if s.rule_id in self.book.rules}
@@ -222,41 +200,33 @@ class AlertProcessor:
 
     # --- the prices topic ---
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        committed = consumer.committed(partitions, timeout=30)
-        for tp in committed:
-            if tp.offset == OFFSET_INVALID or tp.offset < 0:
-                low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
-                tp.offset = high if self.options.from_end else low
-            self._next[tp.partition] = self._committed[tp.partition] = tp.offset
-        consumer.assign(committed)
+    def _on_assign(self, reader: Reader, partitions: list[TopicPartition]) -> None:
+        committed = kafka.committed_or(reader.client, partitions, self.options.from_end)
+        for tp, given in zip(committed, partitions, strict=True):
+            given.offset = self._committed[tp.partition] = tp.offset
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in committed))
         self.ready.set()
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, reader: Reader, partitions: list[TopicPartition]) -> None:
         try:
             self.commit()
         except (Unavailable, KafkaException) as error:
             log.info("no commit on revocation (%s); the next owner evaluates those ticks again", error)
             with contextlib.suppress(Unavailable, KafkaException):
                 self._abort()
-        self._next.clear()
         self._committed.clear()
-        consumer.unassign()
+        reader.forget(partitions)
 
-    def _apply(self, message: Message) -> None:
-        tick = read_tick(self._ticks, message, self.registry, self.stats)
-        self._next[message.partition()] = message.offset() + 1
-        if tick is None:
-            return
-        symbol, source, ts, price, published = tick
-        self.stats.consumed += 1
-        self._dirty = True
-        for alert in self.book.evaluate(symbol, source, ts, price, now_ms(),
-                                        epoch_ms(published) if published is not None else None):
-            self._produce(self.settings.alerts_topic, alert["_id"], self._encode(self._alerts, alert))
-            self.stats.fired += 1
-            log.info("alert %s: %s", alert["_id"], alert["message"])
+    def _evaluate(self, ticks: list[TickRead]) -> None:
+        for symbol, source, ts, price, published in ticks:
+            self.stats.consumed += 1
+            self._dirty = True
+            for alert in self.book.evaluate(symbol, source, ts, price, now_ms(),
+                                            epoch_ms(published) if published is not None else None):
+                self._produce(self.settings.alerts_topic, alert["_id"], self._encode(self._alerts, alert))
+                self.stats.fired += 1
+                self._fired = True
+                log.info("alert %s: %s", alert["_id"], alert["message"])
 
     # --- transactions ---
 
@@ -293,14 +263,18 @@ class AlertProcessor:
         if not self._in_txn:
             self._producer.begin_transaction()
             self._in_txn = True
-        offsets = [TopicPartition(self.settings.prices_topic, p, n) for p, n in self._next.items()]
+        offsets = [TopicPartition(self.settings.prices_topic, p, n) for p, n in self._next().items()]
         try:
             if offsets:
-                self._producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 30)
+                self._producer.send_offsets_to_transaction(offsets, self.prices.client.consumer_group_metadata(), 30)
         except KafkaException as error:
             self._failed(error, "send_offsets_to_transaction")
         self._committing = True
         self._commit_transaction()
+
+    def _next(self) -> dict[int, int]:
+        topic = self.settings.prices_topic
+        return {p: offset for (t, p), offset in self.prices.positions.items() if t == topic}
 
     def _commit_transaction(self) -> None:
         try:
@@ -308,10 +282,10 @@ class AlertProcessor:
         except KafkaException as error:
             self._failed(error, "commit_transaction")
         self._committing = self._in_txn = self._dirty = False
-        self._committed = dict(self._next)
+        self._committed = self._next()
         self._snapshot = self.book.snapshot()
         self.stats.transactions += 1
-        self.kafka.up()
+        self.watch.alive()
 
     def _failed(self, error: KafkaException, what: str) -> None:
         kafka_error: KafkaError = error.args[0]
@@ -327,79 +301,44 @@ class AlertProcessor:
         could not take is tried again before anything else is produced."""
         self.book.restore(self._snapshot)
         self._committing = self._dirty = False
-        for partition, offset in self._committed.items():
-            self._next[partition] = offset
-            with contextlib.suppress(KafkaException):  # not assigned any more: the next assignment starts there
-                self._consumer.seek(TopicPartition(self.settings.prices_topic, partition, offset))
+        self.prices.seek({(self.settings.prices_topic, p): offset for p, offset in self._committed.items()})
         if self._in_txn:
             self._abort_pending = True
             self._finish_abort()
 
     def _finish_abort(self) -> None:
-        try:
+        with self.talking_to_kafka("abort_transaction: "):
             self._producer.abort_transaction(30)
-        except KafkaException as error:
-            if error.args[0].fatal():
-                raise
-            raise Unavailable(self.kafka, f"abort_transaction: {error.args[0].str()}") from error
         self.stats.aborted += 1
         self._abort_pending = self._in_txn = False
 
-    # --- the loop ---
+    # --- the loop (kafka.Processor.run) ---
 
-    def run(self, stop: Callable[[], bool] = lambda: False) -> None:
-        """Evaluate until `stop()`; Kafka or the registry going away never ends it (it waits, says so once)."""
-        backoff = Backoff(0.5, 10.0)
-        started = subscribed = False
-        last_commit = last_summary = time.monotonic()
-        try:
-            while not stop():
-                try:
-                    if not started:
-                        self._start()
-                        started = True
-                    if not subscribed:
-                        self._consumer.subscribe([self.settings.prices_topic], on_assign=self._on_assign,
-                                                 on_revoke=self._on_revoke)
-                        subscribed = True
-                    if self._abort_pending:
-                        self._finish_abort()
-                    if self._committing:
-                        self.commit()
-                    fired = self.stats.fired
-                    self._step()
-                    now = time.monotonic()
-                    if self.stats.fired != fired or now - last_commit >= self.options.commit_every:
-                        last_commit = now
-                        self.commit()
-                    if now - last_summary >= 60:
-                        log.info("%s", self.stats)
-                        last_summary = now
-                    backoff.reset()
-                except Unavailable as error:
-                    error.outage.down(error.cause)
-                    deadline = time.monotonic() + backoff.next()
-                    while time.monotonic() < deadline and not stop():
-                        self._producer.poll(0.1)
-        finally:
+    def step(self) -> None:
+        if self._abort_pending:
+            self._finish_abort()
+        if self._committing:
+            self.commit()
+        self._fired = False
+        with self.talking_to_kafka():
+            self.rules.pump(self._learn_rules, timeout=0)
             try:
-                if started:
-                    self.commit()
-            except (Unavailable, KafkaException) as error:
-                log.warning("stopping without a final commit (%s); the restart evaluates those ticks again", error)
-            self.closed = close_within([self._consumer, self._rules_reader], 20.0)
-
-    def _step(self) -> None:
-        self._learn_rules(self._rules_reader.consume(1000, timeout=0))
-        messages = self._consumer.consume(self.options.batch, timeout=0.2)
-        for message in messages:
-            if message.error() is not None:
-                if message.error().code() != KafkaError._PARTITION_EOF:
-                    self.kafka.down(message.error().str())
-                continue
-            try:
-                self._apply(message)
+                self.prices.pump(self._evaluate, timeout=0.2, most=self.options.batch)
             except Unavailable:
                 # the book may have moved past ticks whose alerts were not produced: back to the last commit
                 self._abort()
                 raise
+        self.watch.check(self.prices.client)
+
+    def commit_due(self, since_last: float) -> bool:
+        return self._fired or since_last >= self.commit_every
+
+    def idle(self, seconds: float) -> None:
+        self._producer.poll(seconds)
+
+    def clients(self) -> list[Any]:
+        return [self.prices.client, self.rules.client]
+
+
+def _placed(record: dict[str, Any], _message: Message) -> TickRead:
+    return tick_read(record)

@@ -10,17 +10,14 @@ Stop it with Ctrl-C or SIGTERM: it delivers what it has, commits, and a restart 
 from __future__ import annotations
 
 import argparse
-import faulthandler
 import json
 import logging
-import os
-import signal
 import sys
-from collections.abc import Callable
 from datetime import timedelta
 
 from cryptopulse import store
 from cryptopulse.commands import Parser, non_negative_float, positive_float, run_command, setup_logging
+from cryptopulse.kafka import run_until_signalled
 from cryptopulse.settings import Settings, env_number
 from streams import retention
 from streams.alerts import AlertOptions, AlertProcessor
@@ -89,7 +86,7 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "alerts":
         alerts = AlertProcessor(settings, AlertOptions(group=args.group or settings.alerts_group,
                                                        from_end=not args.from_beginning))
-        return run_until_signalled(alerts, "alerts", lambda: str(alerts.stats))
+        return run_until_signalled(alerts)
 
     only = frozenset(s.strip().upper() for s in args.only_symbols.split(",")) if args.only_symbols else None
     options = ProcessorOptions(
@@ -98,32 +95,7 @@ def _main(argv: list[str] | None) -> int:
         only_symbols=only, from_end=args.from_end, close_on_stop=args.close_on_stop,
         retention_every=None if args.no_retention else args.retention_minutes * 60)
     processor = Processor(settings, options)
-    return run_until_signalled(processor, "roll-up", lambda: f"{processor.stats}; {processor.book.stats}")
-
-
-def run_until_signalled(processor: Processor | AlertProcessor, name: str, summary: Callable[[], str]) -> int:
-    """Run a processor until SIGINT/SIGTERM, when it commits what it has done and stops; one line at the end,
-    and a non-zero exit on an error, for whoever restarts it (the supervisor, `./run demo`, compose)."""
-    stopping: list[int] = []
-
-    def on_signal(number: int, _frame: object) -> None:
-        stopping.append(number)
-        # if the stop itself hangs, the log shows where: every thread's stack after 60 s
-        faulthandler.dump_traceback_later(60, exit=False)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    code = 0
-    try:
-        processor.run(stop=lambda: bool(stopping))
-        log.info("%s stopped: %s", name, summary())
-    except Exception as error:  # noqa: BLE001 - one clear line, and a non-zero exit for whoever restarts it
-        log.error("%s stopped: %s", name, error)
-        code = 1
-    if not processor.closed:  # a Kafka client stuck in close would also block the interpreter's exit
-        logging.shutdown()
-        os._exit(code)
-    return code
+    return run_until_signalled(processor)
 
 
 if __name__ == "__main__":

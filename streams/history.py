@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
-from cryptopulse import topics
+from cryptopulse import kafka, topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.candle import Candle
 from cryptopulse.errors import DeliveryError
@@ -69,9 +69,7 @@ class CandlePublisher:
         self.topic = settings.candles_topic
         topics.create_missing(settings, [s for s in topics.project_topics(settings) if s.name == self.topic])
         self._codec = AvroCodec(settings, self.topic, "candle")
-        self._producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all",
-                                   "enable.idempotence": True, "linger.ms": 20,
-                                   "client.id": "cryptopulse-backfill-candles"})
+        self._producer = kafka.producer(settings, "backfill-candles")
         self._failed = 0
         self.published = 0
 

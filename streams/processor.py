@@ -34,73 +34,30 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from cryptopulse import store, topics
+from cryptopulse import kafka, store
 from cryptopulse.avro import AvroCodec
 from cryptopulse.candle import Candle, candle_id
-from cryptopulse.errors import ConfigError, DeliveryError, RegistryUnavailable
-from cryptopulse.outage import Backoff, Outage, librdkafka_logger
+from cryptopulse.errors import DeliveryError, RegistryUnavailable
+from cryptopulse.kafka import Reader, Unavailable
 from cryptopulse.settings import Settings
-from cryptopulse.times import bucket_start, epoch_ms
+from cryptopulse.tick import tick_read
+from cryptopulse.times import bucket_start
 from streams import retention
 from streams.candles import CandleBook
 
 log = logging.getLogger("streams")
 
+# a tick with its Kafka position: TickRead + (partition, offset)
+PlacedTick = tuple[str, str, int, float, Any, int, int]
 
 
-class Unavailable(Exception):
-    """Kafka or the registry did not answer: wait and try again; nothing was skipped or committed past."""
-
-    def __init__(self, outage: Outage, cause: object) -> None:
-        super().__init__(f"{outage.what}: {cause}")
-        self.outage = outage
-        self.cause = cause
-
-
-# (symbol, source, event time in epoch ms, price, published_at as decoded or None): a plain tuple, the cheapest
-# to make on the roll-up's path (a NamedTuple costs it twice as much)
-TickRead = tuple[str, str, int, float, Any]
-
-
-class Counts(Protocol):
-    undecodable: int
-
-
-def read_tick(codec: AvroCodec, message: Message, registry: Outage, stats: Counts) -> TickRead | None:
-    """The tick a prices record holds, for the roll-up and the alert processor alike; None for a record that is
-    not one (counted in `stats.undecodable`, logged the first time and every 1000th). While the registry is away,
-    Unavailable: not the record's fault, so the caller waits before it and reads it again."""
-    try:
-        tick = codec.decode(message.value())
-        read = (tick["symbol"], tick["source"], epoch_ms(tick["ts"]), float(tick["price"]), tick.get("published_at"))
-    except RegistryUnavailable as error:
-        raise Unavailable(registry, f"{error}; waiting before {message.topic()}[{message.partition()}]@"
-                          f"{message.offset()}, which is read again") from error
-    except Exception as error:  # noqa: BLE001 - undecodable records are counted and skipped
-        stats.undecodable += 1
-        if stats.undecodable == 1 or stats.undecodable % 1000 == 0:
-            log.warning("undecodable record at offset %d skipped (%d so far): %s", message.offset(),
-                        stats.undecodable, error)
-        return None
-    registry.up()
-    return read
-
-
-def rewind(consumer: Consumer, messages: list[Message]) -> None:
-    """Seek back to the first of `messages` per partition, so they are read again after an outage."""
-    first: dict[tuple[str, int], int] = {}
-    for message in messages:
-        if message.error() is None:
-            key = (message.topic(), message.partition())
-            first[key] = min(first.get(key, message.offset()), message.offset())
-    for (topic, partition), offset in first.items():
-        consumer.seek(TopicPartition(topic, partition, offset))
+def placed_tick(record: dict[str, Any], message: Message) -> PlacedTick:
+    return (*tick_read(record), message.partition(), message.offset())
 
 
 @dataclass
@@ -144,152 +101,121 @@ def _read_event_times(tp: TopicPartition) -> dict[tuple[str, str], tuple[int, in
         return {}
 
 
-def close_within(consumers: list[Consumer], seconds: float) -> bool:
-    """Close the consumers, waiting at most `seconds`.
+class Processor(kafka.Processor):
+    """The roll-up: a reader of the prices topic (a member of the group), a producer of candles, a reader of the
+    candles topic (what is decided already), over a `CandleBook`."""
 
-    librdkafka's close (leave the group, destroy) can block for good when the group coordinator misbehaves
-    (confluent-kafka-python#1667). A stop that has committed already loses nothing by not waiting longer.
-    """
-    done = threading.Event()
-
-    def close() -> None:
-        for consumer in consumers:
-            consumer.close()
-        done.set()
-
-    threading.Thread(target=close, daemon=True, name="close-consumers").start()
-    return done.wait(seconds)
-
-
-class Processor:
-    """One consumer of the prices topic, one producer of candles, one follower of the candles topic."""
+    name = "roll-up"
 
     def __init__(self, settings: Settings, options: ProcessorOptions | None = None) -> None:
+        super().__init__(log)
         self.settings = settings
         self.options = options or ProcessorOptions()
+        self.commit_every = self.options.commit_every
         self.stats = ProcessorStats()
-        self.book = CandleBook(self.options.grace_ms, self.options.update_every, self.options.idle_close)
+        self.book = self._new_book()
         self.ohlc_ids: set[str] = set()
         self.final_ids: set[str] = set()
-        self.ready = threading.Event()
-        self.closed = False  # run() ended and its Kafka consumers closed
         self._ticks = AvroCodec(settings, settings.prices_topic, "tick")
         self._candles = AvroCodec(settings, settings.candles_topic, "candle")
-        self._next: dict[int, int] = {}  # partition -> next offset to read on the prices topic
         self._caught_up = False  # read the candles topic to its end during this batch already
         self._assigned = False  # partitions were just assigned: read the candles topic to its end before their ticks
         self._metadata_warned = False
-        self.kafka = Outage("Kafka", log)
-        self.registry = Outage("the schema registry", log)
-        # librdkafka's own lines go through a rate-limited logger; a lost broker is reported by `kafka` once
-        quiet = {"logger": librdkafka_logger("streams"), "error_cb": self._on_kafka_error}
-        self._producer = Producer({
-            "bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True,
-            "linger.ms": 20, "compression.type": "lz4", "client.id": "cryptopulse-streams",
-            "message.timeout.ms": 0,  # a candle waits for the broker however long it is away: never dropped
-            **quiet,
-        })
-        self._reader = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{self.options.group}-candles-reader",
-            "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 10,  # catch_up() reads our own latest candles back before each publish: keep it short
-            **quiet,
-        })
-        self._consumer = Consumer({
-            **quiet,
-            "bootstrap.servers": settings.kafka_bootstrap, "group.id": self.options.group,
-            "enable.auto.commit": False, "enable.auto.offset.store": False,
-            "auto.offset.reset": "latest" if self.options.from_end else "earliest",
-            "client.id": "cryptopulse-streams",
-            # a restarted processor gets the partition back ~10 s after a crash, not after the default 45 s
-            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 3_000,
-        })
+        self._last_retention = float("-inf")
+        self._retention_thread: threading.Thread | None = None
+        self._producer = kafka.producer(settings, "streams", watch=self.watch)
+        self.decided = Reader(settings, "streams-candles", [settings.candles_topic], self._learn_decode,
+                              group=f"{self.options.group}-candles-reader", watch=self.watch, registry=self.registry,
+                              # catch_up() reads our own latest candles back before each publish: keep it short
+                              config={"fetch.wait.max.ms": 10})
+        self.prices = Reader(settings, "streams", [settings.prices_topic],
+                             kafka.decoder(self._decode_tick, self.stats, "undecodable tick", log, placed_tick),
+                             group=self.options.group, subscribe=True, watch=self.watch, registry=self.registry,
+                             config={**kafka.GROUP_MEMBER,
+                                     "auto.offset.reset": "latest" if self.options.from_end else "earliest"},
+                             on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _new_book(self) -> CandleBook:
+        return CandleBook(self.options.grace_ms, self.options.update_every, self.options.idle_close)
+
+    def _decode_tick(self, value: bytes) -> dict[str, Any]:
+        return self._ticks.decode(value)
+
+    def summary(self) -> str:
+        return f"{self.stats}; {self.book.stats}"
 
     # --- the candles topic: what is decided already ---
 
-    def _on_kafka_error(self, error: KafkaError) -> None:
-        # librdkafka also says "0/2 brokers are down" right after a reconnect: not an outage
-        if error.code() == KafkaError._ALL_BROKERS_DOWN and not error.str().startswith("0/"):
-            self.kafka.down(error.str())
-
-    def _start_reader(self) -> None:
-        try:
-            found = self._reader.list_topics(self.settings.candles_topic, timeout=10).topics
-        except KafkaException as error:
-            raise Unavailable(self.kafka, error.args[0].str()) from error
-        metadata = found[self.settings.candles_topic]
-        if metadata.error is not None and metadata.error.retriable():
-            raise Unavailable(self.kafka, metadata.error.str())
-        if metadata.error is not None:
-            raise ConfigError(f"topic {self.settings.candles_topic}: {metadata.error}; "
-                               "create it with `control topics create` or `control deploy-connectors`")
-        self._reader.assign([TopicPartition(self.settings.candles_topic, p, 0) for p in metadata.partitions])
-        self.catch_up()
+    def start(self) -> None:
+        with self.talking_to_kafka():
+            self.decided.open()
+            self.catch_up()
+            self.prices.open()
 
     def catch_up(self, timeout: float = 30.0) -> None:
         """Read the candles topic up to its current end: learn every final and every ohlc `_id`."""
-        try:
-            topics.consume_to_end(self._reader, self._learn_all, timeout)
-        except KafkaException as error:
-            raise Unavailable(self.kafka, error.args[0].str()) from error
-        except TimeoutError as error:
-            raise Unavailable(self.kafka, str(error)) from error
+        with self.talking_to_kafka():
+            self.decided.catch_up(self._learn_all, timeout)
 
-    def _learn_all(self, messages: list[Message]) -> None:
-        for i, message in enumerate(messages):
-            if message.error() is None and message.value() is not None:
-                try:
-                    self._learn(message)
-                except RegistryUnavailable as error:
-                    rewind(self._reader, messages[i:])
-                    raise Unavailable(self.registry, error) from error
-
-    def _learn(self, message: Message) -> None:
+    def _learn_decode(self, message: Message) -> dict[str, Any] | None:
         try:
-            record = self._candles.decode(message.value())
+            return self._candles.decode(message.value()) if message.value() is not None else None
         except RegistryUnavailable:
             raise  # an unread ohlc candle could be overwritten: better wait than guess
         except Exception:  # noqa: BLE001 - a bad record on the candles topic decides nothing
-            return
-        if record.get("origin") == "ohlc":
-            self.ohlc_ids.add(record["_id"])
-        if record.get("final", True):
-            self.final_ids.add(record["_id"])
+            return None
+
+    def _learn_all(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            if record.get("origin") == "ohlc":
+                self.ohlc_ids.add(record["_id"])
+            if record.get("final", True):
+                self.final_ids.add(record["_id"])
 
     # --- the prices topic ---
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, reader: Reader, partitions: list[TopicPartition]) -> None:
         """Position every partition explicitly, so `ready` means "every tick published from now on is read"."""
-        committed = consumer.committed(partitions, timeout=30)
-        for tp in committed:
-            if tp.offset == OFFSET_INVALID or tp.offset < 0:
-                low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
-                tp.offset = high if self.options.from_end else low
-            self._next[tp.partition] = tp.offset
+        committed = kafka.committed_or(reader.client, partitions, self.options.from_end)
+        for tp, given in zip(committed, partitions, strict=True):
+            given.offset = tp.offset
             self.book.restore(_read_event_times(tp))
-        consumer.assign(committed)
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in committed))
         self._assigned = True
         self.ready.set()
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, reader: Reader, partitions: list[TopicPartition]) -> None:
         """Partitions taken away (a rebalance, or our session expired while Kafka was away): commit what we
         can, then forget the open candles, exactly as a restart would; the next assignment replays them."""
         try:
             self.commit(flush_timeout=5)
         except (Unavailable, KafkaException, DeliveryError) as error:
             log.info("no commit on revocation (%s); the next owner replays a little more", error)
-        self.book = CandleBook(self.options.grace_ms, self.options.update_every, self.options.idle_close)
-        self._next.clear()
-        consumer.unassign()
+        self.book = self._new_book()
+        reader.forget(partitions)
 
-    def _apply(self, message: Message, now: float) -> None:
-        tick = read_tick(self._ticks, message, self.registry, self.stats)
-        self._next[message.partition()] = message.offset() + 1
-        self.stats.consumed += 1
-        if tick is None:
-            return
-        symbol, source, ts, price, _ = tick
+    def _roll(self, ticks: list[PlacedTick]) -> None:
+        now = time.monotonic()
+        for i, tick in enumerate(ticks):
+            try:
+                if self._assigned:
+                    # a partition taken over from another process of the group (one killed, say) replays from its
+                    # commit, which another symbol's older open candle may have held back: a candle that process
+                    # closed must be known as final before its ticks are read again, else it would be rolled up
+                    # anew from only the ticks after that commit
+                    self.catch_up()
+                    self._assigned = False
+                self._apply(tick, now)
+            except Unavailable:
+                first: dict[tuple[str, int], int] = {}
+                for *_, partition, offset in ticks[i:]:
+                    key = (self.settings.prices_topic, partition)
+                    first[key] = min(first.get(key, offset), offset)
+                self.prices.seek(first)
+                raise
+
+    def _apply(self, tick: PlacedTick, now: float) -> None:
+        symbol, source, ts, price, _, partition, offset = tick
         if self.options.only_symbols is not None and symbol not in self.options.only_symbols:
             return
         cid = candle_id(symbol, source, bucket_start(ts))
@@ -300,14 +226,15 @@ class Processor:
             self._caught_up = True
         if cid in self.final_ids or cid in self.ohlc_ids:
             self.stats.skipped_decided += 1
-            self.book.observe(symbol, source, ts, now, (message.partition(), message.offset()))
+            self.book.observe(symbol, source, ts, now, (partition, offset))
             return
-        self.book.add(symbol, source, ts, price, now, (message.partition(), message.offset()))
+        self.book.add(symbol, source, ts, price, now, (partition, offset))
 
     def _publish(self, candles: list[Candle]) -> None:
         if not candles:
             return
-        self._reader_poll()
+        with self.talking_to_kafka():
+            self.decided.pump(self._learn_all, timeout=0)
         self.catch_up()
         for candle in candles:
             if candle.id in self.ohlc_ids:
@@ -337,16 +264,15 @@ class Processor:
             self.stats.delivery_failed += 1
             log.error("candle delivery failed: %s", error)
 
-    def _reader_poll(self) -> None:
-        self._learn_all(self._reader.consume(1000, timeout=0))
-
     def commit(self, flush_timeout: float = 5.0) -> None:
         """Deliver every queued candle, then commit up to the first tick of the oldest open candle.
 
         Kafka away (candles still queued, no coordinator, a failed commit): `Unavailable`, try again later.
         A candle whose delivery failed for good is worth stopping for: DeliveryError.
         """
-        if not self._next:
+        topic = self.settings.prices_topic
+        positions = {p: offset for (t, p), offset in self.prices.positions.items() if t == topic}
+        if not positions:
             return
         if self.stats.delivery_failed:
             raise DeliveryError(f"{self.stats.delivery_failed} candles could not be delivered; not committing")
@@ -354,17 +280,16 @@ class Processor:
         if left:
             raise Unavailable(self.kafka, f"{left} candles still waiting for the broker; not committing yet")
         replay = self.book.replay_from()
-        offsets = [TopicPartition(self.settings.prices_topic, p, min(replay.get(p, nxt), nxt),
-                                  metadata=self._event_times(p))
-                   for p, nxt in self._next.items()]
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as error:
-            if error.args[0].fatal():
-                raise
-            raise Unavailable(self.kafka, f"commit failed: {error.args[0].str()}") from error
-        self.kafka.up()
+        offsets = [TopicPartition(topic, p, min(replay.get(p, nxt), nxt), metadata=self._event_times(p))
+                   for p, nxt in positions.items()]
+        with self.talking_to_kafka("commit failed: "):
+            self.prices.client.commit(offsets=offsets, asynchronous=False)
+        self.watch.alive()
         self.stats.commits += 1
+
+    def final_commit(self) -> None:
+        """The commit of a stop: a stop during an outage keeps the last good commit (a restart replays from it)."""
+        self.commit(flush_timeout=30)
 
     def _event_times(self, partition: int) -> str:
         """The commit's metadata: the event time of each key of the partition (CandleBook.event_times), so that a
@@ -380,81 +305,32 @@ class Processor:
                         "them afresh", partition, len(text))
         return ""
 
-    # --- the loop ---
+    # --- the loop (kafka.Processor.run) ---
 
-    def run(self, stop: Callable[[], bool] = lambda: False) -> None:
-        """Roll up until `stop()`. Kafka or the registry going away never ends it: it waits, says so once,
-        and goes on from where it was (nothing is skipped, nothing committed past what was published)."""
-        backoff = Backoff(0.5, 10.0)
-        subscribed = False
-        self._last_commit = self._last_summary = time.monotonic()
-        self._last_retention = float("-inf")
-        self._retention_thread: threading.Thread | None = None
-        try:
-            while not stop():
-                try:
-                    if not subscribed:
-                        self._start_reader()
-                        self._consumer.subscribe([self.settings.prices_topic], on_assign=self._on_assign,
-                                                 on_revoke=self._on_revoke)
-                        subscribed = True
-                    self._step()
-                    backoff.reset()
-                except Unavailable as error:
-                    error.outage.down(error.cause)
-                    deadline = time.monotonic() + backoff.next()
-                    while time.monotonic() < deadline and not stop():
-                        self._producer.poll(0.1)  # deliveries (and librdkafka's reconnects) go on meanwhile
-        finally:
-            if self.options.close_on_stop:
-                self._publish(self.book.close_all())
-            self._final_commit()
-            self.closed = close_within([self._consumer, self._reader], 20.0)
-            if not self.closed:
-                log.warning("the Kafka consumers did not close within 20 s (everything was committed already)")
-
-    def _step(self) -> None:
+    def step(self) -> None:
         now = time.monotonic()
-        self._reader_poll()  # learn new ohlc ids early (publishing re-checks against the topic's end)
-        self._caught_up = False
-        messages = self._consumer.consume(self.options.batch, timeout=0.2)
-        for i, message in enumerate(messages):
-            if message.error() is not None:
-                if message.error().code() != KafkaError._PARTITION_EOF:
-                    self.kafka.down(message.error().str())
-                continue
-            try:
-                if self._assigned:
-                    # a partition taken over from another process of the group (one killed, say) replays from its
-                    # commit, which another symbol's older open candle may have held back: a candle that process
-                    # closed must be known as final before its ticks are read again, else it would be rolled up
-                    # anew from only the ticks after that commit
-                    self.catch_up()
-                    self._assigned = False
-                self._apply(message, now)
-            except Unavailable:
-                rewind(self._consumer, messages[i:])
-                raise
+        with self.talking_to_kafka():
+            self.decided.pump(self._learn_all, timeout=0)  # learn new ohlc ids early (publishing re-checks)
+            self._caught_up = False
+            self.stats.consumed += self.prices.pump(self._roll, timeout=0.2, most=self.options.batch)
         self._publish(self.book.poll(time.monotonic()))
-        if now - self._last_commit >= self.options.commit_every:
-            self._last_commit = now
-            self.commit()
+        self.watch.check(self.prices.client)
         every = self.options.retention_every
         if every is not None and now - self._last_retention >= every and not (
                 self._retention_thread and self._retention_thread.is_alive()):
             self._retention_thread = threading.Thread(target=self._retention, daemon=True, name="retention")
             self._retention_thread.start()
             self._last_retention = now
-        if now - self._last_summary >= 30:
-            log.info("%s; %s", self.stats, self.book.stats)
-            self._last_summary = now
 
-    def _final_commit(self) -> None:
-        """The commit of a stop: a stop during an outage keeps the last good commit (a restart replays from it)."""
-        try:
-            self.commit(flush_timeout=30)
-        except Unavailable as error:
-            log.warning("stopping without a final commit (%s); the restart replays from the last one", error)
+    def idle(self, seconds: float) -> None:
+        self._producer.poll(seconds)  # deliveries (and librdkafka's reconnects) go on meanwhile
+
+    def finish(self) -> None:
+        if self.options.close_on_stop and self.started:
+            self._publish(self.book.close_all())
+
+    def clients(self) -> list[Any]:
+        return [self.prices.client, self.decided.client]
 
     def _retention(self) -> None:
         try:

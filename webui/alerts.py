@@ -12,20 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError
 from pymongo import DESCENDING, MongoClient
 
 from cryptopulse import store
 from cryptopulse.avro import AvroCodec
-from cryptopulse.outage import Backoff, librdkafka_logger
+from cryptopulse.errors import RegistryUnavailable
+from cryptopulse.kafka import END, Follower, KafkaWatch, Reader
+from cryptopulse.outage import Backoff
 from cryptopulse.settings import Settings
 from cryptopulse.times import epoch_ms
-from webui.health import plain
+from webui.health import Dependencies, plain
 from webui.live import encode, group_id
 
 log = logging.getLogger(__name__)
@@ -51,26 +51,46 @@ def alert_message(record: dict[str, Any]) -> dict[str, Any]:
 
 
 class AlertFeed:
-    """The newest alerts, and a wake-up for every connection when one arrives (on the event loop)."""
+    """The newest alerts, and a wake-up for every connection when one arrives (on the event loop). A `Reader` of the
+    alerts topic (committed records only) run by a `Follower` thread: through a Kafka or a registry outage it
+    waits and reads the same record again, so no alert is dropped (cryptopulse/kafka.py)."""
 
-    def __init__(self, settings: Settings, group_prefix: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, settings: Settings, group_prefix: str, loop: asyncio.AbstractEventLoop,
+                 deps: Dependencies | None = None, *, make_consumer: Callable[[dict[str, Any]], Any] | None = None,
+                 make_codec: Callable[[], Any] | None = None, backoff_cap: float = 10.0) -> None:
         self.settings = settings
         self.group_id = group_id(f"{group_prefix}-alerts")
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)  # oldest first
         self.seq = 0  # alerts taken so far: each message's `seq`
         self.changed = asyncio.Event()  # replaced by a fresh one at each new alert
+        self.deps = deps or Dependencies()
         self._loop = loop
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="webui-alerts", daemon=True)
-        self.last_error: str | None = None
-        self.assigned = False  # the alerts topic's partitions are assigned: every alert committed from now on comes
+        self._make_codec = make_codec or (lambda: AvroCodec(settings, settings.alerts_topic, "alert"))
+        self._codec: Any = None
+        who = "alert feed"
+        self.reader = Reader(settings, "webui-alerts", [settings.alerts_topic], self._decode, group=self.group_id,
+                             subscribe=True, start=END, make_consumer=make_consumer,
+                             watch=KafkaWatch(self.deps.kafka.reporter(who),
+                                              backoff=Backoff(min(0.5, backoff_cap), backoff_cap)),
+                             registry=self.deps.registry.reporter(who),
+                             config={"auto.offset.reset": "latest", "isolation.level": "read_committed"})
+        self.follower = Follower("webui-alerts", self.reader, self._taken, prepare=self._read_stored,
+                                 backoff_cap=backoff_cap, most=100, logger=log)
 
     def start(self) -> None:
-        self._thread.start()
+        self.follower.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
+        self.follower.stop(timeout)
+
+    @property
+    def assigned(self) -> bool:
+        """The alerts topic's partitions are assigned: every alert committed from now on comes."""
+        return self.reader.assigned
+
+    @property
+    def last_error(self) -> str | None:
+        return self.follower.last_error or self.reader.watch.last_error
 
     def add(self, messages: list[dict[str, Any]], live: bool = True) -> None:
         """On the loop: new alerts (a redelivered one, recognised by its id, is not taken again). Only `live` ones
@@ -91,60 +111,36 @@ class AlertFeed:
         """The newest alerts as a page lists them when it opens, newest first (without the feed's own fields)."""
         return [{k: v for k, v in m.items() if k not in WIRE_EXTRAS} for m in reversed(self.recent)]
 
-    def _stored(self) -> list[dict[str, Any]]:
-        client: MongoClient = MongoClient(self.settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+    def _read_stored(self) -> None:
+        """The last alerts from the store (the sink's copy), once, before following the topic. The store away:
+        the list starts empty, live alerts still come."""
         try:
-            docs = client[self.settings.database][store.ALERTS].find().sort("ts", DESCENDING).limit(RECENT)
-            return [alert_message(d) for d in reversed(list(docs))]
-        finally:
-            client.close()
-
-    def _run(self) -> None:
-        backoff = Backoff(0.5, 10.0)
-        try:
-            stored = self._stored()
+            client: MongoClient = MongoClient(self.settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+            try:
+                docs = client[self.settings.database][store.ALERTS].find().sort("ts", DESCENDING).limit(RECENT)
+                stored = [alert_message(d) for d in reversed(list(docs))]
+            finally:
+                client.close()
             self._loop.call_soon_threadsafe(self.add, stored, False)
         except Exception as error:  # noqa: BLE001 - the list starts empty: live alerts still come
             log.warning("recent alerts not read from MongoDB (%s); showing new ones only", plain(error))
-        while not self._stop.is_set():
-            try:
-                self._follow()
-                return
-            except Exception as error:  # noqa: BLE001 - never fatal: a new consumer after a backoff
-                self.last_error = plain(error)
-                log.warning("alerts consumer failed (%s); a new one starts", self.last_error)
-                self._stop.wait(backoff.next())
 
-    def _follow(self) -> None:
-        codec = AvroCodec(self.settings, self.settings.alerts_topic, "alert")
-        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": self.group_id,
-                             "auto.offset.reset": "latest", "enable.auto.commit": False,
-                             "isolation.level": "read_committed", "logger": librdkafka_logger("webui-alerts"),
-                             "error_cb": lambda error: setattr(self, "last_error", plain(error))})
+    def _decode(self, message: Any) -> dict[str, Any] | None:
+        if self._codec is None:
+            self._codec = self._make_codec()
         try:
-            consumer.subscribe([self.settings.alerts_topic],
-                               on_assign=lambda _c, parts: setattr(self, "assigned", bool(parts)),
-                               on_revoke=lambda _c, _parts: setattr(self, "assigned", False))
-            while not self._stop.is_set():
-                messages = consumer.consume(100, timeout=0.5)
-                alerts = []
-                for message in messages:
-                    if message.error() is not None:
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            self.last_error = plain(message.error())
-                        continue
-                    try:
-                        alerts.append(alert_message(codec.decode(message.value())))
-                    except Exception as error:  # noqa: BLE001 - a bad record is skipped (the registry: retried)
-                        log.warning("alert at offset %d not shown: %s", message.offset(), plain(error))
-                if alerts:
-                    try:
-                        self._loop.call_soon_threadsafe(self.add, alerts)
-                    except RuntimeError:  # the loop is closed: shutting down
-                        return
-        finally:
-            self.assigned = False
-            consumer.close()
+            return alert_message(self._codec.decode(message.value()))
+        except RegistryUnavailable:
+            raise  # not the record's fault: the follower waits and reads it again
+        except Exception as error:  # noqa: BLE001 - a bad record is skipped
+            log.warning("alert at offset %d not shown: %s", message.offset(), plain(error))
+            return None
+
+    def _taken(self, alerts: list[dict[str, Any]]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.add, alerts)
+        except RuntimeError:  # the loop is closed: shutting down
+            self.follower.stopping.set()
 
 
 async def push_alerts(feed: AlertFeed | None, send: Callable[[str], Awaitable[None]]) -> None:

@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
                                            shared.hub.set_status)
             shared.consumer.start()
             log.info("consuming %s as group %s", config.settings.prices_topic, shared.consumer.group_id)
-            shared.alerts = AlertFeed(config.settings, config.consumer_group_prefix, asyncio.get_running_loop())
+            shared.alerts = AlertFeed(config.settings, config.consumer_group_prefix, asyncio.get_running_loop(), deps)
             shared.alerts.start()
 
     @app.after_serving

@@ -17,20 +17,16 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import requests
 from confluent_kafka import KafkaError, KafkaException
 
-from cryptopulse.outage import Backoff, Outage
+from cryptopulse.outage import Outage
 from cryptopulse.redact import redact
 
 log = logging.getLogger("webui")
-
-# librdkafka errors that say a broker cannot be reached (as opposed to a bad request or a missing topic)
-CONNECTIVITY = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE,
-                          KafkaError._TIMED_OUT, KafkaError._AUTHENTICATION, KafkaError._SSL})
-
 
 def plain(error: object, limit: int = 160) -> str:
     """An error as one short line for /healthz and the log: no traceback, no driver's topology dump."""
@@ -74,6 +70,10 @@ class Dependency:
                 return False
             return self.outage.up()
 
+    def reporter(self, who: str) -> Reporter:
+        """`who`'s view of this dependency, for a retry loop that reports to a `cryptopulse.kafka.Reporter`."""
+        return Reporter(self, who)
+
     def failing(self, who: str) -> bool:
         with self._lock:
             return who in self._failing
@@ -85,6 +85,21 @@ class Dependency:
             if not body["ok"]:
                 body["seen_by"] = sorted(self._failing)
             return body
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """One reporter's view of a `Dependency`: what a retry loop of cryptopulse.kafka (a KafkaWatch, a Reader)
+    tells when it fails and when it works again."""
+
+    dependency: Dependency
+    who: str
+
+    def down(self, reason: object) -> bool:
+        return self.dependency.down(self.who, reason)
+
+    def up(self) -> bool:
+        return self.dependency.up(self.who)
 
 
 class Dependencies:
@@ -100,62 +115,6 @@ class Dependencies:
 
     def down(self) -> list[str]:
         return [d.name for d in self.all() if d.is_down]
-
-
-class KafkaWatch:
-    """Whether one consumer reaches the broker, from its error events, records and metadata probes.
-
-    librdkafka keeps reconnecting by itself and says so through error callbacks (many a second while a
-    broker is away) but never says when it is back. So a connectivity error only raises a doubt; the
-    consumer's loop calls `check` each turn, which settles a doubt with a metadata request (a few ms
-    when the broker is there, `timeout` when it is not), again after a backoff while it is down.
-    """
-
-    def __init__(self, dependency: Dependency, who: str, clock: Callable[[], float] = time.monotonic,
-                 backoff: Backoff | None = None, timeout: float = 2.0) -> None:
-        self.dependency = dependency
-        self.who = who
-        self.clock = clock
-        self.backoff = backoff or Backoff(0.5, 10.0)
-        self.timeout = timeout
-        self.doubt: str | None = None  # the error that raised the doubt, until a probe or a record settles it
-        self.last_error: str | None = None  # the latest error, said by librdkafka or by a failed call
-        self._next_probe = 0.0
-
-    def on_error(self, error: KafkaError) -> None:
-        """The consumer's `error_cb` (called from inside poll, on the consumer's thread)."""
-        self.last_error = plain(error)
-        if error.code() in CONNECTIVITY or error.fatal():
-            self.doubt = self.doubt or self.last_error
-
-    def failed(self, error: object) -> None:
-        """A call on the consumer raised: doubt until a probe settles it."""
-        self.last_error = plain(error)
-        self.doubt = self.doubt or self.last_error
-
-    def alive(self) -> None:
-        """A record arrived: the broker is there."""
-        if self.doubt is not None or self.dependency.failing(self.who):
-            self.doubt = None
-            self.backoff.reset()
-            self._next_probe = 0.0
-            self.dependency.up(self.who)
-
-    def check(self, client: Any) -> None:
-        """Settle a doubt with `client.list_topics` when one is due; otherwise return at once."""
-        if self.doubt is None or self.clock() < self._next_probe:
-            return
-        try:
-            client.list_topics(timeout=self.timeout)
-        except Exception as exc:  # noqa: BLE001 - KafkaException, or a client that is closing
-            # librdkafka's own words ("Connect to ... failed: Connection refused") say more than the probe's
-            self.dependency.down(self.who, self.last_error or plain(exc))
-            self._next_probe = self.clock() + self.backoff.next()
-            return
-        self.doubt = None
-        self.backoff.reset()
-        self._next_probe = 0.0
-        self.dependency.up(self.who)
 
 
 def registry_probe(url: str, timeout: float) -> None:

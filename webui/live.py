@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import socket
-import threading
 import time
 import uuid
 from collections import deque
@@ -21,21 +20,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-
 from cryptopulse.avro import AvroCodec
 from cryptopulse.errors import RegistryUnavailable
-from cryptopulse.outage import Backoff, RateLimitFilter, librdkafka_logger
+from cryptopulse.kafka import END, Follower, KafkaWatch, Reader
+from cryptopulse.outage import Backoff, RateLimitFilter
 from cryptopulse.settings import Settings
 from cryptopulse.times import epoch_ms
-from webui.health import Dependencies, KafkaWatch, plain
+from webui.health import Dependencies, plain
 from webui.metrics import Metrics
 
 log = logging.getLogger(__name__)
 undecodable_log = logging.getLogger(f"{__name__}.undecodable")  # a bad producer can send thousands a second
 undecodable_log.addFilter(RateLimitFilter(period=60, burst=5))
 WHO = "live consumer"  # as a reporter of outages (webui.health.Dependency)
-_STOPPED = object()
 ALL = "*"  # a subscriber of every symbol's ticks (the markets overview)
 
 
@@ -206,20 +203,21 @@ def tick_message(record: dict[str, Any]) -> TickMessage:
 
 
 class LiveConsumer:
-    """confluent_kafka Consumer in a daemon thread; batches of decoded ticks go to `deliver` on the loop.
+    """The live feed: a `Reader` of the prices topic run by a `Follower` thread (cryptopulse/kafka.py); batches of
+    decoded ticks go to `deliver` on the loop.
 
-    It outlives any outage: Kafka away (librdkafka reconnects; a `KafkaWatch` tells when it is back), the
-    registry away (the record that needs it is decoded again after a backoff, never skipped), or a
-    consumer that cannot be used any more (a fresh one, assigned where the last one stopped). Every
-    delivered record's offset is remembered, so after a rebalance or a new consumer it carries on from
-    the next record: no tick twice, none lost. `on_status` (on the loop) hears when the live feed
-    becomes stale and when it flows again.
+    It outlives any outage: Kafka away (librdkafka reconnects; the watch tells when it is back), the registry
+    away (the record that needs it is decoded again after a backoff, never skipped; what was decoded before it
+    goes out first), or a consumer that cannot be used any more (a fresh one, assigned where the last one
+    stopped). The reader keeps every delivered record's offset, so after a rebalance or a new consumer it
+    carries on from the next record: no tick twice, none lost. `on_status` (on the loop) hears when the live
+    feed becomes stale and when it flows again.
     """
 
     def __init__(self, settings: Settings, group_prefix: str, loop: asyncio.AbstractEventLoop,
                  deliver: Callable[[list[dict[str, Any]]], None], metrics: Metrics,
                  deps: Dependencies | None = None, on_status: Callable[[dict[str, Any]], None] | None = None,
-                 *, make_consumer: Callable[[dict[str, Any]], Any] = Consumer,
+                 *, make_consumer: Callable[[dict[str, Any]], Any] | None = None,
                  make_codec: Callable[[], Any] | None = None, backoff_cap: float = 10.0) -> None:
         self.settings = settings
         self.group_id = group_id(group_prefix)
@@ -228,33 +226,41 @@ class LiveConsumer:
         self._metrics = metrics
         self.deps = deps or Dependencies()
         self._on_status = on_status
-        self._make_consumer = make_consumer
         self._make_codec = make_codec or (lambda: AvroCodec(settings, settings.prices_topic, "tick"))
-        self._backoff_cap = backoff_cap
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="webui-kafka", daemon=True)
-        self.watch = KafkaWatch(self.deps.kafka, WHO, backoff=self._backoff())
-        self.next_offsets: dict[int, int] = {}  # partition -> offset of the next record to deliver
-        self.last_poll = 0.0
-        self.assigned = False
-        self.last_error: str | None = None
-        self.stale: str | None = None  # why the live feed is interrupted, or None while it flows
-        self._bugs: set[str] = set()
         self._codec: Any = None
-
-    def _backoff(self) -> Backoff:
-        return Backoff(min(0.5, self._backoff_cap), self._backoff_cap)
+        self._bad = 0  # undecodable records not told to the loop yet
+        self.stale: str | None = None  # why the live feed is interrupted, or None while it flows
+        self.watch = KafkaWatch(self.deps.kafka.reporter(WHO), backoff=Backoff(min(0.5, backoff_cap), backoff_cap))
+        self.reader = Reader(settings, "webui", [settings.prices_topic], self._decode, group=self.group_id,
+                             subscribe=True, start=END, watch=self.watch, registry=self.deps.registry.reporter(WHO),
+                             make_consumer=make_consumer, config={
+                                 "auto.offset.reset": "latest",
+                                 # committed now and then only so that `control status` can show this dashboard's lag
+                                 "enable.auto.commit": True, "auto.commit.interval.ms": 5000,
+                                 "fetch.wait.max.ms": 10})
+        # poll 0.2 s for the first record, then whatever else is fetched: consume(500, timeout) would hold the first
+        # record until 500 arrive or the timeout passes, adding up to that much latency
+        self.follower = Follower("webui-kafka", self.reader, self._send, turn=self._turn, backoff_cap=backoff_cap,
+                                 poll_timeout=0.2, most=500, logger=log)
 
     def start(self) -> None:
-        self._thread.start()
+        self.follower.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
+        self.follower.stop(timeout)
+
+    @property
+    def assigned(self) -> bool:
+        return self.reader.assigned
+
+    @property
+    def last_error(self) -> str | None:
+        return self.follower.last_error or self.watch.last_error
 
     def status(self) -> dict[str, Any]:
-        age = time.monotonic() - self.last_poll if self.last_poll else None
-        alive = self._thread.is_alive()
+        last_poll = self.follower.last_poll
+        age = time.monotonic() - last_poll if last_poll else None
+        alive = self.follower.alive
         ok = alive and age is not None and age < 5 and self.assigned and self.stale is None
         body = {"ok": ok, "group_id": self.group_id, "topic": self.settings.prices_topic, "assigned": self.assigned,
                 "seconds_since_poll": None if age is None else round(age, 3), "last_error": self.last_error}
@@ -264,133 +270,25 @@ class LiveConsumer:
                              or "not polling")
         return body
 
-    def _on_error(self, error: KafkaError) -> None:
-        """error_cb: librdkafka repeats itself many times a second while a broker is down; nothing is logged
-        here (the watch's `Outage` says it once), the latest error is kept for /healthz."""
-        self.watch.on_error(error)
-        self.last_error = plain(error)
-
-    def _config(self) -> dict[str, Any]:
-        return {
-            "bootstrap.servers": self.settings.kafka_bootstrap,
-            "group.id": self.group_id,
-            "auto.offset.reset": "latest",
-            # committed now and then only so that `control status` can show this dashboard's lag
-            "enable.auto.commit": True,
-            "auto.commit.interval.ms": 5000,
-            "fetch.wait.max.ms": 10,
-            "error_cb": self._on_error,
-            "logger": librdkafka_logger("webui"),  # librdkafka's own lines, rate-limited
-        }
-
-    def _run(self) -> None:
-        backoff = self._backoff()
-        while not self._stop.is_set():
-            try:
-                self._consume()
-                return  # stopped
-            except Exception as exc:  # noqa: BLE001 - never fatal: a fresh consumer after a backoff
-                self.last_error = plain(exc)
-                key = f"{type(exc).__name__}: {self.last_error}"
-                if key not in self._bugs:  # once per kind of failure, not once per retry; a traceback if a bug
-                    self._bugs.add(key)
-                    log.warning("kafka consumer failed (%s); a new one starts where it stopped", self.last_error,
-                                exc_info=not isinstance(exc, KafkaException))
-                self._stop.wait(backoff.next())
-
-    def _consume(self) -> None:
+    def _decode(self, message: Any) -> TickMessage | None:
+        """The record as a tick message; None if it is bad (counted, skipped); RegistryUnavailable passes (the
+        reader waits before it and reads it again)."""
         if self._codec is None:
             self._codec = self._make_codec()
-        consumer = self._make_consumer(self._config())
         try:
-            consumer.subscribe([self.settings.prices_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
-            backoff = self._backoff()
-            while not self._stop.is_set():
-                self.last_poll = time.monotonic()
-                # Wait for one record, then take whatever else is already fetched: consume(500, timeout) would
-                # hold the first record until 500 arrive or the timeout passes, adding up to that much latency.
-                try:
-                    first = consumer.poll(0.2)
-                    messages = [] if first is None else [first, *consumer.consume(num_messages=499, timeout=0)]
-                except KafkaException as exc:
-                    if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal():
-                        raise  # this consumer cannot go on: a new one, from next_offsets
-                    self.watch.failed(exc)
-                    self._stop.wait(backoff.next())
-                    messages = []
-                else:
-                    backoff.reset()
-                if any(m.error() is None for m in messages):
-                    self.watch.alive()
-                self._handle(messages)
-                self.watch.check(consumer)
-                self._update_stale()
-        finally:
-            self.assigned = False
-            consumer.close()
+            return tick_message(self._codec.decode(message.value()))
+        except RegistryUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any bad record is counted and skipped
+            undecodable_log.warning("undecodable record at %s[%d]@%d skipped: %s", message.topic(),
+                                    message.partition(), message.offset(), plain(exc))
+            self._bad += 1
+            return None
 
-    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        """Carry on after the last delivered record (not from the group's last commit, up to 5 s older)."""
-        for tp in partitions:
-            if tp.partition in self.next_offsets:
-                tp.offset = self.next_offsets[tp.partition]
-            else:  # the end, resolved now: once `assigned` (and /healthz ok), every tick published is delivered
-                with contextlib.suppress(KafkaException):  # else librdkafka resolves "latest" at the first fetch
-                    tp.offset = consumer.get_watermark_offsets(tp, timeout=5)[1]
-        consumer.assign(partitions)
-        self.assigned = bool(partitions)
-
-    def _on_revoke(self, _consumer: Any, _partitions: list[TopicPartition]) -> None:
-        self.assigned = False  # the library unassigns
-
-    def _handle(self, messages: list[Any]) -> None:
-        ticks, bad = [], 0
-        for message in messages:
-            if self._stop.is_set():
-                break
-            if message.error():
-                if message.error().code() != KafkaError._PARTITION_EOF:
-                    self.last_error = plain(message.error())
-                continue
-            partition, offset = message.partition(), message.offset()
-            if offset < self.next_offsets.get(partition, -1):
-                continue  # delivered already (read again after a rebalance)
-            tick = self._decode(message, ticks)
-            if tick is _STOPPED:
-                break
-            if tick is None:
-                bad += 1
-            else:
-                ticks.append(tick)
-            self.next_offsets[partition] = offset + 1
-        if ticks or bad:
-            self._send(ticks, bad)
-
-    def _decode(self, message: Any, ready: list[dict[str, Any]]) -> Any:
-        """The record as a tick message; None if it is bad (counted, skipped); while the registry cannot be
-        reached, the same record again after a backoff (what is decoded already goes out first)."""
-        backoff = self._backoff()
-        while True:
-            try:
-                tick = tick_message(self._codec.decode(message.value()))
-            except RegistryUnavailable as exc:
-                self.deps.registry.down(WHO, exc)
-                self.last_error = plain(exc)
-                self._update_stale()
-                if ready:
-                    self._send(list(ready), 0)
-                    ready.clear()
-                if self._stop.wait(backoff.next()):
-                    return _STOPPED
-                continue
-            except Exception as exc:  # noqa: BLE001 - any bad record is counted and skipped
-                undecodable_log.warning("undecodable record at %s[%d]@%d skipped: %s", message.topic(),
-                                        message.partition(), message.offset(), plain(exc))
-                tick = None
-            if self.deps.registry.failing(WHO):
-                self.deps.registry.up(WHO)
-                self._update_stale()
-            return tick
+    def _turn(self) -> None:
+        if self._bad:
+            self._send([])
+        self._update_stale()
 
     def _update_stale(self) -> None:
         """Tell the loop when the live feed stops (Kafka or the registry out of reach) and when it flows again."""
@@ -413,11 +311,12 @@ class LiveConsumer:
             except RuntimeError:  # the loop is closed: the app is shutting down
                 pass
 
-    def _send(self, ticks: list[dict[str, Any]], bad: int) -> None:
+    def _send(self, ticks: list[dict[str, Any]]) -> None:
+        bad, self._bad = self._bad, 0
         try:
             self._loop.call_soon_threadsafe(self._hand_over, ticks, bad)
         except RuntimeError:  # the loop is closed: the app is shutting down
-            self._stop.set()
+            self.follower.stopping.set()
 
     def _hand_over(self, ticks: list[dict[str, Any]], bad: int) -> None:
         self._metrics.undecodable += bad

@@ -23,22 +23,22 @@ from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    Consumer,
     ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from cryptopulse import kafka
 from cryptopulse.avro import AvroCodec
 from cryptopulse.errors import RegistryUnavailable
-from cryptopulse.outage import Backoff, librdkafka_logger
+from cryptopulse.kafka import Follower, KafkaWatch, Reader, Unavailable
+from cryptopulse.outage import Backoff
 from cryptopulse.settings import Settings, sink_group
 from cryptopulse.times import DAY_MS, MINUTE_MS, epoch_ms
-from webui.health import Dependencies, Dependency, KafkaWatch, plain
+from webui.health import Dependencies, plain
 from webui.series import CandleRow, TickRow, sound_candle, sound_tick
 
 log = logging.getLogger(__name__)
@@ -100,39 +100,38 @@ class WindowView:
     last_error: str | None = None
     deps: Dependencies = field(default_factory=Dependencies)  # the app's, to report outages to
     backoff_cap: float = 30.0
-    make_consumer: Callable[[dict[str, Any]], Any] = Consumer  # tests pass fakes
+    make_consumer: Callable[[dict[str, Any]], Any] | None = None  # tests pass fakes
     make_codec: Callable[[], Any] | None = None
     _rows: dict[tuple[str, str], dict[int, CandleRow | TickRow]] = field(default_factory=dict)
     _count: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-    _positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset to apply
     _codec: Any = None
-    _bugs: set[str] = field(default_factory=set)
+    _last_trim: float = field(default_factory=time.monotonic)
 
-    def _make_codec(self) -> Any:
-        return self.make_codec() if self.make_codec else AvroCodec(self.settings, self.spec.topic, self.spec.schema)
-
-    def _make_consumer(self, config: dict[str, Any]) -> Any:
-        return self.make_consumer(config)
+    def __post_init__(self) -> None:
+        who = self._who
+        cap = self.backoff_cap
+        self.watch = KafkaWatch(self.deps.kafka.reporter(who), backoff=Backoff(min(0.5, cap), min(10.0, cap)))
+        self.reader: Reader[tuple[str, str, Any]] = Reader(
+            self.settings, "webui", [self.spec.topic], self._decode, group=f"cryptopulse-webui-view-{id(self)}",
+            start={}, watch=self.watch, registry=self.deps.registry.reporter(who), make_consumer=self.make_consumer,
+            config={"fetch.wait.max.ms": 100})
+        self._follower = Follower(f"webui-view-{self.spec.name}", self.reader, self._apply_all, prepare=self._start,
+                                  turn=self._turn, backoff_cap=cap, logger=log)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"webui-view-{self.spec.name}", daemon=True)
-        self._thread.start()
+        self._follower.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Ask the thread to end; a load still waiting on MongoDB is left to finish on its own (a daemon)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._follower.stop(timeout)
 
     def status(self) -> dict[str, Any]:
-        alive = self._thread is not None and self._thread.is_alive()
+        alive = self._follower.alive
         waiting = [d.name for d in self.deps.all() if d.failing(self._who)]
         return {"ok": self.ready.is_set() and alive and not self.full and not waiting, "ready": self.ready.is_set(),
                 "loaded": self.loaded, "followed": self.followed, "rows": self._count, "full": self.full,
-                "waiting_for": waiting, "last_error": self.last_error}
+                "waiting_for": waiting, "last_error": self.last_error or self._follower.last_error}
 
     def covers(self, start: int) -> bool:
         """Whether a window starting at `start` (epoch ms) can be answered from memory."""
@@ -183,117 +182,53 @@ class WindowView:
                     del rows[t]
                 self._count -= len(old)
 
-    # --- the thread: load, then follow; through any outage ---
-
-    def _run(self) -> None:
-        """Start (positions, then the load) until it works, then follow the topic; never ends before `stop`.
-
-        Kafka, MongoDB or the registry away: each failing step is retried after a backoff (the dependency
-        reported down once, up when the step works); while following, the consumer's position is kept,
-        so the view carries on from the record after the last one it applied, even with a new consumer.
-        """
-        backoff = Backoff(min(1.0, self.backoff_cap), self.backoff_cap)
-        while not self._stop.is_set():
-            try:
-                if not self.ready.is_set():
-                    self._start()
-                    backoff.reset()
-                self._follow()
-                return  # stopped
-            except _Unavailable as exc:
-                exc.dependency.down(self._who, exc.reason)
-                self.last_error = f"{exc.dependency.name}: {plain(exc.reason)}"
-            except _NotYet as exc:  # no topic yet: said once, then checked again quietly
-                if str(exc) != self.last_error:
-                    log.warning("%s view waits: %s", self.spec.name, exc)
-                self.last_error = str(exc)
-            except Exception as exc:  # noqa: BLE001 - a bug or an unusable client: again, after a backoff
-                self.last_error = plain(exc)
-                key = f"{type(exc).__name__}: {self.last_error}"
-                if key not in self._bugs:  # once per kind of failure, not once per retry; a traceback if a bug
-                    self._bugs.add(key)
-                    log.warning("%s view failed (%s); retrying where it stopped", self.spec.name, self.last_error,
-                                exc_info=not isinstance(exc, KafkaException))
-            self._stop.wait(backoff.next())
+    # --- the follower's thread: load, then follow; through any outage (cryptopulse.kafka.Follower) ---
 
     @property
     def _who(self) -> str:
         return f"{self.spec.name} view"
 
     def _start(self) -> None:
-        """The sink's committed offsets first (whatever it has not written is read again), then MongoDB."""
+        """The sink's committed offsets first (whatever it has not written is read again), then MongoDB. Kafka or
+        MongoDB away: Unavailable (the follower says so once and tries again after a backoff); no topic yet:
+        said once, then checked again quietly."""
         deps = self.deps
         try:
             self._codec = self._codec or self._make_codec()
-            self._positions = self._start_positions()
+            positions = self._start_positions()
         except KafkaException as exc:
-            raise _Unavailable(deps.kafka, exc) from exc
+            raise Unavailable(deps.kafka.reporter(self._who), plain(exc)) from exc
+        except _NotYet as exc:
+            if str(exc) != self.last_error:
+                log.warning("%s view waits: %s", self.spec.name, exc)
+            self.last_error = str(exc)
+            raise
         deps.kafka.up(self._who)
         try:
             self.loaded = 0
             self._load()
         except PyMongoError as exc:
-            raise _Unavailable(deps.mongo, exc) from exc
+            raise Unavailable(deps.mongo.reporter(self._who), plain(exc)) from exc
         deps.mongo.up(self._who)
-        if self._stop.is_set():
+        self.reader.start = {(self.spec.topic, p): offset for p, offset in positions.items()}
+        if self._follower.stopping.is_set():
             return
         self.ready.set()
         self.last_error = None
         log.info("%s view ready: %d rows from MongoDB", self.spec.name, self.loaded)
 
-    def _follow(self) -> None:
-        if self._stop.is_set():
-            return
-        self._codec = self._codec or self._make_codec()
-        watch = KafkaWatch(self.deps.kafka, self._who,
-                           backoff=Backoff(min(0.5, self.backoff_cap), min(10.0, self.backoff_cap)))
+    def _make_codec(self) -> Any:
+        return self.make_codec() if self.make_codec else AvroCodec(self.settings, self.spec.topic, self.spec.schema)
 
-        def on_error(error: KafkaError) -> None:
-            watch.on_error(error)
-            self.last_error = plain(error)
-
-        consumer = self._make_consumer({
-            "bootstrap.servers": self.settings.kafka_bootstrap, "group.id": f"cryptopulse-webui-view-{id(self)}",
-            "enable.auto.commit": False, "fetch.wait.max.ms": 100, "error_cb": on_error,
-            "logger": librdkafka_logger("webui"),
-        })
-        try:
-            consumer.assign([TopicPartition(self.spec.topic, p, offset) for p, offset in self._positions.items()])
-            backoff = Backoff(min(0.5, self.backoff_cap), self.backoff_cap)
-            last_trim = time.monotonic()
-            while not self._stop.is_set():
-                try:
-                    first = consumer.poll(0.5)  # returns with the first record; then take what is already fetched
-                    messages = [first, *consumer.consume(1000, timeout=0)] if first is not None else []
-                except KafkaException as exc:
-                    if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal():
-                        raise  # a new consumer, from the positions kept
-                    watch.failed(exc)
-                    self._stop.wait(backoff.next())
-                    messages = []
-                else:
-                    backoff.reset()
-                if any(m.error() is None for m in messages):
-                    watch.alive()
-                for message in messages:
-                    if message.error() is not None:
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            self.last_error = plain(message.error())
-                        continue
-                    if not self._apply(message.value()):
-                        return  # stopped while waiting for the registry
-                    self._positions[message.partition()] = message.offset() + 1
-                watch.check(consumer)
-                if time.monotonic() - last_trim > 60:
-                    self.forget_old(int(time.time() * 1000))
-                    last_trim = time.monotonic()
-        finally:
-            consumer.close()
+    def _turn(self) -> None:
+        if time.monotonic() - self._last_trim > 60:
+            self.forget_old(int(time.time() * 1000))
+            self._last_trim = time.monotonic()
 
     def _start_positions(self) -> dict[int, int]:
         """{partition: where to start}: the sink's committed offset, or the beginning where it has none."""
         topic = self.spec.topic
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap, "log_level": 0})
+        admin = kafka.admin(self.settings)
         metadata = admin.list_topics(topic, timeout=10).topics.get(topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:
             raise _NotYet(f"topic {topic} does not exist; `control deploy-connectors` creates it")
@@ -313,44 +248,34 @@ class WindowView:
         try:
             collection = client[self.settings.database][self.spec.collection]
             for doc in collection.find({self.spec.time_field: {"$gte": since}}, fields, batch_size=10_000):
-                if self._stop.is_set():
+                if self._follower.stopping.is_set():
                     return
                 self.put(doc["symbol"], doc["source"], self.spec.row(doc))
                 self.loaded += 1
         finally:
             client.close()
 
-    def _apply(self, value: bytes | None) -> bool:
-        """Put one record; while the registry cannot be reached, the same record again after a backoff.
-        False only when stopped while waiting."""
-        backoff = Backoff(min(0.5, self.backoff_cap), self.backoff_cap)
-        while value is not None:
-            try:
-                record = self._codec.decode(value)
-                self.put(record["symbol"], record["source"], self.spec.row(record))
-            except RegistryUnavailable as exc:  # the record is fine: the same one again, a little later
-                self.deps.registry.down(self._who, exc)
-                self.last_error = f"registry: {plain(exc)}"
-                if self._stop.wait(backoff.next()):
-                    return False
-                continue
-            except Exception as exc:  # noqa: BLE001 - the sink sends such a record to its DLQ; the view skips it
-                self.last_error = f"undecodable record skipped: {plain(exc)}"
-            break
-        if self.deps.registry.failing(self._who):
-            self.deps.registry.up(self._who)
+    def _decode(self, message: Any) -> tuple[str, str, Any] | None:
+        """(symbol, source, row) of a record; None for a tombstone or a record the sink would send to its DLQ
+        (skipped); RegistryUnavailable passes (the same record again, a little later)."""
+        value = message.value()
+        if value is None:
+            return None
+        try:
+            record = self._codec.decode(value)
+            return record["symbol"], record["source"], self.spec.row(record)
+        except RegistryUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the sink sends such a record to its DLQ; the view skips it
+            self.last_error = f"undecodable record skipped: {plain(exc)}"
+            return None
+
+    def _apply_all(self, rows: list[tuple[str, str, Any]]) -> None:
+        for symbol, source, row in rows:
+            self.put(symbol, source, row)
+        self.followed += len(rows)
+        if self.last_error and self.last_error.startswith("registry"):
             self.last_error = None
-        self.followed += 1
-        return True
-
-
-class _Unavailable(Exception):
-    """A step of the view's start could not reach a dependency."""
-
-    def __init__(self, dependency: Dependency, reason: object) -> None:
-        super().__init__(plain(reason))
-        self.dependency = dependency
-        self.reason = reason
 
 
 class _NotYet(Exception):

@@ -7,9 +7,9 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from cryptopulse.alert import Rule
+from cryptopulse.kafka import Unavailable
 from cryptopulse.settings import Settings
 from streams.alerts import AlertProcessor
-from streams.processor import Unavailable
 
 T0 = 1_800_000_000_000
 
@@ -87,19 +87,18 @@ class TickCodec:
 @pytest.fixture
 def processor() -> AlertProcessor:
     p = AlertProcessor(Settings())
-    p._producer, p._consumer = FakeProducer(), FakeConsumer()
+    p._producer, p.prices.client = FakeProducer(), FakeConsumer()
     p._alerts = p._states = Codec()
     p._ticks = TickCodec()
     p.book.set_rule(Rule("r1", "BTC", "above", price=100.0, created=T0))
-    p._next = {0: 10}
+    p.prices.positions = {(p.settings.prices_topic, 0): 10}
     p._committed = {0: 10}
     p._snapshot = p.book.snapshot()
     return p
 
 
 def feed(p: AlertProcessor, ticks: list[tuple[int, float]], first_offset: int) -> None:
-    for i, (ts, price) in enumerate(ticks):
-        p._apply(Message(first_offset + i, ts, price))
+    p.prices.handle([Message(first_offset + i, ts, price) for i, (ts, price) in enumerate(ticks)], p._evaluate)
 
 
 def test_one_transaction_holds_the_alert_the_state_and_the_offsets(processor):
@@ -121,7 +120,7 @@ def test_an_aborted_commit_goes_back_to_the_last_commit_and_fires_the_same_alert
     producer.fail_commit = [KafkaError(KafkaError._STATE, "fenced epoch", txn_requires_abort=True)]
     with pytest.raises(Unavailable):
         processor.commit()
-    assert producer.aborted == 1 and processor._consumer.seeks == [(0, 11)] and processor._next == {0: 11}
+    assert producer.aborted == 1 and processor.prices.client.seeks == [(0, 11)] and processor._next() == {0: 11}
     assert processor.book.states["r1|BTC|simulated"].last_ts == T0  # the tick at T0+1s is to be evaluated again
     feed(processor, [(T0 + 1000, 101.0)], 11)  # read again after the seek
     processor.commit()

@@ -6,145 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException
 from pymongo.errors import ServerSelectionTimeoutError
 
-from cryptopulse.errors import RegistryUnavailable
+from cryptopulse.kafka import KafkaWatch
 from cryptopulse.settings import Settings
-from webui.health import Dependencies, Dependency, KafkaWatch, Monitor, health_report, plain
+from tests.fake_kafka import DOWN, NO_METADATA, FakeBroker, FakeCodec, until
+from webui.health import Dependencies, Dependency, Monitor, health_report, plain
 from webui.live import LiveConsumer
 from webui.metrics import Metrics
 from webui.series import TickRow
 from webui.views import WindowView, tick_spec
 
 NOW = int(time.time() * 1000)
-DOWN = KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down")
-NO_METADATA = KafkaError(KafkaError._TRANSPORT, "Failed to get metadata: Local: Broker transport failure")
-
-
-# --- fakes: a broker that can go away, its consumers, a codec whose registry can go away ---
-
-class FakeMessage:
-    def __init__(self, value: Any, offset: int, partition: int = 0) -> None:
-        self._value, self._offset, self._partition = value, offset, partition
-
-    def error(self) -> None:
-        return None
-
-    def value(self) -> Any:
-        return self._value
-
-    def offset(self) -> int:
-        return self._offset
-
-    def partition(self) -> int:
-        return self._partition
-
-    def topic(self) -> str:
-        return "t"
-
-
-class FakeBroker:
-    """One partition's log; `up` False makes every consumer see a broker that is away."""
-
-    def __init__(self) -> None:
-        self.up = True
-        self.log: list[Any] = []
-        self.raise_next: Exception | None = None
-        self.consumers: list[FakeConsumer] = []
-        self.lock = threading.Lock()
-
-    def consumer(self, config: dict[str, Any]) -> FakeConsumer:
-        made = FakeConsumer(self, config)
-        self.consumers.append(made)
-        return made
-
-
-class FakeConsumer:
-    def __init__(self, broker: FakeBroker, config: dict[str, Any]) -> None:
-        self.broker, self.config = broker, config
-        self.position: int | None = None
-        self.on_assign: Callable[..., None] | None = None
-        self.closed = False
-
-    def subscribe(self, topics: list[str], on_assign: Callable[..., None] | None = None, **_: Any) -> None:
-        self.on_assign = on_assign
-
-    def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
-        if not self.broker.up:
-            raise KafkaException(DOWN)
-        return 0, len(self.broker.log)
-
-    def assign(self, partitions: list[TopicPartition]) -> None:
-        (tp,) = partitions
-        if tp.offset == OFFSET_BEGINNING:
-            self.position = 0
-        elif tp.offset < 0:  # no position of its own: auto.offset.reset = latest
-            self.position = len(self.broker.log)
-        else:
-            self.position = tp.offset
-
-    def poll(self, timeout: float) -> FakeMessage | None:
-        broker = self.broker
-        with broker.lock:
-            failure, broker.raise_next = broker.raise_next, None
-        if failure is not None:
-            raise failure
-        if not broker.up:
-            self.config["error_cb"](DOWN)
-            time.sleep(0.005)
-            return None
-        if self.position is None and self.on_assign is not None:
-            self.on_assign(self, [TopicPartition("t", 0)])
-        if self.position is not None and self.position < len(broker.log):
-            message = FakeMessage(broker.log[self.position], self.position)
-            self.position += 1
-            return message
-        time.sleep(0.005)
-        return None
-
-    def consume(self, num_messages: int = 1, timeout: float = 0) -> list[FakeMessage]:
-        return []
-
-    def list_topics(self, timeout: float | None = None) -> object:
-        if not self.broker.up:
-            raise KafkaException(NO_METADATA)
-        return object()
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class FakeCodec:
-    def __init__(self) -> None:
-        self.registry_up = True
-        self.asked = 0
-
-    def decode(self, value: Any) -> dict[str, Any]:
-        self.asked += 1
-        if not self.registry_up:
-            raise RegistryUnavailable("schema registry http://127.0.0.1:8081 did not answer: ConnectError")
-        if not isinstance(value, dict):
-            raise ValueError("not Confluent-framed Avro")
-        return value
 
 
 def tick(ts: int, symbol: str = "BTC") -> dict[str, Any]:
     return {"symbol": symbol, "source": "simulated", "ts": ts, "price": 100.0 + ts % 7, "volume_24h": 1.0,
             "change_24h_pct": None, "published_at": None}
-
-
-async def until(condition: Callable[[], object], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never: {what}"
-        await asyncio.sleep(0.01)
 
 
 def outage_lines(caplog: pytest.LogCaptureFixture, what: str) -> list[str]:
@@ -312,7 +195,7 @@ def test_a_dependency_is_down_while_any_reporter_fails_and_logs_once_each_way(ca
 
 def test_a_passing_disconnect_is_not_an_outage():
     dependency = Dependency("kafka", "Kafka")
-    watch = KafkaWatch(dependency, "live consumer")
+    watch = KafkaWatch(dependency.reporter("live consumer"))
 
     class Client:
         up = True

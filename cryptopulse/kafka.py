@@ -1,0 +1,706 @@
+"""The one Kafka runtime every long-running part stands on: the roll-up, the alert processor, the dashboard's
+followers, the producer and the control plane's readers.
+
+    clients      `producer`, `consumer`, `admin`: made one way (address, client id, rate-limited librdkafka
+                 log, the error callback of a `KafkaWatch`), with the few settings each role adds
+    outages      `KafkaWatch`: the one rule for "is Kafka there" (librdkafka's own words, records, a probe)
+    reading      `Reader`: a consumer that keeps its positions; reads a topic to its end as of now
+                 (`catch_up`), then follows it (`pump`); one rule for a registry outage
+    running      `Processor`: the loop every stream processor runs (start, step, back off while something is
+                 away, a last commit, close within a bound), `run_until_signalled` around it
+
+The registry rule, everywhere: a record the registry cannot decode *now* (down, timing out) is not the record's
+fault. The reader hands on what it decoded before it, seeks back to it, and raises `Unavailable`; whoever runs
+the reader waits (the outage said once) and reads that same record again. A record that is not Avro, or names a
+schema the registry does not know, is the record's fault: `decode` returns None for it (counted, skipped).
+
+Processing stays out of this module: the roll-up (`streams/processor.py` over `CandleBook`) and the alert
+processor (`streams/alerts.py` over `AlertBook`) are handlers over pure books; the dashboard's live feed, views
+and alert feed are readers run by `Follower` threads (webui/).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+
+from cryptopulse.errors import ConfigError, RegistryUnavailable
+from cryptopulse.outage import Backoff, Outage, librdkafka_logger
+from cryptopulse.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# librdkafka errors that say a broker cannot be reached (as opposed to a bad request or a missing topic)
+CONNECTIVITY = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE,
+                          KafkaError._TIMED_OUT, KafkaError._AUTHENTICATION, KafkaError._SSL})
+
+# A producer whose every record counts: written to every in-sync replica, never twice, never given up while the
+# broker is away (it waits in the bounded local queue), batched a little.
+RELIABLE = {"acks": "all", "enable.idempotence": True, "linger.ms": 20, "compression.type": "lz4",
+            "message.timeout.ms": 0}
+# A member of a processing group: offsets committed by hand, and a partition of a killed member taken over after
+# ~10 s rather than the default 45 s.
+GROUP_MEMBER = {"enable.auto.commit": False, "enable.auto.offset.store": False,
+                "session.timeout.ms": 10_000, "heartbeat.interval.ms": 3_000}
+
+
+# --- outages ---
+
+class Reporter(Protocol):
+    """Where an outage is told: `cryptopulse.outage.Outage`, or one reporter's view of a dashboard dependency."""
+
+    def down(self, reason: object) -> object: ...
+
+    def up(self) -> object: ...
+
+
+def error_text(error: object) -> str:
+    """A Kafka error in its own words (librdkafka's string, not the wrapper's repr)."""
+    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
+        error = error.args[0]
+    return error.str() if isinstance(error, KafkaError) else (str(error) or type(error).__name__)
+
+
+def is_fatal(error: KafkaException) -> bool:
+    return bool(error.args) and isinstance(error.args[0], KafkaError) and error.args[0].fatal()
+
+
+class KafkaWatch:
+    """Whether one client reaches the brokers: the one outage detector.
+
+    librdkafka reconnects by itself and reports trouble through its error callback, many times a second while
+    a broker is away, but never says when it is back. So:
+    - "every broker is down" (`_ALL_BROKERS_DOWN`) is an outage at once, except the "0/N brokers are down" it
+      also says right after a reconnect;
+    - any other connectivity error, or a call that raised, only raises a doubt: `check(client)` (called by the
+      client's loop each turn) settles it with a metadata request when one is due, again after a backoff while
+      it fails;
+    - a record, a delivery or a commit (`alive`) says the broker is there.
+    The reporter hears `down` once per outage and `up` once when it ends (it may be told more often: an `Outage`
+    logs only the first).
+    """
+
+    def __init__(self, reporter: Reporter, clock: Callable[[], float] = time.monotonic,
+                 backoff: Backoff | None = None, timeout: float = 2.0) -> None:
+        self.reporter = reporter
+        self.clock = clock
+        self.backoff = backoff or Backoff(0.5, 10.0)
+        self.timeout = timeout
+        self.doubt: str | None = None  # the error that raised the doubt, until a probe or a record settles it
+        self.last_error: str | None = None  # the latest error, said by librdkafka or by a failed call
+        self.is_down = False
+        self._next_probe = 0.0
+
+    def on_error(self, error: KafkaError) -> None:
+        """A client's `error_cb` (called from inside poll/flush, on the client's thread)."""
+        self.last_error = text = error.str()
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            if not text.startswith("0/"):
+                self.down(text)
+        elif error.code() in CONNECTIVITY or error.fatal():
+            self.doubt = self.doubt or text
+
+    def failed(self, error: object) -> None:
+        """A call on the client raised: doubt until a probe or a record settles it."""
+        self.last_error = error_text(error)
+        self.doubt = self.doubt or self.last_error
+
+    def down(self, reason: object) -> None:
+        self.last_error = error_text(reason)
+        self.doubt = self.doubt or self.last_error
+        self.is_down = True
+        self.reporter.down(self.last_error)
+
+    def alive(self) -> None:
+        """A record, a delivery or a commit: the broker is there."""
+        if self.doubt is not None or self.is_down:
+            self.doubt = None
+            self.backoff.reset()
+            self._next_probe = 0.0
+            self.is_down = False
+            self.reporter.up()
+
+    def check(self, client: Any) -> None:
+        """Settle a doubt with `client.list_topics` when a probe is due; otherwise return at once."""
+        if self.doubt is None or self.clock() < self._next_probe:
+            return
+        try:
+            client.list_topics(timeout=self.timeout)
+        except Exception as error:  # noqa: BLE001 - KafkaException, or a client that is closing
+            # librdkafka's own words ("Connect to ... failed: Connection refused") say more than the probe's
+            self.is_down = True
+            self.reporter.down(self.last_error or error_text(error))
+            self._next_probe = self.clock() + self.backoff.next()
+            return
+        self.alive()
+
+
+class Unavailable(Exception):
+    """Kafka or the registry did not answer: wait and try again; nothing was skipped or committed past."""
+
+    def __init__(self, outage: Reporter, cause: object) -> None:
+        super().__init__(str(cause))
+        self.outage = outage
+        self.cause = cause
+
+
+# --- clients ---
+
+def client_config(settings: Settings, name: str, config: dict[str, Any] | None = None,
+                  watch: KafkaWatch | None = None) -> dict[str, Any]:
+    """A client's configuration: the brokers, `client.id` cryptopulse-<name>, librdkafka's lines through a
+    rate-limited logger (`librdkafka.<name>`), the watch's error callback, then `config`."""
+    made: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap, "client.id": f"cryptopulse-{name}",
+                            "logger": librdkafka_logger(name)}
+    if watch is not None:
+        made["error_cb"] = watch.on_error
+    return {**made, **(config or {})}
+
+
+def producer(settings: Settings, name: str, config: dict[str, Any] | None = None,
+             watch: KafkaWatch | None = None) -> Producer:
+    """A producer: `RELIABLE` unless `config` says otherwise."""
+    return Producer(client_config(settings, name, {**RELIABLE, **(config or {})}, watch))
+
+
+def consumer(settings: Settings, name: str, group: str, config: dict[str, Any] | None = None,
+             watch: KafkaWatch | None = None) -> Consumer:
+    """A consumer in `group` that commits nothing by itself unless `config` says so."""
+    return Consumer(client_config(settings, name, {"group.id": group, "enable.auto.commit": False, **(config or {})},
+                                  watch))
+
+
+def admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})  # errors are ours to say
+
+
+def partitions_of(client: Any, topic: str, timeout: float = 10.0) -> list[int]:
+    """The topic's partitions. Kafka away: KafkaException (retriable); no such topic: ConfigError."""
+    metadata = client.list_topics(topic, timeout=timeout).topics[topic]
+    if metadata.error is not None and metadata.error.retriable():
+        raise KafkaException(metadata.error)
+    if metadata.error is not None or not metadata.partitions:
+        raise ConfigError(f"topic {topic}: {metadata.error or 'no partitions'}; create it with "
+                          "`control topics create` or `control deploy-connectors`")
+    return sorted(metadata.partitions)
+
+
+def rewind(client: Consumer, messages: Iterable[Message]) -> None:
+    """Seek back to the first of `messages` per partition, so they are read again."""
+    first: dict[tuple[str, int], int] = {}
+    for message in messages:
+        if message.error() is None:
+            key = (message.topic(), message.partition())
+            first[key] = min(first.get(key, message.offset()), message.offset())
+    for (topic, partition), offset in first.items():
+        client.seek(TopicPartition(topic, partition, offset))
+
+
+def close_within(clients: Iterable[Any], seconds: float) -> bool:
+    """Close the consumers, waiting at most `seconds`.
+
+    librdkafka's close (leave the group, destroy) can block for good when the group coordinator misbehaves
+    (confluent-kafka-python#1667). A stop that has committed already loses nothing by not waiting longer.
+    """
+    done = threading.Event()
+    clients = [c for c in clients if c is not None]
+
+    def close() -> None:
+        for client in clients:
+            with contextlib.suppress(RuntimeError):  # closed already
+                client.close()
+        done.set()
+
+    threading.Thread(target=close, daemon=True, name="close-consumers").start()
+    return done.wait(seconds)
+
+
+# --- reading ---
+
+BEGINNING, END = "beginning", "end"
+
+
+@dataclass
+class Stats:
+    """What a reader did: records decoded and handed on, and records skipped as undecodable."""
+
+    read: int = 0
+    undecodable: int = 0
+
+
+class Counts(Protocol):
+    undecodable: int
+
+
+class Reader(Generic[T]):
+    """One consumer over one or more topics that keeps its positions, so a new consumer (after a failure) or a
+    rebalance carries on from the record after the last one handed on: nothing twice, nothing lost.
+
+    - Assigned (no `subscribe`): every partition of `topics`, from `start` (BEGINNING, END, or
+      {(topic, partition): offset}), or from the kept positions. `catch_up` reads to the end as of now: a
+      compacted topic read back as state.
+    - Subscribed: a member of `group`; `on_assign(reader, partitions)` may set each partition's offset (else the
+      kept position, else `start`), `on_revoke(reader, partitions)` hears what goes.
+
+    `decode(message)` turns a record into what the caller wants: None skips it (a bad record, counted when
+    `decode` says so), RegistryUnavailable stops the batch before it (see the module's registry rule). Kafka's
+    own failures come out as KafkaException; the owner decides (a processor: `Unavailable`; a follower: a new
+    consumer after a backoff).
+    """
+
+    def __init__(self, settings: Settings, name: str, topics: list[str], decode: Callable[[Message], T | None], *,
+                 group: str | None = None, subscribe: bool = False, start: Any = BEGINNING,
+                 config: dict[str, Any] | None = None, watch: KafkaWatch | None = None,
+                 registry: Reporter | None = None, make_consumer: Callable[[dict[str, Any]], Any] | None = None,
+                 on_assign: Callable[[Reader[T], list[TopicPartition]], None] | None = None,
+                 on_revoke: Callable[[Reader[T], list[TopicPartition]], None] | None = None) -> None:
+        self.settings = settings
+        self.name = name
+        self.topics = topics
+        self.decode = decode
+        self.group = group or f"cryptopulse-{name}"
+        self.subscribe = subscribe
+        self.start = start
+        self.watch = watch or KafkaWatch(Outage("Kafka", log))
+        self.registry = registry or Outage("the schema registry", log)
+        self.positions: dict[tuple[str, int], int] = {}  # next offset to hand on, per (topic, partition)
+        self.stats = Stats()
+        self.assigned = False
+        self.client: Any = None
+        self._config = config or {}
+        self._make = make_consumer
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+
+    # the consumer
+
+    def open(self) -> None:
+        """A consumer, subscribed or assigned at the kept positions (else `start`); again after `close`."""
+        if self.client is not None:
+            return
+        config = client_config(self.settings, self.name, {"group.id": self.group, "enable.auto.commit": False,
+                                                          **self._config}, self.watch)
+        self.client = self._make(config) if self._make else Consumer(config)
+        if self.subscribe:
+            self.client.subscribe(self.topics, on_assign=self._assign_cb, on_revoke=self._revoke_cb)
+            return
+        try:
+            if isinstance(self.start, dict):  # the partitions are given
+                wanted = sorted({*self.start, *self.positions})
+            else:
+                wanted = [(topic, p) for topic in self.topics for p in partitions_of(self.client, topic)]
+            partitions = [TopicPartition(topic, p, self._position(topic, p)) for topic, p in wanted]
+            self.client.assign(partitions)
+        except Exception:
+            self.close()
+            raise
+        self.assigned = True
+
+    def close(self, timeout: float = 20.0) -> bool:
+        client, self.client, self.assigned = self.client, None, False
+        return client is None or close_within([client], timeout)
+
+    def _position(self, topic: str, partition: int) -> int:
+        kept = self.positions.get((topic, partition))
+        if kept is not None:
+            return kept
+        if isinstance(self.start, dict):
+            return self.start.get((topic, partition), OFFSET_BEGINNING)
+        return OFFSET_END if self.start == END else OFFSET_BEGINNING
+
+    def _assign_cb(self, client: Any, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            tp.offset = self._position(tp.topic, tp.partition)
+            if tp.offset == OFFSET_END:  # resolved now: once assigned, every record published from now on comes
+                with contextlib.suppress(KafkaException):  # (librdkafka would resolve it at the first fetch)
+                    tp.offset = client.get_watermark_offsets(tp, timeout=5)[1]
+        if self._on_assign is not None:
+            self._on_assign(self, partitions)
+        client.assign(partitions)
+        for tp in partitions:
+            if tp.offset >= 0:
+                self.positions[(tp.topic, tp.partition)] = tp.offset
+        self.assigned = bool(partitions)
+
+    def _revoke_cb(self, client: Any, partitions: list[TopicPartition]) -> None:
+        self.assigned = False
+        if self._on_revoke is not None:
+            self._on_revoke(self, partitions)
+        with contextlib.suppress(KafkaException, RuntimeError):
+            client.unassign()
+
+    def seek(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Read again from these offsets (a processor going back to its last commit, or to a record that must be
+        processed again)."""
+        for (topic, partition), offset in offsets.items():
+            self.positions[(topic, partition)] = offset
+            if self.client is not None:
+                with contextlib.suppress(KafkaException):  # not assigned any more: the next assignment starts there
+                    self.client.seek(TopicPartition(topic, partition, offset))
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        """Drop the kept positions of these partitions (a processor: its next owner starts at the commit)."""
+        for tp in partitions:
+            self.positions.pop((tp.topic, tp.partition), None)
+
+    def assignment(self) -> list[TopicPartition]:
+        return list(self.client.assignment()) if self.client is not None else []
+
+    # reading
+
+    def fetch(self, timeout: float = 0.5, most: int = 1000) -> list[Message]:
+        """The records already fetched, waiting at most `timeout` for the first (poll returns with the first
+        record; consume(n, timeout) would wait for n records or the timeout). Errors other than a partition's
+        end go to the watch."""
+        self.open()
+        first = self.client.poll(timeout)
+        messages = [first, *self.client.consume(most - 1, timeout=0)] if first is not None else []
+        records = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                records.append(message)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                self.watch.failed(error)
+        if records:
+            self.watch.alive()
+        return records
+
+    def pump(self, handle: Callable[[list[T]], None], timeout: float = 0.5, most: int = 1000) -> int:
+        """Read what is there, decode it, and hand the decoded records to `handle` in one batch; returns how many
+        records were read. The registry away: what was decoded before is handed on, the reader seeks back to the
+        record that needed it, and Unavailable(registry) is raised."""
+        return self.handle(self.fetch(timeout, most), handle)
+
+    def handle(self, messages: list[Message], handle: Callable[[list[T]], None]) -> int:
+        """`pump` for records fetched already."""
+        batch: list[T] = []
+        for i, message in enumerate(messages):
+            key = (message.topic(), message.partition())
+            if message.offset() < self.positions.get(key, -1):
+                continue  # handed on already (read again after a rebalance or a seek)
+            try:
+                item = self.decode(message)
+            except RegistryUnavailable as error:
+                if batch:
+                    handle(batch)
+                rewind(self.client, messages[i:])
+                raise Unavailable(self.registry, f"{error}; waiting before {message.topic()}[{message.partition()}]"
+                                                 f"@{message.offset()}, which is read again") from error
+            self.positions[key] = message.offset() + 1
+            if item is not None:
+                batch.append(item)
+        if batch or messages:
+            self.registry.up()
+        if batch:
+            self.stats.read += len(batch)
+            handle(batch)
+        return len(messages)
+
+    def ends(self) -> dict[tuple[str, int], int]:
+        """The end offset of every assigned partition, as of now."""
+        return {(tp.topic, tp.partition): self.client.get_watermark_offsets(tp, timeout=10)[1]
+                for tp in self.assignment()}
+
+    def catch_up(self, handle: Callable[[list[T]], None], timeout: float = 30.0) -> None:
+        """Hand on every record up to each assigned partition's end as of now (a compacted topic read back as
+        state). The end is where the consumer's position reaches the end offset, not a record's offset: a topic
+        written in transactions ends with a commit marker that is never delivered. TimeoutError when the end is
+        not reached within `timeout`."""
+        self.open()
+        ends = self.ends()
+        deadline = time.monotonic() + timeout
+        while True:
+            positions = {(tp.topic, tp.partition): tp.offset for tp in self.client.position(self.assignment())}
+            if all(positions.get(key, -1) >= end or end == 0 for key, end in ends.items()):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {', '.join(self.topics)} to its end in {timeout:.0f} s")
+            self.pump(handle, timeout=0.5)
+
+
+def decoder(decode_value: Callable[[bytes], dict[str, Any]], stats: Counts, what: str, logger: logging.Logger = log,
+            make: Callable[[dict[str, Any], Message], T | None] = lambda record, _message: record,
+            ) -> Callable[[Message], T | None]:
+    """A Reader's `decode` for Avro values (`decode_value`: an AvroCodec's `decode`): `make(record, message)`, or
+    None for a record that is not Avro or names an unknown schema (counted in `stats.undecodable`, logged the first
+    time and every 1000th); a tombstone is None. RegistryUnavailable passes through (the registry rule)."""
+
+    def decode(message: Message) -> T | None:
+        value = message.value()
+        if value is None:
+            return None
+        try:
+            return make(decode_value(value), message)
+        except RegistryUnavailable:
+            raise
+        except Exception as error:  # noqa: BLE001 - a bad record is counted and skipped
+            stats.undecodable += 1
+            if stats.undecodable == 1 or stats.undecodable % 1000 == 0:
+                logger.warning("%s at %s[%d]@%d skipped (%d so far): %s", what, message.topic(), message.partition(),
+                               message.offset(), stats.undecodable, error)
+            return None
+
+    return decode
+
+
+class Follower(Generic[T]):
+    """A thread that runs a `Reader` until stopped, through any outage, handing each batch to `deliver`.
+
+    `prepare()` (once, until it works; Unavailable or anything else: again after a backoff) runs before the
+    reader opens: a view loads its window there. Then it follows: the registry away makes it wait and read the
+    same record again; a poll that raised, or Kafka away, waits with a backoff (the watch settles the doubt); a
+    consumer that cannot go on (a fatal error, a bug) is closed and a new one carries on from the kept positions.
+    Each kind of failure is logged once. `turn()` runs after every poll (trimming, status)."""
+
+    def __init__(self, name: str, reader: Reader[T], deliver: Callable[[list[T]], None], *,
+                 prepare: Callable[[], None] | None = None, turn: Callable[[], None] | None = None,
+                 backoff_cap: float = 10.0, poll_timeout: float = 0.5, most: int = 1000,
+                 logger: logging.Logger = log) -> None:
+        self.name = name
+        self.reader = reader
+        self.deliver = deliver
+        self.prepare = prepare
+        self.turn = turn
+        self.backoff_cap = backoff_cap
+        self.poll_timeout = poll_timeout
+        self.most = most
+        self.log = logger
+        self.prepared = prepare is None
+        self.last_error: str | None = None
+        self.last_poll = 0.0  # time.monotonic() of the latest poll
+        self.stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._said: set[str] = set()
+
+    def backoff(self) -> Backoff:
+        return Backoff(min(0.5, self.backoff_cap), self.backoff_cap)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        backoff = self.backoff()
+        while not self.stopping.is_set():
+            try:
+                if not self.prepared:
+                    self.prepare()
+                    self.prepared = True
+                    backoff.reset()
+                self._follow()
+                return  # stopped
+            except Unavailable as error:
+                error.outage.down(error.cause)
+                self.last_error = error_text(error.cause)
+            except Exception as error:  # noqa: BLE001 - never fatal: a new consumer, after a backoff
+                self.last_error = error_text(error)
+                said = f"{type(error).__name__}: {self.last_error}"
+                if said not in self._said:  # once per kind of failure, not once per retry; a traceback if a bug
+                    self._said.add(said)
+                    self.log.warning("%s failed (%s); it goes on where it stopped", self.name, self.last_error,
+                                     exc_info=not isinstance(error, KafkaException | ConfigError))
+            self.reader.close(5.0)
+            self.stopping.wait(backoff.next())
+
+    def _follow(self) -> None:
+        reader = self.reader
+        backoff = self.backoff()
+        try:
+            reader.open()
+            while not self.stopping.is_set():
+                self.last_poll = time.monotonic()
+                try:
+                    reader.pump(self.deliver, self.poll_timeout, self.most)
+                except Unavailable as error:  # the registry: the same record again, a little later
+                    error.outage.down(error.cause)
+                    self.last_error = error_text(error.cause)
+                    if self.turn is not None:
+                        self.turn()
+                    self.stopping.wait(backoff.next())
+                    continue
+                except KafkaException as error:
+                    if is_fatal(error):
+                        raise  # this consumer cannot go on: a new one, from the kept positions
+                    reader.watch.failed(error)
+                    self.stopping.wait(backoff.next())
+                else:
+                    backoff.reset()
+                reader.watch.check(reader.client)
+                if self.turn is not None:
+                    self.turn()
+        finally:
+            reader.close(5.0)
+
+
+# --- running ---
+
+class Processor:
+    """The loop every stream processor runs; a subclass says what a start, a step and a commit are.
+
+    `run(stop)` starts (again after a failure), steps and commits every `commit_every` seconds until `stop()`.
+    Kafka or the registry going away never ends it: a step that raises Unavailable (after seeking back to what
+    must be read again) makes it say so once, wait with a backoff (while `idle` lets the producer deliver), and
+    go on. On the way out it commits what it can and closes its consumers within 20 s.
+    """
+
+    name = "processor"
+    commit_every = 1.0
+    summary_every = 30.0
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.log = logger
+        self.kafka = Outage("Kafka", logger)
+        self.registry = Outage("the schema registry", logger)
+        self.watch = KafkaWatch(self.kafka)
+        self.ready = threading.Event()
+        self.closed = False  # run() ended and its Kafka consumers closed
+        self.started = False
+
+    # what a subclass says
+
+    def start(self) -> None:
+        """Before the first step, and again after a failure until it works (Unavailable: try again later)."""
+
+    def step(self) -> None:
+        """One batch: read, process, publish."""
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        """Make what was processed durable (Unavailable: try again later)."""
+
+    def finish(self) -> None:
+        """On the way out, before the last commit."""
+
+    def idle(self, seconds: float) -> None:
+        """While waiting out an outage: let the producer deliver (and librdkafka reconnect)."""
+        time.sleep(seconds)
+
+    def final_commit(self) -> None:
+        """The commit on the way out (a subclass may wait longer for its producer)."""
+        self.commit()
+
+    def clients(self) -> list[Any]:
+        """The consumers to close at the end."""
+        return []
+
+    @contextlib.contextmanager
+    def talking_to_kafka(self, what: str = "") -> Iterator[None]:
+        """Kafka not answering (a KafkaException that is not fatal, a read that timed out) is `Unavailable`: wait
+        and try again. A fatal error (fenced, say) ends the run."""
+        try:
+            yield
+        except KafkaException as error:
+            if is_fatal(error):
+                raise
+            raise Unavailable(self.kafka, f"{what}{error_text(error)}") from error
+        except TimeoutError as error:
+            raise Unavailable(self.kafka, f"{what}{error}") from error
+
+    def summary(self) -> str:
+        return ""
+
+    # the loop
+
+    def run(self, stop: Callable[[], bool] = lambda: False) -> None:
+        backoff = Backoff(0.5, 10.0)
+        last_commit = last_summary = time.monotonic()
+        try:
+            while not stop():
+                try:
+                    if not self.started:
+                        self.start()
+                        self.started = True
+                    self.step()
+                    now = time.monotonic()
+                    if self.commit_due(now - last_commit):
+                        last_commit = now
+                        self.commit()
+                    if now - last_summary >= self.summary_every:
+                        self.log.info("%s", self.summary())
+                        last_summary = now
+                    backoff.reset()
+                except Unavailable as error:
+                    error.outage.down(error.cause)
+                    deadline = time.monotonic() + backoff.next()
+                    while time.monotonic() < deadline and not stop():
+                        self.idle(0.1)
+        finally:
+            try:
+                self.finish()
+                if self.started:
+                    self.final_commit()
+            except (Unavailable, KafkaException) as error:
+                self.log.warning("stopping without a final commit (%s); the restart goes on from the last one",
+                                 error_text(error))
+            self.closed = close_within(self.clients(), 20.0)
+            if not self.closed:
+                self.log.warning("the Kafka consumers did not close within 20 s (everything was committed already)")
+
+    def commit_due(self, since_last: float) -> bool:
+        return since_last >= self.commit_every
+
+
+def committed_or(client: Any, partitions: list[TopicPartition], from_end: bool) -> list[TopicPartition]:
+    """Each partition at the group's committed offset, or where a group without one starts (its end with
+    `from_end`, else its beginning), resolved now: once assigned, every record published from then on is read."""
+    committed = client.committed(partitions, timeout=30)
+    for tp in committed:
+        if tp.offset == OFFSET_INVALID or tp.offset < 0:
+            low, high = client.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+            tp.offset = high if from_end else low
+    return committed
+
+
+def run_until_signalled(processor: Processor, summary: Callable[[], str] | None = None) -> int:
+    """Run a processor until SIGINT/SIGTERM, when it commits what it has done and stops; one line at the end,
+    and a non-zero exit on an error, for whoever restarts it (the supervisor, `./run demo`, compose)."""
+    stopping: list[int] = []
+
+    def on_signal(number: int, _frame: object) -> None:
+        stopping.append(number)
+        # if the stop itself hangs, the log shows where: every thread's stack after 60 s
+        faulthandler.dump_traceback_later(60, exit=False)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    code = 0
+    try:
+        processor.run(stop=lambda: bool(stopping))
+        processor.log.info("%s stopped: %s", processor.name, (summary or processor.summary)())
+    except Exception as error:  # noqa: BLE001 - one clear line, and a non-zero exit for whoever restarts it
+        processor.log.error("%s stopped: %s", processor.name, error)
+        code = 1
+    if not processor.closed:  # a Kafka client stuck in close would also block the interpreter's exit
+        logging.shutdown()
+        os._exit(code)
+    return code
