@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import fastavro
+import httpx2
 from confluent_kafka.schema_registry import (
     Schema,
     SchemaRegistryClient,
@@ -24,9 +25,6 @@ from confluent_kafka.schema_registry import (
     topic_subject_name_strategy,
 )
 from confluent_kafka.schema_registry.avro import AvroSerializer
-
-# the HTTP library the registry client is built on (httpx, or its fork httpx2), as the client itself imports it
-from confluent_kafka.schema_registry.common._httpx_compat import httpx
 from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
 
 from cryptopulse.errors import RegistryUnavailable
@@ -106,7 +104,7 @@ class AvroCodec:
         """A registry that cannot answer (refused, timed out, 5xx) is `RegistryUnavailable`; a 4xx is itself."""
         try:
             yield
-        except httpx.TransportError as error:
+        except httpx2.TransportError as error:  # the registry client's HTTP library (declared in pyproject.toml)
             raise RegistryUnavailable(f"schema registry {self._registry_url} did not answer: {error!r}") from error
         except SchemaRegistryError as error:
             if error.http_status_code >= 500 or error.http_status_code < 0:

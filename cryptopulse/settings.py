@@ -6,11 +6,14 @@ publishes on the same ports, so one configuration serves both ways of running.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptopulse.errors import ConfigError
@@ -26,8 +29,9 @@ def env(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
-def env_number(name: str, default: float, low: float, high: float, kind: type = float) -> float:
-    """A numeric variable, checked: a bad value is a ConfigError naming the variable and what it takes."""
+def env_number(name: str, default: float, low: float, high: float, kind: type = float, unit: str = "") -> float:
+    """A numeric variable, checked: a bad value is a ConfigError naming the variable and what it takes. The one
+    reader of numbers from the environment (the dashboard's limits, the sources' pacing, the topics' shape)."""
     raw = os.environ.get(name) or ""
     if not raw:
         return kind(default)
@@ -36,8 +40,21 @@ def env_number(name: str, default: float, low: float, high: float, kind: type = 
     except ValueError:
         value = None
     if value is None or value != value or not low <= value <= high:
-        raise ConfigError(f"{name}={raw!r}: give a {'whole ' if kind is int else ''}number from {low:g} to {high:g}")
+        what = f"{'whole ' if kind is int else ''}number{f' of {unit}' if unit else ''}"
+        raise ConfigError(f"{name}={raw!r} is not a {what} from {low:g} to {high:g}")
     return value
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """A yes/no variable: 1 (or true, yes, on) or 0 (or false, no, off); unset or empty is `default`."""
+    raw = (os.environ.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: give 1 or 0")
 
 
 # The project's addresses given as URLs, with the schemes each may have: checked by `check_urls` before a command
@@ -108,15 +125,25 @@ class StackLayout:
 
     @classmethod
     def of(cls, state_dir: Path) -> StackLayout:
-        """The layout a state folder was set up with; the single-node default when it has none."""
+        """The layout a state folder was set up with; the single-node default when it has none. Read once per
+        process (again only when the file changes: `control stack up --brokers 3` writes it)."""
         path = state_dir / "layout.json"
         try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return cls()
+        known = _LAYOUTS.get(path)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        try:
             data = json.loads(path.read_text())
-            return cls(**{name: data[name] for name in cls.LIMITS if name in data})
+            layout = cls(**{name: data[name] for name in cls.LIMITS if name in data})
         except FileNotFoundError:
             return cls()
         except (ValueError, TypeError, AttributeError) as error:
             raise ConfigError(f"{path} is not a stack layout ({error}); remove it to go back to one node") from None
+        _LAYOUTS[path] = (stamp, layout)
+        return layout
 
     def save(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +187,9 @@ class StackLayout:
         return min(3, self.brokers)
 
 
+_LAYOUTS: dict[Path, tuple[int, StackLayout]] = {}  # layout.json read, by path: (its mtime, the layout)
+
+
 def _state_dir() -> Path:
     return Path(env("CRYPTOPULSE_STATE_DIR", str(PROJECT_DIR / ".state")))
 
@@ -168,18 +198,13 @@ def _layout() -> StackLayout:
     return StackLayout.of(_state_dir())
 
 
-def _replication_factor() -> int:
-    return env_number("TOPIC_REPLICATION_FACTOR", _layout().replication_factor, 1, 100, int)
-
-
 def min_insync_for(replicas: int) -> int:
     """2 when there are 3 or more replicas (one broker may be down and a write still lands on two), else 1."""
     return 2 if replicas >= 3 else 1
 
 
-def _min_insync_replicas() -> int:
+def _min_insync_replicas(replicas: int) -> int:
     """TOPIC_MIN_INSYNC_REPLICAS, checked against the replication factor; by default `min_insync_for` it."""
-    replicas = _replication_factor()
     default = min_insync_for(replicas)
     value = env_number("TOPIC_MIN_INSYNC_REPLICAS", default, 1, 100, int)
     if value > replicas:
@@ -188,56 +213,74 @@ def _min_insync_replicas() -> int:
     return value
 
 
+def _env(name: str, default: Callable[[], str] | str, parse: Callable[[str], Any] = str) -> Any:
+    """A field of Settings read from the variable `name` (its default computed only when it is unset); the name is
+    kept in the field's metadata, so `Settings.variables()` lists every variable once."""
+    return field(default_factory=lambda: parse(env(name, default() if callable(default) else default)),
+                 metadata={"env": name})
+
+
+def _number(name: str, default: Callable[[], float] | float, low: float, high: float, kind: type = int) -> Any:
+    return field(default_factory=lambda: env_number(name, default() if callable(default) else default, low, high, kind),
+                 metadata={"env": name})
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Addresses and names shared by the producer, the control plane and the dashboard."""
+    """Addresses and names shared by the producer, the control plane and the dashboard, each from its environment
+    variable (`variables()` lists them); a process makes one and hands it down."""
 
     # by default the native stack's loopback addresses, of the layout its state folder was set up with
-    kafka_bootstrap: str = field(default_factory=lambda: env("KAFKA_BOOTSTRAP_SERVERS", _layout().bootstrap))
+    kafka_bootstrap: str = _env("KAFKA_BOOTSTRAP_SERVERS", lambda: _layout().bootstrap)
     # Apicurio's Confluent-compatible API, for the Python clients.
-    schema_registry_url: str = field(default_factory=lambda: env(
-        "SCHEMA_REGISTRY_URL", f"http://127.0.0.1:{_layout().registry_port}/apis/ccompat/v7"))
-    connect_url: str = field(
-        default_factory=lambda: env("CONNECT_URL", f"http://127.0.0.1:{_layout().connect_port(1)}"))
-    mongodb_uri: str = field(
-        default_factory=lambda: env("MONGODB_URI", f"mongodb://127.0.0.1:{_layout().ferretdb_port}"))
-    database: str = field(default_factory=lambda: env("MONGODB_DATABASE", "crypto_db"))
-    prices_topic: str = field(default_factory=lambda: env("PRICES_TOPIC", "crypto-prices"))
-    prices_dlq_topic: str = field(default_factory=lambda: env("PRICES_DLQ_TOPIC", "crypto-prices-dlq"))
-    candles_topic: str = field(default_factory=lambda: env("CANDLES_TOPIC", "crypto-candles-1m"))
-    candles_dlq_topic: str = field(default_factory=lambda: env("CANDLES_DLQ_TOPIC", "crypto-candles-1m-dlq"))
+    schema_registry_url: str = _env("SCHEMA_REGISTRY_URL",
+                                    lambda: f"http://127.0.0.1:{_layout().registry_port}/apis/ccompat/v7")
+    connect_url: str = _env("CONNECT_URL", lambda: f"http://127.0.0.1:{_layout().connect_port(1)}")
+    mongodb_uri: str = _env("MONGODB_URI", lambda: f"mongodb://127.0.0.1:{_layout().ferretdb_port}")
+    database: str = _env("MONGODB_DATABASE", "crypto_db")
+    prices_topic: str = _env("PRICES_TOPIC", "crypto-prices")
+    prices_dlq_topic: str = _env("PRICES_DLQ_TOPIC", "crypto-prices-dlq")
+    candles_topic: str = _env("CANDLES_TOPIC", "crypto-candles-1m")
+    candles_dlq_topic: str = _env("CANDLES_DLQ_TOPIC", "crypto-candles-1m-dlq")
     # price alerts (docs/alerts.md): the rules (compacted, key = rule id), the alerts fired, the alerts the sink could
     # not write, and the alert processor's own state (compacted, key = rule|symbol|source)
-    alert_rules_topic: str = field(default_factory=lambda: env("ALERT_RULES_TOPIC", "crypto-alert-rules"))
-    alerts_topic: str = field(default_factory=lambda: env("ALERTS_TOPIC", "crypto-alerts"))
-    alerts_dlq_topic: str = field(default_factory=lambda: env("ALERTS_DLQ_TOPIC", "crypto-alerts-dlq"))
-    alerts_state_topic: str = field(default_factory=lambda: env("ALERTS_STATE_TOPIC", "crypto-alerts-state"))
+    alert_rules_topic: str = _env("ALERT_RULES_TOPIC", "crypto-alert-rules")
+    alerts_topic: str = _env("ALERTS_TOPIC", "crypto-alerts")
+    alerts_dlq_topic: str = _env("ALERTS_DLQ_TOPIC", "crypto-alerts-dlq")
+    alerts_state_topic: str = _env("ALERTS_STATE_TOPIC", "crypto-alerts-state")
     # The roll-up's consumer group, and the prefix of each dashboard process's own group.
-    streams_group: str = field(default_factory=lambda: env("STREAMS_GROUP", "cryptopulse-streams"))
+    streams_group: str = _env("STREAMS_GROUP", "cryptopulse-streams")
     # the alert processor's consumer group, also its transactional id (one instance per group)
-    alerts_group: str = field(default_factory=lambda: env("ALERTS_GROUP", "cryptopulse-alerts"))
-    webui_group_prefix: str = field(default_factory=lambda: env("WEBUI_GROUP_PREFIX", "cryptopulse-webui"))
+    alerts_group: str = _env("ALERTS_GROUP", "cryptopulse-alerts")
+    webui_group_prefix: str = _env("WEBUI_GROUP_PREFIX", "cryptopulse-webui")
     # Scaling (docs/scaling.md). Partitions of the two topics that carry the load: a symbol's ticks stay on one
     # partition (key = symbol), and the roll-up's processes and the sinks' tasks share the partitions. One
     # partition each on one machine; raise an existing topic's with `control topics partitions TOPIC N`.
-    prices_partitions: int = field(default_factory=lambda: env_number("PRICES_PARTITIONS", 1, 1, 10_000, int))
-    candles_partitions: int = field(default_factory=lambda: env_number("CANDLES_PARTITIONS", 1, 1, 10_000, int))
+    prices_partitions: int = _number("PRICES_PARTITIONS", 1, 1, 10_000)
+    candles_partitions: int = _number("CANDLES_PARTITIONS", 1, 1, 10_000)
     # Every project topic's replication factor (also the sinks' dead-letter topics'), and the replicas that must
     # have a write before it counts (acks=all); min.insync.replicas is set on the topics only when replicated.
-    replication_factor: int = field(default_factory=_replication_factor)
-    min_insync_replicas: int = field(default_factory=lambda: _min_insync_replicas())
+    replication_factor: int = _number("TOPIC_REPLICATION_FACTOR", lambda: _layout().replication_factor, 1, 100)
+    min_insync_replicas: int = field(default=0, metadata={"env": "TOPIC_MIN_INSYNC_REPLICAS"})  # 0: from the above
     # Each sink connector's tasks.max: useful up to its topic's partition count (a task reads whole partitions).
-    sink_tasks_max: int = field(default_factory=lambda: env_number("SINK_TASKS_MAX", 1, 1, 1_000, int))
+    sink_tasks_max: int = _number("SINK_TASKS_MAX", 1, 1, 1_000)
     # Prepended to every connector's name (and so to its `connect-<name>` consumer group): the tests and
     # benchmarks deploy their own sinks beside the user's.
-    connector_prefix: str = field(default_factory=lambda: env("CONNECTOR_PREFIX", ""))
-    state_dir: Path = field(default_factory=_state_dir)
+    connector_prefix: str = _env("CONNECTOR_PREFIX", "")
+    state_dir: Path = _env("CRYPTOPULSE_STATE_DIR", lambda: str(PROJECT_DIR / ".state"), Path)
 
     # The repository's schemas/ and connectors/ folders; configurable for an installed (non-editable) copy.
-    schemas_dir: Path = field(default_factory=lambda: Path(env("SCHEMAS_DIR", str(PROJECT_DIR / "schemas"))))
-    connectors_dir: Path = field(
-        default_factory=lambda: Path(env("CONNECTORS_DIR", str(PROJECT_DIR / "connectors")))
-    )
+    schemas_dir: Path = _env("SCHEMAS_DIR", lambda: str(PROJECT_DIR / "schemas"), Path)
+    connectors_dir: Path = _env("CONNECTORS_DIR", lambda: str(PROJECT_DIR / "connectors"), Path)
+
+    def __post_init__(self) -> None:
+        if not self.min_insync_replicas:
+            object.__setattr__(self, "min_insync_replicas", _min_insync_replicas(self.replication_factor))
+
+    @classmethod
+    def variables(cls) -> tuple[str, ...]:
+        """Every environment variable the settings read."""
+        return tuple(f.metadata["env"] for f in dataclasses.fields(cls) if "env" in f.metadata)
 
     @property
     def prices_sink(self) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
@@ -50,7 +50,7 @@ WARM_UP_STATE = RuleState("-", "-", "-", 0, 1.0, True)
 
 @dataclass
 class AlertOptions:
-    group: str = field(default_factory=lambda: Settings().alerts_group)
+    group: str = ""  # "": the settings' group
     from_end: bool = True  # a group without committed offsets starts at the end of the prices topic
     commit_every: float = 1.0  # seconds between transactions when nothing fires (an alert commits at once)
     batch: int = 1000
@@ -81,6 +81,7 @@ class AlertProcessor(kafka.Processor):
         super().__init__(log)
         self.settings = settings
         self.options = options or AlertOptions()
+        self.options.group = self.options.group or settings.alerts_group
         self.commit_every = self.options.commit_every
         self.stats = AlertStats()
         self.book = AlertBook()

@@ -67,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.command == "run":
-        args.group = args.group or Settings().streams_group
         if args.grace_seconds is None:
             args.grace_seconds = env_number("STREAMS_GRACE_SECONDS", 10, 0, 86_400)
         if args.idle_close_seconds is None:
@@ -84,13 +83,13 @@ def _main(argv: list[str] | None) -> int:
         return 0
 
     if args.command == "alerts":
-        alerts = AlertProcessor(settings, AlertOptions(group=args.group or settings.alerts_group,
+        alerts = AlertProcessor(settings, AlertOptions(group=args.group or "",
                                                        from_end=not args.from_beginning))
         return run_until_signalled(alerts)
 
     only = frozenset(s.strip().upper() for s in args.only_symbols.split(",")) if args.only_symbols else None
     options = ProcessorOptions(
-        group=args.group, grace_ms=int(args.grace_seconds * 1000), update_every=args.update_seconds,
+        group=args.group or "", grace_ms=int(args.grace_seconds * 1000), update_every=args.update_seconds,
         idle_close=args.idle_close_seconds,
         only_symbols=only, from_end=args.from_end, close_on_stop=args.close_on_stop,
         retention_every=None if args.no_retention else args.retention_minutes * 60)

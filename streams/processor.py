@@ -62,7 +62,7 @@ def placed_tick(record: dict[str, Any], message: Message) -> PlacedTick:
 
 @dataclass
 class ProcessorOptions:
-    group: str = field(default_factory=lambda: Settings().streams_group)
+    group: str = ""  # "": the settings' group
     grace_ms: int = 10_000
     update_every: float = 1.0
     idle_close: float = 30.0
@@ -111,6 +111,7 @@ class Processor(kafka.Processor):
         super().__init__(log)
         self.settings = settings
         self.options = options or ProcessorOptions()
+        self.options.group = self.options.group or settings.streams_group
         self.commit_every = self.options.commit_every
         self.stats = ProcessorStats()
         self.book = self._new_book()

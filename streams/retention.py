@@ -8,7 +8,6 @@ small is the point of running it.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +15,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from cryptopulse import store
+from cryptopulse.settings import env_number
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +24,10 @@ log = logging.getLogger(__name__)
 class RetentionPolicy:
     """How long each collection keeps its documents, by which date field."""
 
-    ticks: timedelta = field(default_factory=lambda: timedelta(hours=float(os.environ.get("RETENTION_TICKS_HOURS")
-                                                                           or 48)))
-    candles: timedelta = field(default_factory=lambda: timedelta(days=float(os.environ.get("RETENTION_CANDLES_DAYS")
-                                                                            or 30)))
+    ticks: timedelta = field(default_factory=lambda: timedelta(
+        hours=env_number("RETENTION_TICKS_HOURS", 48, 0.001, 1e6, unit="hours")))
+    candles: timedelta = field(default_factory=lambda: timedelta(
+        days=env_number("RETENTION_CANDLES_DAYS", 30, 0.001, 1e6, unit="days")))
 
     def rules(self) -> list[tuple[str, str, timedelta]]:
         return [(store.PRICES, "ts", self.ticks), (store.CANDLES, "start", self.candles)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, symbols
+from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, env_flag, env_number, symbols
 
 
 def _symbols() -> tuple[str, ...]:
@@ -20,27 +20,12 @@ def _hosts() -> tuple[str, ...]:
     return tuple(h.strip().lower() for h in env("WEBUI_ALLOWED_HOSTS", "").split(",") if h.strip())
 
 
-def _int(name: str, default: int) -> int:
-    raw = env(name, str(default))
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
-
-
-def _positive(name: str, default: int) -> int:
-    value = _int(name, default)
-    if value < 1:
-        raise ValueError(f"{name}={value} is not a whole number of at least 1")
-    return value
+def _int(name: str, default: int, low: int = 0) -> int:
+    return int(env_number(name, default, low, 10**9, int))
 
 
 def _float(name: str, default: float) -> float:
-    raw = env(name, str(default))
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
+    return env_number(name, default, 0, 1e9)
 
 
 @dataclass(frozen=True)
@@ -50,7 +35,7 @@ class WebConfig:
     host: str = field(default_factory=lambda: env("WEBUI_HOST", "127.0.0.1"))
     port: int = field(default_factory=lambda: _int("WEBUI_PORT", 8000))
     # Processes serving the port (`webui serve --processes`): 1 is this one; N > 1, N workers (webui/workers.py).
-    processes: int = field(default_factory=lambda: _positive("WEBUI_PROCESSES", 1))
+    processes: int = field(default_factory=lambda: _int("WEBUI_PROCESSES", 1, 1))
     # Empty means "same host as the page" (the Origin's host:port must equal the Host header).
     allowed_origins: tuple[str, ...] = field(default_factory=_origins)
     symbols: tuple[str, ...] = field(default_factory=_symbols)
@@ -92,24 +77,28 @@ class WebConfig:
     # Bytes of encoded snapshots kept for reuse (LRU), besides their 2 s freshness.
     snapshot_cache_bytes: int = field(default_factory=lambda: _int("WEBUI_SNAPSHOT_CACHE_MB", 16) * 2**20)
     # /healthz's detail (host names, pids, errors) goes to loopback clients only, unless this is set.
-    health_detail: bool = field(default_factory=lambda: env("WEBUI_HEALTH_DETAIL", "0") == "1")
+    health_detail: bool = field(default_factory=lambda: env_flag("WEBUI_HEALTH_DETAIL"))
     # Adding and removing alert rules from the page (webui/rules.py) is for loopback clients no proxy forwarded,
     # unless this is set (WEBUI_ALERT_RULES_REMOTE=1: every client that reaches the dashboard; docs/security.md).
-    alert_rules_remote: bool = field(default_factory=lambda: env("WEBUI_ALERT_RULES_REMOTE", "0") == "1")
+    alert_rules_remote: bool = field(default_factory=lambda: env_flag("WEBUI_ALERT_RULES_REMOTE"))
     # Ticks kept per symbol in memory, to fill the seconds the sink has not yet written to MongoDB.
     recent_ticks: int = field(default_factory=lambda: _int("WEBUI_RECENT_TICKS", 600))
     # Concurrent history queries: FerretDB's SQLite pool is small and shared, so few cursors at a time.
     mongo_pool: int = field(default_factory=lambda: _int("WEBUI_MONGO_POOL", 4))
     snapshot_cache_seconds: float = 2.0
-    consumer_group_prefix: str = field(default_factory=lambda: Settings().webui_group_prefix)
+    consumer_group_prefix: str = ""  # "": the settings' WEBUI_GROUP_PREFIX
     start_consumer: bool = True
     # Recent candles and ticks held in memory (loaded from MongoDB, kept by their topics, webui/views.py):
     # WEBUI_VIEWS=0 reads every chart from MongoDB instead.
-    views: bool = field(default_factory=lambda: env("WEBUI_VIEWS", "1") != "0")
+    views: bool = field(default_factory=lambda: env_flag("WEBUI_VIEWS", True))
     # Seconds between probes of MongoDB (ping) and the schema registry, so their outages are seen and logged
     # even when nobody asks for a chart; 0 turns the background probe off (/healthz still probes).
     probe_seconds: float = 5.0
     settings: Settings = field(default_factory=Settings)
+
+    def __post_init__(self) -> None:
+        if not self.consumer_group_prefix:
+            object.__setattr__(self, "consumer_group_prefix", self.settings.webui_group_prefix)
 
     def with_overrides(self, **overrides: Any) -> WebConfig:
         unknown = set(overrides) - set(self.__dataclass_fields__)

@@ -171,6 +171,30 @@ async def _discard(_event: Any) -> None:
     pass
 
 
+# What the fixes below rely on in hypercorn's private WebSocket stream (verified on 0.18.0, the version pinned in
+# pyproject.toml): a method, and the names of its parameters.
+HYPERCORN_HOOKS = {("WSStream", "_handle_events"): ("self",), ("WSStream", "handle"): ("self", "event"),
+                   ("Handshake", "accept"): ("self", "subprotocol", "additional_headers")}
+HYPERCORN_NAMES = ("StreamClosed", "WSStream", "Handshake")
+
+
+def check_hypercorn_internals(ws_stream: Any) -> None:
+    """Refuse, loudly, a hypercorn whose private WebSocket stream is not the one the fixes were written for (a
+    silently skipped fix would bring back an unbounded buffer or a socket that never closes)."""
+    import inspect
+    from importlib.metadata import version
+
+    missing = [name for name in HYPERCORN_NAMES if not hasattr(ws_stream, name)]
+    for (owner, method), params in HYPERCORN_HOOKS.items():
+        function = getattr(getattr(ws_stream, owner, None), method, None)
+        if function is None or tuple(inspect.signature(function).parameters)[:len(params)] != params:
+            missing.append(f"{owner}.{method}{params}")
+    if missing:
+        raise RuntimeError(f"hypercorn {version('hypercorn')} changed what webui/guard.py patches "
+                           f"({', '.join(missing)}): install the version pyproject.toml pins (hypercorn>=0.18,<0.19), "
+                           "or port the fixes")
+
+
 def fix_hypercorn_websockets() -> None:
     """Two fixes to hypercorn 0.18's WebSocket stream and one setting it has no option for, installed once by
     `server_config`:
@@ -190,6 +214,7 @@ def fix_hypercorn_websockets() -> None:
     stream = ws_stream.WSStream
     if getattr(stream, "_cryptopulse_fixed", False):
         return
+    check_hypercorn_internals(ws_stream)
     handle_events, handle, accept = stream._handle_events, stream.handle, ws_stream.Handshake.accept
 
     def _accept(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -43,11 +43,7 @@ JVM_COMMON = [
 BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 # The supervisor starts the others again, so it needs what they are built from: the project's settings (the
 # variables cryptopulse/settings.py reads) and the JDKs.
-SETTINGS_ENV = ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CONNECT_URL", "MONGODB_URI", "MONGODB_DATABASE",
-                "PRICES_TOPIC", "PRICES_DLQ_TOPIC", "CANDLES_TOPIC", "CANDLES_DLQ_TOPIC", "STREAMS_GROUP",
-                "ALERT_RULES_TOPIC", "ALERTS_TOPIC", "ALERTS_DLQ_TOPIC", "ALERTS_STATE_TOPIC", "ALERTS_GROUP",
-                "WEBUI_GROUP_PREFIX", "CONNECTOR_PREFIX", "CRYPTOPULSE_STATE_DIR", "SCHEMAS_DIR", "CONNECTORS_DIR",
-                "SYMBOLS", "JAVA_HOME", "JAVA17_HOME", "JAVA21_HOME")
+SETTINGS_ENV = (*Settings.variables(), "SYMBOLS", "JAVA_HOME", "JAVA17_HOME", "JAVA21_HOME")
 
 
 def process_env(component: Component, state: Path) -> dict[str, str]:

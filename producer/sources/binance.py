@@ -26,10 +26,11 @@ from typing import Any
 
 from cryptopulse.candle import Candle
 from cryptopulse.errors import SourceError, TransientError
+from cryptopulse.settings import env_number
 from cryptopulse.tick import Tick
 from cryptopulse.times import MINUTE_MS
 from producer.sources.history import HistoryPage, candle_page, own_symbol, read_rows, windows
-from producer.sources.http import JsonClient, OnWait, Reply, env_number, retry_after_seconds
+from producer.sources.http import JsonClient, OnWait, Reply, retry_after_seconds
 from producer.sources.validation import number, optional_number, pct_change
 from producer.sources.ws import WebSocketSource
 
@@ -57,8 +58,10 @@ class Binance(WebSocketSource):
         base = (base_url or os.environ.get(self.url_env, DEFAULT_URL)).rstrip("/")
         super().__init__(symbols, base, stall_timeout=stall_timeout, **options)
         self.url = f"{base}/stream?streams=" + "/".join(f"{s.lower()}{QUOTE.lower()}@miniTicker" for s in self.symbols)
-        self.weight_budget = weight_budget or int(env_number("BINANCE_WEIGHT_BUDGET", WEIGHT_BUDGET, "weight units"))
-        self.waf_wait = waf_wait if waf_wait is not None else env_number("BINANCE_WAF_WAIT_SECONDS", WAF_WAIT)
+        self.weight_budget = weight_budget or int(env_number("BINANCE_WEIGHT_BUDGET", WEIGHT_BUDGET, 1, 1e9,
+                                                             unit="weight units"))
+        self.waf_wait = waf_wait if waf_wait is not None else env_number("BINANCE_WAF_WAIT_SECONDS", WAF_WAIT, 0.001,
+                                                                         1e6, unit="seconds")
         self.rest = JsonClient(self.name, rest_url or os.environ.get("BINANCE_REST_URL", REST_URL), "BINANCE_REST_URL",
                                check=self._check, pace=self._pace, backoff_base=self.backoff_base,
                                backoff_max=self.backoff_max, sleep=self.sleep, rng=self.rng, on_wait=on_wait)

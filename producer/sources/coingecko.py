@@ -28,11 +28,12 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from cryptopulse.errors import SourceError, TransientError
+from cryptopulse.settings import env_number
 from cryptopulse.tick import Tick
 from cryptopulse.times import DAY_MS
 from producer.sources.base import PAYLOAD_ERRORS
 from producer.sources.history import HistoryPage, own_symbol, read_rows, tick_page, windows
-from producer.sources.http import JsonClient, PollingSource, Reply, env_number
+from producer.sources.http import JsonClient, PollingSource, Reply
 from producer.sources.validation import number, optional_number
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,13 @@ class CoinGecko(PollingSource):
             self.plan, headers, default_url = "public", {}, DEFAULT_URL
         url = (base_url or os.environ.get("COINGECKO_URL") or default_url).rstrip("/").removesuffix("/api/v3")
         if calls_per_minute is None:
-            calls_per_minute = env_number("COINGECKO_CALLS_PER_MINUTE", CALLS_PER_MINUTE[self.plan], "calls")
+            calls_per_minute = env_number("COINGECKO_CALLS_PER_MINUTE", CALLS_PER_MINUTE[self.plan], 0.001, 1e6,
+                                          unit="calls")
         client = JsonClient(self.name, url, "COINGECKO_URL", key_env=KEY_ENV[self.plan], headers=headers,
                             check=self._check, min_gap=60 / calls_per_minute if calls_per_minute else 0.0,
                             **client_options)
-        super().__init__(symbols, client, interval or env_number("COINGECKO_POLL_SECONDS", POLL_SECONDS[self.plan]))
+        super().__init__(symbols, client, interval or env_number(
+            "COINGECKO_POLL_SECONDS", POLL_SECONDS[self.plan], 0.001, 1e6, unit="seconds"))
         self.calls_per_minute = calls_per_minute
         self.clock = clock
 

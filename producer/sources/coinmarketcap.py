@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from cryptopulse.errors import SourceError, TransientError
+from cryptopulse.settings import env_number
 from cryptopulse.tick import Tick
 from producer.sources.base import PAYLOAD_ERRORS
-from producer.sources.http import JsonClient, PollingSource, Reply, env_number
+from producer.sources.http import JsonClient, PollingSource, Reply
 from producer.sources.validation import iso_ms, number, optional_number
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ class CoinMarketCap(PollingSource):
         client = JsonClient(self.name, base_url or os.environ.get("COINMARKETCAP_URL", DEFAULT_URL),
                             "COINMARKETCAP_URL", key_env="COINMARKETCAP_API_KEY", check=self._check,
                             headers={"X-CMC_PRO_API_KEY": key}, **client_options)
-        super().__init__(symbols, client, interval or env_number("COINMARKETCAP_POLL_SECONDS", POLL_SECONDS))
+        super().__init__(symbols, client, interval or env_number("COINMARKETCAP_POLL_SECONDS", POLL_SECONDS, 0.001, 1e6,
+                                                                              unit="seconds"))
 
     def _check(self, reply: Reply) -> None:
         """CMC's `status.error_code` to stop with advice, wait for a reset, or retry."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import time
 from abc import abstractmethod
@@ -202,20 +201,6 @@ def retry_after_seconds(value: str | None) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
-
-
-def env_number(name: str, default: float, unit: str = "seconds") -> float:
-    """A positive number from the environment variable `name` (in `unit`, for the error message), else `default`."""
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise SourceError(f"{name}={value!r} is not a number of {unit}") from None
-    if number <= 0:
-        raise SourceError(f"{name}={value!r} must be a positive number of {unit}")
-    return number
 
 
 class PollingSource(Source):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from cryptopulse.errors import SourceError
+from cryptopulse.errors import ConfigError, SourceError
 from producer.sources.binance import MIN_BAN, Binance
 from producer.sources.coinbase import Coinbase
 from producer.sources.coingecko import PRO_URL, CoinGecko, error_code
@@ -334,7 +334,7 @@ def test_coingecko_pacing_comes_from_the_environment(monkeypatch):
     source = CoinGecko(["BTC"])
     assert (source.interval, source.client.min_gap) == (120.0, 6.0)
     monkeypatch.setenv("COINGECKO_POLL_SECONDS", "soon")
-    with pytest.raises(SourceError, match="COINGECKO_POLL_SECONDS='soon' is not a number of seconds"):
+    with pytest.raises(ConfigError, match="COINGECKO_POLL_SECONDS='soon' is not a number of seconds"):
         CoinGecko(["BTC"])
 
 
