@@ -35,7 +35,7 @@ def _probe(fn: Callable[[], Any]) -> Any:
 
 
 def services(settings: Settings) -> dict[str, dict[str, Any]]:
-    def kafka() -> dict[str, Any]:
+    def brokers() -> dict[str, Any]:
         metadata = kafka.admin(settings).list_topics(timeout=5)
         return {"up": True, "brokers": len(metadata.brokers)}
 
@@ -62,7 +62,7 @@ def services(settings: Settings) -> dict[str, dict[str, Any]]:
         requests.get(f"{DASHBOARD_URL}/healthz", timeout=3).raise_for_status()
         return {"up": True}
 
-    probes = {"kafka": (settings.kafka_bootstrap, kafka), "schema registry": (settings.schema_registry_url, registry),
+    probes = {"kafka": (settings.kafka_bootstrap, brokers), "schema registry": (settings.schema_registry_url, registry),
               "connect": (settings.connect_url, connect), "mongodb": (settings.mongodb_uri, mongodb),
               "dashboard": (DASHBOARD_URL, dashboard)}
     # addresses as printed: a connection string's password never reaches a terminal or a CI log
