@@ -5,7 +5,9 @@
 Serialization runs without services; publishing needs the stack (`control stack up`) and
 writes to its own topic `bench-producer-<run>`, deleted afterwards. Publishing goes through
 the producer's own TickPublisher (acks=all, idempotence, lz4), flushed at the end, so the
-rate counts ticks Kafka acknowledged.
+rate counts ticks Kafka acknowledged. In the same run, the same Avro bytes are produced by a bare
+confluent-kafka Producer of the same configuration (no per-tick work at all): the publisher's rate
+is printed as a share of that ceiling.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from control import scratch  # noqa: E402
+from cryptopulse import kafka  # noqa: E402
 from cryptopulse.avro import AvroCodec  # noqa: E402
 from cryptopulse.settings import Settings  # noqa: E402
 from producer.publisher import TickPublisher  # noqa: E402
@@ -59,6 +62,20 @@ def main() -> int:
     asyncio.run(publish_all(publisher, ticks))
     left = publisher.flush(120)
     publish_rate = rate(len(ticks), started)
+
+    raw = kafka.producer(settings, "bench-raw")  # kafka.RELIABLE, as the publisher's
+    keys = [t.symbol.encode() for t in ticks]
+    started = time.perf_counter()
+    for key, value in zip(keys, avro, strict=True):
+        while True:
+            try:
+                raw.produce(topic, key, value)
+                break
+            except BufferError:
+                raw.poll(0.01)
+        raw.poll(0)
+    raw_left = raw.flush(120)
+    raw_rate = rate(len(ticks), started)
     scratch.remove(settings, "bench-producer-")  # its topic and registry subject
 
     avro_size = sum(map(len, avro)) / len(avro)
@@ -68,6 +85,9 @@ def main() -> int:
     print(f"serialize, JSON (json.dumps):                                  {json_rate:>10,.0f} ticks/s")
     print(f"publish (serialize + produce, acks=all, flushed):              {publish_rate:>10,.0f} ticks/s"
           f"  (delivered {publisher.stats.delivered:,}, failed {publisher.stats.failed}, undelivered {left})")
+    print(f"raw produce of the same Avro bytes (confluent-kafka, same config):  {raw_rate:>10,.0f} ticks/s"
+          f"  (undelivered {raw_left})")
+    print(f"publisher / raw produce:                                       {publish_rate / raw_rate:>10.2f}")
     print(f"encoded size: Avro {avro_size:.1f} bytes, JSON {json_size:.1f} bytes ({avro_size / json_size:.0%})")
     return 0 if publisher.stats.delivered == args.ticks else 1
 

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from math import isfinite
+from typing import Any
 
 from confluent_kafka import KafkaError, Message
 
@@ -48,41 +50,68 @@ class TickPublisher:
         self.registry = Outage("the schema registry", log)
         self.watch = KafkaWatch(self.kafka)
         # kafka.RELIABLE: acks=all, idempotent, and a tick waits in the queue however long the broker is away
-        self._producer = kafka.producer(settings, "producer", {"queue.buffering.max.messages": max_queued},
-                                        self.watch)
+        self._producer = kafka.producer(settings, "producer", {
+            "queue.buffering.max.messages": max_queued,
+            # a report for a failed delivery only: delivered ones are counted from the queue's length
+            "delivery.report.only.error": True, "on_delivery": self._on_delivery}, self.watch)
 
     async def publish(self, tick: Tick) -> None:
         """Queue one tick; while the local queue is full, wait (without blocking the loop) for deliveries."""
-        record = tick.to_record(published_at=int(time.time() * 1000))
-        if reason := non_finite(record):  # whatever the path (live, back-fill): no NaN reaches the topic
-            self.stats.rejected += 1
-            if self.stats.rejected == 1 or self.stats.rejected % 1000 == 0:
-                log.warning("tick %s not published: %s (%d so far)", tick.id, reason, self.stats.rejected)
+        price, volume, change = tick.price, tick.volume_24h, tick.change_24h_pct
+        if not (isfinite(price) and (volume is None or isfinite(volume)) and (change is None or isfinite(change))):
+            self._reject(tick)  # whatever the path (live, back-fill): no NaN reaches the topic
             return
-        backoff: Backoff | None = None  # made only when the registry cannot answer (the hot path never does)
+        record = tick.to_record(published_at=time.time_ns() // 1_000_000)
+        try:
+            value = self._codec.encode(record)  # no registry call once the schema is known (the hot path)
+        except RegistryUnavailable:
+            value = await self._encode_waiting(record)
+        producer = self._producer
+        try:
+            producer.produce(self.topic, tick.symbol.encode(), value)
+        except BufferError:
+            await self._produce_waiting(tick.symbol.encode(), value)
+        stats = self.stats
+        stats.queued += 1
+        producer.poll(0)  # serves the error callbacks (a failed delivery, a broker gone)
+        delivered = stats.queued - stats.failed - len(producer)
+        if self.watch.is_down and delivered > stats.delivered:
+            self.watch.alive()  # deliveries go on: Kafka is back
+        stats.delivered = delivered
+
+    def _reject(self, tick: Tick) -> None:
+        self.stats.rejected += 1
+        if self.stats.rejected == 1 or self.stats.rejected % 1000 == 0:
+            log.warning("tick %s not published: %s (%d so far)", tick.id, non_finite(tick.to_record()),
+                        self.stats.rejected)
+
+    async def _encode_waiting(self, record: dict[str, Any]) -> bytes:
+        """The registry cannot answer before the schema is known: wait for it (said once) and encode then."""
+        backoff = Backoff(0.5, 10.0)
         while True:
             try:
                 value = self._codec.encode(record)
-                break
             except RegistryUnavailable as error:
                 self.registry.down(error)
-                backoff = backoff or Backoff(0.5, 10.0)
                 await asyncio.sleep(backoff.next())
-        self.registry.up()
+                continue
+            self.registry.up()
+            return value
+
+    async def _produce_waiting(self, key: bytes, value: bytes) -> None:
+        """The local queue is full (the broker is slow or away): backpressure until Kafka takes more."""
         while True:
+            self._producer.poll(0)
+            await asyncio.sleep(0.05)
             try:
-                self._producer.produce(self.topic, key=tick.symbol.encode(), value=value, on_delivery=self._on_delivery)
-                break
+                self._producer.produce(self.topic, key, value)
+                return
             except BufferError:
-                self._producer.poll(0)
-                await asyncio.sleep(0.05)  # queue full: backpressure until Kafka takes more
-        self.stats.queued += 1
-        self._producer.poll(0)
+                continue
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        """Called for failed deliveries only (delivery.report.only.error): a delivered tick costs no callback."""
         if error is None:
-            self.stats.delivered += 1
-            self.watch.alive()
             return
         self.stats.failed += 1
         if self.stats.failed == 1 or self.stats.failed % 1000 == 0:
@@ -90,7 +119,9 @@ class TickPublisher:
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still not delivered."""
-        return self._producer.flush(timeout)
+        left = self._producer.flush(timeout)
+        self.stats.delivered = self.stats.queued - self.stats.failed - left
+        return left
 
     async def drain(self, timeout: float = 60.0) -> int:
         """`flush` off the event loop, in slices of half a second: Ctrl-C during a final flush ends the command at

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import struct
 
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryError
-from confluent_kafka.serialization import SerializationError
+from confluent_kafka.schema_registry import SchemaRegistryClient, SchemaRegistryError, topic_subject_name_strategy
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
 
-from cryptopulse.avro import AvroCodec
+from cryptopulse.avro import AvroCodec, load_schema
 from cryptopulse.errors import RegistryUnavailable
 from cryptopulse.settings import Settings
+from cryptopulse.tick import Tick
 from tests.fakes import FakeHttp, Reply
 
 FRAMED = b"\x00" + struct.pack(">I", 4242) + b"\x02\x06BTC"  # Confluent framing, a schema id nobody registered
@@ -53,3 +56,26 @@ def test_a_registry_that_cannot_answer_is_not(where):
             codec(url).decode(FRAMED)
     finally:
         fake.close()
+
+
+def test_the_fast_encoder_writes_the_bytes_the_library_serializer_writes():
+    """After the first record (through confluent-kafka's AvroSerializer, which registers the schema), records are
+    written with fastavro directly: byte for byte what the serializer writes, for ticks with and without optional
+    values, extreme numbers and unicode. The registry is the library's own in-memory one (a mock:// URL)."""
+    settings = dataclasses.replace(Settings(), schema_registry_url="mock://fast-encoder")
+    registry = SchemaRegistryClient.new_client({"url": settings.schema_registry_url})  # the library's in-memory one
+    codec = AvroCodec(settings, "crypto-prices", "tick")
+    codec._serialize = AvroSerializer(registry, load_schema(settings, "tick"),
+                                      conf={"subject.name.strategy": topic_subject_name_strategy})
+    serializer = AvroSerializer(registry, load_schema(settings, "tick"),
+                                conf={"subject.name.strategy": topic_subject_name_strategy})
+    context = SerializationContext("crypto-prices", MessageField.VALUE)
+    records = [Tick("BTC", "binance", 1_700_000_000_123, 64_000.5, volume_24h=1.5e9, change_24h_pct=-2.25)
+               .to_record(published_at=1_700_000_000_200),
+               Tick("ÉTH", "coinbase", 0, 1e-12).to_record(),
+               Tick("XRP", "simulated", 2**45, 1.7976931348623157e308, volume_24h=0.0).to_record(published_at=0)]
+    encoded = [codec.encode(r) for r in records]
+    assert codec._framing is not None  # the first went through the serializer, the others through fastavro
+    assert encoded == [serializer(r, context) for r in records]
+    codec._client = registry
+    assert [codec.decode(e)["symbol"] for e in encoded] == ["BTC", "ÉTH", "XRP"]

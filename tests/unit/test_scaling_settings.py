@@ -12,6 +12,7 @@ from control.cli import parser
 from control.connectors import load_all
 from cryptopulse import topics
 from cryptopulse.errors import ConfigError
+from cryptopulse.kafka import KafkaWatch
 from cryptopulse.outage import Outage
 from cryptopulse.settings import Settings
 from cryptopulse.tick import Tick
@@ -85,10 +86,13 @@ def test_the_producer_keys_each_tick_by_its_symbol():
     produced: list[tuple[str, bytes]] = []
 
     class FakeProducer:
-        def produce(self, topic, key, value, on_delivery):
+        def produce(self, topic, key, value):
             produced.append((topic, key))
 
         def poll(self, timeout):
+            return 0
+
+        def __len__(self) -> int:
             return 0
 
     class FakeCodec:
@@ -99,6 +103,7 @@ def test_the_producer_keys_each_tick_by_its_symbol():
     publisher.topic, publisher.stats, publisher._codec, publisher._producer = (
         "crypto-prices", DeliveryStats(), FakeCodec(), FakeProducer())
     publisher.kafka = publisher.registry = Outage("test", logging.getLogger("test"))
+    publisher.watch = KafkaWatch(publisher.kafka)
 
     async def publish_some() -> None:
         for i, symbol in enumerate(["BTC", "ETH", "BTC", "XRP"]):
