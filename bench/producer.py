@@ -69,7 +69,7 @@ def main() -> int:
     for key, value in zip(keys, avro, strict=True):
         while True:
             try:
-                raw.produce(topic, key, value)
+                raw.produce(topic, value, key)
                 break
             except BufferError:
                 raw.poll(0.01)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
-from cryptopulse import store, topics
+from cryptopulse import kafka, store, topics
 from cryptopulse.errors import DeliveryError, SourceError
 from cryptopulse.settings import Settings, sink_group
 from cryptopulse.times import MINUTE_MS, epoch_ms
@@ -138,7 +138,7 @@ async def backfill(settings: Settings, source_name: str, symbols: list[str], hou
     source = history_source(source_name, symbols, on_wait=show_wait)
     existing = stored_times(settings, source.name, source.symbols, start, end)
     with_candles = stored_times(settings, source.name, source.symbols, start, end, store.CANDLES, "start")
-    publisher, candle_publisher = TickPublisher(settings), CandlePublisher(settings)
+    publisher, candle_publisher = TickPublisher(settings, origin=kafka.BACKFILL), CandlePublisher(settings)
     published: dict[str, int] = {}
 
     async def publish(candles: list[Candle], points: list[Tick], bar: Progress) -> None:

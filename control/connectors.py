@@ -21,6 +21,7 @@ import requests
 from pymongo import ASCENDING
 
 from cryptopulse import store, topics
+from cryptopulse.candle import INTERVALS
 from cryptopulse.errors import ConnectError
 from cryptopulse.settings import Settings
 
@@ -38,7 +39,9 @@ def placeholder_values(settings: Settings) -> dict[str, str]:
     return {
         "PRICES_TOPIC": settings.prices_topic,
         "PRICES_DLQ_TOPIC": settings.prices_dlq_topic,
-        "CANDLES_TOPIC": settings.candles_topic,
+        # the candles sink reads every interval's topic into that interval's collection
+        "CANDLES_TOPICS": ",".join(settings.candle_topic(interval) for interval in INTERVALS),
+        **{f"CANDLES_TOPIC_{interval.upper()}": settings.candle_topic(interval) for interval in INTERVALS},
         "CANDLES_DLQ_TOPIC": settings.candles_dlq_topic,
         "ALERTS_TOPIC": settings.alerts_topic,
         "ALERTS_DLQ_TOPIC": settings.alerts_dlq_topic,
@@ -50,7 +53,8 @@ def placeholder_values(settings: Settings) -> dict[str, str]:
 
 
 def load(path: Path, values: dict[str, str]) -> Connector:
-    """Read one connector file and fill its `${NAME}` placeholders."""
+    """Read one connector file and fill its `${NAME}` placeholders (in values, and in keys such as a per-topic
+    override's)."""
     data = json.loads(path.read_text())
     if not isinstance(data, dict) or "name" not in data or not isinstance(data.get("config"), dict):
         raise ConnectError(f"{path}: expected {{\"name\": ..., \"config\": {{...}}}}")
@@ -63,7 +67,7 @@ def load(path: Path, values: dict[str, str]) -> Connector:
 
         return PLACEHOLDER.sub(one, value)
 
-    return Connector(data["name"], {k: fill(str(v)) for k, v in data["config"].items()}, path)
+    return Connector(data["name"], {fill(k): fill(str(v)) for k, v in data["config"].items()}, path)
 
 
 def load_all(settings: Settings) -> list[Connector]:

@@ -1,4 +1,5 @@
-"""The one candle type: a time bucket of one (symbol, source), made by the roll-up or read from an exchange."""
+"""The one candle type: a time bucket of one (symbol, source) at one interval, made by the roll-ups or read from an
+exchange; and the intervals, from 1 minute to 1 week, each rolled up from the one below it (docs/rollups.md)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,37 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptopulse.tick import Tick
-from cryptopulse.times import MINUTE_MS
+from cryptopulse.times import DAY_MS, HOUR_MS, MINUTE_MS, epoch_ms
 
-INTERVAL = "1m"
+INTERVAL = "1m"  # the finest: rolled up from ticks
+
+# Every interval, finest first, with its width. Each is a whole number of the one before it, so each is rolled up
+# from the one below: 5 x 1m, 3 x 5m, 4 x 15m, 4 x 1h, 6 x 4h, 7 x 1d.
+INTERVAL_MS = {"1m": MINUTE_MS, "5m": 5 * MINUTE_MS, "15m": 15 * MINUTE_MS, "1h": HOUR_MS, "4h": 4 * HOUR_MS,
+               "1d": DAY_MS, "1w": 7 * DAY_MS}
+INTERVALS = tuple(INTERVAL_MS)
+# Weeks start on Monday 00:00 UTC, as exchanges' and TradingView's weekly candles do; 1970-01-01 was a Thursday,
+# so a week bucket is offset by 4 days from the epoch. Every other bucket starts at a multiple of its width.
+WEEK_OFFSET_MS = 4 * DAY_MS
+
+
+def parent_of(interval: str) -> str | None:
+    """The interval rolled up from `interval` (None for the coarsest)."""
+    i = INTERVALS.index(interval)
+    return INTERVALS[i + 1] if i + 1 < len(INTERVALS) else None
+
+
+def child_of(interval: str) -> str | None:
+    """The interval `interval` is rolled up from (None for 1m, which is rolled up from ticks)."""
+    i = INTERVALS.index(interval)
+    return INTERVALS[i - 1] if i else None
+
+
+def bucket_of(ts: int, interval: str) -> int:
+    """The start of the `interval` bucket holding `ts` (epoch ms, floor, right before 1970 too)."""
+    width = INTERVAL_MS[interval]
+    offset = WEEK_OFFSET_MS if interval == "1w" else 0
+    return ts - (ts - offset) % width
 
 
 def candle_id(symbol: str, source: str, start: int, interval: str = INTERVAL) -> str:
@@ -18,12 +47,12 @@ def candle_id(symbol: str, source: str, start: int, interval: str = INTERVAL) ->
 
 @dataclass(slots=True)
 class Candle:
-    """One minute of one (symbol, source) (schemas/candle.avsc).
+    """One bucket of one (symbol, source) at one interval (schemas/candle.avsc).
 
-    `origin` says where it comes from: "ticks" (rolled up by `streams`; `ticks` counts distinct tick times,
-    `final` once its minute closed) or "ohlc" (an exchange's history: final, `ticks` 0, `volume` what traded
-    in the minute in the quote currency). `volume_24h` is the rolling 24 h total at the close where a source
-    says it; it is not part of the record.
+    `origin` says where it comes from: "ticks" (rolled up by `streams`, from ticks or from candles that were;
+    `ticks` counts distinct tick times, `final` once its bucket closed) or "ohlc" (an exchange's history, or rolled
+    up from it alone: final, `ticks` 0, `volume` what traded in the bucket in the quote currency). `volume_24h` is
+    the rolling 24 h total at the close where a source says it; it is not part of the record.
     """
 
     symbol: str
@@ -43,9 +72,10 @@ class Candle:
 
     @classmethod
     def ohlc(cls, symbol: str, source: str, start: int, open_: float, high: float, low: float, close: float,
-             volume: float | None, quote: str = "USD", volume_24h: float | None = None) -> Candle:
+             volume: float | None, quote: str = "USD", volume_24h: float | None = None,
+             interval: str = INTERVAL) -> Candle:
         """An exchange's closed candle."""
-        return cls(symbol, source, start, open_, high, low, close, 0, volume, "ohlc", True, INTERVAL, quote,
+        return cls(symbol, source, start, open_, high, low, close, 0, volume, "ohlc", True, interval, quote,
                    volume_24h)
 
     @property
@@ -53,13 +83,25 @@ class Candle:
         return candle_id(self.symbol, self.source, self.start, self.interval)
 
     @property
+    def end(self) -> int:
+        """Where the bucket ends (exclusive), epoch ms."""
+        return self.start + INTERVAL_MS[self.interval]
+
+    @property
     def close_ms(self) -> int:
-        """The last millisecond of the minute (Binance's close time): when `close` was the price."""
-        return self.start + MINUTE_MS - 1
+        """The last millisecond of the bucket (Binance's close time): when `close` was the price."""
+        return self.end - 1
 
     def tick(self) -> Tick:
         """The close as a `Tick`, so a caller that stores only ticks treats every source alike."""
         return Tick(self.symbol, self.source, self.close_ms, self.close, self.quote, volume_24h=self.volume_24h)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Candle:
+        """The candle in an Avro record (start as epoch ms or a datetime)."""
+        return cls(record["symbol"], record["source"], epoch_ms(record["start"]), record["open"], record["high"],
+                   record["low"], record["close"], record.get("ticks", 0), record.get("volume"),
+                   record.get("origin", "ticks"), record.get("final", True), record.get("interval", INTERVAL))
 
     def to_record(self) -> dict[str, Any]:
         """The Avro record (schemas/candle.avsc)."""

@@ -28,6 +28,7 @@ import os
 import signal
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -65,6 +66,31 @@ RELIABLE = {"acks": "all", "enable.idempotence": True, "linger.ms": 20, "compres
 # ~10 s rather than the default 45 s.
 GROUP_MEMBER = {"enable.auto.commit": False, "enable.auto.offset.store": False,
                 "session.timeout.ms": 10_000, "heartbeat.interval.ms": 3_000}
+
+
+# Records a back-fill publishes carry this header: its history's candles and ticks (BACKFILL), and the coarser
+# candles it rolled up from them itself (BACKFILL_ROLLUP). The roll-ups leave them alone, the cascade takes the first
+# as children of the buckets it has open (docs/rollups.md), the dashboard's live feed does not push them.
+ORIGIN_HEADER = "cryptopulse-origin"
+BACKFILL = b"backfill"
+BACKFILL_ROLLUP = b"backfill-rollup"
+
+
+def origin(message: Message) -> bytes | None:
+    """The ORIGIN_HEADER of a record, or None."""
+    headers = message.headers()
+    if headers:
+        for name, value in headers:
+            if name == ORIGIN_HEADER:
+                return value
+    return None
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition librdkafka's default partitioner (consistent_random: CRC32 of the key) gives a keyed record:
+    candles are produced with it for their symbol, so a symbol's candles of every interval share one partition
+    number, the one its ticks are on when the counts agree, and one process of a group holds all of them."""
+    return zlib.crc32(key.encode()) % partitions
 
 
 # --- outages ---
@@ -206,6 +232,14 @@ def partitions_of(client: Any, topic: str, timeout: float = 10.0) -> list[int]:
         raise ConfigError(f"topic {topic}: {metadata.error or 'no partitions'}; create it with "
                           "`control topics create` or `control deploy-connectors`")
     return sorted(metadata.partitions)
+
+
+def offsets_at(client: Any, topic: str, ts_ms: int, timeout: float = 10.0) -> dict[tuple[str, int], int]:
+    """Per partition of `topic`, the first offset whose record was published at or after `ts_ms` (its end when none
+    was): where to start reading to see everything published since."""
+    wanted = [TopicPartition(topic, p, ts_ms) for p in partitions_of(client, topic, timeout)]
+    found = client.offsets_for_times(wanted, timeout=timeout)
+    return {(tp.topic, tp.partition): tp.offset if tp.offset >= 0 else OFFSET_END for tp in found}
 
 
 def rewind(client: Consumer, messages: Iterable[Message]) -> None:
@@ -441,19 +475,21 @@ class Reader(Generic[T]):
             self.pump(handle, timeout=0.5)
 
 
-def decoder(decode_value: Callable[[bytes], dict[str, Any]], stats: Counts, what: str, logger: logging.Logger = log,
+def decoder(decode_value: Callable[[Message], dict[str, Any]], stats: Counts, what: str, logger: logging.Logger = log,
             make: Callable[[dict[str, Any], Message], T | None] = lambda record, _message: record,
-            ) -> Callable[[Message], T | None]:
-    """A Reader's `decode` for Avro values (`decode_value`: an AvroCodec's `decode`): `make(record, message)`, or
+            skip: Callable[[Message], bool] | None = None) -> Callable[[Message], T | None]:
+    """A Reader's `decode` for Avro values (`decode_value(message)`: an AvroCodec's decode of its value): `make(record,
+    message)`, or
     None for a record that is not Avro or names an unknown schema (counted in `stats.undecodable`, logged the first
-    time and every 1000th); a tombstone is None. RegistryUnavailable passes through (the registry rule)."""
+    time and every 1000th); a tombstone, or a record `skip` says to leave alone (looked at before decoding), is
+    None. RegistryUnavailable passes through (the registry rule)."""
 
     def decode(message: Message) -> T | None:
         value = message.value()
-        if value is None:
+        if value is None or (skip is not None and skip(message)):
             return None
         try:
-            return make(decode_value(value), message)
+            return make(decode_value(message), message)
         except RegistryUnavailable:
             raise
         except Exception as error:  # noqa: BLE001 - a bad record is counted and skipped
@@ -461,6 +497,29 @@ def decoder(decode_value: Callable[[bytes], dict[str, Any]], stats: Counts, what
             if stats.undecodable == 1 or stats.undecodable % 1000 == 0:
                 logger.warning("%s at %s[%d]@%d skipped (%d so far): %s", what, message.topic(), message.partition(),
                                message.offset(), stats.undecodable, error)
+            return None
+
+    return decode
+
+
+def keyed_decoder(decode_value: Callable[[bytes], dict[str, Any]], make: Callable[[dict[str, Any]], T], what: str,
+                  logger: logging.Logger = log) -> Callable[[Message], tuple[str, T | None] | None]:
+    """A Reader's `decode` for a compacted topic read back as state: (key, make(record)), or (key, None) for a
+    tombstone; None for a record without a key, or one that cannot be read or made (logged: it is skipped).
+    RegistryUnavailable passes through (the registry rule)."""
+
+    def decode(message: Message) -> tuple[str, T | None] | None:
+        if message.key() is None:
+            return None
+        key = message.key().decode(errors="replace")
+        if message.value() is None:
+            return key, None
+        try:
+            return key, make(decode_value(message.value()))
+        except RegistryUnavailable:
+            raise
+        except Exception as error:  # noqa: BLE001 - a bad record is skipped, loudly
+            logger.warning("%s %s at offset %d skipped: %s", what, key, message.offset(), error)
             return None
 
     return decode
@@ -489,7 +548,7 @@ class Follower(Generic[T]):
         self.most = most
         self.log = logger
         self.prepared = prepare is None
-        self.last_error: str | None = None
+        self.failure: str | None = None  # the latest failure of its own (a step that raised)
         self.last_poll = 0.0  # time.monotonic() of the latest poll
         self.stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -509,6 +568,16 @@ class Follower(Generic[T]):
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def assigned(self) -> bool:
+        """Its reader has partitions: every record published from now on comes."""
+        return self.reader.assigned
+
+    @property
+    def last_error(self) -> str | None:
+        """The latest failure, its own or librdkafka's, for /healthz."""
+        return self.failure or self.reader.watch.last_error
+
     def _run(self) -> None:
         backoff = self.backoff()
         while not self.stopping.is_set():
@@ -521,13 +590,13 @@ class Follower(Generic[T]):
                 return  # stopped
             except Unavailable as error:
                 error.outage.down(error.cause)
-                self.last_error = error_text(error.cause)
+                self.failure = error_text(error.cause)
             except Exception as error:  # noqa: BLE001 - never fatal: a new consumer, after a backoff
-                self.last_error = error_text(error)
-                said = f"{type(error).__name__}: {self.last_error}"
+                self.failure = error_text(error)
+                said = f"{type(error).__name__}: {self.failure}"
                 if said not in self._said:  # once per kind of failure, not once per retry; a traceback if a bug
                     self._said.add(said)
-                    self.log.warning("%s failed (%s); it goes on where it stopped", self.name, self.last_error,
+                    self.log.warning("%s failed (%s); it goes on where it stopped", self.name, self.failure,
                                      exc_info=not isinstance(error, KafkaException | ConfigError))
             self.reader.close(5.0)
             self.stopping.wait(backoff.next())
@@ -543,7 +612,7 @@ class Follower(Generic[T]):
                     reader.pump(self.deliver, self.poll_timeout, self.most)
                 except Unavailable as error:  # the registry: the same record again, a little later
                     error.outage.down(error.cause)
-                    self.last_error = error_text(error.cause)
+                    self.failure = error_text(error.cause)
                     if self.turn is not None:
                         self.turn()
                     self.stopping.wait(backoff.next())
@@ -574,11 +643,13 @@ class Processor:
     """
 
     name = "processor"
-    commit_every = 1.0
     summary_every = 30.0
 
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(self, settings: Settings, logger: logging.Logger, commit_every: float = 1.0) -> None:
+        self.settings = settings
         self.log = logger
+        self.commit_every = commit_every
+        self.stats: Counts = Stats()
         self.kafka = Outage("Kafka", logger)
         self.registry = Outage("the schema registry", logger)
         self.watch = KafkaWatch(self.kafka)
@@ -586,7 +657,42 @@ class Processor:
         self.closed = False  # run() ended and its Kafka consumers closed
         self.started = False
 
+    def member(self, name: str, topics: list[str], group: str, make: Callable[[dict[str, Any], Message], T | None],
+               *, codec: Callable[[Message], Any], from_end: bool, config: dict[str, Any] | None = None,
+               skip: Callable[[Message], bool] | None = None) -> Reader[T]:
+        """A reader of `topics` as a member of `group`, decoding with `codec(message)` (looked up at each record, so
+        a test can swap it) into `make(record, message)`, leaving alone what `skip` says (before decoding);
+        undecodable records counted in `stats.undecodable`. Each assigned partition starts at the group's commit
+        (`committed_or`), then `assigned` hears it; `revoked` hears what goes, whose kept positions are then dropped
+        (the next owner starts at the commit)."""
+
+        def on_assign(reader: Reader[T], partitions: list[TopicPartition]) -> None:
+            committed = committed_or(reader.client, partitions, from_end)
+            for tp, given in zip(committed, partitions, strict=True):
+                given.offset = tp.offset
+            self.assigned(committed)
+            self.log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in committed))
+            self.ready.set()
+
+        def on_revoke(reader: Reader[T], partitions: list[TopicPartition]) -> None:
+            self.revoked()
+            reader.forget(partitions)
+
+        decode = decoder(lambda message: codec(message).decode(message.value()), self.stats,
+                         f"undecodable record of {', '.join(topics)}", self.log, make, skip)
+        return Reader(self.settings, name, topics, decode,
+                      group=group, subscribe=True, watch=self.watch, registry=self.registry,
+                      config={**GROUP_MEMBER, "auto.offset.reset": "latest" if from_end else "earliest",
+                              **(config or {})},
+                      on_assign=on_assign, on_revoke=on_revoke)
+
     # what a subclass says
+
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        """Partitions of the member reader were assigned, each at the offset it starts from."""
+
+    def revoked(self) -> None:
+        """Partitions of the member reader are taken away (a rebalance): commit what can be, forget the rest."""
 
     def start(self) -> None:
         """Before the first step, and again after a failure until it works (Unavailable: try again later)."""
@@ -681,9 +787,10 @@ def committed_or(client: Any, partitions: list[TopicPartition], from_end: bool) 
     return committed
 
 
-def run_until_signalled(processor: Processor, summary: Callable[[], str] | None = None) -> int:
-    """Run a processor until SIGINT/SIGTERM, when it commits what it has done and stops; one line at the end,
-    and a non-zero exit on an error, for whoever restarts it (the supervisor, `./run demo`, compose)."""
+def run_until_signalled(*processors: Processor) -> int:
+    """Run processors until SIGINT/SIGTERM, when each commits what it has done and stops; one line each at the end,
+    and a non-zero exit when one ended on an error, for whoever restarts the process (the supervisor, `./run demo`,
+    compose). Several run side by side, one thread each; an error in one stops them all."""
     stopping: list[int] = []
 
     def on_signal(number: int, _frame: object) -> None:
@@ -693,14 +800,25 @@ def run_until_signalled(processor: Processor, summary: Callable[[], str] | None 
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    code = 0
-    try:
-        processor.run(stop=lambda: bool(stopping))
-        processor.log.info("%s stopped: %s", processor.name, (summary or processor.summary)())
-    except Exception as error:  # noqa: BLE001 - one clear line, and a non-zero exit for whoever restarts it
-        processor.log.error("%s stopped: %s", processor.name, error)
-        code = 1
-    if not processor.closed:  # a Kafka client stuck in close would also block the interpreter's exit
+    failed: list[Processor] = []
+
+    def run(processor: Processor) -> None:
+        try:
+            processor.run(stop=lambda: bool(stopping) or bool(failed))
+            processor.log.info("%s stopped: %s", processor.name, processor.summary())
+        except Exception as error:  # noqa: BLE001 - one clear line, and a non-zero exit for whoever restarts it
+            processor.log.error("%s stopped: %s", processor.name, error)
+            failed.append(processor)
+
+    threads = [threading.Thread(target=run, args=(p,), name=p.name) for p in processors[1:]]
+    for thread in threads:
+        thread.start()
+    run(processors[0])
+    while any(t.is_alive() for t in threads):
+        for thread in threads:
+            thread.join(0.2)  # short joins: the main thread keeps taking signals
+    code = 1 if failed else 0
+    if not all(p.closed for p in processors):  # a Kafka client stuck in close would also block the interpreter's exit
         logging.shutdown()
         os._exit(code)
     return code

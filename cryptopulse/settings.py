@@ -240,14 +240,17 @@ class Settings:
     database: str = _env("MONGODB_DATABASE", "crypto_db")
     prices_topic: str = _env("PRICES_TOPIC", "crypto-prices")
     prices_dlq_topic: str = _env("PRICES_DLQ_TOPIC", "crypto-prices-dlq")
-    candles_topic: str = _env("CANDLES_TOPIC", "crypto-candles-1m")
-    candles_dlq_topic: str = _env("CANDLES_DLQ_TOPIC", "crypto-candles-1m-dlq")
+    # candles: one topic per interval, <prefix>-1m ... <prefix>-1w (`candle_topic`), their sink's dead letters and
+    # the roll-up's checkpoints (docs/rollups.md)
+    candles_topic_prefix: str = _env("CANDLES_TOPIC_PREFIX", "crypto-candles")
     # price alerts (docs/alerts.md): the rules (compacted, key = rule id), the alerts fired, the alerts the sink could
     # not write, and the alert processor's own state (compacted, key = rule|symbol|source)
     alert_rules_topic: str = _env("ALERT_RULES_TOPIC", "crypto-alert-rules")
     alerts_topic: str = _env("ALERTS_TOPIC", "crypto-alerts")
     alerts_dlq_topic: str = _env("ALERTS_DLQ_TOPIC", "crypto-alerts-dlq")
     alerts_state_topic: str = _env("ALERTS_STATE_TOPIC", "crypto-alerts-state")
+    # what each retention run did (compacted, key = collection): `control status` shows it
+    retention_topic: str = _env("RETENTION_TOPIC", "crypto-retention")
     # The roll-up's consumer group, and the prefix of each dashboard process's own group.
     streams_group: str = _env("STREAMS_GROUP", "cryptopulse-streams")
     # the alert processor's consumer group, also its transactional id (one instance per group)
@@ -281,6 +284,24 @@ class Settings:
     def variables(cls) -> tuple[str, ...]:
         """Every environment variable the settings read."""
         return tuple(f.metadata["env"] for f in dataclasses.fields(cls) if "env" in f.metadata)
+
+    def candle_topic(self, interval: str) -> str:
+        """The topic of one interval's candles."""
+        return f"{self.candles_topic_prefix}-{interval}"
+
+    @property
+    def candles_topic(self) -> str:
+        """The 1-minute candles' topic (rolled up from ticks; every coarser interval is rolled up from it)."""
+        return self.candle_topic("1m")
+
+    @property
+    def candles_dlq_topic(self) -> str:
+        return f"{self.candles_topic_prefix}-dlq"
+
+    @property
+    def candles_state_topic(self) -> str:
+        """The roll-ups' checkpoints (compacted, key = stage|symbol|source)."""
+        return f"{self.candles_topic_prefix}-state"
 
     @property
     def prices_sink(self) -> str:

@@ -6,13 +6,15 @@ import dataclasses
 from dataclasses import dataclass
 
 from confluent_kafka import ConsumerGroupTopicPartitions, Message, TopicPartition
-from confluent_kafka.admin import ConfigResource, NewPartitions, NewTopic
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
 
 from cryptopulse import kafka
+from cryptopulse.candle import INTERVALS
 from cryptopulse.errors import ConfigError
 from cryptopulse.kafka import admin
 from cryptopulse.settings import Settings
-from cryptopulse.times import DAY_MS
+from cryptopulse.store import Retention, candle_collection
+from cryptopulse.times import DAY_MS, HOUR_MS
 
 
 @dataclass(frozen=True)
@@ -33,19 +35,22 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
 
 
 def _specs(settings: Settings) -> list[TopicSpec]:
+    retention = Retention()
     return [
         TopicSpec(settings.prices_topic, settings.prices_partitions,
                   {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete"},
                   "ticks (Avro, key = symbol); the sink keeps them in MongoDB, Kafka keeps a week"),
         TopicSpec(settings.prices_dlq_topic, 1, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
                   "records the sink could not convert or write, with error headers"),
-        # compacted: the latest state of each candle (key = its _id) is kept for ever, which is what a restarted
-        # stream processor reads to learn which minutes are final or came from an exchange's OHLC history
-        TopicSpec(settings.candles_topic, settings.candles_partitions,
-                  {"cleanup.policy": "compact", "min.compaction.lag.ms": str(60_000)},
-                  "1-minute candles (Avro, key = candle _id), rolled up by `streams`; compacted"),
+        *(candle_topic(settings, interval, retention.keep_ms(candle_collection(interval))) for interval in INTERVALS),
         TopicSpec(settings.candles_dlq_topic, 1, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
                   "candles the candles sink could not convert or write, with error headers"),
+        # compacted: one record per (stage, symbol, source), rewritten at each commit; what a restarted roll-up
+        # starts from (docs/rollups.md). Small segments, so the cleaner keeps it near one record a key.
+        TopicSpec(settings.candles_state_topic, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
+                                                    "segment.ms": str(10 * 60_000),
+                                                    "min.cleanable.dirty.ratio": "0.1"},
+                  "the roll-ups' checkpoints per (stage, symbol, source) (Avro); compacted"),
         # compacted: the latest version of each rule (key = rule id) is kept for ever; a tombstone removes it
         TopicSpec(settings.alert_rules_topic, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": str(60_000)},
                   "price-alert rules (Avro, key = rule id; a tombstone removes one); compacted"),
@@ -57,14 +62,57 @@ def _specs(settings: Settings) -> list[TopicSpec]:
         # transaction as the alerts and the consumed offsets, read back by a restarted processor
         TopicSpec(settings.alerts_state_topic, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": str(60_000)},
                   "the alert processor's state per (rule, symbol, source) (Avro); compacted"),
+        TopicSpec(settings.retention_topic, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+                  "what each retention run deleted, per collection (Avro, key = collection); compacted"),
     ]
 
 
+# A candle topic's segments roll this often, so that the log cleaner can compact the updates of open buckets away
+# (the active segment is never cleaned) and delete what is past the retention.
+SEGMENT_MS = {"1m": HOUR_MS, "5m": 6 * HOUR_MS, "15m": 6 * HOUR_MS}
+
+
+def candle_topic(settings: Settings, interval: str, keep_ms: int | None) -> TopicSpec:
+    """One interval's candles, keyed by `_id`: compacted (a bucket's updates and final replace each other) and,
+    unless kept for ever, deleted past the interval's retention, so Kafka holds no more than the store."""
+    config = {"cleanup.policy": "compact" if keep_ms is None else "compact,delete",
+              "retention.ms": str(-1 if keep_ms is None else keep_ms), "min.compaction.lag.ms": str(60_000),
+              "segment.ms": str(SEGMENT_MS.get(interval, DAY_MS))}
+    kept = "kept for ever" if keep_ms is None else f"kept {keep_ms / DAY_MS:g} d"
+    how = "rolled up from ticks by `streams run`" if interval == "1m" else "rolled up by `streams run` (the cascade)"
+    return TopicSpec(settings.candle_topic(interval), settings.candles_partitions, config,
+                     f"{interval} candles (Avro, key = candle _id), {how}; compacted, {kept}")
+
+
+def align_configs(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
+    """Set on the project's existing topics every config their spec has and they lack or differ in (a topic made by
+    an older version: the candles topic was compacted for ever); returns the names changed."""
+    client = admin(settings)
+    existing = set(client.list_topics(timeout=10).topics)
+    wanted = [s for s in (specs or project_topics(settings)) if s.name in existing]
+    if not wanted:
+        return []
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in wanted]
+    current = {resource.name: future.result() for resource, future in client.describe_configs(resources).items()}
+    changes = []
+    for spec in wanted:
+        entries = [ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+                   for name, value in spec.config.items() if current[spec.name].get(name) is None
+                   or current[spec.name][name].value != value]
+        if entries:
+            changes.append(ConfigResource(ConfigResource.Type.TOPIC, spec.name, incremental_configs=entries))
+    for future in (client.incremental_alter_configs(changes).values() if changes else []):
+        future.result()
+    return [c.name for c in changes]
+
+
 def create_missing(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
-    """Create the project's topics that do not exist yet; returns the names created."""
+    """Create the project's topics that do not exist yet, and align the configs of those that do
+    (`align_configs`); returns the names created."""
     client = admin(settings)
     existing = set(client.list_topics(timeout=10).topics)
     missing = [s for s in (specs or project_topics(settings)) if s.name not in existing]
+    align_configs(settings, [s for s in (specs or project_topics(settings)) if s.name in existing])
     if not missing:
         return []
     futures = client.create_topics([NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication,

@@ -42,8 +42,11 @@ class TickPublisher:
     outage is said once when it starts and once when it ends.
     """
 
-    def __init__(self, settings: Settings, stats: DeliveryStats | None = None, max_queued: int = 100_000) -> None:
+    def __init__(self, settings: Settings, stats: DeliveryStats | None = None, max_queued: int = 100_000,
+                 origin: bytes | None = None) -> None:
         self.topic = settings.prices_topic
+        # a back-fill's ticks carry its header (kafka.BACKFILL): history, which no roll-up rolls up again
+        self._headers = [(kafka.ORIGIN_HEADER, origin)] if origin else None
         self.stats = stats or DeliveryStats()
         self._codec = AvroCodec(settings, self.topic, "tick")
         self.kafka = Outage("Kafka", log)
@@ -68,7 +71,10 @@ class TickPublisher:
             value = await self._encode_waiting(record)
         producer = self._producer
         try:
-            producer.produce(self.topic, tick.symbol.encode(), value)
+            if self._headers is None:  # produce(topic, value, key): positional, the cheapest call
+                producer.produce(self.topic, value, tick.symbol.encode())
+            else:
+                producer.produce(self.topic, value, tick.symbol.encode(), headers=self._headers)
         except BufferError:
             await self._produce_waiting(tick.symbol.encode(), value)
         stats = self.stats
@@ -104,7 +110,7 @@ class TickPublisher:
             self._producer.poll(0)
             await asyncio.sleep(0.05)
             try:
-                self._producer.produce(self.topic, key, value)
+                self._producer.produce(self.topic, value, key, headers=self._headers)
                 return
             except BufferError:
                 continue

@@ -78,11 +78,9 @@ class AlertProcessor(kafka.Processor):
     summary_every = 60.0
 
     def __init__(self, settings: Settings, options: AlertOptions | None = None) -> None:
-        super().__init__(log)
-        self.settings = settings
         self.options = options or AlertOptions()
+        super().__init__(settings, log, self.options.commit_every)
         self.options.group = self.options.group or settings.alerts_group
-        self.commit_every = self.options.commit_every
         self.stats = AlertStats()
         self.book = AlertBook()
         self._ticks = AvroCodec(settings, settings.prices_topic, "tick")
@@ -93,15 +91,13 @@ class AlertProcessor(kafka.Processor):
             "transactional.id": self.options.group, "linger.ms": 5, "compression.type": "none",
             "message.timeout.ms": 60_000,  # within the transaction's timeout, as librdkafka requires
         }, self.watch)
-        self.rules = Reader(settings, "alerts-rules", [settings.alert_rules_topic], self._rule_change,
+        self.rules = Reader(settings, "alerts-rules", [settings.alert_rules_topic],
+                            kafka.keyed_decoder(lambda value: self._rules.decode(value), Rule.from_record, "rule", log),
                             group=f"{self.options.group}-rules", watch=self.watch, registry=self.registry,
                             config={"fetch.wait.max.ms": 100})
-        self.prices = Reader(settings, "alerts", [settings.prices_topic],
-                             kafka.decoder(self._decode_tick, self.stats, "undecodable tick", log, _placed),
-                             group=self.options.group, subscribe=True, watch=self.watch, registry=self.registry,
-                             config={**kafka.GROUP_MEMBER, "isolation.level": "read_committed",
-                                     "auto.offset.reset": "latest" if self.options.from_end else "earliest"},
-                             on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.prices = self.member("alerts", [settings.prices_topic], self.options.group, _tick,
+                                  codec=lambda _message: self._ticks, from_end=self.options.from_end,
+                                  config={"isolation.level": "read_committed"})
         self._committed: dict[int, int] = {}  # prices partition -> offset as of the last committed transaction
         self._snapshot: dict[str, RuleState] = {}
         self._in_txn = False
@@ -110,9 +106,6 @@ class AlertProcessor(kafka.Processor):
         self._initialized = False
         self._abort_pending = False
         self._fired = False  # fired in this step: commit at once
-
-    def _decode_tick(self, value: bytes) -> dict[str, Any]:
-        return self._ticks.decode(value)
 
     def summary(self) -> str:
         return str(self.stats)
@@ -135,20 +128,6 @@ class AlertProcessor(kafka.Processor):
         with self.talking_to_kafka():
             self.prices.open()
 
-    def _rule_change(self, message: Message) -> RuleChange | None:
-        if message.key() is None:
-            return None
-        rule_id = message.key().decode(errors="replace")
-        if message.value() is None:
-            return rule_id, None
-        try:
-            return rule_id, Rule.from_record(self._rules.decode(message.value()))
-        except RegistryUnavailable:
-            raise
-        except Exception as error:  # noqa: BLE001 - a bad rule record is skipped, loudly
-            log.warning("rule record at offset %d skipped: %s", message.offset(), error)
-            return None
-
     def _learn_rules(self, changes: list[RuleChange]) -> None:
         for rule_id, rule in changes:
             if rule is None:
@@ -165,20 +144,6 @@ class AlertProcessor(kafka.Processor):
         """The state as of the last committed transaction (read committed: an aborted one is not seen)."""
         states: dict[str, RuleState] = {}
 
-        def state_record(message: Message) -> tuple[str, RuleState | None] | None:
-            if message.key() is None:
-                return None
-            key = message.key().decode(errors="replace")
-            if message.value() is None:
-                return key, None
-            try:
-                return key, RuleState.from_record(self._states.decode(message.value()))
-            except RegistryUnavailable:
-                raise
-            except Exception as error:  # noqa: BLE001 - a bad state record: that rule starts afresh
-                log.warning("state record %s skipped: %s", key, error)
-                return None
-
         def keep(records: list[tuple[str, RuleState | None]]) -> None:
             for key, state in records:
                 if state is None:
@@ -186,6 +151,8 @@ class AlertProcessor(kafka.Processor):
                 else:
                     states[key] = state
 
+        state_record = kafka.keyed_decoder(lambda value: self._states.decode(value), RuleState.from_record,
+                                           "state record", log)
         reader = Reader(self.settings, "alerts-state", [self.settings.alerts_state_topic], state_record,
                         group=f"{self.options.group}-state", watch=self.watch, registry=self.registry,
                         config={"isolation.level": "read_committed"})
@@ -201,14 +168,11 @@ class AlertProcessor(kafka.Processor):
 
     # --- the prices topic ---
 
-    def _on_assign(self, reader: Reader, partitions: list[TopicPartition]) -> None:
-        committed = kafka.committed_or(reader.client, partitions, self.options.from_end)
-        for tp, given in zip(committed, partitions, strict=True):
-            given.offset = self._committed[tp.partition] = tp.offset
-        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in committed))
-        self.ready.set()
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._committed[tp.partition] = tp.offset
 
-    def _on_revoke(self, reader: Reader, partitions: list[TopicPartition]) -> None:
+    def revoked(self) -> None:
         try:
             self.commit()
         except (Unavailable, KafkaException) as error:
@@ -216,7 +180,6 @@ class AlertProcessor(kafka.Processor):
             with contextlib.suppress(Unavailable, KafkaException):
                 self._abort()
         self._committed.clear()
-        reader.forget(partitions)
 
     def _evaluate(self, ticks: list[TickRead]) -> None:
         for symbol, source, ts, price, published in ticks:
@@ -341,5 +304,5 @@ class AlertProcessor(kafka.Processor):
         return [self.prices.client, self.rules.client]
 
 
-def _placed(record: dict[str, Any], _message: Message) -> TickRead:
+def _tick(record: dict[str, Any], _message: Message) -> TickRead:
     return tick_read(record)

@@ -1,8 +1,9 @@
-"""`streams`: roll the prices topic up into 1-minute candles on the candles topic, and apply retention.
+"""`streams`: the stream processors. `run` rolls the prices topic up into 1-minute candles and those into 5m, 15m,
+1h, 4h, 1d and 1w (one topic and collection each), and applies retention; `alerts` evaluates the alert rules.
 
     streams run [--group cryptopulse-streams] [--grace-seconds 10] [--from-end] [--no-retention]
     streams alerts [--group cryptopulse-alerts] [--from-beginning]
-    streams retention [--ticks-hours 48] [--candles-days 30]
+    streams retention [--ticks-hours 48] [--candles-days N]
 
 Stop it with Ctrl-C or SIGTERM: it delivers what it has, commits, and a restart goes on from there.
 """
@@ -13,15 +14,17 @@ import argparse
 import json
 import logging
 import sys
-from datetime import timedelta
 
 from cryptopulse import store
+from cryptopulse.candle import INTERVALS
 from cryptopulse.commands import Parser, non_negative_float, positive_float, run_command, setup_logging
 from cryptopulse.kafka import run_until_signalled
 from cryptopulse.settings import Settings, env_number
-from streams import retention
+from cryptopulse.store import Retention
 from streams.alerts import AlertOptions, AlertProcessor
+from streams.cascade_processor import CascadeProcessor
 from streams.processor import Processor, ProcessorOptions
+from streams.retention import RetentionJob, RetentionReport
 
 log = logging.getLogger("streams")
 
@@ -54,9 +57,11 @@ def parser() -> argparse.ArgumentParser:
     alerts.add_argument("--from-beginning", action="store_true",
                         help="a group with no committed offsets starts at the beginning of the prices topic, not "
                              "its end (rules watch ticks from their creation on either way)")
-    ret = sub.add_parser("retention", help="apply retention once and say what was deleted")
+    ret = sub.add_parser("retention", help="apply retention to every collection once and say what was deleted")
     ret.add_argument("--ticks-hours", type=positive_float, default=None, help="env RETENTION_TICKS_HOURS, default 48")
-    ret.add_argument("--candles-days", type=positive_float, default=None, help="env RETENTION_CANDLES_DAYS, default 30")
+    ret.add_argument("--candles-days", type=positive_float, default=None,
+                     help="every interval's candles (else each its own: env RETENTION_1M_DAYS ... RETENTION_1W_DAYS; "
+                          "defaults 1m 30, 5m and 15m 180, 1h 730, 4h 1d 1w for ever)")
     return p
 
 
@@ -74,13 +79,17 @@ def _main(argv: list[str] | None) -> int:
     setup_logging()
     settings = Settings()
     if args.command == "retention":
-        policy = retention.RetentionPolicy()
-        policy = retention.RetentionPolicy(
-            timedelta(hours=args.ticks_hours) if args.ticks_hours is not None else policy.ticks,
-            timedelta(days=args.candles_days) if args.candles_days is not None else policy.candles)
+        policy = Retention()
+        policy = Retention(args.ticks_hours or policy.ticks_hours,
+                           dict.fromkeys(INTERVALS, args.candles_days) if args.candles_days else policy.candle_days)
+        job = RetentionJob(policy, RetentionReport(settings))
         with store.database(settings) as db:
-            print(json.dumps(retention.run_once(db, policy)))
-        return 0
+            runs = job.run_due(db, everything=True)
+        failed = [run for run in runs if run.error]
+        for run in failed:
+            print(f"streams: retention of {run.collection} failed: {run.error}", file=sys.stderr)
+        print(json.dumps({run.collection: run.deleted for run in runs}))
+        return 1 if failed else 0
 
     if args.command == "alerts":
         alerts = AlertProcessor(settings, AlertOptions(group=args.group or "",
@@ -94,7 +103,9 @@ def _main(argv: list[str] | None) -> int:
         only_symbols=only, from_end=args.from_end, close_on_stop=args.close_on_stop,
         retention_every=None if args.no_retention else args.retention_minutes * 60)
     processor = Processor(settings, options)
-    return run_until_signalled(processor)
+    cascade = CascadeProcessor(settings, f"{options.group or settings.streams_group}-cascade", from_end=args.from_end,
+                               only_symbols=only)
+    return run_until_signalled(processor, cascade)
 
 
 if __name__ == "__main__":

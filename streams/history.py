@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError, Message
 
 from cryptopulse import kafka, topics
 from cryptopulse.avro import AvroCodec
-from cryptopulse.candle import Candle
+from cryptopulse.candle import INTERVALS, Candle
 from cryptopulse.errors import DeliveryError
 from cryptopulse.settings import Settings
 from cryptopulse.tick import Tick
@@ -63,24 +63,33 @@ class PointRollup:
 
 
 class CandlePublisher:
-    """acks=all, idempotent; `publish` returns only when every candle of the batch is delivered."""
+    """A back-fill's candles, of any interval, each on its interval's topic and its symbol's partition, marked with
+    the back-fill's header (kafka.BACKFILL; its own roll-ups kafka.BACKFILL_ROLLUP): acks=all, idempotent; `publish`
+    returns only when every candle of the batch is delivered."""
 
     def __init__(self, settings: Settings) -> None:
-        self.topic = settings.candles_topic
-        topics.create_missing(settings, [s for s in topics.project_topics(settings) if s.name == self.topic])
-        self._codec = AvroCodec(settings, self.topic, "candle")
+        self.settings = settings
+        wanted = {settings.candle_topic(interval) for interval in INTERVALS}
+        topics.create_missing(settings, [s for s in topics.project_topics(settings) if s.name in wanted])
+        self._codecs = {interval: AvroCodec(settings, settings.candle_topic(interval), "candle")
+                        for interval in INTERVALS}
         self._producer = kafka.producer(settings, "backfill-candles")
+        self._partitions = len(kafka.partitions_of(self._producer, settings.candles_topic))
         self._failed = 0
         self.published = 0
 
-    def publish(self, candles: list[Candle], timeout: float = 60.0) -> None:
+    def publish(self, candles: list[Candle], timeout: float = 60.0, origin: bytes = kafka.BACKFILL) -> None:
+        headers = [(kafka.ORIGIN_HEADER, origin)]
         for candle in candles:
-            self._producer.produce(self.topic, key=candle.id.encode(), value=self._codec.encode(candle.to_record()),
-                                   on_delivery=self._on_delivery)
+            self._producer.produce(self.settings.candle_topic(candle.interval),
+                                   self._codecs[candle.interval].encode(candle.to_record()), candle.id.encode(),
+                                   kafka.partition_for(candle.symbol, self._partitions),
+                                   on_delivery=self._on_delivery, headers=headers)
             self._producer.poll(0)
         left = self._producer.flush(timeout)
         if left or self._failed:
-            raise DeliveryError(f"{left + self._failed} candles were not delivered to {self.topic}; run again to retry")
+            raise DeliveryError(f"{left + self._failed} candles were not delivered to the candle topics; run again "
+                                "to retry")
         self.published += len(candles)
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:

@@ -20,12 +20,16 @@ Delivery guarantees, and why they hold:
   one process of the group. A rebalance (a process joining, leaving or killed) revokes every partition: the
   open candles are forgotten, and each partition is replayed from its own commit by its next owner, which
   first reads the candles topic to its end, so the finals its former owner published are known as decided.
-- History first: `control backfill` publishes the candles of its history (origin "ohlc" for an exchange's
-  OHLC, or rolled up from a point history) before the ticks they are made of. The processor learns every
-  final and every ohlc `_id` from the compacted candles topic, read from its start and followed; ticks of
-  a decided minute are not rolled up again, and a tick that looks late makes it read that topic to its end
-  before dropping it. Before every publish it reads the topic to its end, and a ticks candle is never
-  published for an ohlc `_id`.
+- History is the back-fill's: `control backfill` publishes the candles of its history itself (every interval), and
+  marks them and their ticks (header `cryptopulse-origin: backfill`); such ticks are not rolled up here.
+- What is decided, bounded: the processor learns the final and ohlc `_id`s of the candles topic published in the
+  last day (LOOKBACK_MS: read from there at start, then followed, older ones forgotten) — its own finals, which a
+  replay must not roll up again, and a foreign producer's OHLC minutes. Ticks of a decided minute are not rolled
+  up, a tick that looks late makes it read that topic to its end before dropping it, and before every publish it
+  reads the topic to its end: a ticks candle is never published for an ohlc `_id`. Start-up and memory depend on
+  a day of candles per (symbol, source), never on the days run.
+- Candles are produced on the partition of their symbol (`kafka.partition_for`), where the cascade's member for
+  that symbol reads them (streams/cascade_processor.py rolls them up into every coarser interval).
 """
 
 from __future__ import annotations
@@ -45,10 +49,11 @@ from cryptopulse.candle import Candle, candle_id
 from cryptopulse.errors import DeliveryError, RegistryUnavailable
 from cryptopulse.kafka import Reader, Unavailable
 from cryptopulse.settings import Settings
+from cryptopulse.store import Retention
 from cryptopulse.tick import tick_read
-from cryptopulse.times import bucket_start
-from streams import retention
+from cryptopulse.times import DAY_MS, bucket_start
 from streams.candles import CandleBook
+from streams.retention import RetentionJob, RetentionReport
 
 log = logging.getLogger("streams")
 
@@ -68,8 +73,8 @@ class ProcessorOptions:
     idle_close: float = 30.0
     from_end: bool = False  # a group without committed offsets starts at the end instead of the beginning
     commit_every: float = 1.0
-    retention_every: float | None = 600.0  # None: no retention job
-    retention_policy: retention.RetentionPolicy = field(default_factory=retention.RetentionPolicy)
+    retention_every: float | None = 60.0  # how often the retention job looks for a collection due; None: no job
+    retention: Retention = field(default_factory=Retention)
     batch: int = 1000
     only_symbols: frozenset[str] | None = None  # roll up only these (tests; a second processor beside the main one)
     close_on_stop: bool = False  # publish every open minute as final when stopping (bounded runs, tests)
@@ -88,6 +93,15 @@ class ProcessorStats:
 
 # the commit metadata's size: under the broker's default offset.metadata.max.bytes (4096), which fails the commit
 METADATA_LIMIT = 3_800
+# How far back (by publish time) the candles topic is read at start, and how long a decided `_id` is remembered: a
+# replay reads ticks of the last minutes again, and a foreign producer's OHLC candle decides the ticks of its minute
+# that come within a day of it (a back-fill marks its own ticks, which are never rolled up here). Bounded memory
+# and start-up, whatever the days run (docs/rollups.md).
+LOOKBACK_MS = DAY_MS
+
+
+def _backfilled(message: Message) -> bool:
+    return kafka.origin(message) == kafka.BACKFILL
 
 
 def _read_event_times(tp: TopicPartition) -> dict[tuple[str, str], tuple[int, int]]:
@@ -108,15 +122,16 @@ class Processor(kafka.Processor):
     name = "roll-up"
 
     def __init__(self, settings: Settings, options: ProcessorOptions | None = None) -> None:
-        super().__init__(log)
-        self.settings = settings
         self.options = options or ProcessorOptions()
+        super().__init__(settings, log, self.options.commit_every)
         self.options.group = self.options.group or settings.streams_group
-        self.commit_every = self.options.commit_every
         self.stats = ProcessorStats()
         self.book = self._new_book()
-        self.ohlc_ids: set[str] = set()
-        self.final_ids: set[str] = set()
+        # the `_id`s decided on the candles topic (-> when they were published): bounded, forgotten after LOOKBACK
+        self.ohlc_ids: dict[str, int] = {}
+        self.final_ids: dict[str, int] = {}
+        self._pruned = time.monotonic()
+        self._partitions: int | None = None  # the candles topic's partition count
         self._ticks = AvroCodec(settings, settings.prices_topic, "tick")
         self._candles = AvroCodec(settings, settings.candles_topic, "candle")
         self._caught_up = False  # read the candles topic to its end during this batch already
@@ -124,23 +139,19 @@ class Processor(kafka.Processor):
         self._metadata_warned = False
         self._last_retention = float("-inf")
         self._retention_thread: threading.Thread | None = None
+        self._retention_job: RetentionJob | None = None
         self._producer = kafka.producer(settings, "streams", watch=self.watch)
-        self.decided = Reader(settings, "streams-candles", [settings.candles_topic], self._learn_decode,
+        self.decided: Reader[tuple[dict[str, Any], int]] = Reader(
+                              settings, "streams-candles", [settings.candles_topic], self._learn_decode,
                               group=f"{self.options.group}-candles-reader", watch=self.watch, registry=self.registry,
                               # catch_up() reads our own latest candles back before each publish: keep it short
                               config={"fetch.wait.max.ms": 10})
-        self.prices = Reader(settings, "streams", [settings.prices_topic],
-                             kafka.decoder(self._decode_tick, self.stats, "undecodable tick", log, placed_tick),
-                             group=self.options.group, subscribe=True, watch=self.watch, registry=self.registry,
-                             config={**kafka.GROUP_MEMBER,
-                                     "auto.offset.reset": "latest" if self.options.from_end else "earliest"},
-                             on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.prices = self.member("streams", [settings.prices_topic], self.options.group, placed_tick,
+                                  codec=lambda _message: self._ticks, from_end=self.options.from_end,
+                                  skip=_backfilled)  # a back-fill rolled its history up itself
 
     def _new_book(self) -> CandleBook:
         return CandleBook(self.options.grace_ms, self.options.update_every, self.options.idle_close)
-
-    def _decode_tick(self, value: bytes) -> dict[str, Any]:
-        return self._ticks.decode(value)
 
     def summary(self) -> str:
         return f"{self.stats}; {self.book.stats}"
@@ -149,7 +160,15 @@ class Processor(kafka.Processor):
 
     def start(self) -> None:
         with self.talking_to_kafka():
+            if not self.decided.positions:  # what was decided in the last LOOKBACK_MS, published since then
+                probe = kafka.consumer(self.settings, "streams", f"{self.options.group}-probe", {"log_level": 0})
+                try:
+                    self.decided.start = kafka.offsets_at(probe, self.settings.candles_topic,
+                                                          int(time.time() * 1000) - LOOKBACK_MS)
+                finally:
+                    probe.close()
             self.decided.open()
+            self._partitions = len(kafka.partitions_of(self.decided.client, self.settings.candles_topic))
             self.catch_up()
             self.prices.open()
 
@@ -158,34 +177,41 @@ class Processor(kafka.Processor):
         with self.talking_to_kafka():
             self.decided.catch_up(self._learn_all, timeout)
 
-    def _learn_decode(self, message: Message) -> dict[str, Any] | None:
+    def _learn_decode(self, message: Message) -> tuple[dict[str, Any], int] | None:
+        """A candle record and when it was published; None for what decides nothing here: a back-fill's (its
+        ticks are never rolled up here) or a bad record."""
+        if message.value() is None or kafka.origin(message) is not None:
+            return None
         try:
-            return self._candles.decode(message.value()) if message.value() is not None else None
+            return self._candles.decode(message.value()), message.timestamp()[1]
         except RegistryUnavailable:
             raise  # an unread ohlc candle could be overwritten: better wait than guess
         except Exception:  # noqa: BLE001 - a bad record on the candles topic decides nothing
             return None
 
-    def _learn_all(self, records: list[dict[str, Any]]) -> None:
-        for record in records:
+    def _learn_all(self, records: list[tuple[dict[str, Any], int]]) -> None:
+        for record, published in records:
             if record.get("origin") == "ohlc":
-                self.ohlc_ids.add(record["_id"])
+                self.ohlc_ids[record["_id"]] = published
             if record.get("final", True):
-                self.final_ids.add(record["_id"])
+                self.final_ids[record["_id"]] = published
+        now = time.monotonic()
+        if now - self._pruned > 60:
+            self._pruned = now
+            cutoff = int(time.time() * 1000) - LOOKBACK_MS
+            for ids in (self.ohlc_ids, self.final_ids):
+                for old in [cid for cid, published in ids.items() if published < cutoff]:
+                    del ids[old]
 
     # --- the prices topic ---
 
-    def _on_assign(self, reader: Reader, partitions: list[TopicPartition]) -> None:
-        """Position every partition explicitly, so `ready` means "every tick published from now on is read"."""
-        committed = kafka.committed_or(reader.client, partitions, self.options.from_end)
-        for tp, given in zip(committed, partitions, strict=True):
-            given.offset = tp.offset
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        """Each partition at its commit (the replay point), with the event times the commit recorded."""
+        for tp in partitions:
             self.book.restore(_read_event_times(tp))
-        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in committed))
         self._assigned = True
-        self.ready.set()
 
-    def _on_revoke(self, reader: Reader, partitions: list[TopicPartition]) -> None:
+    def revoked(self) -> None:
         """Partitions taken away (a rebalance, or our session expired while Kafka was away): commit what we
         can, then forget the open candles, exactly as a restart would; the next assignment replays them."""
         try:
@@ -193,7 +219,6 @@ class Processor(kafka.Processor):
         except (Unavailable, KafkaException, DeliveryError) as error:
             log.info("no commit on revocation (%s); the next owner replays a little more", error)
         self.book = self._new_book()
-        reader.forget(partitions)
 
     def _roll(self, ticks: list[PlacedTick]) -> None:
         now = time.monotonic()
@@ -225,7 +250,7 @@ class Processor(kafka.Processor):
             # a back-fill delivers its candles before their ticks: read the topic to its end before dropping
             self.catch_up()
             self._caught_up = True
-        if cid in self.final_ids or cid in self.ohlc_ids:
+        if cid in self.final_ids or cid in self.ohlc_ids:  # dict lookups: ids decided within LOOKBACK_MS
             self.stats.skipped_decided += 1
             self.book.observe(symbol, source, ts, now, (partition, offset))
             return
@@ -242,7 +267,7 @@ class Processor(kafka.Processor):
                 self.stats.suppressed_ohlc += 1
                 continue
             if candle.final:
-                self.final_ids.add(candle.id)
+                self.final_ids[candle.id] = int(time.time() * 1000)
             self._produce(candle)
 
     def _produce(self, candle: Candle) -> None:
@@ -252,7 +277,8 @@ class Processor(kafka.Processor):
             raise Unavailable(self.registry, error) from error
         while True:
             try:
-                self._producer.produce(self.settings.candles_topic, key=candle.id.encode(), value=value,
+                self._producer.produce(self.settings.candles_topic, value, candle.id.encode(),
+                                       kafka.partition_for(candle.symbol, self._partitions or 1),
                                        on_delivery=self._on_delivery)
                 break
             except BufferError:
@@ -334,8 +360,10 @@ class Processor(kafka.Processor):
         return [self.prices.client, self.decided.client]
 
     def _retention(self) -> None:
+        if self._retention_job is None:
+            self._retention_job = RetentionJob(self.options.retention, RetentionReport(self.settings))
         try:
             with store.database(self.settings) as db:
-                retention.run_once(db, self.options.retention_policy)
+                self._retention_job.run_due(db)
         except Exception as error:  # noqa: BLE001 - retention retries at its next run
             log.warning("retention failed: %s", error)

@@ -50,9 +50,9 @@ def alert_message(record: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-class AlertFeed:
-    """The newest alerts, and a wake-up for every connection when one arrives (on the event loop). A `Reader` of the
-    alerts topic (committed records only) run by a `Follower` thread: through a Kafka or a registry outage it
+class AlertFeed(Follower[dict[str, Any]]):
+    """The newest alerts, and a wake-up for every connection when one arrives (on the event loop). A `Follower`
+    thread running a `Reader` of the alerts topic (committed records only): through a Kafka or a registry outage it
     waits and reads the same record again, so no alert is dropped (cryptopulse/kafka.py)."""
 
     def __init__(self, settings: Settings, group_prefix: str, loop: asyncio.AbstractEventLoop,
@@ -68,29 +68,14 @@ class AlertFeed:
         self._make_codec = make_codec or (lambda: AvroCodec(settings, settings.alerts_topic, "alert"))
         self._codec: Any = None
         who = "alert feed"
-        self.reader = Reader(settings, "webui-alerts", [settings.alerts_topic], self._decode, group=self.group_id,
-                             subscribe=True, start=END, make_consumer=make_consumer,
-                             watch=KafkaWatch(self.deps.kafka.reporter(who),
-                                              backoff=Backoff(min(0.5, backoff_cap), backoff_cap)),
-                             registry=self.deps.registry.reporter(who),
-                             config={"auto.offset.reset": "latest", "isolation.level": "read_committed"})
-        self.follower = Follower("webui-alerts", self.reader, self._taken, prepare=self._read_stored,
-                                 backoff_cap=backoff_cap, most=100, logger=log)
-
-    def start(self) -> None:
-        self.follower.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.follower.stop(timeout)
-
-    @property
-    def assigned(self) -> bool:
-        """The alerts topic's partitions are assigned: every alert committed from now on comes."""
-        return self.reader.assigned
-
-    @property
-    def last_error(self) -> str | None:
-        return self.follower.last_error or self.reader.watch.last_error
+        reader = Reader(settings, "webui-alerts", [settings.alerts_topic], self._decode, group=self.group_id,
+                        subscribe=True, start=END, make_consumer=make_consumer,
+                        watch=KafkaWatch(self.deps.kafka.reporter(who),
+                                         backoff=Backoff(min(0.5, backoff_cap), backoff_cap)),
+                        registry=self.deps.registry.reporter(who),
+                        config={"auto.offset.reset": "latest", "isolation.level": "read_committed"})
+        super().__init__("webui-alerts", reader, self._taken, prepare=self._read_stored, backoff_cap=backoff_cap,
+                         most=100, logger=log)
 
     def add(self, messages: list[dict[str, Any]], live: bool = True) -> None:
         """On the loop: new alerts (a redelivered one, recognised by its id, is not taken again). Only `live` ones
@@ -140,7 +125,7 @@ class AlertFeed:
         try:
             self._loop.call_soon_threadsafe(self.add, alerts)
         except RuntimeError:  # the loop is closed: shutting down
-            self.follower.stopping.set()
+            self.stopping.set()
 
 
 async def push_alerts(feed: AlertFeed | None, send: Callable[[str], Awaitable[None]]) -> None:

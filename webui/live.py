@@ -202,8 +202,8 @@ def tick_message(record: dict[str, Any]) -> TickMessage:
     return message
 
 
-class LiveConsumer:
-    """The live feed: a `Reader` of the prices topic run by a `Follower` thread (cryptopulse/kafka.py); batches of
+class LiveConsumer(Follower[TickMessage]):
+    """The live feed: a `Follower` thread (cryptopulse/kafka.py) running a `Reader` of the prices topic; batches of
     decoded ticks go to `deliver` on the loop.
 
     It outlives any outage: Kafka away (librdkafka reconnects; the watch tells when it is back), the registry
@@ -231,36 +231,22 @@ class LiveConsumer:
         self._bad = 0  # undecodable records not told to the loop yet
         self.stale: str | None = None  # why the live feed is interrupted, or None while it flows
         self.watch = KafkaWatch(self.deps.kafka.reporter(WHO), backoff=Backoff(min(0.5, backoff_cap), backoff_cap))
-        self.reader = Reader(settings, "webui", [settings.prices_topic], self._decode, group=self.group_id,
-                             subscribe=True, start=END, watch=self.watch, registry=self.deps.registry.reporter(WHO),
-                             make_consumer=make_consumer, config={
-                                 "auto.offset.reset": "latest",
-                                 # committed now and then only so that `control status` can show this dashboard's lag
-                                 "enable.auto.commit": True, "auto.commit.interval.ms": 5000,
-                                 "fetch.wait.max.ms": 10})
+        reader = Reader(settings, "webui", [settings.prices_topic], self._decode, group=self.group_id, subscribe=True,
+                        start=END, watch=self.watch, registry=self.deps.registry.reporter(WHO),
+                        make_consumer=make_consumer, config={
+                            "auto.offset.reset": "latest",
+                            # committed now and then only so that `control status` can show this dashboard's lag
+                            "enable.auto.commit": True, "auto.commit.interval.ms": 5000,
+                            "fetch.wait.max.ms": 10})
         # poll 0.2 s for the first record, then whatever else is fetched: consume(500, timeout) would hold the first
         # record until 500 arrive or the timeout passes, adding up to that much latency
-        self.follower = Follower("webui-kafka", self.reader, self._send, turn=self._turn, backoff_cap=backoff_cap,
-                                 poll_timeout=0.2, most=500, logger=log)
-
-    def start(self) -> None:
-        self.follower.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.follower.stop(timeout)
-
-    @property
-    def assigned(self) -> bool:
-        return self.reader.assigned
-
-    @property
-    def last_error(self) -> str | None:
-        return self.follower.last_error or self.watch.last_error
+        super().__init__("webui-kafka", reader, self._send, turn=self._turn, backoff_cap=backoff_cap,
+                         poll_timeout=0.2, most=500, logger=log)
 
     def status(self) -> dict[str, Any]:
-        last_poll = self.follower.last_poll
+        last_poll = self.last_poll
         age = time.monotonic() - last_poll if last_poll else None
-        alive = self.follower.alive
+        alive = self.alive
         ok = alive and age is not None and age < 5 and self.assigned and self.stale is None
         body = {"ok": ok, "group_id": self.group_id, "topic": self.settings.prices_topic, "assigned": self.assigned,
                 "seconds_since_poll": None if age is None else round(age, 3), "last_error": self.last_error}
@@ -316,7 +302,7 @@ class LiveConsumer:
         try:
             self._loop.call_soon_threadsafe(self._hand_over, ticks, bad)
         except RuntimeError:  # the loop is closed: the app is shutting down
-            self.follower.stopping.set()
+            self.stopping.set()
 
     def _hand_over(self, ticks: list[dict[str, Any]], bad: int) -> None:
         self._metrics.undecodable += bad

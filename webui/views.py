@@ -131,7 +131,7 @@ class WindowView:
         waiting = [d.name for d in self.deps.all() if d.failing(self._who)]
         return {"ok": self.ready.is_set() and alive and not self.full and not waiting, "ready": self.ready.is_set(),
                 "loaded": self.loaded, "followed": self.followed, "rows": self._count, "full": self.full,
-                "waiting_for": waiting, "last_error": self.last_error or self._follower.last_error}
+                "waiting_for": waiting, "last_error": self.last_error or self._follower.failure}
 
     def covers(self, start: int) -> bool:
         """Whether a window starting at `start` (epoch ms) can be answered from memory."""

@@ -49,7 +49,7 @@ def test_a_clusters_settings_reach_the_topics_and_the_sinks(monkeypatch):
     assert specs[settings.prices_dlq_topic].partitions == 1
     assert {s.replication for s in specs.values()} == {3}
     assert {s.config["min.insync.replicas"] for s in specs.values()} == {"2"}  # the default for 3 replicas
-    assert specs[settings.candles_topic].config["cleanup.policy"] == "compact"  # the topic's own config kept
+    assert specs[settings.candles_topic].config["cleanup.policy"] == "compact,delete"  # bounded by its retention
     connectors = load_all(settings)
     assert {c.config["tasks.max"] for c in connectors} == {"4"}
     assert {c.config["errors.deadletterqueue.topic.replication.factor"] for c in connectors} == {"3"}
@@ -86,8 +86,8 @@ def test_the_producer_keys_each_tick_by_its_symbol():
     produced: list[tuple[str, bytes]] = []
 
     class FakeProducer:
-        def produce(self, topic, key, value):
-            produced.append((topic, key))
+        def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0, headers=None):
+            produced.append((topic, key))  # confluent-kafka's signature: produce(topic, value, key, ...)
 
         def poll(self, timeout):
             return 0
@@ -103,7 +103,7 @@ def test_the_producer_keys_each_tick_by_its_symbol():
     publisher.topic, publisher.stats, publisher._codec, publisher._producer = (
         "crypto-prices", DeliveryStats(), FakeCodec(), FakeProducer())
     publisher.kafka = publisher.registry = Outage("test", logging.getLogger("test"))
-    publisher.watch = KafkaWatch(publisher.kafka)
+    publisher.watch, publisher._headers = KafkaWatch(publisher.kafka), None
 
     async def publish_some() -> None:
         for i, symbol in enumerate(["BTC", "ETH", "BTC", "XRP"]):
