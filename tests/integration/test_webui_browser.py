@@ -121,3 +121,21 @@ def test_a_stale_live_feed_shows_until_the_server_says_it_flows(server, page):
     routes[-1].send(json.dumps({"type": "status", "live": True, "down": [], "message": "live feed flowing"}))
     expect(page.locator("#stale")).to_be_hidden()
     expect(page.locator("#status")).to_have_text("live")
+
+
+def test_no_page_logs_an_error_and_the_icon_is_served(server):
+    """Chromium asks for /favicon.ico (or the icon a page links) after the page loads; a 404 was a console error."""
+    with chromium() as browser:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        icons = set()
+        for path in ("/", "/chart"):
+            page.goto(f"{server}{path}")
+            expect(page.locator("#status")).to_have_text("live", timeout=30_000)
+            page.wait_for_timeout(1500)  # the icon is asked for after the load, and its 404 logged then
+            icons.add(page.evaluate("document.querySelector('link[rel=icon]')?.href"))
+        assert errors == []
+        assert page.evaluate("fetch('/favicon.ico').then((r) => r.status)") == 200  # for what links no icon
+        (icon,) = icons
+        assert icon and page.evaluate(f"fetch({json.dumps(icon)}).then((r) => r.status)") == 200
