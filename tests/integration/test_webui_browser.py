@@ -139,3 +139,65 @@ def test_no_page_logs_an_error_and_the_icon_is_served(server):
         assert page.evaluate("fetch('/favicon.ico').then((r) => r.status)") == 200  # for what links no icon
         (icon,) = icons
         assert icon and page.evaluate(f"fetch({json.dumps(icon)}).then((r) => r.status)") == 200
+
+
+# The chart page over a WebSocket of the test's own (Playwright's route, no server behind it): it answers each
+# subscribe with a snapshot made here, so the chart shows exactly the times a test needs.
+END = int(datetime(2026, 3, 14, 18, 53, 40, tzinfo=UTC).timestamp() * 1000)
+RANGE_MS = {"1h": 3_600_000, "24h": 86_400_000, "7d": 604_800_000}
+
+
+def made_snapshot(range_: str, seconds: int, step_ms: int, bucket_ms: int) -> dict:
+    """A `range_` window ending at END whose last `seconds` hold a point every `step_ms`, at most 1,500 of them on
+    whole seconds (the server's line: one point a second, reduced to WEBUI_MAX_POINTS)."""
+    first = END - seconds * 1000
+    count = min(1500, seconds * 1000 // step_ms)
+    times = sorted({first + (i * seconds * 1000 // count) // 1000 * 1000 for i in range(count)})
+    line = [[t, 70_000 + (i % 60) * 0.5] for i, t in enumerate(times)]
+    starts = range(first - first % bucket_ms, END, bucket_ms)
+    return {"type": "snapshot", "symbol": "BTC", "range": range_, "start": END - RANGE_MS[range_], "end": END,
+            "basis": "ticks" if range_ == "1h" else "candles_1m", "source": "simulated", "simulated": True,
+            "bucket_ms": bucket_ms, "line": line, "candles": [[t, 70_000, 70_030, 69_990, 70_010] for t in starts],
+            "volume": [[t, 1.0] for t in starts],
+            "stats": {"price": 70_010, "first": 70_000, "change": 10, "change_pct": 0.01, "min": 69_990, "max": 70_030,
+                      "volume": len(starts), "last_update": END - 1000, "count": len(line)},
+            "server_ms": 1.0}
+
+
+@pytest.fixture
+def faked_chart(server) -> Iterator[tuple[Page, dict, list]]:
+    """The chart page (en-US, UTC) and the snapshot each range is answered with, which a test may change."""
+    answers = {"1h": made_snapshot("1h", 3600, 1000, 5000), "24h": made_snapshot("24h", 86_400, 60_000, 60_000),
+               "7d": made_snapshot("7d", 604_800, 600_000, 600_000)}
+    sockets: list = []
+
+    def serve(ws) -> None:
+        def answer(text: str) -> None:
+            asked = json.loads(text)
+            if asked.get("type") == "subscribe":
+                ws.send(json.dumps({**answers[asked["range"]], "symbol": asked["symbol"]}))
+        ws.on_message(answer)
+        sockets.append(ws)
+
+    with chromium() as browser:
+        context = browser.new_context(locale="en-US", timezone_id="UTC", viewport={"width": 1280, "height": 760})
+        page = context.new_page()
+        page.route_web_socket("**/ws", serve)
+        page.goto(f"{server}/chart?symbol=BTC")
+        wait_for(lambda: counter(page, "snapshots") >= 1, 30, "the first snapshot")
+        yield page, answers, sockets
+
+
+def test_times_are_written_on_24_hours_like_the_charts_axis(faked_chart):
+    """The alert list and the panel's last update: 18:52:47, never 06:52:47 PM (the page is en-US here)."""
+    page, _, sockets = faked_chart
+    evening = int(datetime(2026, 3, 14, 18, 52, 47, tzinfo=UTC).timestamp() * 1000)
+    after_midnight = int(datetime(2026, 3, 15, 0, 5, 9, tzinfo=UTC).timestamp() * 1000)
+    for ts in (evening, after_midnight):
+        sockets[-1].send(json.dumps({"type": "alert", "id": f"clock|BTC|simulated|{ts}", "rule_id": "clock",
+                                     "symbol": "BTC", "source": "simulated", "kind": "above", "direction": "up",
+                                     "price": 70_001, "ts": ts, "message": "BTC crossed above 70,000: 70,001"}))
+    expect(page.locator(f"#alerts-list li[data-id='clock|BTC|simulated|{evening}'] time")).to_have_text("18:52:47")
+    expect(page.locator(f"#alerts-list li[data-id='clock|BTC|simulated|{after_midnight}'] time")).to_have_text(
+        "00:05:09")
+    expect(page.locator("#p-updated")).to_have_text("18:53:39")  # the snapshot's last update, END - 1 s

@@ -2,6 +2,7 @@
 "use strict";
 (() => {
   const LWC = window.LightweightCharts;
+  const clock = window.cryptoPulseClock; // webui/static/clock.js
   const DAY_MS = 86400000;
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -70,7 +71,7 @@
     const tip = $("tooltip");
     if (!param.time || !param.seriesData) { tip.hidden = true; return; }
     const c = param.seriesData.get(candles), l = param.seriesData.get(line), v = param.seriesData.get(volume);
-    const when = new Date(param.time * 1000).toLocaleString();
+    const when = clock.dateTime(param.time * 1000);
     let text = when;
     if (state.kind === "candles" && c) text += `  O ${money(c.open)} H ${money(c.high)} L ${money(c.low)} C ${money(c.close)}`;
     else if (l) text += `  ${money(l.value)}`;
@@ -92,7 +93,7 @@
     setText("p-min", money(s.min), s.min);
     setText("p-max", money(s.max), s.max);
     setText("p-volume", compact(s.volume), s.volume);
-    setText("p-updated", s.last_update ? new Date(s.last_update).toLocaleTimeString() : "—", s.last_update);
+    setText("p-updated", s.last_update ? clock.time(s.last_update) : "—", s.last_update);
     setText("p-source", snap.source ?? "no data", snap.source ?? "");
     renderAge();
   }
