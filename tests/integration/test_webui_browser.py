@@ -7,11 +7,13 @@ coin and range over the WebSocket, agree with MongoDB and recover from a dropped
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -182,6 +184,7 @@ def faked_chart(server) -> Iterator[tuple[Page, dict, list]]:
     with chromium() as browser:
         context = browser.new_context(locale="en-US", timezone_id="UTC", viewport={"width": 1280, "height": 760})
         page = context.new_page()
+        page.add_init_script(RECORD_CANVAS_TEXT)
         page.route_web_socket("**/ws", serve)
         page.goto(f"{server}/chart?symbol=BTC")
         wait_for(lambda: counter(page, "snapshots") >= 1, 30, "the first snapshot")
@@ -201,3 +204,66 @@ def test_times_are_written_on_24_hours_like_the_charts_axis(faked_chart):
     expect(page.locator(f"#alerts-list li[data-id='clock|BTC|simulated|{after_midnight}'] time")).to_have_text(
         "00:05:09")
     expect(page.locator("#p-updated")).to_have_text("18:53:39")  # the snapshot's last update, END - 1 s
+
+
+# What the time axis draws: every text the page writes on a canvas, with its position, the table row of the chart
+# it is in (the time axis is the last) and the paint it belongs to (one animation frame draws the whole chart).
+RECORD_CANVAS_TEXT = """
+window.__drawn = [];
+let paint = 0, painting = false;
+const fillText = CanvasRenderingContext2D.prototype.fillText;
+CanvasRenderingContext2D.prototype.fillText = function (text, x, y, ...rest) {
+  if (!painting) { painting = true; paint += 1; queueMicrotask(() => { painting = false; }); }
+  const row = this.canvas.closest("tr"), rows = row ? [...row.parentElement.children] : [];
+  window.__drawn.push({ text: String(text), x, paint, timeAxis: rows.length > 0 && row === rows[rows.length - 1] });
+  return fillText.call(this, text, x, y, ...rest);
+};
+"""
+
+
+def show(page: Page, range_: str) -> None:
+    before = counter(page, "snapshots")
+    page.click(f"#ranges button[data-range='{range_}']")
+    wait_for(lambda: counter(page, "snapshots") > before, 30, f"the {range_} snapshot")
+    page.wait_for_timeout(500)  # painted in the next animation frames
+
+
+def axis_labels(page: Page) -> list[str]:
+    """The time axis's labels in its latest paint, left to right."""
+    drawn = [d for d in page.evaluate("window.__drawn") if d["timeAxis"]]
+    assert drawn, "nothing drawn on the time axis"
+    latest = max(d["paint"] for d in drawn)
+    return [d["text"] for d in sorted((d for d in drawn if d["paint"] == latest), key=lambda d: d["x"])]
+
+
+CLOCK = re.compile(r"\d\d:\d\d")
+CLOCK_WITH_SECONDS = re.compile(r"\d\d:\d\d:\d\d")
+DAY_OR_MONTH = re.compile(r"\d{1,2}|[A-Z][a-z]{2}|\d{4}")
+
+
+def test_the_time_axis_tells_its_marks_apart_on_every_range(faked_chart):
+    page, answers, _ = faked_chart
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 760 if width > 390 else 844})
+        # 1 h: a full hour of per-second points, and a fresh stack's first three minutes of them, where the marks fall
+        # seconds apart and each used to read "18:53" like the minute's own mark
+        for seconds in (3600, 180):
+            answers["1h"] = made_snapshot("1h", seconds, 1000, 5000)
+            show(page, "1h")
+            labels = axis_labels(page)
+            page.screenshot(path=str(artifacts / f"axis-1h-{seconds}s-{width}px.png"))
+            assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
+            assert all(CLOCK.fullmatch(label) or CLOCK_WITH_SECONDS.fullmatch(label) for label in labels), labels
+        # 24 h of 1-minute candles and 7 d of 10-minute ones: hours and days, as before; never a second
+        for range_ in ("24h", "7d"):
+            show(page, range_)
+            labels = axis_labels(page)
+            page.screenshot(path=str(artifacts / f"axis-{range_}-{width}px.png"))
+            assert len(labels) >= 3 and all(a != b for a, b in pairwise(labels)), labels
+            assert all(CLOCK.fullmatch(label) or DAY_OR_MONTH.fullmatch(label) for label in labels), labels
+            if range_ == "24h":
+                assert len(set(labels)) == len(labels), labels
+            else:
+                assert any(DAY_OR_MONTH.fullmatch(label) for label in labels), labels  # the days are marked

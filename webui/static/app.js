@@ -18,11 +18,18 @@
     refreshing: false,     // the snapshot asked for is such a refresh: the chart keeps its zoom
   };
 
+  // A time-axis mark between two whole minutes gets its seconds: where the points are seconds apart (the 1 h range,
+  // or any range holding only a few minutes of ticks) the axis puts several marks in a minute, which the library wrote
+  // as "18:53", like the minute's own mark, three times in a row. Every other mark keeps the library's label (null):
+  // minutes as 18:53, days, months, years. (secondsVisible would also add ":00" to every minute's mark.)
+  const axisLabel = (time, type) =>
+    (type === LWC.TickMarkType.Time && typeof time === "number" && time % 60 !== 0 ? clock.utcTime(time * 1000) : null);
+
   const chart = LWC.createChart($("chart"), {
     autoSize: true,
     layout: { background: { color: "transparent" }, textColor: "#8a94a8", attributionLogo: false },
     grid: { vertLines: { color: "#1f2738" }, horzLines: { color: "#1f2738" } },
-    timeScale: { timeVisible: true, secondsVisible: false, borderColor: "#2a3550" },
+    timeScale: { timeVisible: true, secondsVisible: false, tickMarkFormatter: axisLabel, borderColor: "#2a3550" },
     rightPriceScale: { borderColor: "#2a3550" },
     crosshair: { mode: LWC.CrosshairMode.Normal },
   });

@@ -11,6 +11,11 @@
       const d = new Date(ms);
       return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
     },
+    // UTC, as the chart's axis reads the epoch seconds it is given
+    utcTime: (ms) => {
+      const d = new Date(ms);
+      return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
+    },
     // the crosshair's tooltip: the locale's date, then the time as above
     dateTime: (ms) => `${new Date(ms).toLocaleDateString()} ${window.cryptoPulseClock.time(ms)}`,
   };
