@@ -214,7 +214,7 @@ def test_control_alerts_add_list_rm(settings):
     listed = control("alerts", "list")
     assert listed.returncode == 0, listed.stderr
     lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
-    assert f"{symbol} above 70,000.5 (binance)" in lines[above]
+    assert f"{symbol} above 70,000.50 (binance)" in lines[above]
     assert f"{symbol} move 2.5% within 15 min" in lines[move]
     # prices as people write them (cryptopulse/prices.py), not `1e+07` and `1.234e-05`
     assert f"{symbol} above 10,000,000 " in lines[big] and f"{symbol} below 0.00001234 " in lines[small]

@@ -19,11 +19,14 @@ T0 = 1_800_000_000_000
     (10_000_000, "10,000,000"),           # large: thousands grouped, never 1e+07
     (10_000_000.0, "10,000,000"),
     (70_000, "70,000"),                   # whole: no ".00"
-    (70_000.5, "70,000.5"),               # no trailing zeros
+    (70_000.5, "70,000.50"),              # a fraction of a dollar: its cents, as prices are written
+    (3_345.7, "3,345.70"),
+    (1.5, "1.50"),
+    (0.5, "0.50"),
     (70_123.456789, "70,123.46"),         # never less precise than a cent, and no more digits than it takes
     (3_512.8765, "3,512.88"),
     (1_234_567.891, "1,234,567.89"),      # a cent even past six significant digits
-    (1.2345, "1.2345"),                   # many decimals: six significant digits
+    (1.2345, "1.2345"),                   # many decimals: six significant digits, no zeros after them
     (1.23456789, "1.23457"),
     (0.5234, "0.5234"),
     (0.00001234, "0.00001234"),           # a small coin: never 1.234e-05
@@ -34,7 +37,7 @@ T0 = 1_800_000_000_000
     (100, "100"),
     (0, "0"),
     (-0.0, "0"),
-    (-1_234.5, "-1,234.5"),               # a change may be negative
+    (-1_234.5, "-1,234.50"),              # a change may be negative
     (-0.00001234, "-0.00001234"),
 ])
 def test_a_price_is_written_as_people_write_it(value, text):
