@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptopulse.errors import ConfigError
+from cryptopulse.prices import price_text
 from cryptopulse.settings import SYMBOL
 from cryptopulse.times import epoch_ms, now_ms
 
@@ -136,8 +137,9 @@ class Rule:
         return symbol == self.symbol and (self.source is None or source == self.source)
 
     def describe(self) -> str:
-        """One line: `BTC above 50000`, `ETH move 5% within 15 min (binance)`."""
-        what = f"move {self.pct:g}% within {self.minutes} min" if self.kind == "move" else f"{self.kind} {self.price:g}"
+        """One line: `BTC above 50,000`, `SHIB below 0.00001234`, `ETH move 5% within 15 min (binance)`."""
+        what = (f"move {self.pct:g}% within {self.minutes} min" if self.kind == "move"
+                else f"{self.kind} {price_text(self.price)}")  # type: ignore[arg-type] - never None but for a move
         return f"{self.symbol} {what}" + (f" ({self.source})" if self.source else "")
 
     def to_record(self) -> dict[str, Any]:

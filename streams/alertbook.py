@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptopulse.alert import Rule, alert_id, state_key
+from cryptopulse.prices import price_text
 from cryptopulse.times import MINUTE_MS
 
 
@@ -51,10 +52,6 @@ class RuleState:
                    float(record["last_price"]), bool(record["armed"]),
                    deque((int(t), float(p)) for t, p in record.get("lows") or []),
                    deque((int(t), float(p)) for t, p in record.get("highs") or []))
-
-
-def fmt_price(price: float) -> str:
-    return f"{price:,.2f}" if price >= 1 else f"{price:.6g}"
 
 
 class AlertBook:
@@ -151,7 +148,7 @@ class AlertBook:
         word = "above" if rule.kind == "above" else "below"
         return {"direction": "up" if rule.kind == "above" else "down", "threshold": line,
                 "reference_price": previous_price, "reference_ts": previous_ts, "change_pct": None,
-                "message": f"{symbol} crossed {word} {fmt_price(line)}: {fmt_price(price)} ({source})"}
+                "message": f"{symbol} crossed {word} {price_text(line)}: {price_text(price)} ({source})"}
 
     def _move(self, rule: Rule, state: RuleState | None, symbol: str, source: str, ts: int,
               price: float) -> dict[str, Any] | None:
@@ -178,7 +175,7 @@ class AlertBook:
             alert = {"direction": "up" if up else "down", "threshold": pct, "reference_price": ref_price,
                      "reference_ts": ref_ts, "change_pct": change,
                      "message": f"{symbol} {'rose' if up else 'fell'} {abs(change):.2f}% in {minutes:.1f} min to "
-                                f"{fmt_price(price)} ({source}; rule: more than {pct:g}% within {rule.minutes} min)"}
+                                f"{price_text(price)} ({source}; rule: more than {pct:g}% within {rule.minutes} min)"}
         elif not moved:
             state.armed = True
         while state.lows and state.lows[-1][1] >= price:

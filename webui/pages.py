@@ -26,6 +26,13 @@ async def chart() -> str:
     return await render_template("index.html", symbols=state(current_app).config.symbols)
 
 
+@pages.get("/favicon.ico")
+async def favicon() -> Response:
+    """The pages name their icon (<link rel="icon">), but a browser still asks for /favicon.ico where nothing names
+    one (the JSON endpoints, /healthz): the same SVG, so that no console reports a 404."""
+    return await current_app.send_static_file("favicon.svg")
+
+
 @pages.get("/alerts/recent")
 async def recent_alerts() -> dict:
     """The newest price alerts, newest first: what a page lists when it opens (webui/alerts.py)."""

@@ -210,11 +210,16 @@ def test_control_alerts_add_list_rm(settings):
     symbol = unique_symbol()
     above = add_rule(symbol, "above", "70000.5", "--source", "binance")
     move = add_rule(symbol, "move", "2.5", "--minutes", "15")
+    big, small = add_rule(symbol, "above", "10000000"), add_rule(symbol, "below", "0.00001234")
     listed = control("alerts", "list")
     assert listed.returncode == 0, listed.stderr
     lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
-    assert f"{symbol} above 70000.5 (binance)" in lines[above]
+    assert f"{symbol} above 70,000.50 (binance)" in lines[above]
     assert f"{symbol} move 2.5% within 15 min" in lines[move]
+    # prices as people write them (cryptopulse/prices.py), not `1e+07` and `1.234e-05`
+    assert f"{symbol} above 10,000,000 " in lines[big] and f"{symbol} below 0.00001234 " in lines[small]
+    for rule in (big, small):
+        assert control("alerts", "rm", rule).returncode == 0
     removed = control("alerts", "rm", above)
     assert removed.returncode == 0 and f"rule {above} removed" in removed.stdout, removed.stderr
     listed = control("alerts", "list")

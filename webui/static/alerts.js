@@ -9,10 +9,6 @@
   const seen = new Set();
   let list, notice, hideTimer;
 
-  function fmtTime(ms) {
-    return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-  }
-
   function build() {
     const box = document.createElement("section");
     box.id = "alerts";
@@ -148,7 +144,7 @@
     li.className = `alert-item ${alert.direction === "down" ? "down" : "up"}`;
     li.dataset.id = alert.id;
     const time = document.createElement("time");
-    time.textContent = fmtTime(alert.ts);
+    time.textContent = window.cryptoPulseClock.time(alert.ts); // 18:52:47, as the chart's axis (clock.js)
     const text = document.createElement("span");
     text.textContent = ` ${alert.message}`;
     li.append(time, text);

@@ -2,6 +2,7 @@
 "use strict";
 (() => {
   const LWC = window.LightweightCharts;
+  const clock = window.cryptoPulseClock; // webui/static/clock.js
   const DAY_MS = 86400000;
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -17,11 +18,18 @@
     refreshing: false,     // the snapshot asked for is such a refresh: the chart keeps its zoom
   };
 
+  // A time-axis mark between two whole minutes gets its seconds: where the points are seconds apart (the 1 h range,
+  // or any range holding only a few minutes of ticks) the axis puts several marks in a minute, which the library wrote
+  // as "18:53", like the minute's own mark, three times in a row. Every other mark keeps the library's label (null):
+  // minutes as 18:53, days, months, years. (secondsVisible would also add ":00" to every minute's mark.)
+  const axisLabel = (time, type) =>
+    (type === LWC.TickMarkType.Time && typeof time === "number" && time % 60 !== 0 ? clock.utcTime(time * 1000) : null);
+
   const chart = LWC.createChart($("chart"), {
     autoSize: true,
     layout: { background: { color: "transparent" }, textColor: "#8a94a8", attributionLogo: false },
     grid: { vertLines: { color: "#1f2738" }, horzLines: { color: "#1f2738" } },
-    timeScale: { timeVisible: true, secondsVisible: false, borderColor: "#2a3550" },
+    timeScale: { timeVisible: true, secondsVisible: false, tickMarkFormatter: axisLabel, borderColor: "#2a3550" },
     rightPriceScale: { borderColor: "#2a3550" },
     crosshair: { mode: LWC.CrosshairMode.Normal },
   });
@@ -70,7 +78,7 @@
     const tip = $("tooltip");
     if (!param.time || !param.seriesData) { tip.hidden = true; return; }
     const c = param.seriesData.get(candles), l = param.seriesData.get(line), v = param.seriesData.get(volume);
-    const when = new Date(param.time * 1000).toLocaleString();
+    const when = clock.dateTime(param.time * 1000);
     let text = when;
     if (state.kind === "candles" && c) text += `  O ${money(c.open)} H ${money(c.high)} L ${money(c.low)} C ${money(c.close)}`;
     else if (l) text += `  ${money(l.value)}`;
@@ -92,7 +100,7 @@
     setText("p-min", money(s.min), s.min);
     setText("p-max", money(s.max), s.max);
     setText("p-volume", compact(s.volume), s.volume);
-    setText("p-updated", s.last_update ? new Date(s.last_update).toLocaleTimeString() : "—", s.last_update);
+    setText("p-updated", s.last_update ? clock.time(s.last_update) : "—", s.last_update);
     setText("p-source", snap.source ?? "no data", snap.source ?? "");
     renderAge();
   }
