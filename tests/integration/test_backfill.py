@@ -9,13 +9,13 @@ import subprocess
 import time
 
 from cryptopulse.times import MINUTE_MS
+from tests import children
 from tests.fakes import FakeHttp, Reply
 from tests.integration.conftest import wait_for
 
 
-def backfill(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(["control", "backfill", *args], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, **(env or {})})
+def backfill(*args: str, env: dict | None = None) -> children.Finished:
+    result = children.run(["control", "backfill", *args], timeout=600, env={**os.environ, **(env or {})})
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -85,8 +85,8 @@ UNREACHABLE_BINANCE = ["control", "backfill", "--hours", "1", "--symbols", "BTC"
 def test_an_unreachable_exchange_ends_the_backfill_within_the_bound_with_its_cause(settings):
     """It waited silently for minutes; now each wait is shown, and it gives up after --give-up-after."""
     started = time.monotonic()
-    result = subprocess.run([*UNREACHABLE_BINANCE, "--give-up-after", "5"], capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "BINANCE_REST_URL": "http://127.0.0.1:9"})
+    result = children.run([*UNREACHABLE_BINANCE, "--give-up-after", "5"], timeout=120,
+                          env={**os.environ, "BINANCE_REST_URL": "http://127.0.0.1:9"})
     assert result.returncode == 1 and time.monotonic() - started < 60, result.stderr
     assert "Traceback" not in result.stderr and "BTC    waiting" in result.stderr, result.stderr
     last = result.stderr.strip().splitlines()[-1]
