@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,26 @@ from typing import Any
 
 TAIL_LINES = 60
 TAIL_BYTES = 256 * 1024  # enough for 60 lines of any log; a long run's log is not read whole for its end
+
+# How a terminal starts a foreground command, as far as Ctrl-C goes: SIGINT (and SIGQUIT) at the default
+# disposition, not blocked. A child inherits both across fork and exec (exec resets handlers, not SIG_IGN), and a
+# test run started in the background by a non-interactive shell (`./run test &`, a CI harness that backgrounds it)
+# has SIGINT and SIGQUIT ignored: its children would ignore a test's Ctrl-C too (Python installs no
+# KeyboardInterrupt handler when it starts with SIGINT ignored), wait out what they were waiting for and exit 1.
+# A session or process group of its own (start_new_session, process_group) changes whom a terminal's Ctrl-C
+# reaches, not what the process does with it: neither helps. preexec_fn could reset it, but it runs Python in the
+# forked child of a test process with threads (Kafka clients, pymongo's monitors, the fake servers), which Python
+# documents as unsafe (the child may deadlock before exec). So a fresh interpreter, which has no threads, resets
+# them and execs the command: same process, same pid for the test to signal. It also resets SIGPIPE and SIGXFSZ,
+# which the interpreter itself ignores, as Popen's restore_signals does.
+_AS_A_FOREGROUND_COMMAND = [
+    sys.executable, "-S", "-c",
+    "import os, signal as s, sys\n"
+    "for number in (s.SIGINT, s.SIGQUIT, s.SIGPIPE, s.SIGXFSZ):\n"
+    "    s.signal(number, s.SIG_DFL)\n"
+    "s.pthread_sigmask(s.SIG_UNBLOCK, [s.SIGINT, s.SIGQUIT])\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])",
+]
 
 # `start`'s default for stdout: into the log, with stderr
 INTO_THE_LOG: Any = object()
@@ -86,12 +108,13 @@ def run(command: Sequence[str], *, timeout: float, env: Mapping[str, str] | None
     return result
 
 
-def start(command: Sequence[str], log: Path | None = None, *, stdout: Any = INTO_THE_LOG,
+def start(command: Sequence[str], log: Path | None = None, *, stdout: Any = INTO_THE_LOG, at_a_terminal: bool = False,
           **kwargs: Any) -> subprocess.Popen:
     """subprocess.Popen of a child that runs while the test goes on: its stderr, and its stdout unless `stdout`
     sends it elsewhere (PIPE, DEVNULL, None for the test's own), go to `log`, appended (a temporary file when no
     log is named), and the end of that log goes into the report of a failing test. stdin is /dev/null unless
-    given."""
+    given. `at_a_terminal`: started as a terminal starts a foreground command, for a test that sends it SIGINT
+    as Ctrl-C would."""
     command = [str(part) for part in command]
     temporary = log is None
     if log is None:
@@ -99,8 +122,9 @@ def start(command: Sequence[str], log: Path | None = None, *, stdout: Any = INTO
         os.close(handle)
         log = Path(name)
     kwargs.setdefault("stdin", subprocess.DEVNULL)
+    argv = [*_AS_A_FOREGROUND_COMMAND, *command] if at_a_terminal else command
     with log.open("ab") as out:  # the child has its own copy of the descriptor
-        process = subprocess.Popen(command, stdout=out if stdout is INTO_THE_LOG else stdout, stderr=out, **kwargs)
+        process = subprocess.Popen(argv, stdout=out if stdout is INTO_THE_LOG else stdout, stderr=out, **kwargs)
     _children.append(Child(command, process=process, log=log, temporary=temporary))
     return process
 
@@ -119,6 +143,52 @@ def wait(process: subprocess.Popen, timeout: float) -> int:
                                  "killed it") from None
         raise AssertionError(f"{_short(child.command)} did not end within {timeout:g} s; killed it. Its output:\n"
                              f"{child.output()}") from None
+
+
+@dataclass
+class Interrupted:
+    """How a command took Ctrl-C: its exit status, its whole stderr, what it said after the line Ctrl-C waited
+    for, and the seconds from Ctrl-C to its end."""
+
+    status: int
+    stderr: str
+    after: str
+    seconds: float
+
+    @property
+    def last_line(self) -> str:
+        lines = self.after.strip().splitlines()
+        return lines[-1] if lines else ""
+
+
+def ctrl_c(command: Sequence[str], stderr: Path, *, once: str, then_wait: float = 0.0, within: float = 30.0,
+           env: Mapping[str, str] | None = None, say_within: float = 120.0) -> Interrupted:
+    """Run `command` as a terminal runs a foreground command, its stderr in the file `stderr`, and press Ctrl-C
+    (SIGINT) once its stderr says `once` (and `then_wait` seconds more). Nothing waits without a bound: a command
+    that has not said `once` after `say_within` seconds, or that Ctrl-C has not ended after `within` seconds, is
+    killed and the test fails with its stderr."""
+    process = start(command, stderr, stdout=None, at_a_terminal=True, env=env)
+    try:
+        deadline = time.monotonic() + say_within
+        while once not in stderr.read_text(errors="replace"):
+            if process.poll() is not None:
+                raise AssertionError(f"{_short(list(command))} ended (exit {process.returncode}) before it said "
+                                     f"{once!r}, so before Ctrl-C; its stderr:\n{tail(stderr)}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{_short(list(command))} did not say {once!r} within {say_within:g} s; "
+                                     f"its stderr:\n{tail(stderr)}")
+            time.sleep(0.1)
+        time.sleep(then_wait)
+        pressed = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        status = wait(process, within)
+        seconds = time.monotonic() - pressed
+    finally:
+        if process.poll() is None:  # the test failed: leave nothing running
+            process.kill()
+            process.wait()
+    said = stderr.read_text(errors="replace")
+    return Interrupted(status, said, said[said.index(once):].partition("\n")[2], seconds)
 
 
 def tail(log: Path, lines: int = TAIL_LINES) -> str:

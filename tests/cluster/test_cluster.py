@@ -60,9 +60,11 @@ class Publishing:
                         if zlib.crc32(s.encode()) % partitions == 0][:2]
         self.partition = 0
         self.log = log
+        # stopped with Ctrl-C: started as a terminal starts a foreground command, so that SIGINT is not ignored
+        # when this test run was started in the background (tests/children.py)
         self.proc = children.start(
             ["producer", "run", "--source", "simulated", "--symbols", ",".join(self.symbols), "--interval-ms", "50",
-             "--metrics-port", "-1"], log)
+             "--metrics-port", "-1"], log, at_a_terminal=True)
 
     def running(self) -> bool:
         return self.proc.poll() is None

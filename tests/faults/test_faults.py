@@ -50,7 +50,9 @@ class Demo:
                                  "--interval-ms", "100", "--metrics-port", "-1"])
 
     def _start(self, name: str, cmd: list[str]) -> None:
-        self.procs[name] = children.start(cmd, self.logs / f"{name}.log")
+        # the producer is stopped with Ctrl-C (SIGINT, `stop`): started as a terminal starts a foreground command,
+        # so that SIGINT is not ignored when this test run was started in the background (tests/children.py)
+        self.procs[name] = children.start(cmd, self.logs / f"{name}.log", at_a_terminal=name == "producer")
 
     def log(self, name: str, lines: int = 40) -> str:
         text = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
 import time
 
 from cryptopulse.times import MINUTE_MS
@@ -94,13 +92,9 @@ def test_an_unreachable_exchange_ends_the_backfill_within_the_bound_with_its_cau
     assert "Connection refused" in last, last  # the cause, not only that it failed
 
 
-def test_ctrl_c_during_a_backfill_is_one_line(settings):
-    proc = subprocess.Popen(UNREACHABLE_BINANCE, stderr=subprocess.PIPE, text=True,
+def test_ctrl_c_during_a_backfill_is_one_line(settings, tmp_path):
+    """Ctrl-C while the back-fill waits for its source ends it: exit 130 and one line, no traceback."""
+    ended = children.ctrl_c(UNREACHABLE_BINANCE, tmp_path / "backfill.stderr", once="waiting",
                             env={**os.environ, "BINANCE_REST_URL": "http://127.0.0.1:9"})
-    for line in proc.stderr:
-        if "waiting" in line:
-            break
-    proc.send_signal(signal.SIGINT)
-    rest = proc.stderr.read()
-    assert proc.wait(timeout=30) == 130
-    assert "Traceback" not in rest and rest.strip().splitlines()[-1] == "control: interrupted", rest
+    assert ended.status == 130, f"exit {ended.status}, not 130 (interrupted); stderr:\n{ended.stderr}"
+    assert "Traceback" not in ended.after and ended.last_line == "control: interrupted", ended.stderr

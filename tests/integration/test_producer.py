@@ -6,7 +6,6 @@ import os
 import random
 import re
 import signal
-import subprocess
 import time
 from datetime import datetime
 
@@ -108,19 +107,13 @@ def test_an_unreachable_source_falls_back_to_simulated_only_when_asked(settings,
     assert "published 20" in result.stderr
 
 
-def test_ctrl_c_during_the_final_flush_ends_the_producer_at_once(settings):
+def test_ctrl_c_during_the_final_flush_ends_the_producer_at_once(settings, tmp_path):
     """Kafka is away, so the one tick waits in the queue and the final flush would wait 60 s for it; Ctrl-C there
     ends the producer with one line (it once waited out the whole flush, then printed a traceback)."""
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}  # the registry is up: the tick is encoded, queued
-    proc = subprocess.Popen(["producer", "run", "--symbols", "BTC", "--count", "1", "--metrics-port", "-1"],
-                            env=env, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        if "Kafka unavailable" in line:
-            break
-    time.sleep(1)  # the tick is queued and the flush has begun
-    interrupted = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    rest = proc.stderr.read()
-    assert proc.wait(timeout=30) == 130
-    assert time.monotonic() - interrupted < 10, "Ctrl-C waited for the flush"
-    assert "Traceback" not in rest and rest.strip().splitlines()[-1] == "producer: interrupted", rest
+    ended = children.ctrl_c(["producer", "run", "--symbols", "BTC", "--count", "1", "--metrics-port", "-1"],
+                            tmp_path / "producer.stderr", once="Kafka unavailable",
+                            then_wait=1, env=env)  # 1 s: the tick is queued and the flush has begun
+    assert ended.status == 130, f"exit {ended.status}, not 130 (interrupted); stderr:\n{ended.stderr}"
+    assert ended.seconds < 10, f"Ctrl-C waited for the flush ({ended.seconds:.0f} s); stderr:\n{ended.stderr}"
+    assert "Traceback" not in ended.after and ended.last_line == "producer: interrupted", ended.stderr

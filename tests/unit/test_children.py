@@ -1,4 +1,5 @@
-"""tests/children.py: what a failing test's report shows of its child processes."""
+"""tests/children.py: what a failing test's report shows of its child processes, and Ctrl-C that reaches a child
+even when the test run itself ignores SIGINT (started in the background by a non-interactive shell)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,23 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from tests import children
+
+SAYS_ITS_SIGINT = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+
+
+@pytest.fixture
+def sigint_ignored() -> Iterator[None]:
+    """This process as a background job of a non-interactive shell is: SIGINT ignored."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_a_finished_command_prints_its_exit_status_and_output():
@@ -43,3 +57,20 @@ def test_a_child_that_does_not_end_is_killed_and_its_output_shown(tmp_path):
     with pytest.raises(AssertionError, match=r"(?s)did not end within 1 s; killed it.*still here"):
         children.wait(process, 1)
     assert process.returncode == -signal.SIGKILL
+
+
+def test_at_a_terminal_a_child_takes_ctrl_c_even_when_the_test_run_ignores_it(sigint_ignored, tmp_path):
+    inherited = children.start([sys.executable, "-c", SAYS_ITS_SIGINT], tmp_path / "inherited.log")
+    foreground = children.start([sys.executable, "-c", SAYS_ITS_SIGINT], tmp_path / "foreground.log",
+                                at_a_terminal=True)
+    assert children.wait(inherited, 30) == 0 and children.wait(foreground, 30) == 0
+    # the bug this fixes: a plain child inherits SIG_IGN, and Python then installs no KeyboardInterrupt handler
+    assert (tmp_path / "inherited.log").read_text().strip() == "False"
+    assert (tmp_path / "foreground.log").read_text().strip() == "True"
+
+
+def test_ctrl_c_ends_a_child_waiting_for_something_and_says_how(sigint_ignored, tmp_path):
+    waiting = ("import sys, time\nprint('waiting', file=sys.stderr, flush=True)\ntry:\n    time.sleep(60)\n"
+               "except KeyboardInterrupt:\n    print('interrupted', file=sys.stderr)\n    sys.exit(130)\n")
+    ended = children.ctrl_c([sys.executable, "-c", waiting], tmp_path / "waiting.stderr", once="waiting", within=10)
+    assert ended.status == 130 and ended.last_line == "interrupted" and ended.seconds < 10, ended
