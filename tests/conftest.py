@@ -4,12 +4,12 @@ on a local cluster of their own (tests/cluster)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 
 from cryptopulse.settings import Settings
-from tests import namespace
+from tests import children, namespace
 
 
 def _rank(item: pytest.Item) -> int:
@@ -40,6 +40,19 @@ def settings() -> Iterator[Settings]:
     is removed at the end. Requested only by tests that need the stack, which run after the unit tests."""
     with namespace.test_stack() as settings:
         yield settings
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                               call: pytest.CallInfo) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failing test's report ends with what its child processes said (tests/children.py): the assertion alone
+    rarely tells why a command exited 1."""
+    report = yield
+    if report.failed:
+        report.sections.extend(children.sections())
+    if report.when == "teardown":
+        children.forget_ended()
+    return report
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from cryptopulse.settings import Settings
+from tests import children
 from tests.namespace import environment
 
 PORT_OFFSET = 10_000
@@ -29,7 +29,7 @@ FROM_LAYOUT = ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CONNECT_URL", 
 
 
 def control(*args: str, timeout: float = 600) -> str:
-    result = subprocess.run(["control", *args], capture_output=True, text=True, timeout=timeout)
+    result = children.run(["control", *args], timeout=timeout)
     assert result.returncode == 0, f"control {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import time
 import uuid
 import zlib
@@ -30,6 +29,7 @@ from pymongo import MongoClient
 
 from control.stack import components, processes
 from cryptopulse.settings import Settings
+from tests import children
 from tests.faults.test_faults import ARTIFACTS, published
 from tests.integration.conftest import wait_for
 from tests.integration.test_scaling import one_processor_killed
@@ -60,9 +60,11 @@ class Publishing:
                         if zlib.crc32(s.encode()) % partitions == 0][:2]
         self.partition = 0
         self.log = log
-        self.proc = subprocess.Popen(
+        # stopped with Ctrl-C: started as a terminal starts a foreground command, so that SIGINT is not ignored
+        # when this test run was started in the background (tests/children.py)
+        self.proc = children.start(
             ["producer", "run", "--source", "simulated", "--symbols", ",".join(self.symbols), "--interval-ms", "50",
-             "--metrics-port", "-1"], stdout=log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+             "--metrics-port", "-1"], log, at_a_terminal=True)
 
     def running(self) -> bool:
         return self.proc.poll() is None

@@ -25,6 +25,7 @@ from cryptopulse.avro import AvroCodec
 from cryptopulse.settings import Settings
 from cryptopulse.times import epoch_ms
 from streams.candles import CandleBook
+from tests import children
 from tests.integration.conftest import wait_for
 
 WEBUI_PORT = 8779
@@ -49,8 +50,9 @@ class Demo:
                                  "--interval-ms", "100", "--metrics-port", "-1"])
 
     def _start(self, name: str, cmd: list[str]) -> None:
-        out = (self.logs / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # the producer is stopped with Ctrl-C (SIGINT, `stop`): started as a terminal starts a foreground command,
+        # so that SIGINT is not ignored when this test run was started in the background (tests/children.py)
+        self.procs[name] = children.start(cmd, self.logs / f"{name}.log", at_a_terminal=name == "producer")
 
     def log(self, name: str, lines: int = 40) -> str:
         text = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()

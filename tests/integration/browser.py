@@ -15,6 +15,7 @@ from pathlib import Path
 import requests
 from playwright.sync_api import Browser, sync_playwright
 
+from tests import children
 from tests.integration.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,8 +44,8 @@ def dashboard(env: dict[str, str] | None = None, ready: Callable[[dict], bool] =
               timeout: float = 60, what: str = "the dashboard's /healthz to say ok") -> Iterator[str]:
     """`webui` on a free port with `env` added to ours; its URL once /healthz answers 200 and `ready(its JSON)`."""
     port = free_port()
-    app = subprocess.Popen([sys.executable, "-m", "webui.cli"], cwd=ROOT,
-                           env={**os.environ, "WEBUI_PORT": str(port), **(env or {})})
+    app = children.start([sys.executable, "-m", "webui.cli"], cwd=ROOT,
+                         env={**os.environ, "WEBUI_PORT": str(port), **(env or {})})
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -65,8 +66,7 @@ def dashboard(env: dict[str, str] | None = None, ready: Callable[[dict], bool] =
 @contextlib.contextmanager
 def producing(symbols: str, seed: int) -> Iterator[subprocess.Popen]:
     """`producer run` of the simulated market for `symbols`, its walk seeded with `seed`."""
-    process = subprocess.Popen(["producer", "run", "--symbols", symbols, "--seed", str(seed)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = children.start(["producer", "run", "--symbols", symbols, "--seed", str(seed)])
     try:
         yield process
     finally:

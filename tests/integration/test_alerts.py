@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -25,14 +24,15 @@ from cryptopulse.avro import AvroCodec
 from cryptopulse.settings import PROJECT_DIR
 from cryptopulse.tick import Tick
 from cryptopulse.times import now_ms
+from tests import children
 from tests.integration.conftest import wait_for
 from tests.namespace import PREFIX
 from webui.app import create_app
 from webui.state import state
 
 
-def control(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["control", *args], capture_output=True, text=True, timeout=120)
+def control(*args: str) -> children.Finished:
+    return children.run(["control", *args], timeout=120)
 
 
 def unique_symbol() -> str:
@@ -44,10 +44,8 @@ class AlertsProcess:
 
     def __init__(self, group: str, log: Path) -> None:
         self.log = log
-        self.handle = log.open("a")
-        self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "alerts", "--group", group],
-                                        stdout=self.handle, stderr=subprocess.STDOUT, cwd=PROJECT_DIR,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.process = children.start([sys.executable, "-m", "streams.cli", "alerts", "--group", group], log,
+                                      cwd=PROJECT_DIR, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         assignments = self.log.read_text().count("assigned ")
         wait_for(lambda: self.log.read_text().count("assigned ") > assignments or self.process.poll() is not None,
                  90, "the alert processor to be assigned the prices topic")
@@ -55,10 +53,7 @@ class AlertsProcess:
 
     def stop(self, sig: int = signal.SIGKILL) -> None:
         self.process.send_signal(sig)
-        try:
-            self.process.wait(60)
-        finally:
-            self.handle.close()
+        self.process.wait(60)
 
 
 class TickWriter:

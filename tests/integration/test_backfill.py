@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
 import time
 
 from cryptopulse.times import MINUTE_MS
+from tests import children
 from tests.fakes import FakeHttp, Reply
 from tests.integration.conftest import wait_for
 
 
-def backfill(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(["control", "backfill", *args], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, **(env or {})})
+def backfill(*args: str, env: dict | None = None) -> children.Finished:
+    result = children.run(["control", "backfill", *args], timeout=600, env={**os.environ, **(env or {})})
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -85,8 +83,8 @@ UNREACHABLE_BINANCE = ["control", "backfill", "--hours", "1", "--symbols", "BTC"
 def test_an_unreachable_exchange_ends_the_backfill_within_the_bound_with_its_cause(settings):
     """It waited silently for minutes; now each wait is shown, and it gives up after --give-up-after."""
     started = time.monotonic()
-    result = subprocess.run([*UNREACHABLE_BINANCE, "--give-up-after", "5"], capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "BINANCE_REST_URL": "http://127.0.0.1:9"})
+    result = children.run([*UNREACHABLE_BINANCE, "--give-up-after", "5"], timeout=120,
+                          env={**os.environ, "BINANCE_REST_URL": "http://127.0.0.1:9"})
     assert result.returncode == 1 and time.monotonic() - started < 60, result.stderr
     assert "Traceback" not in result.stderr and "BTC    waiting" in result.stderr, result.stderr
     last = result.stderr.strip().splitlines()[-1]
@@ -94,13 +92,9 @@ def test_an_unreachable_exchange_ends_the_backfill_within_the_bound_with_its_cau
     assert "Connection refused" in last, last  # the cause, not only that it failed
 
 
-def test_ctrl_c_during_a_backfill_is_one_line(settings):
-    proc = subprocess.Popen(UNREACHABLE_BINANCE, stderr=subprocess.PIPE, text=True,
+def test_ctrl_c_during_a_backfill_is_one_line(settings, tmp_path):
+    """Ctrl-C while the back-fill waits for its source ends it: exit 130 and one line, no traceback."""
+    ended = children.ctrl_c(UNREACHABLE_BINANCE, tmp_path / "backfill.stderr", once="waiting",
                             env={**os.environ, "BINANCE_REST_URL": "http://127.0.0.1:9"})
-    for line in proc.stderr:
-        if "waiting" in line:
-            break
-    proc.send_signal(signal.SIGINT)
-    rest = proc.stderr.read()
-    assert proc.wait(timeout=30) == 130
-    assert "Traceback" not in rest and rest.strip().splitlines()[-1] == "control: interrupted", rest
+    assert ended.status == 130, f"exit {ended.status}, not 130 (interrupted); stderr:\n{ended.stderr}"
+    assert "Traceback" not in ended.after and ended.last_line == "control: interrupted", ended.stderr

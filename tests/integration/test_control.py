@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 import uuid
 
@@ -13,15 +12,15 @@ import requests
 from confluent_kafka import Producer
 
 from control.connectors import load, placeholder_values
+from tests import children
 from tests.integration.conftest import wait_for
 from tests.namespace import PREFIX
 
 SINK = f"{PREFIX}mongo-sink-prices"  # the tests' own sink (tests/namespace.py)
 
 
-def control(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(["control", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+def control(*args: str, env: dict | None = None, timeout: float = 180) -> children.Finished:
+    return children.run(["control", *args], timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def test_deploy_connectors_dry_run_applies_nothing(settings):
@@ -86,8 +85,8 @@ def test_topics_are_listed_with_their_settings(settings):
 def test_status_shows_a_paused_and_a_failed_connector(settings, mongo):
     # a stored tick first, so that the collections have something to count
     symbol = f"S{uuid.uuid4().hex[:6].upper()}"
-    subprocess.run(["producer", "run", "--symbols", symbol, "--count", "3", "--fast", "--metrics-port", "-1"],
-                   check=True, capture_output=True, timeout=120)
+    children.run(["producer", "run", "--symbols", symbol, "--count", "3", "--fast", "--metrics-port", "-1"],
+                 check=True, timeout=120)
     wait_for(lambda: mongo[settings.database]["prices"].count_documents({"symbol": symbol}) == 3, 120,
              "three ticks stored")
     requests.put(f"{settings.connect_url}/connectors/{SINK}/pause", timeout=10).raise_for_status()
@@ -112,7 +111,7 @@ def test_status_shows_a_paused_and_a_failed_connector(settings, mongo):
 
         wait_for(failed, 60, "the broken connector to fail")
 
-        def shows_failure() -> subprocess.CompletedProcess | None:
+        def shows_failure() -> children.Finished | None:
             # the supervisor restarts a FAILED task (this one fails again on the same record): poll for a FAILED moment
             result = control("status")
             assert result.returncode == 0, result.stderr

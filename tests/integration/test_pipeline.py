@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import uuid
 from datetime import datetime
 
@@ -13,14 +12,15 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, To
 from confluent_kafka.admin import AdminClient
 
 from control.status import dead_letters as dead_letter_census
+from tests import children
 from tests.integration.conftest import wait_for
 from tests.namespace import PREFIX
 
 SINK = f"{PREFIX}mongo-sink-prices"  # the tests' own sink (tests/namespace.py)
 
 
-def run_producer(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(["producer", "run", *args], capture_output=True, text=True, timeout=300)
+def run_producer(*args: str) -> children.Finished:
+    result = children.run(["producer", "run", *args], timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     return result
 
@@ -152,8 +152,8 @@ def test_bytes_that_are_not_avro_go_to_the_dead_letter_topic(settings):
 
 
 def test_deploy_connectors_twice_reports_unchanged(settings):
-    first = subprocess.run(["control", "deploy-connectors"], capture_output=True, text=True, timeout=120)
-    second = subprocess.run(["control", "deploy-connectors"], capture_output=True, text=True, timeout=120)
+    first = children.run(["control", "deploy-connectors"], timeout=120)
+    second = children.run(["control", "deploy-connectors"], timeout=120)
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert f"{SINK}: unchanged, RUNNING" in second.stdout
 

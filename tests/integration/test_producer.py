@@ -6,12 +6,12 @@ import os
 import random
 import re
 import signal
-import subprocess
 import time
 from datetime import datetime
 
 from control.stack import components, probes, processes
 from cryptopulse.settings import StackLayout
+from tests import children
 from tests.fakes import CLOSE, FakeWs, sample
 from tests.integration.conftest import wait_for
 
@@ -36,9 +36,8 @@ def test_binance_ticks_from_a_fake_exchange_land_in_mongodb(settings, mongo):
     fake.scripts = [[*good[:15], *bad, CLOSE], good[15:]]
     try:
         env = {**os.environ, "BINANCE_WS_URL": fake.url}
-        result = subprocess.run(["producer", "run", "--source", "binance", "--symbols", "BTC,ETH", "--count",
-                                 str(len(good)), "--metrics-port", "-1"],
-                                env=env, capture_output=True, text=True, timeout=120)
+        result = children.run(["producer", "run", "--source", "binance", "--symbols", "BTC,ETH", "--count",
+                               str(len(good)), "--metrics-port", "-1"], env=env, timeout=120)
     finally:
         fake.close()
     assert result.returncode == 0, result.stderr[-3000:]
@@ -55,13 +54,14 @@ def test_binance_ticks_from_a_fake_exchange_land_in_mongodb(settings, mongo):
     assert sorted(d["price"] for d in docs if d["symbol"] == "BTC") == [100.5 + i for i in range(20)]
 
 
-def test_no_delivered_tick_is_lost_when_the_broker_restarts_mid_run(settings, mongo):
+def test_no_delivered_tick_is_lost_when_the_broker_restarts_mid_run(settings, mongo, tmp_path):
     symbols = [f"R{random.randrange(10**6):06d}{c}" for c in "ABC"]  # symbols no one else publishes
     start = int(time.time() * 1000)
-    producer = subprocess.Popen(
+    log = tmp_path / "producer.stderr"
+    producer = children.start(
         ["producer", "run", "--symbols", ",".join(symbols), "--interval-ms", "20", "--start-ms", str(start),
          "--metrics-port", "-1"],
-        stderr=subprocess.PIPE, text=True,
+        log, stdout=None,
     )
     kafka = next(c for c in components.components(settings) if c.name == "kafka")
     try:
@@ -72,7 +72,8 @@ def test_no_delivered_tick_is_lost_when_the_broker_restarts_mid_run(settings, mo
         time.sleep(5)
     finally:
         producer.send_signal(signal.SIGTERM)
-        _, stderr = producer.communicate(timeout=120)
+        children.wait(producer, 120)
+        stderr = log.read_text()
         if not probes.kafka_ready(StackLayout.of(settings.state_dir).broker_port(1)):
             processes.start(kafka, settings.state_dir)
     assert producer.returncode == 0, stderr[-3000:]
@@ -86,38 +87,33 @@ def test_no_delivered_tick_is_lost_when_the_broker_restarts_mid_run(settings, mo
     assert prices.count_documents(mine) == delivered
 
 
-def test_an_unreachable_source_falls_back_to_simulated_only_when_asked(settings, mongo):
+def test_an_unreachable_source_falls_back_to_simulated_only_when_asked(settings, mongo, tmp_path):
     env = {**os.environ, "BINANCE_WS_URL": "ws://127.0.0.1:9"}  # nothing listens on the discard port
     command = ["producer", "run", "--source", "binance", "--symbols", "BTC", "--count", "20", "--metrics-port", "-1",
                "--fast"]
     # Not asked: it keeps trying (and says why) rather than publish simulated prices as if real.
-    waiting = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "producer.stderr"
+    waiting = children.start(command, log, stdout=None, env=env)
     time.sleep(4)
     waiting.send_signal(signal.SIGTERM)
-    _, stderr = waiting.communicate(timeout=60)
-    assert "FALLING BACK" not in stderr and "published 0" in stderr
-    assert "binance" in stderr and "127.0.0.1:9" in stderr
+    children.wait(waiting, 60)
+    stderr = log.read_text()
+    assert "FALLING BACK" not in stderr and "published 0" in stderr, stderr
+    assert "binance" in stderr and "127.0.0.1:9" in stderr, stderr
 
-    result = subprocess.run([*command, "--fallback", "simulated", "--fallback-after", "3"],
-                            env=env, capture_output=True, text=True, timeout=120)
+    result = children.run([*command, "--fallback", "simulated", "--fallback-after", "3"], env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "binance cannot be reached: FALLING BACK TO THE SIMULATED MARKET" in result.stderr
     assert "published 20" in result.stderr
 
 
-def test_ctrl_c_during_the_final_flush_ends_the_producer_at_once(settings):
+def test_ctrl_c_during_the_final_flush_ends_the_producer_at_once(settings, tmp_path):
     """Kafka is away, so the one tick waits in the queue and the final flush would wait 60 s for it; Ctrl-C there
     ends the producer with one line (it once waited out the whole flush, then printed a traceback)."""
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}  # the registry is up: the tick is encoded, queued
-    proc = subprocess.Popen(["producer", "run", "--symbols", "BTC", "--count", "1", "--metrics-port", "-1"],
-                            env=env, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        if "Kafka unavailable" in line:
-            break
-    time.sleep(1)  # the tick is queued and the flush has begun
-    interrupted = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    rest = proc.stderr.read()
-    assert proc.wait(timeout=30) == 130
-    assert time.monotonic() - interrupted < 10, "Ctrl-C waited for the flush"
-    assert "Traceback" not in rest and rest.strip().splitlines()[-1] == "producer: interrupted", rest
+    ended = children.ctrl_c(["producer", "run", "--symbols", "BTC", "--count", "1", "--metrics-port", "-1"],
+                            tmp_path / "producer.stderr", once="Kafka unavailable",
+                            then_wait=1, env=env)  # 1 s: the tick is queued and the flush has begun
+    assert ended.status == 130, f"exit {ended.status}, not 130 (interrupted); stderr:\n{ended.stderr}"
+    assert ended.seconds < 10, f"Ctrl-C waited for the flush ({ended.seconds:.0f} s); stderr:\n{ended.stderr}"
+    assert "Traceback" not in ended.after and ended.last_line == "producer: interrupted", ended.stderr

@@ -30,6 +30,7 @@ from streams import retention
 from streams.candles import CandleBook
 from streams.history import CandlePublisher
 from streams.processor import Processor, ProcessorOptions
+from tests import children
 from tests.fakes import FakeHttp, Reply
 from tests.integration.conftest import wait_for
 from tests.integration.test_backfill import backfill, klines
@@ -70,12 +71,11 @@ class StreamsProcess:
 
     def __init__(self, group: str, log: Path, symbol: str, *args: str) -> None:
         self.log = log
-        self.handle = log.open("a")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
+        self.process = children.start(
             [sys.executable, "-m", "streams.cli", "run", "--group", group, "--from-end", "--no-retention",
              "--only-symbols", symbol, *args],
-            stdout=self.handle, stderr=subprocess.STDOUT, cwd=PROJECT_DIR, env=env)
+            log, cwd=PROJECT_DIR, env=env)
         assignments = self.log.read_text().count("assigned ")
         wait_for(lambda: self.log.read_text().count("assigned ") > assignments or self.process.poll() is not None,
                  60, "the processor to be assigned the prices topic")
@@ -88,8 +88,6 @@ class StreamsProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             raise AssertionError(f"the processor did not stop within 90 s:\n{self.log.read_text()[-6000:]}") from None
-        finally:
-            self.handle.close()
 
 
 def expected_candles(symbol: str, ticks: list[tuple[int, float]]) -> dict[int, Candle]:
@@ -219,9 +217,8 @@ def test_retention_removes_only_what_is_older_than_the_limit(settings, mongo):
 def test_streams_retention_command_runs(settings):
     # With limits far in the past nothing can be old enough: the command runs against the real collections
     # and must delete nothing.
-    result = subprocess.run([sys.executable, "-m", "streams.cli", "retention", "--ticks-hours", "1000000",
-                             "--candles-days", "100000"], capture_output=True, text=True, timeout=120,
-                            cwd=PROJECT_DIR)
+    result = children.run([sys.executable, "-m", "streams.cli", "retention", "--ticks-hours", "1000000",
+                           "--candles-days", "100000"], timeout=120, cwd=PROJECT_DIR)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == '{"prices": 0, "candles_1m": 0}'
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 
 import pytest
@@ -11,6 +10,7 @@ import requests
 
 from control.stack import probes
 from cryptopulse.settings import Settings, StackLayout
+from tests import children
 from tests.integration.conftest import wait_for
 
 PORTS = StackLayout.of(Settings().state_dir).ports
@@ -30,8 +30,8 @@ def stack_processes(state_dir) -> list[str]:
     return found
 
 
-def control(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(["control", *args], capture_output=True, text=True, timeout=timeout)
+def control(*args: str, timeout: float = 600) -> children.Finished:
+    result = children.run(["control", *args], timeout=timeout)
     assert result.returncode == 0, f"control {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -47,7 +47,7 @@ def test_down_stops_everything_and_up_brings_back_the_same_data(settings, mongo)
     control("stack", "down")
     assert stack_processes(settings.state_dir) == []
     assert [p for p in PORTS if probes.port_open(p)] == []
-    status = subprocess.run(["control", "stack", "status"], capture_output=True, text=True)
+    status = children.run(["control", "stack", "status"], timeout=120)
     assert status.returncode == 3 and "ready" not in status.stdout
 
     started = time.monotonic()
@@ -63,6 +63,6 @@ def test_down_stops_everything_and_up_brings_back_the_same_data(settings, mongo)
     # The connector comes back by itself (its config lives in Kafka) and the pipeline still flows.
     control("deploy-connectors")
     start = int(time.time() * 1000) - 60_000
-    subprocess.run(["producer", "run", "--fast", "--count", "30", "--start-ms", str(start), "--seed", "99"],
-                   check=True, capture_output=True, timeout=120)
+    children.run(["producer", "run", "--fast", "--count", "30", "--start-ms", str(start), "--seed", "99"],
+                 check=True, timeout=120)
     wait_for(lambda: prices.count_documents({}) >= count + 30, 120, "30 new ticks after the restart")

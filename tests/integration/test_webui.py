@@ -10,7 +10,6 @@ import asyncio
 import json
 import random
 import string
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from cryptopulse.avro import AvroCodec
 from cryptopulse.candle import Candle
 from cryptopulse.settings import sink_group
 from cryptopulse.times import DAY_MS
+from tests import children
 from tests.integration.conftest import wait_for
 from tests.namespace import PREFIX
 from webui.app import create_app
@@ -34,7 +34,7 @@ RUN_SYMBOL = "ZT" + "".join(random.choices(string.ascii_uppercase, k=4))  # live
 
 
 def producer(*args: str, timeout: float = 300) -> None:
-    result = subprocess.run(["producer", "run", *args], capture_output=True, text=True, timeout=timeout)
+    result = children.run(["producer", "run", *args], timeout=timeout)
     assert result.returncode == 0, result.stderr[-2000:]
 
 

@@ -30,6 +30,7 @@ from confluent_kafka import Producer
 
 from cryptopulse.avro import AvroCodec
 from producer.sources.simulated import SimulatedMarket
+from tests import children
 from tests.integration.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
     found: list[int] = []
     tasks = Path(f"/proc/{pid}/task")
     for task in tasks.iterdir() if tasks.exists() else ():
@@ -92,7 +93,7 @@ class Dashboard:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def workers(self) -> list[int]:
-        return children(self.process.pid)
+        return child_pids(self.process.pid)
 
     def healthy_pids(self, tries: int = 40) -> set[int]:
         """The pids answering /healthz with 200, over fresh connections (each may land on either worker)."""
@@ -115,9 +116,7 @@ def start(tmp: Path, name: str) -> Dashboard:
     log = tmp / f"{name}.log"
     env = {**os.environ, "WEBUI_PORT": str(port), "WEBUI_VIEWS": "0", "SYMBOLS": f"BTC,{RUN_SYMBOL}",
            "WEBUI_ADDRESS_CONNECT_RATE": "1000"}  # many sockets from this one address in a moment
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "webui.cli", "serve", "--processes", "2"], cwd=ROOT,
-                                   env=env, stdout=out, stderr=subprocess.STDOUT)
+    process = children.start([sys.executable, "-m", "webui.cli", "serve", "--processes", "2"], log, cwd=ROOT, env=env)
     return Dashboard(process, port, log)
 
 

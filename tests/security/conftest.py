@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests import children
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
@@ -73,10 +75,8 @@ def dashboard(tmp_path: Path) -> Iterator[Callable[..., Dashboard]]:
         log = tmp_path / f"dashboard-{port}.log"
         full = {k: v for k, v in os.environ.items() if not k.startswith(("WEBUI_", "STUB_"))}
         full.update({"WEBUI_GROUP_PREFIX": "test-security", "PYTHONUNBUFFERED": "1", **env})
-        with log.open("wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "tests.security.stub_dashboard", "serve", "--host",
-                                        "127.0.0.1", "--port", str(port)], cwd=PROJECT_DIR, env=full, stdout=out,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = children.start([sys.executable, "-m", "tests.security.stub_dashboard", "serve", "--host",
+                                  "127.0.0.1", "--port", str(port)], log, cwd=PROJECT_DIR, env=full)
         board = Dashboard(process, port, log)
         started.append(board)
         deadline = time.monotonic() + 30

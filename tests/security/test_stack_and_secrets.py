@@ -22,6 +22,7 @@ import pytest
 
 from control.stack import components, installation, processes
 from cryptopulse.settings import Settings
+from tests import children
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {"COINMARKETCAP_API_KEY": "cmc-secret", "AWS_SECRET_ACCESS_KEY": "aws-secret", "GITHUB_TOKEN": "gh-secret"}
@@ -123,8 +124,7 @@ def test_control_status_never_prints_a_password(tmp_path):
            "SCHEMA_REGISTRY_URL": "http://registry:reg-secret@127.0.0.1:1/apis/ccompat/v7",
            "MONGODB_URI": "mongodb://app:db-secret@127.0.0.1:1/?serverSelectionTimeoutMS=300&authSource=admin",
            "CRYPTOPULSE_STATE_DIR": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-m", "control.cli", "status"], env=env, capture_output=True, text=True,
-                         timeout=120, cwd=ROOT)
+    out = children.run([sys.executable, "-m", "control.cli", "status"], env=env, timeout=120, cwd=ROOT)
     printed = out.stdout + out.stderr
     assert "mongodb://app:***@127.0.0.1:1" in printed  # shown, without its password
     assert "db-secret" not in printed and "reg-secret" not in printed
@@ -145,7 +145,7 @@ def test_redact_hides_passwords_and_secret_parameters_only():
 
 def sleeper(state: Path) -> subprocess.Popen:
     """A process of someone else's, in a session of its own (as a reused pid would be)."""
-    return subprocess.Popen(["sleep", "600"], start_new_session=True)
+    return children.start(["sleep", "600"], start_new_session=True)
 
 
 @pytest.mark.parametrize("pid_file", ["new", "legacy"])

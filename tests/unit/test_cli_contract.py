@@ -17,11 +17,11 @@ import pytest
 from cryptopulse.errors import ConfigError, SourceError
 from cryptopulse.settings import check_urls
 from producer.cli import reachable
+from tests import children
 
 
-def run(*cmd: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, **env}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=environment, stdin=subprocess.DEVNULL)
+def run(*cmd: str, **env: str) -> children.Finished:
+    return children.run(cmd, timeout=60, env={**os.environ, **env}, stdin=subprocess.DEVNULL)
 
 
 BAD = [
@@ -75,7 +75,7 @@ BAD = [
                                                    for c, e in BAD])
 def test_a_bad_option_or_environment_value_is_one_line_and_a_non_zero_exit(cmd, env):
     result = run(*cmd, **env)
-    assert result.returncode != 0, result
+    assert result.returncode != 0, str(result)
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(cmd[0]), result.stderr
@@ -84,7 +84,7 @@ def test_a_bad_option_or_environment_value_is_one_line_and_a_non_zero_exit(cmd, 
 @pytest.mark.parametrize("cmd", [["producer", "sources"], ["control", "stack", "status"]])
 def test_a_bad_symbol_list_does_not_break_commands_that_do_not_use_it(cmd):
     result = run(*cmd, SYMBOLS=",")
-    assert "Traceback" not in result.stderr and result.returncode in (0, 3), result
+    assert "Traceback" not in result.stderr and result.returncode in (0, 3), str(result)
 
 
 def test_a_busy_port_is_one_line():
@@ -108,13 +108,14 @@ UNREACHABLE = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "SCHEMA_REGISTRY_URL": 
                "CONNECT_URL": "http://127.0.0.1:1", "MONGODB_URI": "mongodb://127.0.0.1:1"}
 
 
-def test_a_reader_that_went_away_ends_control_status_quietly():
+def test_a_reader_that_went_away_ends_control_status_quietly(tmp_path):
     """`control status | head`: the pipe is closed before the report is written."""
-    proc = subprocess.Popen(["control", "status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, env={**os.environ, **UNREACHABLE})
+    stderr = tmp_path / "status.stderr"
+    proc = children.start(["control", "status"], stderr, stdout=subprocess.PIPE, env={**os.environ, **UNREACHABLE})
     proc.stdout.close()
-    error = proc.stderr.read()
-    assert proc.wait(timeout=60) == 0 and "Traceback" not in error and not error.strip(), error
+    status = children.wait(proc, 60)
+    error = stderr.read_text()
+    assert status == 0 and "Traceback" not in error and not error.strip(), error
 
 
 @pytest.mark.parametrize("value", ["https://api.coingecko.com/api/v3", "http://127.0.0.1:8081/apis/ccompat/v7",

@@ -8,13 +8,13 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 
 import pytest
 
+from tests import children
 from webui.config import WebConfig
 from webui.workers import Supervisor, reserve, worker_limits
 
@@ -55,9 +55,8 @@ def test_webui_processes_from_the_environment(monkeypatch, value, ok):
 @pytest.mark.parametrize(("args", "env"), [(["--processes", "0"], {}), (["serve", "--processes", "x"], {}),
                                            ([], {"WEBUI_PROCESSES": "0"})])
 def test_a_bad_process_count_is_one_line(args, env):
-    result = subprocess.run([sys.executable, "-m", "webui.cli", *args], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, **env})
-    assert result.returncode == 2, result
+    result = children.run([sys.executable, "-m", "webui.cli", *args], timeout=60, env={**os.environ, **env})
+    assert result.returncode == 2, str(result)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("webui") and "processes" in lines[0].lower(), result.stderr
 
@@ -98,8 +97,8 @@ def test_a_busy_port_fails_before_any_worker_starts():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        result = subprocess.run([sys.executable, "-m", "webui.cli", "--processes", "2", "--port",
-                                 str(taken.getsockname()[1])], capture_output=True, text=True, timeout=60)
+        result = children.run([sys.executable, "-m", "webui.cli", "--processes", "2", "--port",
+                               str(taken.getsockname()[1])], timeout=60)
     assert result.returncode == 1 and "address already in use" in result.stderr.lower(), result.stderr
     assert "worker" not in result.stderr and "Traceback" not in result.stderr, result.stderr
 
