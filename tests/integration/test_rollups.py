@@ -6,6 +6,7 @@ consumer group that starts at the end of the prices topic, so it neither sees no
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -19,12 +20,14 @@ from pathlib import Path
 
 from confluent_kafka import Producer, TopicPartition
 
-from cryptopulse import topics
+from cryptopulse import kafka, topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.candle import Candle
 from cryptopulse.errors import RegistryUnavailable
 from cryptopulse.settings import PROJECT_DIR
+from cryptopulse.store import CANDLE_COLLECTIONS, CANDLE_DAYS, Retention
 from cryptopulse.tick import Tick
+from cryptopulse.times import epoch_ms
 from producer.sources.coingecko import IDS
 from streams import retention
 from streams.candles import CandleBook
@@ -77,8 +80,9 @@ class StreamsProcess:
              "--only-symbols", symbol, *args],
             log, cwd=PROJECT_DIR, env=env)
         assignments = self.log.read_text().count("assigned ")
-        wait_for(lambda: self.log.read_text().count("assigned ") > assignments or self.process.poll() is not None,
-                 60, "the processor to be assigned the prices topic")
+        # the roll-up (the prices topic) and the cascade (the candle topics) each say "assigned"
+        wait_for(lambda: self.log.read_text().count("assigned ") >= assignments + 2 or self.process.poll() is not None,
+                 60, "the roll-up and the cascade to be assigned their topics")
         assert self.process.poll() is None, self.log.read_text()[-3000:]
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -193,23 +197,31 @@ def test_an_ohlc_candle_is_never_replaced_by_one_rolled_up_from_ticks(settings, 
 def test_retention_removes_only_what_is_older_than_the_limit(settings, mongo):
     db = mongo[f"scratch_retention_{uuid.uuid4().hex[:8]}"]  # a scratch database: the real one is shared
     now = datetime.now(UTC).replace(microsecond=0)
-    policy = retention.RetentionPolicy(ticks=timedelta(hours=48), candles=timedelta(days=30))
+    now_ms = epoch_ms(now)
+    policy = Retention(ticks_hours=48, candle_days={**CANDLE_DAYS, "1m": 30})
     day, hour, second = timedelta(days=1), timedelta(hours=1), timedelta(seconds=1)
     ages = [40 * day, 30 * day + second, 30 * day, 29 * day, 48 * hour + second, 48 * hour, 47 * hour, 0 * second]
     try:
         db["prices"].insert_many([{"_id": f"p{i}", "ts": now - age} for i, age in enumerate(ages)])
         db["candles_1m"].insert_many([{"_id": f"c{i}", "start": now - age} for i, age in enumerate(ages)])
+        db["candles_1d"].insert_many([{"_id": f"d{i}", "start": now - 3650 * age} for i, age in enumerate(ages)])
         ferretdb = retention.is_ferretdb(db)
-        deleted = retention.run_once(db, policy, now=now)
+        job = retention.RetentionJob(policy)
+        deleted = {run.collection: run.deleted for run in job.run_due(db, now=now_ms)}
         if ferretdb:
-            assert deleted == {"prices": 5, "candles_1m": 2}
+            assert {c: deleted[c] for c in ("prices", "candles_1m", "candles_1d")} == {
+                "prices": 5, "candles_1m": 2, "candles_1d": 0}  # days are kept for ever
             # exactly at the limit is not older than it: kept
             assert sorted(d["_id"] for d in db["prices"].find()) == ["p5", "p6", "p7"]
             assert sorted(d["_id"] for d in db["candles_1m"].find()) == [f"c{i}" for i in range(2, 8)]
-            assert retention.run_once(db, policy, now=now) == {"prices": 0, "candles_1m": 0}
+            assert db["candles_1d"].count_documents({}) == len(ages)
+            again = {run.collection: run.deleted for run in job.run_due(db, now=now_ms, everything=True)}
+            assert set(again.values()) == {0}
         else:  # real MongoDB: TTL indexes do it
+            job.run_due(db, now=now_ms)
             assert db["prices"].index_information()["ttl_ts"]["expireAfterSeconds"] == 48 * 3600
             assert db["candles_1m"].index_information()["ttl_start"]["expireAfterSeconds"] == 30 * 86400
+            assert "ttl_start" not in db["candles_1d"].index_information()
     finally:
         mongo.drop_database(db.name)
 
@@ -220,7 +232,7 @@ def test_streams_retention_command_runs(settings):
     result = children.run([sys.executable, "-m", "streams.cli", "retention", "--ticks-hours", "1000000",
                            "--candles-days", "100000"], timeout=120, cwd=PROJECT_DIR)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == '{"prices": 0, "candles_1m": 0}'
+    assert json.loads(result.stdout) == dict.fromkeys(["prices", *CANDLE_COLLECTIONS.values()], 0)
 
 
 def test_backfilled_ohlc_candles_are_left_alone_by_the_processor(settings, mongo, tmp_path):
@@ -236,9 +248,10 @@ def test_backfilled_ohlc_candles_are_left_alone_by_the_processor(settings, mongo
     try:
         CandlePublisher(settings).publish(history)
         writer = TickWriter(settings)
-        for c in history:
+        for c in history:  # marked as the back-fill marks its ticks: history, never rolled up again
             value = writer.codec.encode(c.tick().to_record())
-            writer.producer.produce(settings.prices_topic, key=symbol.encode(), value=value)
+            writer.producer.produce(settings.prices_topic, key=symbol.encode(), value=value,
+                                    headers=[(kafka.ORIGIN_HEADER, kafka.BACKFILL)])
         assert writer.producer.flush(30) == 0
         wait_for(lambda: len(stored(mongo, settings, symbol)) == 30, 120, "the ohlc candles in candles_1m")
         time.sleep(5)  # the processor has read the ticks long ago and is past its idle close
@@ -249,7 +262,7 @@ def test_backfilled_ohlc_candles_are_left_alone_by_the_processor(settings, mongo
     first = docs[w]
     assert (first["open"], first["high"], first["low"], first["close"], first["volume"]) == (150.0, 150.5, 149.5,
                                                                                              150.1, 1500.0)
-    (stopped,) = [line for line in (tmp_path / "streams.log").read_text().splitlines() if "stopped:" in line]
+    (stopped,) = [line for line in (tmp_path / "streams.log").read_text().splitlines() if "roll-up stopped:" in line]
     assert "published=0," in stopped  # nothing rolled up for this symbol: every minute was ohlc already
     assert "BookStats(ticks=0," in stopped or "suppressed_ohlc=0," not in stopped  # the ticks were seen, and held
 
@@ -300,7 +313,7 @@ def test_a_point_history_back_filled_after_live_ticks_still_becomes_candles(sett
             assert (doc["origin"], doc["ticks"], doc["close"], doc["final"]) == ("ticks", 1, price, True)
     for minute in live_minutes:  # rolled up from the live ticks by the processor, not replaced by the back-fill
         assert docs[minute]["ticks"] == len([ts for ts, _ in live if ts - ts % M == minute])
-    (stopped,) = [line for line in (tmp_path / "streams.log").read_text().splitlines() if "stopped:" in line]
+    (stopped,) = [line for line in (tmp_path / "streams.log").read_text().splitlines() if "roll-up stopped:" in line]
     assert "late=0," in stopped  # every back-filled tick was found decided, none dropped as late
 
 
