@@ -6,7 +6,6 @@ consumer group that starts at the end of the prices topic, so it neither sees no
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -15,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import Producer, TopicPartition
@@ -25,11 +24,8 @@ from cryptopulse.avro import AvroCodec
 from cryptopulse.candle import Candle
 from cryptopulse.errors import RegistryUnavailable
 from cryptopulse.settings import PROJECT_DIR
-from cryptopulse.store import CANDLE_COLLECTIONS, CANDLE_DAYS, Retention
 from cryptopulse.tick import Tick
-from cryptopulse.times import epoch_ms
 from producer.sources.coingecko import IDS
-from streams import retention
 from streams.candles import CandleBook
 from streams.history import CandlePublisher
 from streams.processor import Processor, ProcessorOptions
@@ -192,47 +188,6 @@ def test_an_ohlc_candle_is_never_replaced_by_one_rolled_up_from_ticks(settings, 
         streams.kill(signal.SIGTERM)
     doc = stored(mongo, settings, symbol)[w]
     assert (doc["origin"], doc["open"], doc["volume"]) == ("ohlc", 10.0, 1234.5)
-
-
-def test_retention_removes_only_what_is_older_than_the_limit(settings, mongo):
-    db = mongo[f"scratch_retention_{uuid.uuid4().hex[:8]}"]  # a scratch database: the real one is shared
-    now = datetime.now(UTC).replace(microsecond=0)
-    now_ms = epoch_ms(now)
-    policy = Retention(ticks_hours=48, candle_days={**CANDLE_DAYS, "1m": 30})
-    day, hour, second = timedelta(days=1), timedelta(hours=1), timedelta(seconds=1)
-    ages = [40 * day, 30 * day + second, 30 * day, 29 * day, 48 * hour + second, 48 * hour, 47 * hour, 0 * second]
-    try:
-        db["prices"].insert_many([{"_id": f"p{i}", "ts": now - age} for i, age in enumerate(ages)])
-        db["candles_1m"].insert_many([{"_id": f"c{i}", "start": now - age} for i, age in enumerate(ages)])
-        db["candles_1d"].insert_many([{"_id": f"d{i}", "start": now - 3650 * age} for i, age in enumerate(ages)])
-        ferretdb = retention.is_ferretdb(db)
-        job = retention.RetentionJob(policy)
-        deleted = {run.collection: run.deleted for run in job.run_due(db, now=now_ms)}
-        if ferretdb:
-            assert {c: deleted[c] for c in ("prices", "candles_1m", "candles_1d")} == {
-                "prices": 5, "candles_1m": 2, "candles_1d": 0}  # days are kept for ever
-            # exactly at the limit is not older than it: kept
-            assert sorted(d["_id"] for d in db["prices"].find()) == ["p5", "p6", "p7"]
-            assert sorted(d["_id"] for d in db["candles_1m"].find()) == [f"c{i}" for i in range(2, 8)]
-            assert db["candles_1d"].count_documents({}) == len(ages)
-            again = {run.collection: run.deleted for run in job.run_due(db, now=now_ms, everything=True)}
-            assert set(again.values()) == {0}
-        else:  # real MongoDB: TTL indexes do it
-            job.run_due(db, now=now_ms)
-            assert db["prices"].index_information()["ttl_ts"]["expireAfterSeconds"] == 48 * 3600
-            assert db["candles_1m"].index_information()["ttl_start"]["expireAfterSeconds"] == 30 * 86400
-            assert "ttl_start" not in db["candles_1d"].index_information()
-    finally:
-        mongo.drop_database(db.name)
-
-
-def test_streams_retention_command_runs(settings):
-    # With limits far in the past nothing can be old enough: the command runs against the real collections
-    # and must delete nothing.
-    result = children.run([sys.executable, "-m", "streams.cli", "retention", "--ticks-hours", "1000000",
-                           "--candles-days", "100000"], timeout=120, cwd=PROJECT_DIR)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout) == dict.fromkeys(["prices", *CANDLE_COLLECTIONS.values()], 0)
 
 
 def test_backfilled_ohlc_candles_are_left_alone_by_the_processor(settings, mongo, tmp_path):
