@@ -160,7 +160,7 @@ async def backfill(settings: Settings, source_name: str, symbols: list[str], hou
         occupied = {t - t % MINUTE_MS for t in existing[symbol]} | set(with_candles[symbol])
         for low, high in todo:
             covered = low
-            rollup = PointRollup(skip_minutes=occupied)
+            rollup = PointRollup(skip=occupied)
             async for page in source.history(symbol, low, high):
                 last_page[0] = time.monotonic()
                 if page.candles is not None:
