@@ -13,9 +13,9 @@ closed already would keep saying what it said before the gap was filled. So the 
 
 Where the store knows more than the children say, a stored edge bucket is kept as it is (and is the child the next
 interval up uses): when its children may have been deleted by their collection's retention (the bucket starts
-before the children's retention horizon), and when none of its children outside the gaps is stored (it came from
-a back-fill at a coarser interval, say a year of exchange days before a month of hours). A bucket entirely inside
-the gaps is always rolled up from the new children.
+before the children's retention horizon), and when nothing under it outside the gaps is stored, at any level below
+(it came from a back-fill at a coarser interval, say a year of exchange days before a month of hours that starts
+mid-day). A bucket entirely inside the gaps is always rolled up from the new children.
 """
 
 from __future__ import annotations
@@ -64,6 +64,16 @@ class Spans:
         return i < len(self.spans) and self._lows[i] < end
 
 
+@dataclass(frozen=True, slots=True)
+class _Made:
+    """A bucket's candle as the level above sees it: whether stored data is under it, whether it is the stored one
+    kept as it is."""
+
+    candle: Candle
+    stored: bool
+    kept: bool
+
+
 @dataclass
 class RollupStats:
     published: dict[str, int] = field(default_factory=dict)  # candles rolled up, per interval
@@ -94,47 +104,43 @@ class HistoryRollup:
     def candles(self, base_candles: Iterable[Candle]) -> list[Candle]:
         """Every coarser bucket overlapping the gaps, rolled up, finest interval first; kept buckets are not in it."""
         spans = Spans(self.gaps, self.base)
-        below: dict[int, Candle] = {c.start: c for c in base_candles}
-        kept_below: set[int] = set()
+        below = {c.start: _Made(c, stored=False, kept=False) for c in base_candles}
         level, out = parent_of(self.base), []
         while level is not None and spans:
-            made: dict[int, Candle] = {}
-            kept_here: set[int] = set()
+            made: dict[int, _Made] = {}
             for start in spans.buckets(level):
-                candle, kept = self._bucket(level, start, below, kept_below, spans)
-                if candle is not None:
-                    made[start] = candle
-                    if kept:
-                        kept_here.add(start)
-                    else:
-                        out.append(candle)
-            below, kept_below, level = made, kept_here, parent_of(level)
+                bucket = self._bucket(level, start, below, spans)
+                if bucket is not None:
+                    made[start] = bucket
+                    if not bucket.kept:
+                        out.append(bucket.candle)
+            below, level = made, parent_of(level)
         return out
 
-    def _bucket(self, level: str, start: int, below: dict[int, Candle], kept_below: set[int],
-                spans: Spans) -> tuple[Candle | None, bool]:
-        """The bucket's candle, and whether it is the stored one kept as it is."""
+    def _bucket(self, level: str, start: int, below: dict[int, _Made], spans: Spans) -> _Made | None:
+        """The bucket's candle: rolled up, or the stored one kept as it is; None when nothing is in it."""
         child, end = child_of(level), start + INTERVAL_MS[level]
         assert child is not None
-        children, stored_children = [], 0
+        children, stored = [], False  # stored: whether anything under it outside the gaps is in the store
         for c in buckets_over(start, end, child):
             if c in below:
-                children.append(below[c])
-                stored_children += c in kept_below
+                children.append(below[c].candle)
+                stored = stored or below[c].stored
             elif not self._known_empty(child, c, spans):
-                stored = self._read(child, c)
-                if stored is not None:
-                    children.append(stored)
-                    stored_children += 1
+                found = self._read(child, c)
+                if found is not None:
+                    children.append(found)
+                    stored = True
         if not spans.cover(start, end):
-            stored = self._read(level, start)
-            if stored is not None and (stored_children == 0 or self._children_may_have_expired(child, start)):
+            kept = self._read(level, start)
+            if kept is not None and (not stored or self._children_may_have_expired(child, start)):
                 self.stats.kept[level] = self.stats.kept.get(level, 0) + 1
-                return stored, True
+                return _Made(kept, stored=True, kept=True)
         if not children:
-            return None, False
+            return None
         self.stats.published[level] = self.stats.published.get(level, 0) + 1
-        return aggregate(self.symbol, self.source, level, start, children, final=end <= self.now_ms), False
+        candle = aggregate(self.symbol, self.source, level, start, children, final=end <= self.now_ms)
+        return _Made(candle, stored, kept=False)
 
     def _known_empty(self, interval: str, start: int, spans: Spans) -> bool:
         """Whether a child bucket holds nothing, known without reading the store: a base bucket of the window that

@@ -5,7 +5,10 @@ children, what the store knows better kept, and no store read where none is need
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from control.history_window import candle_gaps
 from cryptopulse.candle import INTERVAL_MS, INTERVALS, Candle, aggregate, bucket_of, child_of, parent_of
 from cryptopulse.tick import Tick
 from streams.history import PointRollup
@@ -167,6 +170,56 @@ def test_a_stored_edge_bucket_from_a_coarser_history_is_kept_and_the_week_uses_i
     assert week == aggregate("BTC", "binance", "1w", MONDAY, [*days[:2], days[2], thursday, *days[4:]], final=True)
     partial = made[("4h", MONDAY + 2 * D + 12 * H)]  # 12:00-16:00 holds only the window's 14:00 and 15:00
     assert partial == aggregate("BTC", "binance", "4h", partial.start, hours[:2], final=True)
+
+
+def test_a_day_whose_only_stored_hours_share_a_4h_bucket_with_the_gap_is_rolled_up_again():
+    """Live data since 21:00, and a back-fill of the hours before: the day's stored candle knew 21:00 and 22:00
+    only, through the 20:00-24:00 bucket the gap also touches; it is rolled up again, not kept."""
+    day = MONDAY + 2 * D
+    live = series(day + 21 * H, day + 23 * H, "1h", base_price=700.0)
+    store = Store()
+    store.put(live + cascade(live))
+    start = day - D
+    new = series(start, day + 21 * H, "1h")
+    job = rollup(store, "1h", [(start, day + 21 * H)], (start, day + 23 * H))
+    made = {(c.interval, c.start): c for c in job.candles(new)}
+    reference = {(c.interval, c.start): c for c in cascade(new + live)}
+    assert job.stats.kept == {} and made[("1d", day)] == reference[("1d", day)]
+    assert made[("1w", MONDAY)] == reference[("1w", MONDAY)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(stored=st.sets(st.integers(0, 2 * 168 - 1)), missing=st.sets(st.integers(0, 2 * 168 - 1)),
+       window=st.tuples(st.integers(0, 2 * 168), st.integers(0, 2 * 168)))
+def test_after_a_back_fill_every_bucket_it_touched_is_the_aggregate_of_what_is_stored_below_it(stored, missing,
+                                                                                             window):
+    """Whatever the store held (made by the cascade from what it holds), whatever the history lacks, and wherever
+    the window falls: each coarser bucket over the gaps equals the aggregate of its stored children afterwards."""
+    start, end = MONDAY + min(window) * H, MONDAY + max(window) * H
+    hours = {t: candle(t, "1h", 100.0 + t // H % 23, volume=float(t // H % 7))
+             for t in range(MONDAY, MONDAY + 2 * W, H)}
+    store = Store()
+    before = [hours[MONDAY + k * H] for k in sorted(stored)]
+    if before:
+        store.put(before + cascade(before))
+    gaps = candle_gaps([c.start for c in before], start, end, "1h")
+    new = [candle(t, "1h", 300.0 + t // H % 11, volume=2.0) for low, high in gaps for t in range(low, high, H)
+           if (t - MONDAY) // H not in missing]
+    job = rollup(store, "1h", gaps, (start, end))
+    made = job.candles(new)
+    after = Store(store)
+    after.put(new + made)
+    assert job.stats.kept == {}  # what the store held was made from what it holds: nothing to keep
+    for c in made:
+        width = INTERVAL_MS[c.interval]
+        children = [after[(child_of(c.interval), t)] for t in range(c.start, c.start + width, INTERVAL_MS[child_of(
+            c.interval)]) if (child_of(c.interval), t) in after]
+        assert c == aggregate("BTC", "binance", c.interval, c.start, children, final=c.start + width <= NOW)
+    touched = {(i, b) for i in ("4h", "1d", "1w") for low, high in gaps for b in range(bucket_of(low, i), high,
+                                                                                          INTERVAL_MS[i])}
+    with_children = {(i, b) for i, b in touched if any(
+        (child_of(i), t) in after for t in range(b, b + INTERVAL_MS[i], INTERVAL_MS[child_of(i)]))}
+    assert with_children <= {(c.interval, c.start) for c in made} <= touched  # each one touched, and only those
 
 
 def test_nothing_in_the_gap_and_nothing_stored_rolls_nothing_up():
