@@ -104,7 +104,9 @@ class HistoryRollup:
     def candles(self, base_candles: Iterable[Candle]) -> list[Candle]:
         """Every coarser bucket overlapping the gaps, rolled up, finest interval first; kept buckets are not in it."""
         spans = Spans(self.gaps, self.base)
-        below = {c.start: _Made(c, stored=False, kept=False) for c in base_candles}
+        # a new base candle stands for stored data where it replaces a stored one (at 1m, a minute of a tick gap
+        # may have kept its candle)
+        below = {c.start: _Made(c, stored=c.start in self.stored_base, kept=False) for c in base_candles}
         level, out = parent_of(self.base), []
         while level is not None and spans:
             made: dict[int, _Made] = {}

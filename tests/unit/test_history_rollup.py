@@ -136,6 +136,19 @@ def test_a_stored_minute_inside_a_tick_gap_that_the_history_did_not_give_is_read
     assert five.interval == "5m" and five == aggregate("BTC", "binance", "5m", MONDAY, [*new, stored_minute], True)
 
 
+def test_a_minute_replaced_in_a_tick_gap_counts_as_stored_for_the_bucket_above():
+    """The 5 minutes before the window are not stored, the window's first minutes are (ticks gone, candles kept):
+    the stored 5-minute candle was made of them, and is rolled up again from their new candles, not kept."""
+    start = MONDAY + 3 * M
+    old = [candle(start + k * M, "1m", 10.0) for k in range(2)]
+    store = Store()
+    store.put(old + cascade(old, up_to="5m"))
+    new = [candle(start + k * M, "1m", 20.0) for k in range(2)]
+    job = rollup(store, "1m", [(start, start + 2 * M)], (start, start + H))
+    (five, *_) = job.candles(new)
+    assert job.stats.kept == {} and five == aggregate("BTC", "binance", "5m", MONDAY, new, final=True)
+
+
 def test_an_edge_bucket_whose_children_retention_may_have_deleted_is_kept_as_stored():
     """A 1m back-fill of the last 30 days: the 5-minute bucket at its start began before the minutes' horizon."""
     now = MONDAY + 30 * D + 2 * M
