@@ -22,7 +22,8 @@ from cryptopulse import store as cryptostore
 from cryptopulse.avro import AvroCodec
 from cryptopulse.redact import redact
 from cryptopulse.settings import Settings, sink_group
-from cryptopulse.times import DAY_MS
+from cryptopulse.text import terminal_safe
+from cryptopulse.times import DAY_MS, iso_utc
 
 DASHBOARD_URL = "http://127.0.0.1:8000"
 
@@ -123,9 +124,9 @@ def retention_runs(settings: Settings) -> dict[str, dict[str, Any]]:
         except Exception:  # noqa: BLE001 - a bad record says nothing about the runs
             continue
         last[run["collection"]] = {
-            "at": run["at"].astimezone(UTC).isoformat(timespec="seconds"), "deleted": run["deleted"],
+            "at": iso_utc(run["at"]), "deleted": run["deleted"],
             "keep_days": None if run["keep_ms"] is None else round(run["keep_ms"] / DAY_MS, 3),
-            "cutoff": run["cutoff"].astimezone(UTC).isoformat(timespec="seconds") if run["cutoff"] else None,
+            "cutoff": iso_utc(run["cutoff"]) if run["cutoff"] else None,
             "seconds": run["seconds"], "store": run["store"], "error": run["error"]}
     return last
 
@@ -147,7 +148,7 @@ def store(settings: Settings) -> dict[str, Any]:
             stats = db.command("collStats", name)
             oldest = db[name].find_one({}, {field: 1}, sort=[(field, ASCENDING)])
             report[name] = {"documents": stats.get("count", 0), "bytes": stats.get("size", 0),
-                            "oldest": oldest[field].astimezone(UTC).isoformat(timespec="seconds") if oldest else None}
+                            "oldest": iso_utc(oldest[field]) if oldest else None}
         return report
     finally:
         client.close()
@@ -267,7 +268,7 @@ def last_ticks(settings: Settings, tail: int = 3000) -> dict[str, dict[str, str]
                 last[tick["symbol"]] = tick
     finally:
         consumer.close()
-    return {symbol: {"ts": t["ts"].astimezone(UTC).isoformat(timespec="seconds"), "source": t["source"]}
+    return {terminal_safe(symbol): {"ts": iso_utc(t["ts"]), "source": terminal_safe(t["source"])}
             for symbol, t in sorted(last.items())}
 
 
@@ -304,7 +305,7 @@ def supervision(settings: Settings) -> dict[str, Any]:
 
 
 def gather(settings: Settings) -> dict[str, Any]:
-    report: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "services": services(settings)}
+    report: dict[str, Any] = {"at": iso_utc(datetime.now(UTC)), "services": services(settings)}
     up = {name for name, s in report["services"].items() if s.get("up")}
     started = time.monotonic()
     report["connectors"] = _probe(lambda: connectors(settings)) if "connect" in up else []

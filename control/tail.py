@@ -16,7 +16,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import fastavro
@@ -27,6 +27,7 @@ from cryptopulse.avro import registry_client
 from cryptopulse.errors import ConfigError
 from cryptopulse.settings import Settings
 from cryptopulse.text import safe_bytes, terminal_safe
+from cryptopulse.times import iso_utc
 
 
 def text_or_safe(data: bytes | None) -> str | None:
@@ -46,7 +47,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, str):
         return terminal_safe(value)
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return iso_utc(value, "milliseconds")
     if isinstance(value, bytes):
         return safe_bytes(value)
     if isinstance(value, dict):
@@ -77,8 +78,7 @@ def describe(message: Message, decoder: Decoder) -> dict[str, Any]:
     kind, ms = message.timestamp()
     row: dict[str, Any] = {
         "topic": message.topic(), "partition": message.partition(), "offset": message.offset(),
-        "timestamp": datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        if ms > 0 else None,
+        "timestamp": iso_utc(ms, "milliseconds") if ms > 0 else None,
         "key": text_or_safe(message.key()),
     }
     headers = message.headers()

@@ -560,3 +560,9 @@ def test_the_hosts_browser_may_write_alert_rules_through_the_loopback_port(servi
     # own browser, so the compose file opens it, while the port is on the host's loopback (docs/security.md)
     assert default_of(environment(services["webui"])["WEBUI_ALERT_RULES_REMOTE"]) == "1"
     assert services["webui"]["ports"] == [f"{PUBLISH}:8000:8000"]
+
+
+def test_the_clusters_page_may_write_alert_rules_too(cluster: dict) -> None:
+    # the cluster file lacked it: its page listed the rules without the form (issue 22, item 6)
+    webui = cluster["services"]["webui"]
+    assert default_of(environment(webui)["WEBUI_ALERT_RULES_REMOTE"]) == "1"
