@@ -564,5 +564,5 @@ def test_the_hosts_browser_may_write_alert_rules_through_the_loopback_port(servi
 
 def test_the_clusters_page_may_write_alert_rules_too(cluster: dict) -> None:
     # the cluster file lacked it: its page listed the rules without the form (issue 22, item 6)
-    webui = cluster["services"]["webui"]
+    webui = cluster["webui"]
     assert default_of(environment(webui)["WEBUI_ALERT_RULES_REMOTE"]) == "1"
