@@ -92,14 +92,16 @@ def test_every_interval_equals_the_aggregation_of_its_minutes_through_a_kill(set
     options = ("--idle-close-seconds", "3", "--cascade-update-seconds", "1")
 
     streams = StreamsProcess(group, log, symbol, *options)
-    codec = AvroCodec(settings, settings.candles_topic, "candle")  # an exchange feed's, not the back-fill's: no header
-    writer.producer.produce(settings.candles_topic, codec.encode(ohlc.to_record()), ohlc.id.encode())
-    half = len(ticks) // 2
-    writer.publish(symbol, ticks[:half])
-    wait_for(lambda: len(stored_of(mongo, settings, symbol, "15m")) >= 3, 120, "some 15-minute candles")
-    wait_for(lambda: topics.committed_offsets(settings, f"{group}-cascade", settings.candles_topic, [0])[0] > 0, 60,
-             "a commit (and checkpoint) of the cascade")
-    streams.kill()  # SIGKILL mid-stream: no goodbye, no last commit
+    try:
+        codec = AvroCodec(settings, settings.candles_topic, "candle")  # an exchange feed's, not a back-fill's: no header
+        writer.producer.produce(settings.candles_topic, codec.encode(ohlc.to_record()), ohlc.id.encode())
+        half = len(ticks) // 2
+        writer.publish(symbol, ticks[:half])
+        wait_for(lambda: len(stored_of(mongo, settings, symbol, "15m")) >= 3, 120, "some 15-minute candles")
+        wait_for(lambda: topics.committed_offsets(settings, f"{group}-cascade", settings.candles_topic, [0])[0] > 0,
+                 60, "a commit (and checkpoint) of the cascade")
+    finally:
+        streams.kill()  # SIGKILL mid-stream: no goodbye, no last commit
 
     streams = StreamsProcess(group, log, symbol, *options)
     try:
