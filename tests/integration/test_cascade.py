@@ -93,7 +93,7 @@ def test_every_interval_equals_the_aggregation_of_its_minutes_through_a_kill(set
 
     streams = StreamsProcess(group, log, symbol, *options)
     try:
-        codec = AvroCodec(settings, settings.candles_topic, "candle")  # an exchange feed's, not a back-fill's: no header
+        codec = AvroCodec(settings, settings.candles_topic, "candle")  # an exchange feed's, not a back-fill: no header
         writer.producer.produce(settings.candles_topic, codec.encode(ohlc.to_record()), ohlc.id.encode())
         half = len(ticks) // 2
         writer.publish(symbol, ticks[:half])
