@@ -290,7 +290,8 @@ def gather(settings: Settings) -> dict[str, Any]:
     report["lag"] = _probe(lambda: lag(settings)) if "kafka" in up else []
     names = [settings.prices_topic, settings.prices_dlq_topic]
     report["topics"] = _probe(lambda: topics.end_offsets(settings, names)) if "kafka" in up else {}
-    dlqs = (settings.prices_dlq_topic, settings.candles_dlq_topic, settings.alerts_dlq_topic)
+    dlqs = (settings.prices_dlq_topic, settings.candles_dlq_topic, settings.alerts_dlq_topic,
+            settings.alert_deliveries_dlq_topic)
     report["dead_letters"] = {t: _probe(lambda t=t: dead_letters(settings, t)) for t in dlqs} if "kafka" in up else {}
     report["store"] = _probe(lambda: store(settings)) if "mongodb" in up else {}
     report["last_tick"] = _probe(lambda: last_ticks(settings)) if {"kafka", "schema registry"} <= up else {}
