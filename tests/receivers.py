@@ -61,6 +61,7 @@ class Script:
     replies: list[Reply] = field(default_factory=list)
     forever: Reply | None = None  # answered to every request once `replies` is played
     hang: bool = False
+    delay: float = 0.0  # seconds before every answer
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -99,6 +100,11 @@ class Receiver:
         with self._lock:
             self.scripts.setdefault(prefix, Script()).forever = Reply(status, body)
 
+    def slow(self, prefix: str, seconds: float) -> None:
+        """Answer every request under `prefix` `seconds` late."""
+        with self._lock:
+            self.scripts.setdefault(prefix, Script()).delay = seconds
+
     def hang(self, prefix: str) -> None:
         with self._lock:
             self.scripts.setdefault(prefix, Script()).hang = True
@@ -111,16 +117,17 @@ class Receiver:
                 script.hang = False
         self._released.set()
 
-    def _script_for(self, path: str) -> tuple[Reply | None, bool]:
+    def _script_for(self, path: str) -> tuple[Reply | None, bool, float]:
+        """The reply cued for this path (None: the normal answer), whether to hold it, and how late to answer."""
         with self._lock:
             for prefix, script in self.scripts.items():
                 if path.startswith(prefix):
                     if script.hang:
-                        return None, True
+                        return None, True, 0.0
                     if script.replies:
-                        return script.replies.pop(0), False
-                    return script.forever, False
-        return None, False
+                        return script.replies.pop(0), False, script.delay
+                    return script.forever, False, script.delay
+        return None, False, 0.0
 
     # --- what it saw ---
 
@@ -155,12 +162,11 @@ class Receiver:
                 seen = Seen(self.path, dict(self.headers.items()), self.rfile.read(length), time.time())
                 with receiver._lock:
                     receiver.seen.append(seen)
-                reply, hang = receiver._script_for(self.path)
+                reply, hang, delay = receiver._script_for(self.path)
                 if hang:
                     receiver._released.wait(FOREVER)
                     reply = None
-                if reply is not None and reply.delay:
-                    time.sleep(reply.delay)
+                time.sleep(delay + (reply.delay if reply is not None else 0.0))
                 status, body, headers = receiver._answer(self.path, seen, reply)
                 seen.status = status
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
