@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import requests
 
@@ -325,13 +324,3 @@ def sender_for(channel: Channel, timeout: float = 10.0, telegram_api: str = TELE
     if channel.kind == "email":
         return EmailSender(channel, timeout, scrubber, tls_context)
     return HttpSender(channel, timeout, telegram_api, scrubber)
-
-
-def where(channel: Channel) -> str:
-    """The receiver's address as a person may see it: the host of a URL (no path: it may hold a `${NAME}`'s
-    value once filled), the SMTP server, or Telegram's chat."""
-    if channel.kind in ("webhook", "ntfy"):
-        return urlsplit(channel.target).netloc
-    if channel.kind == "email":
-        return f"{channel.target} via {channel.smtp}"
-    return f"telegram chat {channel.target}"
