@@ -403,3 +403,55 @@ def test_an_alert_naming_no_channel_is_given_up_for_it(settings, scenario, recei
     (letter,) = wait_for(lambda: undelivered(settings, f"{ghost}|"), 60, "the ghost channel's dead letter")
     assert letter["alert"]["_id"] == alert["_id"]
     assert letter["headers"]["cryptopulse.notify.reason"].startswith(f"no channel '{ghost}'")
+
+
+def test_the_page_offers_the_channels_and_lists_each_alerts_deliveries(settings, mongo, scenario, receiver):
+    import asyncio
+
+    from webui.app import create_app
+
+    hook = scenario.channel("page", "webhook", f"{receiver.url}/hook/page")
+    rule = scenario.start(hook)
+    scenario.fire(2)
+    stored = wait_for(lambda: exactly(2, lambda: scenario.stored(mongo, rule)), 60, "the 2 alerts in the store")
+    wait_for(lambda: {d["alert_id"] for d in outcomes(mongo, settings, rule, hook)} == stored, 60,
+             "their outcomes in the store")
+    local = {"client": ("127.0.0.1", 50000)}
+    page = {"Origin": "http://localhost:8000", "Host": "localhost:8000"}
+
+    async def scenario_() -> dict:
+        app = create_app(settings, symbols=("BTC",), views=False, probe_seconds=0)
+        seen = {}
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            deadline = time.monotonic() + 30
+            while True:  # the feed reads the last alerts from the store when it starts
+                recent = await (await client.get("/alerts/recent")).get_json()
+                mine = [a for a in recent["alerts"] if a["rule_id"] == rule]
+                if len(mine) == 2 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            seen["recent"] = mine
+            seen["rules"] = await (await client.get("/alerts/rules", scope_base=local)).get_json()
+            added = await client.post("/alerts/rules", json={"symbol": scenario.symbol, "condition": "below",
+                                                             "value": 50, "notify": [hook]},
+                                      headers=page, scope_base=local)
+            seen["add"] = (added.status_code, await added.get_json())
+            unknown = await client.post("/alerts/rules", json={"symbol": scenario.symbol, "condition": "below",
+                                                               "value": 50, "notify": [f"nosuch-{scenario.tag}"]},
+                                        headers=page, scope_base=local)
+            seen["unknown"] = (unknown.status_code, await unknown.get_json())
+        return seen
+
+    seen = asyncio.run(scenario_())
+    assert {a["id"] for a in seen["recent"]} == stored
+    for alert in seen["recent"]:
+        assert alert["channels"] == [hook]
+        assert alert["deliveries"][hook]["outcome"] == "delivered" and alert["deliveries"][hook]["status"] == 200
+    assert {"name": hook, "kind": "webhook"} in seen["rules"]["channels"]
+    assert not any(receiver.url in str(c) for c in seen["rules"]["channels"]), "a channel's address is not shown"
+    status, body = seen["add"]
+    assert status == 201 and body["rule"]["channels"] == [hook], body
+    scenario.rules.append(body["rule"]["id"])
+    status, body = seen["unknown"]
+    assert status == 400 and f"no channel nosuch-{scenario.tag}" in body["error"]
