@@ -146,6 +146,9 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # kept-alive connections, as the real receivers
+            # the answer's headers and body are two writes: with Nagle's algorithm the body waited for the client's
+            # delayed ACK, 40-50 ms a request once requests came back to back (as a real server does not)
+            disable_nagle_algorithm = True
 
             def setup(self) -> None:
                 super().setup()
