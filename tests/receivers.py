@@ -303,18 +303,24 @@ class MailHandler:
 
 
 class TlsController(Controller):
+    """aiosmtpd's controller, quiet about "AUTH without requiring TLS": the session is TLS from its first byte (or,
+    for the test of a server without STARTTLS, that is the point)."""
+
     def factory(self) -> Any:
-        with warnings.catch_warnings():  # "AUTH without requiring TLS": the session is TLS from its first byte
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             return super().factory()
 
 
 class MailReceiver:
-    """aiosmtpd on 127.0.0.1: STARTTLS required before AUTH (`tls=False`), or TLS from the first byte (`tls=True`);
-    one user and password. `refused` addresses get 550, `busy` makes every recipient 451."""
+    """aiosmtpd on 127.0.0.1: STARTTLS required before AUTH (`tls=False`), or TLS from the first byte (`tls=True`),
+    or neither (`starttls=False`: a server that would take a login in clear); one user and password. `refused`
+    addresses get 550, `busy` makes every recipient 451; `logins` counts the AUTH attempts it saw."""
 
-    def __init__(self, certificate: Certificate, user: str, password: str, tls: bool = False) -> None:
+    def __init__(self, certificate: Certificate, user: str, password: str, tls: bool = False,
+                 starttls: bool = True) -> None:
         self.user, self.password, self.tls = user, password, tls
+        self.logins = 0
         self.mails: list[Mail] = []
         self.refused: set[str] = set()
         self.busy = False
@@ -326,9 +332,12 @@ class MailReceiver:
             kwargs["auth_require_tls"] = False  # the whole session is TLS (aiosmtpd only knows STARTTLS's)
             self.controller = TlsController(MailHandler(self), hostname="127.0.0.1", port=self.port,
                                             ssl_context=certificate.server_context(), **kwargs)
-        else:
+        elif starttls:
             self.controller = Controller(MailHandler(self), hostname="127.0.0.1", port=self.port,
                                          tls_context=certificate.server_context(), require_starttls=True, **kwargs)
+        else:
+            kwargs["auth_require_tls"] = False
+            self.controller = TlsController(MailHandler(self), hostname="127.0.0.1", port=self.port, **kwargs)
         self.controller.start()
 
     @property
@@ -337,6 +346,7 @@ class MailReceiver:
         return f"{scheme}://{self.user.replace('@', '%40')}@127.0.0.1:{self.port}"
 
     def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        self.logins += 1
         ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) == (self.user,
                                                                                                    self.password)
         return AuthResult(success=ok, handled=False, auth_data=data)

@@ -377,6 +377,10 @@ def test_control_channels_add_list_test_rm(settings, receiver, secrets_in_env):
     in_use = control("channels", "rm", name)
     assert in_use.returncode == 2 and f"rules {rule} notify {name}" in in_use.stderr
     assert control("alerts", "rm", rule).returncode == 0
+    unset = control("channels", "add", f"tg-{tag()}", "telegram", "--token-env", "TEST_NOT_SET_ANYWHERE",
+                    "--chat", "42")
+    assert unset.returncode == 0 and "note: TEST_NOT_SET_ANYWHERE is not set in this shell" in unset.stderr
+    assert control("channels", "rm", unset.stdout.split()[1].rstrip(":")).returncode == 0
     removed = control("channels", "rm", name)
     assert removed.returncode == 0 and f"channel {name} removed" in removed.stdout
     assert name not in control("channels", "list").stdout
@@ -455,3 +459,20 @@ def test_the_page_offers_the_channels_and_lists_each_alerts_deliveries(settings,
     scenario.rules.append(body["rule"]["id"])
     status, body = seen["unknown"]
     assert status == 400 and f"no channel nosuch-{scenario.tag}" in body["error"]
+
+
+def test_a_second_notifier_of_the_same_group_fences_the_first(settings, mongo, scenario, receiver, tmp_path):
+    """One process per group: the newer one's transactional ids fence the older one's, which exits 1 (the demo's
+    `keep` or compose would start it again, and it would fence the other in turn) — alerts still arrive, at least
+    once, with their key."""
+    hook = scenario.channel("fenced", "webhook", f"{receiver.url}/hook/fenced")
+    rule = scenario.start(hook)
+    first = scenario.notifier
+    second = Notifier(first.group, tmp_path / "notify-2.log", scenario.env, [hook])
+    scenario.fire(2)
+    stored = wait_for(lambda: exactly(2, lambda: scenario.stored(mongo, rule)), 60, "the 2 alerts stored")
+    wait_for(lambda: set(receiver.delivered_keys("/hook/fenced")) >= stored, 60, "both alerts delivered")
+    code = first.process.wait(60)
+    assert code == 1 and "stopped" in first.log.read_text()
+    assert second.process.poll() is None
+    second.stop()

@@ -194,6 +194,19 @@ def test_email_refuses_a_server_it_does_not_trust_and_never_logs_in_in_clear(cer
         mail.close()
 
 
+def test_email_never_logs_in_where_the_server_offers_no_starttls(certificate, monkeypatch):
+    monkeypatch.setenv("SMTP_PASSWORD", "smtp-pass-9876")
+    mail = MailReceiver(certificate, "alerts@example.com", "smtp-pass-9876", starttls=False)
+    try:
+        channel = Channel("mail", "email", "alice@example.com", "env:SMTP_PASSWORD", mail.url, created=T0)
+        answer = sender_for(channel, scrubber=Scrubber(), tls_context=certificate.client_context).send(
+            alert_notice(ALERT))
+        assert not answer.ok and answer.permanent and "does not offer STARTTLS" in answer.text
+        assert mail.logins == 0 and mail.mails == []
+    finally:
+        mail.close()
+
+
 def test_a_test_message_says_so(receiver):
     channel = Channel("ops", "webhook", f"{receiver.url}/hook/x", created=T0)
     assert sender_for(channel).send(trial_notice(channel, "test-abc")).ok
