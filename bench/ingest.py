@@ -289,8 +289,8 @@ def backfill_run(settings: Settings, hours: float) -> dict:
     """`control backfill --hours H` of BTC, ETH, XRP from the simulated market, in a namespace of its own."""
     ns = dataclasses.replace(
         settings, database=f"{DATABASE}_backfill", prices_topic=f"{PREFIX}bf-prices",
-        prices_dlq_topic=f"{PREFIX}bf-prices-dlq", candles_topic=f"{PREFIX}bf-candles",
-        candles_dlq_topic=f"{PREFIX}bf-candles-dlq", connector_prefix=f"{PREFIX}bf-")
+        prices_dlq_topic=f"{PREFIX}bf-prices-dlq", candles_topic_prefix=f"{PREFIX}bf-candles",
+        connector_prefix=f"{PREFIX}bf-")
     print(f"(g) backfill --hours {hours:g} of {', '.join(SYMBOLS)} from the simulated market ...", flush=True)
     deploy(ns, say=lambda line: None)
     started = time.perf_counter()
@@ -301,8 +301,8 @@ def backfill_run(settings: Settings, hours: float) -> dict:
             < candle_end:
         time.sleep(0.5)
     candles_done = time.perf_counter() - started
-    return {"wall": wall, "points": sum(published.values()), "candles": candle_end, "candles_done": candles_done,
-            "namespace": ns}
+    return {"wall": wall, "points": sum(f.points for f in published.values()), "candles": candle_end,
+            "candles_done": candles_done, "namespace": ns}
 
 
 def remove_namespace(settings: Settings, mongo: MongoClient, prefix: str, databases: tuple[str, ...]) -> None:

@@ -20,6 +20,7 @@ from control.stack import processes
 from control.stack.components import components as stack_components
 from cryptopulse import alert_channels, alert_rules, topics
 from cryptopulse.alert import KINDS, new_rule, rule_id, rule_kind, rule_minutes, rule_source, rule_symbol, rule_value
+from cryptopulse.candle import INTERVALS
 from cryptopulse.channel import KINDS as CHANNEL_KINDS
 from cryptopulse.channel import Channel, channel_kind, channel_name, channel_names, new_channel, secret_option
 from cryptopulse.commands import Parser, positive_float, positive_int, run_command, setup_logging
@@ -80,8 +81,14 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     check.add_argument("--subject", help="default: the prices topic's value subject for tick.avsc")
 
-    backfill_p = sub.add_parser("backfill", help="fill the gaps of the last hours from a source's history")
-    backfill_p.add_argument("--hours", type=positive_float, default=24)
+    backfill_p = sub.add_parser("backfill", help="fill the gaps of the last hours or days from a source's history, "
+                                "at an interval: --days 365 --interval 1d for years of days")
+    span = backfill_p.add_mutually_exclusive_group()
+    span.add_argument("--hours", type=positive_float, default=None, help="the last H hours (the default: 24)")
+    span.add_argument("--days", type=positive_float, default=None, help="the last D days")
+    backfill_p.add_argument("--interval", choices=INTERVALS, default=INTERVALS[0],
+                            help="the candles to fill (default 1m, with ticks); the coarser ones are rolled up from "
+                            "them. Bounded by the interval's retention and the source's reach (docs/control.md)")
     backfill_p.add_argument("--symbols", type=symbols, default=None, help=f"default: env SYMBOLS or {DEFAULT_SYMBOLS}")
     backfill_p.add_argument("--source", default=None, choices=BACKFILL_SOURCES,
                             help="default: env PRODUCER_SOURCE or simulated")
@@ -340,11 +347,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.source not in BACKFILL_SOURCES:
             raise ConfigError(f"PRODUCER_SOURCE={args.source!r}: back-fill from one of {', '.join(BACKFILL_SOURCES)}")
         give_up_after = args.give_up_after or env_number("BACKFILL_GIVE_UP_SECONDS", backfill.GIVE_UP_AFTER, 1, 1e6)
-        print(f"back-filling {args.hours:g} h of {', '.join(args.symbols)} from {args.source}", file=sys.stderr)
-        published = asyncio.run(backfill.backfill(settings, args.source, args.symbols, args.hours,
-                                                  give_up_after=give_up_after))
-        print(f"published {sum(published.values()):,} points: "
-              + ", ".join(f"{s} {n:,}" for s, n in published.items()))
+        hours = args.days * 24 if args.days else args.hours or 24
+        filled = asyncio.run(backfill.backfill(settings, args.source, args.symbols, hours, give_up_after=give_up_after,
+                                               interval=args.interval))
+        print(backfill.summary(filled, args.interval))
     return 0
 
 

@@ -18,9 +18,12 @@ from pymongo import ASCENDING, MongoClient
 
 from control.stack.supervision import supervision_report
 from cryptopulse import kafka, topics
+from cryptopulse import store as cryptostore
 from cryptopulse.avro import AvroCodec
 from cryptopulse.redact import redact
 from cryptopulse.settings import Settings, sink_group
+from cryptopulse.text import terminal_safe
+from cryptopulse.times import DAY_MS, iso_utc
 
 DASHBOARD_URL = "http://127.0.0.1:8000"
 
@@ -106,7 +109,26 @@ def lag(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
-COLLECTIONS = {"prices": "ts", "candles_1m": "start"}  # collection: its time field
+COLLECTIONS = cryptostore.TIME_FIELD  # collection: its time field (ticks, and the candles of every interval)
+
+
+def retention_runs(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The last retention run of each collection, from the retention topic (streams/retention.py reports them)."""
+    codec = AvroCodec(settings, settings.retention_topic, "retention_run")
+    last: dict[str, dict[str, Any]] = {}
+    for message in topics.read_to_end(settings, settings.retention_topic, timeout=15):
+        if message.value() is None or message.key() is None:
+            continue
+        try:
+            run = codec.decode(message.value())
+        except Exception:  # noqa: BLE001 - a bad record says nothing about the runs
+            continue
+        last[run["collection"]] = {
+            "at": iso_utc(run["at"]), "deleted": run["deleted"],
+            "keep_days": None if run["keep_ms"] is None else round(run["keep_ms"] / DAY_MS, 3),
+            "cutoff": iso_utc(run["cutoff"]) if run["cutoff"] else None,
+            "seconds": run["seconds"], "store": run["store"], "error": run["error"]}
+    return last
 
 
 def store(settings: Settings) -> dict[str, Any]:
@@ -126,7 +148,7 @@ def store(settings: Settings) -> dict[str, Any]:
             stats = db.command("collStats", name)
             oldest = db[name].find_one({}, {field: 1}, sort=[(field, ASCENDING)])
             report[name] = {"documents": stats.get("count", 0), "bytes": stats.get("size", 0),
-                            "oldest": oldest[field].astimezone(UTC).isoformat(timespec="seconds") if oldest else None}
+                            "oldest": iso_utc(oldest[field]) if oldest else None}
         return report
     finally:
         client.close()
@@ -246,7 +268,7 @@ def last_ticks(settings: Settings, tail: int = 3000) -> dict[str, dict[str, str]
                 last[tick["symbol"]] = tick
     finally:
         consumer.close()
-    return {symbol: {"ts": t["ts"].astimezone(UTC).isoformat(timespec="seconds"), "source": t["source"]}
+    return {terminal_safe(symbol): {"ts": iso_utc(t["ts"]), "source": terminal_safe(t["source"])}
             for symbol, t in sorted(last.items())}
 
 
@@ -283,7 +305,7 @@ def supervision(settings: Settings) -> dict[str, Any]:
 
 
 def gather(settings: Settings) -> dict[str, Any]:
-    report: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "services": services(settings)}
+    report: dict[str, Any] = {"at": iso_utc(datetime.now(UTC)), "services": services(settings)}
     up = {name for name, s in report["services"].items() if s.get("up")}
     started = time.monotonic()
     report["connectors"] = _probe(lambda: connectors(settings)) if "connect" in up else []
@@ -295,6 +317,7 @@ def gather(settings: Settings) -> dict[str, Any]:
     report["dead_letters"] = {t: _probe(lambda t=t: dead_letters(settings, t)) for t in dlqs} if "kafka" in up else {}
     report["store"] = _probe(lambda: store(settings)) if "mongodb" in up else {}
     report["last_tick"] = _probe(lambda: last_ticks(settings)) if {"kafka", "schema registry"} <= up else {}
+    report["retention"] = _probe(lambda: retention_runs(settings)) if {"kafka", "schema registry"} <= up else {}
     report["supervision"] = supervision(settings)
     report["docker"] = docker_health()
     report["took_s"] = round(time.monotonic() - started, 2)
@@ -326,6 +349,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"  collection {name:29} {c['documents']:>10,}  {c['bytes'] / 2**20:8.1f} MiB  "
                          f"oldest {c['oldest'] or '-'}")
     lines.extend(_render_dead_letters(report.get("dead_letters") or {}))
+    lines.extend(_render_retention(report.get("retention") or {}))
     lines.append("last tick per symbol (newest in the topic)")
     for symbol, last in (report["last_tick"] or {}).items():
         if isinstance(last, dict):
@@ -352,6 +376,21 @@ def _render_dead_letters(dead: dict[str, Any]) -> list[str]:
             last = counts["last_broken"]
             lines.append(f"  {'':40} last broken record: partition {last['partition']} offset {last['offset']:,}, "
                          f"{last['why']}")
+    return lines
+
+
+def _render_retention(runs: dict[str, Any]) -> list[str]:
+    lines = ["retention (the last run per collection: `streams run` applies it)"]
+    if "error" in runs and not isinstance(runs["error"], dict):
+        return [*lines, f"  unknown: {runs['error']}"]
+    if not runs:
+        return [*lines, "  no run reported yet"]
+    for name, run in sorted(runs.items()):
+        keep = "for ever" if run["keep_days"] is None else f"{run['keep_days']:g} d"
+        what = f"FAILED: {run['error']}" if run["error"] else (
+            "a TTL index deletes" if run["store"] == "mongodb" else f"deleted {run['deleted']:,} older than "
+            f"{run['cutoff'] or '-'} in {run['seconds']:.1f} s")
+        lines.append(f"  {name:16} keeps {keep:9} {run['at']}  {what}")
     return lines
 
 

@@ -16,7 +16,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import fastavro
@@ -26,15 +26,8 @@ from cryptopulse import kafka
 from cryptopulse.avro import registry_client
 from cryptopulse.errors import ConfigError
 from cryptopulse.settings import Settings
-
-RAW_LIMIT = 512
-
-
-def safe_bytes(data: bytes, limit: int = RAW_LIMIT) -> str:
-    """Printable ASCII as is (a backslash doubled), every other byte as \\xNN; cut after `limit` bytes."""
-    shown = "".join(chr(b) if 0x20 <= b < 0x7F and b != 0x5C else ("\\\\" if b == 0x5C else f"\\x{b:02x}")
-                    for b in data[:limit])
-    return shown + (f"... ({len(data)} bytes)" if len(data) > limit else "")
+from cryptopulse.text import safe_bytes, terminal_safe
+from cryptopulse.times import iso_utc
 
 
 def text_or_safe(data: bytes | None) -> str | None:
@@ -49,12 +42,16 @@ def text_or_safe(data: bytes | None) -> str | None:
 
 
 def _jsonable(value: Any) -> Any:
+    """A decoded value for the JSON line, its texts terminal-safe: `jq -r` prints them raw, so an escape sequence
+    in a symbol or a source would otherwise reach the terminal."""
+    if isinstance(value, str):
+        return terminal_safe(value)
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return iso_utc(value, "milliseconds")
     if isinstance(value, bytes):
         return safe_bytes(value)
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {terminal_safe(str(k)): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
     return value
@@ -81,13 +78,12 @@ def describe(message: Message, decoder: Decoder) -> dict[str, Any]:
     kind, ms = message.timestamp()
     row: dict[str, Any] = {
         "topic": message.topic(), "partition": message.partition(), "offset": message.offset(),
-        "timestamp": datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        if ms > 0 else None,
+        "timestamp": iso_utc(ms, "milliseconds") if ms > 0 else None,
         "key": text_or_safe(message.key()),
     }
     headers = message.headers()
     if headers:
-        row["headers"] = {k: text_or_safe(v) for k, v in headers}
+        row["headers"] = {terminal_safe(k): text_or_safe(v) for k, v in headers}
     value = message.value()
     if value is None:
         row["value"] = None  # a tombstone

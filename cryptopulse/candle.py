@@ -3,8 +3,10 @@ exchange; and the intervals, from 1 minute to 1 week, each rolled up from the on
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptopulse.tick import Tick
 from cryptopulse.times import DAY_MS, HOUR_MS, MINUTE_MS, epoch_ms
@@ -38,6 +40,17 @@ def bucket_of(ts: int, interval: str) -> int:
     width = INTERVAL_MS[interval]
     offset = WEEK_OFFSET_MS if interval == "1w" else 0
     return ts - (ts - offset) % width
+
+
+def bucket_at_or_after(ts: int, interval: str) -> int:
+    """The start of the first whole `interval` bucket starting at or after `ts`."""
+    start = bucket_of(ts, interval)
+    return start if start == ts else start + INTERVAL_MS[interval]
+
+
+def buckets_over(start: int, end: int, interval: str) -> range:
+    """The starts of the `interval` buckets that overlap [start, end), oldest first."""
+    return range(bucket_of(start, interval), end, INTERVAL_MS[interval]) if end > start else range(0)
 
 
 def candle_id(symbol: str, source: str, start: int, interval: str = INTERVAL) -> str:
@@ -108,3 +121,30 @@ class Candle:
         return {"_id": self.id, "symbol": self.symbol, "source": self.source, "interval": self.interval,
                 "start": self.start, "open": self.open, "high": self.high, "low": self.low, "close": self.close,
                 "ticks": self.ticks, "volume": self.volume, "origin": self.origin, "final": self.final}
+
+
+class Child(Protocol):
+    """What `aggregate` reads of a child candle (a `Candle`, or what the cascade keeps of one)."""
+
+    start: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None
+    ticks: int
+    origin: str
+
+
+def aggregate(symbol: str, source: str, interval: str, start: int, children: Iterable[Child], final: bool) -> Candle:
+    """The candle of one bucket made of its children (any order; at least one): open of the first, close of the last,
+    the highest high, the lowest low, the sum of the ticks, the sum of the volumes when every child has one (a
+    partial sum would read as a quiet bucket), origin "ohlc" when every child is an exchange's own candle. It is
+    associative, so every interval equals the same aggregation of the minutes it covers, whatever path they took:
+    the cascade (streams/cascade.py), a back-fill's roll-ups and an exchange's candles rolled up all use it."""
+    ordered = sorted(children, key=lambda c: c.start)
+    volumes = [c.volume for c in ordered]
+    volume = math.fsum(volumes) if all(v is not None for v in volumes) else None  # type: ignore[arg-type]
+    origin = "ohlc" if all(c.origin == "ohlc" for c in ordered) else "ticks"
+    return Candle(symbol, source, start, ordered[0].open, max(c.high for c in ordered), min(c.low for c in ordered),
+                  ordered[-1].close, sum(c.ticks for c in ordered), volume, origin, final, interval)

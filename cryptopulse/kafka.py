@@ -348,6 +348,9 @@ class Reader(Generic[T]):
             else:
                 wanted = [(topic, p) for topic in self.topics for p in partitions_of(self.client, topic)]
             partitions = [TopicPartition(topic, p, self._position(topic, p)) for topic, p in wanted]
+            for tp in partitions:  # the end, resolved now: a position is known at once (catch_up counts on it)
+                if tp.offset == OFFSET_END:
+                    tp.offset = self.client.get_watermark_offsets(tp, timeout=10)[1]
             self.client.assign(partitions)
         except Exception:
             self.close()

@@ -32,3 +32,13 @@ def now_ms() -> int:
 def bucket_start(ts: int, interval_ms: int = MINUTE_MS) -> int:
     """The start of the bucket holding `ts` (floor, so it is right for times before 1970 too)."""
     return ts - ts % interval_ms
+
+
+def iso_utc(value: datetime | int, timespec: str = "seconds") -> str:
+    """A time as every command and the API write it: ISO 8601 in UTC with a Z, 2026-12-04T18:52:47Z (epoch ms or an
+    aware datetime; a naive one is taken as UTC)."""
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+    else:
+        moment = EPOCH + value * MILLISECOND
+    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")

@@ -257,11 +257,12 @@ def describe(settings: Settings) -> list[dict]:
 
 
 def _sizes(settings: Settings, names: list[str]) -> dict[str, int]:
-    """Bytes on disk per topic, read from the native stack's log dirs (unknown under Docker)."""
+    """Bytes on disk per topic (blocks allocated: Kafka's index files are sparse), read from the native stack's log
+    dirs (unknown under Docker)."""
     data = settings.state_dir / "kafka" / "data"
     sizes: dict[str, int] = {}
     for name in names:
         folders = [p for p in data.glob(f"{name}-*") if p.name.rsplit("-", 1)[-1].isdigit()] if data.is_dir() else []
         if folders:
-            sizes[name] = sum(f.stat().st_size for folder in folders for f in folder.iterdir() if f.is_file())
+            sizes[name] = sum(f.stat().st_blocks for folder in folders for f in folder.iterdir() if f.is_file()) * 512
     return sizes

@@ -23,12 +23,11 @@ the days it has run: `state`/`restore` is what the processor checkpoints (docs/r
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptopulse.candle import INTERVAL_MS, INTERVALS, Candle, bucket_of, parent_of
+from cryptopulse.candle import INTERVAL_MS, INTERVALS, Candle, aggregate, bucket_of, parent_of
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +56,6 @@ class Child:
     def record(self) -> dict[str, Any]:
         return {"start": self.start, "open": self.open, "high": self.high, "low": self.low, "close": self.close,
                 "volume": self.volume, "ticks": self.ticks, "origin": self.origin, "final": self.final}
-
-
-def aggregate(symbol: str, source: str, interval: str, start: int, children: Iterable[Child | Candle],
-              final: bool) -> Candle:
-    """The candle of one bucket made of its children (any order; at least one)."""
-    ordered = sorted(children, key=lambda c: c.start)
-    volumes = [c.volume for c in ordered]
-    volume = math.fsum(volumes) if all(v is not None for v in volumes) else None  # type: ignore[arg-type]
-    origin = "ohlc" if all(c.origin == "ohlc" for c in ordered) else "ticks"
-    return Candle(symbol, source, start, ordered[0].open, max(c.high for c in ordered), min(c.low for c in ordered),
-                  ordered[-1].close, sum(c.ticks for c in ordered), volume, origin, final, interval)
 
 
 @dataclass(slots=True)

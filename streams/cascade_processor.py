@@ -59,10 +59,12 @@ class CascadeProcessor(kafka.Processor):
     name = "cascade"
 
     def __init__(self, settings: Settings, group: str, *, from_end: bool = False, commit_every: float = 1.0,
-                 only_symbols: frozenset[str] | None = None, book: CascadeBook | None = None) -> None:
+                 only_symbols: frozenset[str] | None = None, book: CascadeBook | None = None,
+                 close_on_stop: bool = False) -> None:
         super().__init__(settings, log, commit_every)
         self.stats = CascadeStats()
         self.book = book or CascadeBook()
+        self.close_on_stop = close_on_stop
         self.only_symbols = only_symbols
         self.group = group
         self._codecs = {interval: AvroCodec(settings, settings.candle_topic(interval), "candle")
@@ -234,6 +236,10 @@ class CascadeProcessor(kafka.Processor):
 
     def idle(self, seconds: float) -> None:
         self._producer.poll(seconds)
+
+    def finish(self) -> None:
+        if self.close_on_stop and self.started:
+            self._publish(self.book.close_all(time.monotonic()))
 
     def clients(self) -> list[Any]:
         return [self.candles.client]

@@ -25,6 +25,7 @@ from cryptopulse.secrets import scrub_logs
 from cryptopulse.settings import Settings, env, env_number
 from cryptopulse.store import Retention
 from streams.alerts import AlertOptions, AlertProcessor
+from streams.cascade import CascadeBook, default_update_every
 from streams.cascade_processor import CascadeProcessor
 from streams.delivery import Policy
 from streams.notify import NotifyOptions, NotifyProcessor
@@ -53,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--close-on-stop", action="store_true", help="publish every open minute as final when stopping")
     run.add_argument("--only-symbols", default=None,
                      help="comma-separated: roll up only these symbols (a test processor beside the real one)")
+    run.add_argument("--cascade-update-seconds", type=positive_float, default=None,
+                     help="at most one update of an open 5m..1w candle this often (default: a second for 5m, up to a "
+                          "minute for 1h and above)")
     run.add_argument("--no-retention", action="store_true", help="do not run the retention job")
     run.add_argument("--retention-minutes", type=positive_float, default=10.0, help="how often the retention job runs")
     alerts = sub.add_parser("alerts", help="evaluate ticks against the alert rules and publish the alerts, until "
@@ -137,8 +141,10 @@ def _main(argv: list[str] | None) -> int:
         only_symbols=only, from_end=args.from_end, close_on_stop=args.close_on_stop,
         retention_every=None if args.no_retention else args.retention_minutes * 60)
     processor = Processor(settings, options)
+    every = args.cascade_update_seconds
+    book = CascadeBook(update_every=(lambda _interval: every) if every else default_update_every)
     cascade = CascadeProcessor(settings, f"{options.group or settings.streams_group}-cascade", from_end=args.from_end,
-                               only_symbols=only)
+                               only_symbols=only, book=book, close_on_stop=args.close_on_stop)
     return run_until_signalled(processor, cascade)
 
 

@@ -7,9 +7,10 @@ delivered before the ticks it was made of; the processor then finds those minute
 
 - OHLC history (Binance klines, Coinbase candles, the simulated market's): trades' open/high/low/close
   and volume, origin "ohlc", which no candle rolled up from sampled prices ever replaces (docs/rollups.md).
-- Point history (CoinGecko): rolled up by the same `CandleBook` as the processor, origin "ticks",
-  only for minutes MongoDB holds nothing for (neither a tick nor a candle): a minute already rolled up
-  from live ticks is never replaced by one made of a history's sparse points.
+- Point history (CoinGecko): rolled up here into candles of the back-fill's interval, as the processor rolls ticks
+  up into minutes (origin "ticks", a candle per bucket that has points, `ticks` its distinct point times, no
+  volume), and for 1m only for minutes MongoDB holds nothing for (neither a tick nor a candle): a minute already
+  rolled up from live ticks is never replaced by one made of a history's sparse points.
 """
 
 from __future__ import annotations
@@ -20,46 +21,53 @@ from confluent_kafka import KafkaError, Message
 
 from cryptopulse import kafka, topics
 from cryptopulse.avro import AvroCodec
-from cryptopulse.candle import INTERVALS, Candle
+from cryptopulse.candle import INTERVAL, INTERVALS, Candle, bucket_of
 from cryptopulse.errors import DeliveryError
 from cryptopulse.settings import Settings
 from cryptopulse.tick import Tick
-from cryptopulse.times import bucket_start
-from streams.candles import CandleBook
 
 
 class PointRollup:
-    """One gap of one symbol's point history, page by page, into final 1-minute candles.
+    """One gap of one symbol's point history, page by page (in time order), into final candles of `interval`.
 
-    A page's last minute may go on in the next page, so its points are held back until its candle is
+    A page's last bucket may go on in the next page, so its points are held back until its candle is
     final: `add` returns the candles that closed and the points whose candle went out (or is skipped).
+    A candle is what the processor makes of ticks: open and close the first and last point by time, a point time
+    seen twice keeps its last price, `ticks` the distinct point times, no volume.
     """
 
-    def __init__(self, skip_minutes: Iterable[int] = ()) -> None:
-        self.skip = set(skip_minutes)  # minute starts MongoDB holds something for
-        self._book = CandleBook(grace_ms=0, idle_close=float("inf"))
+    def __init__(self, interval: str = INTERVAL, skip: Iterable[int] = ()) -> None:
+        self.interval = interval
+        self.skip = set(skip)  # bucket starts MongoDB holds something for
+        self._open: dict[int, dict[int, Tick]] = {}  # bucket start -> its points by time
         self._held: list[Tick] = []
 
     def add(self, points: list[Tick]) -> tuple[list[Candle], list[Tick]]:
         for tick in points:
-            self._book.add(tick.symbol, tick.source, tick.ts, tick.price)
+            self._open.setdefault(bucket_of(tick.ts, self.interval), {})[tick.ts] = tick
         self._held += points
-        candles = self._wanted(self._book.poll(0.0))
-        open_from = min((c.start for c in self._book.open_candles()), default=None)
-        if open_from is None:
-            ready, self._held = self._held, []
-        else:
-            ready = [t for t in self._held if bucket_start(t.ts) < open_from]
-            self._held = [t for t in self._held if bucket_start(t.ts) >= open_from]
+        newest = max(self._open, default=None)  # the only bucket the next page can add to
+        candles = self._close([start for start in sorted(self._open) if start != newest])
+        ready = [t for t in self._held if bucket_of(t.ts, self.interval) != newest]
+        self._held = [t for t in self._held if bucket_of(t.ts, self.interval) == newest]
         return candles, ready
 
     def finish(self) -> tuple[list[Candle], list[Tick]]:
-        """The end of the gap: its last minute is whole."""
+        """The end of the gap: its last bucket is whole."""
         ready, self._held = self._held, []
-        return self._wanted(self._book.close_all()), ready
+        return self._close(sorted(self._open)), ready
 
-    def _wanted(self, candles: list[Candle]) -> list[Candle]:
-        return [c for c in candles if c.final and c.start not in self.skip]
+    def _close(self, starts: list[int]) -> list[Candle]:
+        candles = []
+        for start in starts:
+            points = self._open.pop(start)
+            if start in self.skip:
+                continue
+            ordered = [points[ts] for ts in sorted(points)]
+            prices = [t.price for t in ordered]
+            candles.append(Candle(ordered[0].symbol, ordered[0].source, start, prices[0], max(prices), min(prices),
+                                  prices[-1], len(prices), None, "ticks", True, self.interval))
+        return candles
 
 
 class CandlePublisher:

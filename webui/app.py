@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
     hosts = {*config.allowed_hosts, *origin_hosts(config.allowed_origins)}
     if bound and bound not in ("0.0.0.0", "::"):
         hosts.add(bound)
-    hub = Hub(metrics, config.recent_ticks, config.push_interval_ms / 1000)
+    hub = Hub(metrics, config.recent_ticks, config.push_interval_ms / 1000, symbols=frozenset(config.symbols))
     shared = State(config=config, metrics=metrics, hub=hub, deps=deps, allowed_hosts=frozenset(hosts))
     app.extensions["webui"] = shared
 

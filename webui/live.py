@@ -73,7 +73,8 @@ class Subscriber:
 
 @dataclass
 class Hub:
-    """Routes ticks to the subscribers of their symbol and remembers the last few ticks of each symbol.
+    """Routes ticks to the subscribers of their symbol and remembers the last few ticks of each symbol served: at
+    most `recent_size` ticks for each of `symbols`.
 
     Ticks are handed to subscribers in batches, one wake-up per subscriber per batch, at most once every
     `push_interval` seconds: a lone tick goes out at once, ticks that follow within the interval wait for its end
@@ -83,6 +84,9 @@ class Hub:
     metrics: Metrics
     recent_size: int = 600
     push_interval: float = 0.0
+    # The symbols the dashboard serves (SYMBOLS): a tick of any other is neither remembered nor pushed, so the
+    # memory is bounded by the configuration, whatever a producer publishes (None: every symbol, for tests).
+    symbols: frozenset[str] | None = None
     subscribers: dict[str, set[Subscriber]] = field(default_factory=dict)
     recent: dict[str, deque[dict[str, Any]]] = field(default_factory=dict)
     # the live feed's state, pushed to every open socket when it changes (docs/webui.md, `status`)
@@ -115,6 +119,10 @@ class Hub:
         """On the loop: a batch of ticks from the consumer, remembered, and handed to the subscribers now or at the
         end of the current `push_interval`."""
         self.metrics.consumed += len(ticks)
+        if self.symbols is not None:
+            kept = [tick for tick in ticks if tick["symbol"] in self.symbols]
+            self.metrics.unserved += len(ticks) - len(kept)
+            ticks = kept
         recent = self.recent
         for tick in ticks:
             symbol = tick["symbol"]

@@ -83,6 +83,7 @@ class Metrics:
     dropped: int = 0
     consumed: int = 0
     undecodable: int = 0
+    unserved: int = 0  # ticks of symbols the dashboard does not serve (not in SYMBOLS): neither kept nor pushed
     snapshots: int = 0
     live_stale: int = 0  # 1 while the live consumer cannot reach Kafka or the registry
     errors: Counter[str] = field(default_factory=Counter)
@@ -121,6 +122,8 @@ class Metrics:
         yield _family(counter, "webui_ticks_consumed", "Ticks read from Kafka.", self.consumed)
         yield _family(counter, "webui_ticks_undecodable", "Kafka records that were not decodable Avro ticks.",
                       self.undecodable)
+        yield _family(counter, "webui_ticks_unserved", "Ticks of symbols the dashboard does not serve (SYMBOLS).",
+                      self.unserved)
         yield _family(counter, "webui_snapshots", "Snapshots (history answers) sent.", self.snapshots)
         yield _family(counter, "webui_client_errors", "Error replies sent to clients, by reason.",
                       label="reason", samples=sorted(self.errors.items()))

@@ -4,8 +4,10 @@ miniTicker comes once a second per symbol with the last price and the rolling 24
 is what a Tick carries; `@trade` would be one message per trade, far more than the dashboard shows.
 Prices are in USDT, not USD. The default host is Binance's market-data-only mirror; where Binance
 answers HTTP 451 (restricted location) point BINANCE_WS_URL at another mirror.
-History: REST /api/v3/klines at 1 minute (up to 1000 a request, so two per symbol per day), from the
-market-data-only host BINANCE_REST_URL; the quote volume of each minute comes with it.
+History: REST /api/v3/klines at any interval of ours (Binance names them alike, 1m to 1w; weekly klines open on
+Monday 00:00 UTC, as our weeks do), up to 1000 a request (two per symbol per day of minutes, one for 2.7 years of
+days), from the market-data-only host BINANCE_REST_URL; the quote volume of each kline comes with it. Klines go
+back to each market's listing; no plan limits them.
 
 Limits (Binance spot docs, "LIMITS" and "HTTP Return Codes"): request weight is 6000 per minute per IP
 (a klines request weighs 2) and every reply says the minute's use in X-MBX-USED-WEIGHT-1M: the back-fill
@@ -24,13 +26,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
-from cryptopulse.candle import Candle
+from cryptopulse.candle import INTERVAL_MS, Candle
 from cryptopulse.errors import SourceError, TransientError
 from cryptopulse.retries import retry_after_seconds
 from cryptopulse.settings import env_number
 from cryptopulse.tick import Tick
-from cryptopulse.times import MINUTE_MS
-from producer.sources.history import HistoryPage, candle_page, own_symbol, read_rows, windows
+from producer.sources.history import HistoryPage, HistoryReach, candle_page, own_symbol, read_rows, windows
 from producer.sources.http import JsonClient, OnWait, Reply
 from producer.sources.validation import number, optional_number, pct_change
 from producer.sources.ws import WebSocketSource
@@ -143,15 +144,20 @@ class Binance(WebSocketSource):
         """Seconds until the next minute starts (Binance's weight counters reset on the minute), plus one."""
         return 60 - self.clock() % 60 + 1
 
-    async def history(self, symbol: str, start_ms: int, end_ms: int) -> AsyncIterator[HistoryPage]:
-        """1-minute candles (USDT, quote volume per minute), one page per request of up to 1000."""
+    async def history(self, symbol: str, start_ms: int, end_ms: int,
+                      interval: str = "1m") -> AsyncIterator[HistoryPage]:
+        """Klines of `interval` (USDT, quote volume per kline), one page per request of up to 1000."""
         symbol = own_symbol(self, symbol)
-        for low, high in windows(start_ms, end_ms, KLINES_PER_REQUEST * MINUTE_MS):
+        for low, high in windows(start_ms, end_ms, KLINES_PER_REQUEST * INTERVAL_MS[interval]):
             rows = await self.rest.get("/api/v3/klines", {
-                "symbol": symbol + QUOTE, "interval": "1m", "startTime": str(low), "endTime": str(high - 1),
+                "symbol": symbol + QUOTE, "interval": interval, "startTime": str(low), "endTime": str(high - 1),
                 "limit": str(KLINES_PER_REQUEST)})
             # [openTime, open, high, low, close, volume (base), closeTime, quoteVolume, trades, ...]
             candles = read_rows(self, rows, lambda r: Candle.ohlc(symbol, self.name, int(number(r[0])), number(r[1]),
                                                              number(r[2]), number(r[3]), number(r[4]),
-                                                             optional_number(r[7]), QUOTE))
-            yield candle_page(self, symbol, candles, low, high, int(self.clock() * 1000))
+                                                             optional_number(r[7]), QUOTE, interval=interval))
+            yield candle_page(self, symbol, candles, low, high, int(self.clock() * 1000), interval)
+
+    def history_reach(self, interval: str) -> HistoryReach | None:
+        """None: klines of every interval go back to each market's listing."""
+        return None

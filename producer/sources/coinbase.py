@@ -8,10 +8,12 @@ Coinbase's docs say an `error` message comes with its disconnects: a slow consum
 a client sending too much (ErrSlowRead), a message too big, network trouble. Those are transient and
 reconnect with backoff; a refused subscription (an unknown product or channel) or authentication stops
 the source with advice, since reconnecting would only repeat it. An error it does not know reconnects.
-History: REST /products/{id}/candles at 1 minute, at most 300 a request (five per product per day), from
+History: REST /products/{id}/candles, at most 300 a request (five per product per day of minutes), from
 COINBASE_REST_URL; `start` and `end` are both bucket starts and both included, so a request asks for 300
-buckets at most. Minutes without trades have no candle. Public REST is limited to 10 requests/s per IP:
-requests are spaced 0.1 s apart, and a 429 is retried with backoff.
+buckets at most. Buckets without trades have no candle. The granularity is one of 60, 300, 900, 3600, 21600 and
+86400 seconds only: 1m, 5m, 15m, 1h and 1d are asked as they are; 4h is rolled up from 1h candles and 1w (weeks
+from Monday) from 1d candles, with `aggregate` (the cascade's), each request covering whole buckets. Public REST is
+limited to 10 requests/s per IP: requests are spaced 0.1 s apart, and a 429 is retried with backoff.
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
-from cryptopulse.candle import Candle
+from cryptopulse.candle import INTERVAL_MS, Candle, aggregate, bucket_of
 from cryptopulse.errors import SourceError, TransientError
 from cryptopulse.tick import Tick
-from cryptopulse.times import MINUTE_MS
-from producer.sources.history import HistoryPage, candle_page, own_symbol, read_rows, windows
+from producer.sources.history import HistoryPage, HistoryReach, candle_page, own_symbol, read_rows, windows
 from producer.sources.http import JsonClient, OnWait, Reply
 from producer.sources.validation import iso_ms, number, optional_number, pct_change
 from producer.sources.ws import WebSocketSource
@@ -37,6 +38,8 @@ DEFAULT_URL = "wss://ws-feed.exchange.coinbase.com"
 REST_URL = "https://api.exchange.coinbase.com"
 QUOTE = "USD"
 CANDLES_PER_REQUEST = 300  # Coinbase rejects wider ranges
+GRANULARITY = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400}  # seconds; 21600 (6 h) is none of ours
+ROLLED_UP_FROM = {"4h": "1h", "1w": "1d"}  # the intervals Coinbase has no granularity for, and what they are made of
 REST_GAP = 0.1  # public REST: 10 requests/s per IP (bursts of 15)
 # Words of the error messages Coinbase documents for transient disconnects (ErrSlowConsume, ErrSlowRead,
 # "Message too big"), lower case, matched against message and reason
@@ -109,28 +112,52 @@ class Coinbase(WebSocketSource):
             raise SourceError(f"coinbase: {reply.describe()}; Coinbase has no such product: check the symbols "
                               f"(and COINBASE_REST_URL)")
 
-    async def history(self, symbol: str, start_ms: int, end_ms: int) -> AsyncIterator[HistoryPage]:
-        """1-minute candles (USD; volume = base volume x close), one page per request of up to 300 minutes."""
+    async def history(self, symbol: str, start_ms: int, end_ms: int,
+                      interval: str = "1m") -> AsyncIterator[HistoryPage]:
+        """Candles of `interval` (USD; volume = base volume x close), one page per request of up to 300 candles of
+        the granularity asked (for 4h and 1w, of the finer one they are rolled up from: whole buckets a request)."""
         symbol = own_symbol(self, symbol)
-        for low, high in windows(start_ms, end_ms, CANDLES_PER_REQUEST * MINUTE_MS):
-            first, last = _buckets(low, high)
-            if first > last:  # less than a minute, and no minute starts in it
-                yield candle_page(self, symbol, [], low, high, int(self.clock() * 1000))
+        fetched = ROLLED_UP_FROM.get(interval, interval)
+        width, fetched_width = INTERVAL_MS[interval], INTERVAL_MS[fetched]
+        for low, high in windows(start_ms, end_ms, CANDLES_PER_REQUEST * fetched_width // width * width):
+            first, last = _buckets(low, high, fetched_width)
+            if first > last:  # shorter than a bucket, and no bucket starts in it
+                yield candle_page(self, symbol, [], low, high, int(self.clock() * 1000), interval)
                 continue
-            rows = await self.rest.get(f"/products/{symbol}-{QUOTE}/candles",
-                                       {"granularity": "60", "start": _iso(first), "end": _iso(last)})
+            query = {"granularity": str(GRANULARITY[fetched]), "start": _iso(first), "end": _iso(last)}
+            rows = await self.rest.get(f"/products/{symbol}-{QUOTE}/candles", query)
             # [time (s), low, high, open, close, volume (base)], newest first: candle_page sorts
             candles = read_rows(self, rows, lambda r: Candle.ohlc(
                 symbol, self.name, int(number(r[0]) * 1000), number(r[3]), number(r[2]), number(r[1]), number(r[4]),
-                number(r[5]) * number(r[4]), QUOTE))
-            yield candle_page(self, symbol, candles, low, high, int(self.clock() * 1000))
+                number(r[5]) * number(r[4]), QUOTE, interval=fetched))
+            if fetched != interval:
+                candles = _rolled_up(candles, interval, fetched)
+            yield candle_page(self, symbol, candles, low, high, int(self.clock() * 1000), interval)
+
+    def history_reach(self, interval: str) -> HistoryReach | None:
+        """None: candles of every granularity go back to each product's listing."""
+        return None
 
 
-def _buckets(low: int, high: int) -> tuple[int, int]:
-    """The first and the last start of a 1-minute bucket in [low, high): Coinbase's `start` and `end`, both
-    included, so a window of 300 minutes asks for 300 buckets, not 301."""
-    first = -(-low // MINUTE_MS) * MINUTE_MS
-    last = (high - 1) // MINUTE_MS * MINUTE_MS
+def _rolled_up(candles: list[Candle], interval: str, fetched: str) -> list[Candle]:
+    """Coinbase's candles of `fetched` (any order) as candles of the coarser `interval`, one per bucket that has any.
+    A row that does not start on a bucket of `fetched` is passed on as it is, for `candle_page` to skip and count."""
+    buckets: dict[int, list[Candle]] = {}
+    misaligned = []
+    for candle in candles:
+        if bucket_of(candle.start, fetched) == candle.start:
+            buckets.setdefault(bucket_of(candle.start, interval), []).append(candle)
+        else:
+            misaligned.append(candle)
+    return misaligned + [aggregate(children[0].symbol, children[0].source, interval, start, children, final=True)
+                         for start, children in buckets.items()]
+
+
+def _buckets(low: int, high: int, width: int) -> tuple[int, int]:
+    """The first and the last start of a bucket of `width` in [low, high): Coinbase's `start` and `end`, both
+    included, so a window of 300 buckets asks for 300, not 301."""
+    first = -(-low // width) * width
+    last = (high - 1) // width * width
     return first, last
 
 

@@ -14,8 +14,12 @@ override them.
 CoinGecko's error codes are read from the body whatever the HTTP status: 10012 (history older than 365
 days on public/Demo plans, sent with HTTP 401) stops the back-fill saying so, not "key missing"; 10002,
 10005, 10010 and 10011 stop with what to change; 429 waits for Retry-After or backs off.
-History has no public 1-minute data: a day within 24 h of now comes as ~5-minute points, older days hourly,
-so it is one request per symbol per day, and the points are `Tick`s (no OHLC).
+History is points, `Tick`s (no OHLC), rolled up into candles by the back-fill. market_chart/range picks their
+spacing by the span asked (docs): ~5-minute points for a range within a day of now, hourly for up to 90 days,
+daily (00:00 UTC) beyond. So each interval is asked in windows that give points at least as fine as it: a day a
+request for 1m to 15m (5-minute points, which exist for the last 24 h only: `history_reach`), 90 days for 1h and
+4h (hourly), 364 days for 1d and 1w (daily: one request per symbol-year). There are no public 1-minute points: a
+1-minute candle from them is one point's price. Public and Demo plans reach back 365 days.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from cryptopulse.settings import env_number
 from cryptopulse.tick import Tick
 from cryptopulse.times import DAY_MS
 from producer.sources.base import PAYLOAD_ERRORS
-from producer.sources.history import HistoryPage, own_symbol, read_rows, tick_page, windows
+from producer.sources.history import HistoryPage, HistoryReach, own_symbol, read_rows, tick_page, windows
 from producer.sources.http import JsonClient, PollingSource, Reply
 from producer.sources.validation import number, optional_number
 
@@ -41,6 +45,9 @@ log = logging.getLogger(__name__)
 DEFAULT_URL = "https://api.coingecko.com"
 PRO_URL = "https://pro-api.coingecko.com"
 HISTORY_DAYS = 365  # how far back public and Demo keys may ask
+FIVE_MINUTE_POINTS_DAYS = 1  # 5-minute points come for a range within a day of now only; older ones are hourly
+# Days a market_chart/range request covers, per interval: short enough for points as fine as the interval needs
+WINDOW_DAYS = {"1m": 1, "5m": 1, "15m": 1, "1h": 90, "4h": 90, "1d": 364, "1w": 364}
 IDS = {"BTC": "bitcoin", "ETH": "ethereum", "XRP": "ripple", "SOL": "solana", "ADA": "cardano", "DOGE": "dogecoin"}
 POLL_SECONDS = {"public": 60.0, "demo": 300.0, "pro": 60.0}
 CALLS_PER_MINUTE = {"public": 5.0, "demo": 30.0, "pro": 250.0}
@@ -135,13 +142,26 @@ class CoinGecko(PollingSource):
                 self._skip(coin, e)
         return ticks
 
-    async def history(self, symbol: str, start_ms: int, end_ms: int) -> AsyncIterator[HistoryPage]:
-        """USD prices with the rolling 24 h volume at each point, one page per day (one request each)."""
+    async def history(self, symbol: str, start_ms: int, end_ms: int,
+                      interval: str = "1m") -> AsyncIterator[HistoryPage]:
+        """USD prices with the rolling 24 h volume at each point, as fine as `interval` needs, one page per request
+        (`WINDOW_DAYS` each)."""
         symbol = own_symbol(self, symbol)
-        for low, high in windows(start_ms, end_ms, DAY_MS):
+        for low, high in windows(start_ms, end_ms, WINDOW_DAYS[interval] * DAY_MS):
             data = await self.client.get(f"/api/v3/coins/{IDS[symbol]}/market_chart/range", {
                 "vs_currency": "usd", "from": str(low // 1000), "to": str(math.ceil(high / 1000))})
             yield tick_page(self, symbol, self._chart(symbol, data), low, high, int(self.clock() * 1000))
+
+    def history_reach(self, interval: str) -> HistoryReach | None:
+        """Minutes need 5-minute points, which reach back a day; the public and Demo plans reach back 365 days."""
+        if WINDOW_DAYS[interval] == FIVE_MINUTE_POINTS_DAYS:
+            return HistoryReach(FIVE_MINUTE_POINTS_DAYS, f"its points are 5 minutes apart for the last 24 hours only "
+                                f"(hourly before, then daily), too sparse for {interval} candles further back",
+                                "use --interval 1h (hourly points)")
+        if self.plan == "pro":
+            return None
+        return HistoryReach(HISTORY_DAYS, f"the {self.plan} plan serves the last {HISTORY_DAYS} days of history only",
+                            "set a paid key in COINGECKO_PRO_API_KEY")
 
     def _chart(self, symbol: str, data: Any) -> list[Tick]:
         """market_chart's prices as ticks, each with the total_volumes entry of the same timestamp."""

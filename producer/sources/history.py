@@ -1,10 +1,14 @@
-"""Past market data for back-fills: pages of `Tick`s (and 1-minute `Candle`s where the API has OHLC).
+"""Past market data for back-fills: pages of `Tick`s (and `Candle`s of the interval asked where the API has OHLC).
 
 A back-fill shows progress per symbol and must resume after a crash, so history comes in pages in
 time order, each saying up to when its symbol is done (`covered_until_ms`): store the page, then
-remember that time, and resume with `history(symbol, covered_until_ms, end_ms)`. Pages are half-open
+remember that time, and resume with `history(symbol, covered_until_ms, end_ms, interval)`. Pages are half-open
 windows [start, covered_until_ms), so a row an API returns at the boundary of two requests comes once.
 Rows that cannot be read, or fail `reject_reason`, are skipped and counted in the source's `rejected`.
+
+Any interval of `cryptopulse.candle.INTERVALS` can be asked for; where a provider's history cannot serve one as
+far back as asked (a plan's limit, points too sparse for the interval), `history_reach(interval)` says how far it
+reaches and what to do instead, so the back-fill refuses before it fetches anything.
 """
 
 from __future__ import annotations
@@ -13,10 +17,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
-from cryptopulse.candle import Candle
+from cryptopulse.candle import Candle, bucket_of
 from cryptopulse.errors import SourceError
 from cryptopulse.tick import Tick
-from cryptopulse.times import MINUTE_MS
 from producer.sources import make_source
 from producer.sources.base import PAYLOAD_ERRORS, Source
 from producer.sources.http import OnWait
@@ -29,12 +32,22 @@ NO_HISTORY = {"cmc": "CoinMarketCap's free plan has no historical quotes; back-f
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryReach:
+    """How far back a source's history serves candles of one interval: `days` before now, because `why`; what to
+    do for more: `instead`."""
+
+    days: float
+    why: str
+    instead: str
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryPage:
     """One symbol's history for [previous page's covered_until_ms, covered_until_ms), oldest first.
 
-    `points` are always filled (for OHLC sources: each candle's close); `candles` is None for
-    sources whose history is points (coingecko). A page may be empty (no trades, or
-    an API gap); it still moves `covered_until_ms` on.
+    `points` are always filled (for OHLC sources: each candle's close); `candles` (of the interval asked) is None
+    for sources whose history is points (coingecko). A page may be empty (no trades, or an API gap); it still
+    moves `covered_until_ms` on.
     """
 
     symbol: str
@@ -50,8 +63,13 @@ class HistorySource(Protocol):
     symbols: list[str]
     rejected: int
 
-    def history(self, symbol: str, start_ms: int, end_ms: int) -> AsyncIterator[HistoryPage]:
-        """Pages covering [start_ms, end_ms) in time order."""
+    def history(self, symbol: str, start_ms: int, end_ms: int, interval: str = "1m") -> AsyncIterator[HistoryPage]:
+        """Pages covering [start_ms, end_ms) in time order, with candles of `interval` (points: as fine as
+        `interval` needs)."""
+        ...
+
+    def history_reach(self, interval: str) -> HistoryReach | None:
+        """How far back `history` serves `interval`; None: as far as the provider has data."""
         ...
 
 
@@ -117,14 +135,21 @@ def tick_page(source: Source, symbol: str, ticks: Iterable[Tick], start_ms: int,
 
 
 def candle_page(source: Source, symbol: str, candles: Iterable[Candle], start_ms: int, until_ms: int,
-                now_ms: int) -> HistoryPage:
-    """Like `tick_page` for candles; the minute `now_ms` is in has not closed yet, so it and later ones are left
-    for the next back-fill (and `covered_until_ms` stops before them)."""
-    until_ms = max(start_ms, min(until_ms, now_ms - now_ms % MINUTE_MS))
+                now_ms: int, interval: str = "1m") -> HistoryPage:
+    """Like `tick_page` for candles of `interval`; the bucket `now_ms` is in has not closed yet, so it and later
+    ones are left for the next back-fill (and `covered_until_ms` stops before them). A candle that does not start
+    on a bucket of `interval` (a mirror's other time zone, a wrong interval) is skipped and counted."""
+    until_ms = max(start_ms, min(until_ms, bucket_of(now_ms, interval)))
     kept = {c.start: c for c in candles
-            if start_ms <= c.start < until_ms and _plausible(source, c, candle_reject_reason(c, now_ms))}
+            if start_ms <= c.start < until_ms and _plausible(source, c, _candle_reason(c, interval, now_ms))}
     ordered = [kept[start] for start in sorted(kept)]
     return HistoryPage(symbol, [c.tick() for c in ordered], ordered, until_ms)
+
+
+def _candle_reason(candle: Candle, interval: str, now_ms: int) -> str | None:
+    if candle.interval != interval or bucket_of(candle.start, interval) != candle.start:
+        return f"not a {interval} candle (interval {candle.interval}, start {candle.start})"
+    return candle_reject_reason(candle, now_ms)
 
 
 def _plausible(source: Source, item: Tick | Candle, reason: str | None) -> bool:

@@ -5,11 +5,13 @@ interval always give the same ticks, so tests and demos are reproducible, and
 every tick says source=simulated so nobody mistakes it for a real price.
 
 History joins the live walk: a walk's start price depends on (seed, symbol) only, and history for
-[start, end) is that walk run backwards from the start price, in 5-second steps, as 1-minute OHLC
-candles (with a traded volume) like an exchange's klines; the last one closes just before `end`. So
-history up to `end` followed by a live market starting at `end` is one continuous walk, and every
-candle is a function of (seed, symbol, end, its minute): resuming with a later `start` gives the same
-candles.
+[start, end) is that walk run backwards from the start price as OHLC candles of any interval (with a traded
+volume) like an exchange's klines; the last one closes just before `end`. So history up to `end` followed by a
+live market starting at `end` is one continuous walk, and every candle is a function of (seed, symbol, interval,
+end, its bucket): resuming with a later `start` gives the same candles. A minute is 12 steps of 5 seconds; a
+coarser bucket is 60 steps of a 60th of it (a day: 24-minute steps), with the same 60 %/year volatility, so a
+candle's range and the moves between candles are those of one walk seen at that interval; its volume is the
+bucket's share of the 24 h volume, give or take, and the 24 h volume itself drifts as slowly as the live one.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass
 from typing import Any
 
-from cryptopulse.candle import Candle
+from cryptopulse.candle import INTERVAL_MS, Candle, bucket_at_or_after, bucket_of
 from cryptopulse.tick import Tick
-from cryptopulse.times import HOUR_MS, MINUTE_MS
+from cryptopulse.times import DAY_MS, HOUR_MS, MINUTE_MS
 from producer.sources.base import Source
-from producer.sources.history import HistoryPage, candle_page, own_symbol, windows
+from producer.sources.history import HistoryPage, HistoryReach, candle_page, own_symbol, windows
 
 SOURCE = "simulated"
 
@@ -35,8 +37,10 @@ START_PRICES = {"BTC": 95_000.0, "ETH": 3_400.0, "XRP": 2.2, "SOL": 190.0, "ADA"
 START_VOLUMES = {"BTC": 35e9, "ETH": 18e9, "XRP": 4e9, "SOL": 3e9, "ADA": 0.8e9, "DOGE": 1.5e9}
 ANNUAL_VOLATILITY = 0.6
 SECONDS_PER_YEAR = 365 * 24 * 3600
-HISTORY_PAGE_MS = HOUR_MS
+HISTORY_PAGE_MS = HOUR_MS  # a page of minutes; a page of a coarser interval holds HISTORY_PAGE_CANDLES
+HISTORY_PAGE_CANDLES = 60
 HISTORY_STEPS = 12  # 5-second steps in a minute of history
+COARSE_STEPS = 60  # steps in a bucket of any coarser interval
 
 
 @dataclass
@@ -59,22 +63,28 @@ def _sigma(interval_ms: int) -> float:
     return ANNUAL_VOLATILITY * math.sqrt(interval_ms / 1000 / SECONDS_PER_YEAR)
 
 
-def simulated_history(symbol: str, seed: int, start_ms: int, end_ms: int) -> list[Candle]:
-    """1-minute candles of the minutes [end_ms - k min, end_ms - (k - 1) min) within [start_ms, end_ms), oldest
-    first; the newest closes at the start price of a live `SimulatedMarket` for `seed` (its first tick, at
-    end_ms, is one step away). Each minute is HISTORY_STEPS steps of the walk, run backwards from its close."""
-    walk, sigma = _walk(seed, symbol), _sigma(MINUTE_MS // HISTORY_STEPS)
-    rng = random.Random(f"{seed}:{symbol}:history")  # its own stream, so the live walk's draws stay as they were
+def simulated_history(symbol: str, seed: int, start_ms: int, end_ms: int, interval: str = "1m") -> list[Candle]:
+    """Candles of `interval` for its whole buckets within [start_ms, end_ms), oldest first; the newest closes at
+    the start price of a live `SimulatedMarket` for `seed` (its first tick, at the end of that bucket, is one step
+    away). Each bucket is a number of steps of the walk (`HISTORY_STEPS` for a minute, `COARSE_STEPS` for coarser),
+    run backwards from its close."""
+    width = INTERVAL_MS[interval]
+    steps = HISTORY_STEPS if interval == "1m" else COARSE_STEPS
+    walk, sigma = _walk(seed, symbol), _sigma(width // steps)
+    # its own stream per interval, so the live walk's draws, and the minutes', stay as they were
+    rng = random.Random(f"{seed}:{symbol}:history" + ("" if interval == "1m" else f":{interval}"))
+    per_day, spread = DAY_MS / width, 0.5 if interval == "1m" else 0.25  # buckets a day; their volumes' spread
+    drift = 0.001 * math.sqrt(width / MINUTE_MS)  # the 24 h volume's random drift over a bucket
     price, volume, candles = walk.price, walk.volume, []
-    for start in range(end_ms - MINUTE_MS, start_ms - 1, -MINUTE_MS):
+    for start in range(bucket_of(end_ms, interval) - width, bucket_at_or_after(start_ms, interval) - 1, -width):
         close, path = price, [price]
-        for _ in range(HISTORY_STEPS):
+        for _ in range(steps):
             price /= math.exp(rng.gauss(-0.5 * sigma**2, sigma))  # one live step, undone
             path.append(price)
-        traded = volume / 1440 * math.exp(rng.gauss(0, 0.5))  # a minute's share of the 24 h volume, give or take
+        traded = volume / per_day * math.exp(rng.gauss(0, spread))  # its share of the 24 h volume, give or take
         candles.append(Candle.ohlc(symbol, SOURCE, start, round(price, 8), round(max(path), 8), round(min(path), 8),
-                              round(close, 8), round(traded, 2), volume_24h=round(volume, 2)))
-        volume /= math.exp(rng.gauss(0, 0.001))
+                                   round(close, 8), round(traded, 2), volume_24h=round(volume, 2), interval=interval))
+        volume /= math.exp(rng.gauss(0, drift))
     return candles[::-1]
 
 
@@ -139,10 +149,17 @@ class SimulatedSource(Source):
             await self.sleep(0 if self.fast else max(0.0, (tick.ts - self.clock() * 1000) / 1000))
             yield tick
 
-    async def history(self, symbol: str, start_ms: int, end_ms: int) -> AsyncIterator[HistoryPage]:
-        """1-minute candles that lead into the live walk starting at `end_ms`, a page per hour."""
+    async def history(self, symbol: str, start_ms: int, end_ms: int,
+                      interval: str = "1m") -> AsyncIterator[HistoryPage]:
+        """Candles of `interval` that lead into the live walk starting at `end_ms`, a page per hour of minutes
+        (per `HISTORY_PAGE_CANDLES` candles of a coarser interval)."""
         symbol = own_symbol(self, symbol)
-        candles = simulated_history(symbol, self.seed, start_ms, end_ms)
-        for low, high in windows(start_ms, end_ms, HISTORY_PAGE_MS):
-            await self.sleep(0)  # a day of candles is computed at once; let the event loop run between pages
-            yield candle_page(self, symbol, candles, low, high, int(self.clock() * 1000))
+        candles = simulated_history(symbol, self.seed, start_ms, end_ms, interval)
+        page = HISTORY_PAGE_MS if interval == "1m" else HISTORY_PAGE_CANDLES * INTERVAL_MS[interval]
+        for low, high in windows(start_ms, end_ms, page):
+            await self.sleep(0)  # the candles are computed at once; let the event loop run between pages
+            yield candle_page(self, symbol, candles, low, high, int(self.clock() * 1000), interval)
+
+    def history_reach(self, interval: str) -> HistoryReach | None:
+        """None: the walk goes back as far as asked, at any interval."""
+        return None

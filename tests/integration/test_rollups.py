@@ -14,19 +14,18 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import Producer, TopicPartition
 
-from cryptopulse import topics
+from cryptopulse import kafka, topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.candle import Candle
 from cryptopulse.errors import RegistryUnavailable
 from cryptopulse.settings import PROJECT_DIR
 from cryptopulse.tick import Tick
 from producer.sources.coingecko import IDS
-from streams import retention
 from streams.candles import CandleBook
 from streams.history import CandlePublisher
 from streams.processor import Processor, ProcessorOptions
@@ -77,8 +76,9 @@ class StreamsProcess:
              "--only-symbols", symbol, *args],
             log, cwd=PROJECT_DIR, env=env)
         assignments = self.log.read_text().count("assigned ")
-        wait_for(lambda: self.log.read_text().count("assigned ") > assignments or self.process.poll() is not None,
-                 60, "the processor to be assigned the prices topic")
+        # the roll-up (the prices topic) and the cascade (the candle topics) each say "assigned"
+        wait_for(lambda: self.log.read_text().count("assigned ") >= assignments + 2 or self.process.poll() is not None,
+                 60, "the roll-up and the cascade to be assigned their topics")
         assert self.process.poll() is None, self.log.read_text()[-3000:]
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -190,39 +190,6 @@ def test_an_ohlc_candle_is_never_replaced_by_one_rolled_up_from_ticks(settings, 
     assert (doc["origin"], doc["open"], doc["volume"]) == ("ohlc", 10.0, 1234.5)
 
 
-def test_retention_removes_only_what_is_older_than_the_limit(settings, mongo):
-    db = mongo[f"scratch_retention_{uuid.uuid4().hex[:8]}"]  # a scratch database: the real one is shared
-    now = datetime.now(UTC).replace(microsecond=0)
-    policy = retention.RetentionPolicy(ticks=timedelta(hours=48), candles=timedelta(days=30))
-    day, hour, second = timedelta(days=1), timedelta(hours=1), timedelta(seconds=1)
-    ages = [40 * day, 30 * day + second, 30 * day, 29 * day, 48 * hour + second, 48 * hour, 47 * hour, 0 * second]
-    try:
-        db["prices"].insert_many([{"_id": f"p{i}", "ts": now - age} for i, age in enumerate(ages)])
-        db["candles_1m"].insert_many([{"_id": f"c{i}", "start": now - age} for i, age in enumerate(ages)])
-        ferretdb = retention.is_ferretdb(db)
-        deleted = retention.run_once(db, policy, now=now)
-        if ferretdb:
-            assert deleted == {"prices": 5, "candles_1m": 2}
-            # exactly at the limit is not older than it: kept
-            assert sorted(d["_id"] for d in db["prices"].find()) == ["p5", "p6", "p7"]
-            assert sorted(d["_id"] for d in db["candles_1m"].find()) == [f"c{i}" for i in range(2, 8)]
-            assert retention.run_once(db, policy, now=now) == {"prices": 0, "candles_1m": 0}
-        else:  # real MongoDB: TTL indexes do it
-            assert db["prices"].index_information()["ttl_ts"]["expireAfterSeconds"] == 48 * 3600
-            assert db["candles_1m"].index_information()["ttl_start"]["expireAfterSeconds"] == 30 * 86400
-    finally:
-        mongo.drop_database(db.name)
-
-
-def test_streams_retention_command_runs(settings):
-    # With limits far in the past nothing can be old enough: the command runs against the real collections
-    # and must delete nothing.
-    result = children.run([sys.executable, "-m", "streams.cli", "retention", "--ticks-hours", "1000000",
-                           "--candles-days", "100000"], timeout=120, cwd=PROJECT_DIR)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == '{"prices": 0, "candles_1m": 0}'
-
-
 def test_backfilled_ohlc_candles_are_left_alone_by_the_processor(settings, mongo, tmp_path):
     # What `control backfill` does for an OHLC source, page by page: the candles (delivered), then their closes
     # as ticks. The binance/coinbase back-fill only accepts its known symbols, so this drives the same
@@ -236,9 +203,10 @@ def test_backfilled_ohlc_candles_are_left_alone_by_the_processor(settings, mongo
     try:
         CandlePublisher(settings).publish(history)
         writer = TickWriter(settings)
-        for c in history:
+        for c in history:  # marked as the back-fill marks its ticks: history, never rolled up again
             value = writer.codec.encode(c.tick().to_record())
-            writer.producer.produce(settings.prices_topic, key=symbol.encode(), value=value)
+            writer.producer.produce(settings.prices_topic, key=symbol.encode(), value=value,
+                                    headers=[(kafka.ORIGIN_HEADER, kafka.BACKFILL)])
         assert writer.producer.flush(30) == 0
         wait_for(lambda: len(stored(mongo, settings, symbol)) == 30, 120, "the ohlc candles in candles_1m")
         time.sleep(5)  # the processor has read the ticks long ago and is past its idle close
@@ -249,7 +217,7 @@ def test_backfilled_ohlc_candles_are_left_alone_by_the_processor(settings, mongo
     first = docs[w]
     assert (first["open"], first["high"], first["low"], first["close"], first["volume"]) == (150.0, 150.5, 149.5,
                                                                                              150.1, 1500.0)
-    (stopped,) = [line for line in (tmp_path / "streams.log").read_text().splitlines() if "stopped:" in line]
+    (stopped,) = [line for line in (tmp_path / "streams.log").read_text().splitlines() if "roll-up stopped:" in line]
     assert "published=0," in stopped  # nothing rolled up for this symbol: every minute was ohlc already
     assert "BookStats(ticks=0," in stopped or "suppressed_ohlc=0," not in stopped  # the ticks were seen, and held
 
@@ -300,7 +268,7 @@ def test_a_point_history_back_filled_after_live_ticks_still_becomes_candles(sett
             assert (doc["origin"], doc["ticks"], doc["close"], doc["final"]) == ("ticks", 1, price, True)
     for minute in live_minutes:  # rolled up from the live ticks by the processor, not replaced by the back-fill
         assert docs[minute]["ticks"] == len([ts for ts, _ in live if ts - ts % M == minute])
-    (stopped,) = [line for line in (tmp_path / "streams.log").read_text().splitlines() if "stopped:" in line]
+    (stopped,) = [line for line in (tmp_path / "streams.log").read_text().splitlines() if "roll-up stopped:" in line]
     assert "late=0," in stopped  # every back-filled tick was found decided, none dropped as late
 
 

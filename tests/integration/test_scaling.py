@@ -27,7 +27,7 @@ from tests.integration.conftest import wait_for
 from tests.integration.test_rollups import StreamsProcess, expected_candles, matches, stored, window_2004
 
 PARTITIONS = 4
-ASSIGNED = re.compile(r"assigned (.*)")
+ASSIGNED = re.compile(r" streams: assigned (.*)")  # the roll-up's (the cascade logs as streams.cascade)
 
 
 def test_a_topics_partitions_are_raised_never_lowered(settings, monkeypatch):

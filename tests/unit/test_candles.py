@@ -217,7 +217,7 @@ def test_a_point_history_is_rolled_up_page_by_page_and_its_points_wait_for_their
     def ticks(*offsets: int) -> list[Tick]:
         return [Tick("BTC", "coingecko", T0 + o, 100.0 + o / 1000) for o in offsets]
 
-    rollup = PointRollup(skip_minutes=[T0 + 2 * M])  # MongoDB holds something for minute 2: not rolled up
+    rollup = PointRollup(skip=[T0 + 2 * M])  # MongoDB holds something for minute 2: not rolled up
     candles, ready = rollup.add(ticks(0, 20_000, 50_000, M + 10_000))  # the page ends inside minute 1
     assert [(c.start, c.open, c.close, c.ticks, c.final, c.origin) for c in candles] == [
         (T0, 100.0, 150.0, 3, True, "ticks")]

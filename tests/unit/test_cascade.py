@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cryptopulse.candle import INTERVAL_MS, INTERVALS, Candle, bucket_of
+from cryptopulse.candle import INTERVAL_MS, INTERVALS, Candle, aggregate, bucket_of
 from cryptopulse.times import DAY_MS, MINUTE_MS
-from streams.cascade import CascadeBook, aggregate
+from streams.cascade import CascadeBook
 
 T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC, a Thursday
 

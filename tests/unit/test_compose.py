@@ -562,6 +562,12 @@ def test_the_hosts_browser_may_write_alert_rules_through_the_loopback_port(servi
     assert services["webui"]["ports"] == [f"{PUBLISH}:8000:8000"]
 
 
+def test_the_clusters_page_may_write_alert_rules_too(cluster: dict) -> None:
+    # the cluster file lacked it: its page listed the rules without the form (issue 22, item 6)
+    webui = cluster["webui"]
+    assert default_of(environment(webui)["WEBUI_ALERT_RULES_REMOTE"]) == "1"
+
+
 # --- the notifier (issue 20; docs/alerts.md) ------------------------------------------------------------------
 
 

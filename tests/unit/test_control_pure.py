@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from control.backfill import gaps
 from control.connectors import trace_summary
+from control.history_window import gaps
 from control.schemas import backward_problems, diff
 from control.status import render
 from cryptopulse.times import epoch_ms

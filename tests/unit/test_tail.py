@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from control.tail import describe, safe_bytes, text_or_safe
+from control.tail import describe, text_or_safe
+from cryptopulse.text import safe_bytes
 
 
 class FakeMessage:
@@ -57,3 +58,38 @@ def test_a_dead_letter_is_described_with_its_headers_and_escaped_bytes():
 
 def test_a_tombstone_has_a_null_value():
     assert describe(FakeMessage(None), NoRegistry())["value"] is None
+
+
+class FakeRegistry:
+    def __init__(self, record) -> None:
+        self.record = record
+
+    def decode(self, data):
+        return 42, self.record
+
+
+def test_decoded_strings_and_header_names_reach_the_terminal_escaped():
+    # A symbol or source holding OSC 52 (write the clipboard), ESC[2J (clear) or a CR, and a header name with ESC:
+    # `jq -r` prints JSON strings raw, so the line itself must hold none of them.
+    record = {"symbol": "BTC\x1b]52;c;cm0gLXJmIH4=\x07", "source": "\x1b[2J\rbinance",
+              "nested": {"\x1bkey": ["\u202eevil"]}, "price": 1.5}
+    message = FakeMessage(b"\x00avro", headers=[("name\x1b[31m", b"v")])
+    row = describe(message, FakeRegistry(record))
+    decoded = json.loads(json.dumps(row))  # what jq -r would print
+    for text in _strings(decoded):
+        assert not any(ch in text for ch in ("\x1b", "\x07", "\r", "\u202e")), text
+    assert row["value"]["symbol"] == "BTC\\x1b]52;c;cm0gLXJmIH4=\\x07" and row["value"]["price"] == 1.5
+    assert row["value"]["nested"] == {"\\x1bkey": ["\\u202eevil"]}
+    assert list(row["headers"]) == ["name\\x1b[31m"]
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)

@@ -140,3 +140,18 @@ def test_create_app_reads_no_service_and_takes_overrides(monkeypatch):
     assert config.symbols == ("BTC", "SOL") and config.port == 9001 and config.host == "127.0.0.1"
     with pytest.raises(TypeError, match="unknown webui setting"):
         create_app(colour="red")
+
+
+def test_the_hub_keeps_and_pushes_only_the_symbols_it_serves():
+    # A producer publishing a thousand other coins used to grow the hub's memory by 600 ticks each, and every
+    # overview socket received them all (issue 22, item 5).
+    from webui.live import ALL, Hub, Subscriber
+    from webui.metrics import Metrics
+
+    metrics = Metrics()
+    hub = Hub(metrics, recent_size=5, symbols=frozenset({"BTC"}))
+    overview = Subscriber()
+    hub.subscribe(overview, ALL)
+    hub.publish([{"symbol": f"X{i}", "ts": i} for i in range(1000)] + [{"symbol": "BTC", "ts": 1}])
+    assert set(hub.recent) == {"BTC"} and [t["symbol"] for t in overview.pending] == ["BTC"]
+    assert metrics.unserved == 1000 and metrics.consumed == 1001
