@@ -17,7 +17,6 @@ answer is scrubbed of the values read (cryptopulse/secrets.py).
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import DESCENDING
@@ -25,7 +24,8 @@ from pymongo import DESCENDING
 from cryptopulse import store
 from cryptopulse.channel import Channel
 from cryptopulse.settings import Settings, env
-from cryptopulse.times import epoch_ms
+from cryptopulse.text import terminal_safe
+from cryptopulse.times import iso_utc
 from streams.senders import TELEGRAM_API, Answer, sender_for, trial_notice
 
 
@@ -34,9 +34,8 @@ def render(channels: list[Channel], used_by: dict[str, list[str]]) -> str:
         return "no channels (add one: control channels add phone ntfy https://ntfy.sh/<a-topic-of-yours>)"
     lines = []
     for channel in channels:
-        created = _time(channel.created)
         rules = used_by.get(channel.name, [])
-        lines.append(f"{channel.name:12} {channel.describe()}  (created {created}; "
+        lines.append(f"{channel.name:12} {terminal_safe(channel.describe())}  (created {iso_utc(channel.created)}; "
                      + (f"rules {', '.join(rules)})" if rules else "no rule names it)"))
     return "\n".join(lines)
 
@@ -52,9 +51,9 @@ def test(channel: Channel, timeout: float = 10.0) -> Answer:
 
 def test_report(channel: Channel, answer: Answer) -> str:
     verdict = "delivered" if answer.ok else ("REFUSED" if answer.permanent else "NOT delivered")
-    said = answer.describe() or "(nothing)"
+    said = terminal_safe(answer.describe()) or "(nothing)"  # the receiver's words: data, not ours
     after = f" (it asked to wait {answer.retry_after:g} s)" if answer.retry_after is not None else ""
-    return f"{channel.name} ({channel.describe()}): {verdict}; the receiver answered: {said}{after}"
+    return f"{channel.name} ({terminal_safe(channel.describe())}): {verdict}; the receiver answered: {said}{after}"
 
 
 def deliveries(settings: Settings, rule_id: str | None = None, most: int = 20) -> list[dict[str, Any]]:
@@ -77,15 +76,12 @@ def render_deliveries(rows: list[dict[str, Any]]) -> str:
                 "`streams notify` delivers)")
     lines = []
     for row in rows:
-        said = " ".join(str(part) for part in (row.get("status"), row.get("reason") or row.get("answer"))
-                        if part not in (None, ""))
+        said = terminal_safe(" ".join(str(part) for part in (row.get("status"), row.get("reason") or row.get("answer"))
+                                      if part not in (None, "")))
         latency = f", {row['latency_ms'] / 1000:.2f} s after the tick" if row.get("latency_ms") is not None else ""
-        via = f", in summary {row['summary']}" if row.get("summary") else ""
-        lines.append(f"{_time(row['at'])}  {row['alert_id']}  -> {row['channel']} ({row['channel_kind']}): "
+        via = f", in summary {terminal_safe(row['summary'])}" if row.get("summary") else ""
+        lines.append(f"{iso_utc(row['at'])}  {terminal_safe(row['alert_id'])}  -> {terminal_safe(row['channel'])} "
+                     f"({terminal_safe(row['channel_kind'])}): "
                      f"{row['outcome']}" + (f" ({said})" if said else "") + latency + via
                      + f"; {row['outcomes']} outcome(s)")
     return "\n".join(lines)
-
-
-def _time(value: Any) -> str:
-    return datetime.fromtimestamp(epoch_ms(value) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -36,7 +36,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import KafkaException, Message, TopicPartition
@@ -47,7 +46,8 @@ from cryptopulse.channel import Channel
 from cryptopulse.errors import RegistryUnavailable
 from cryptopulse.kafka import Reader, Record, Unavailable
 from cryptopulse.settings import Settings
-from cryptopulse.times import epoch_ms, now_ms
+from cryptopulse.text import terminal_safe
+from cryptopulse.times import epoch_ms, iso_utc, now_ms
 from streams.delivery import WINDOW, Policy, RateCap
 from streams.senders import TELEGRAM_API, Answer, Sender, alert_notice, sender_for, summary_notice
 
@@ -111,7 +111,7 @@ def dead_letter_headers(channel: str, kind: str, reason: str, answer: Answer | N
     values = {"channel": channel, "kind": kind, "reason": reason,
               "status": "" if answer is None or answer.status is None else str(answer.status),
               "attempts": str(attempts),
-              "at": datetime.fromtimestamp(at_ms / 1000, UTC).isoformat(timespec="milliseconds")}
+              "at": iso_utc(at_ms, "milliseconds")}
     return [(HEADER + name, value.encode()) for name, value in values.items()]
 
 
@@ -242,7 +242,7 @@ class ChannelWorker(kafka.Processor):
         if (self.failing_since is not None and head.attempts == 0
                 and wall >= self.policy.deadline_ms(epoch_ms(head.alert["fired_at"]))):
             self._give_up([head], None, f"past the bound of {self.policy.give_up_after / 3600:g} h while the channel "
-                                        f"has been failing since {_iso(self.failing_since)} (last: "
+                                        f"has been failing since {iso_utc(self.failing_since)} (last: "
                                         f"{self.last_failure})")
             return
         if not self.cap.room(now):
@@ -268,8 +268,8 @@ class ChannelWorker(kafka.Processor):
                 self.failing_since = None
             self.stats.delivered += len(items)
             self.stats.summaries += summary
-            self.log.info("delivered %s to %s: %s", notice.key if summary else items[0].id, self.channel.name,
-                          answer.describe() or "ok")
+            self.log.info("delivered %s to %s: %s", terminal_safe(notice.key if summary else items[0].id),
+                          self.channel.name, terminal_safe(answer.describe()) or "ok")
             self._finish(items, [self._outcome(i, "delivered", answer, wall, summary=notice.key if summary else None)
                                  for i in items])
             return
@@ -280,7 +280,8 @@ class ChannelWorker(kafka.Processor):
         self.last_failure = answer.describe()
         if self.failing_since is None:
             self.failing_since = wall
-            self.log.warning("%s failing: %s; retrying (alerts wait in order)", self.channel.name, self.last_failure)
+            self.log.warning("%s failing: %s; retrying (alerts wait in order)", self.channel.name,
+                             terminal_safe(self.last_failure))
         if wall >= deadline:
             self._give_up(items, answer, f"still failing {self.policy.give_up_after / 3600:g} h after it was fired "
                                          f"(last: {answer.describe()})")
@@ -304,7 +305,8 @@ class ChannelWorker(kafka.Processor):
                             dead_letter_headers(self.channel.name, self.channel.kind, reason, answer, item.attempts,
                                                 wall)))
         self.stats.dead_lettered += len(items)
-        self.log.warning("gave up on %s for %s: %s", ", ".join(i.id for i in items), self.channel.name, reason)
+        self.log.warning("gave up on %s for %s: %s", terminal_safe(", ".join(i.id for i in items)), self.channel.name,
+                         terminal_safe(reason))
         self._finish(items, records)
 
     def _finish(self, items: list[Pending], records: list[Record]) -> None:
@@ -382,10 +384,6 @@ class ChannelWorker(kafka.Processor):
 
     def clients(self) -> list[Any]:
         return [self.reader.client]
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @dataclass
@@ -540,7 +538,7 @@ class NotifyProcessor(kafka.Processor):
         self.unrecorded.append((self.settings.alerts_undelivered_topic, f"{name}|{alert['_id']}", raw,
                                 dead_letter_headers(name, "unknown", reason, None, 0, at)))
         self.stats.unknown += 1
-        log.warning("alert %s names no channel %r: given up for it (on %s)", alert["_id"], name,
+        log.warning("alert %s names no channel %r: given up for it (on %s)", terminal_safe(alert["_id"]), name,
                     self.settings.alerts_undelivered_topic)
 
     # --- the loop ---
