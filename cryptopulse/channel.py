@@ -171,11 +171,10 @@ class Channel:
         if self.kind != "email" and (self.smtp is not None or self.sender is not None):
             raise ConfigError(f"{self.kind}: --smtp and --from are for email channels only")
 
-    @property
-    def group_key(self) -> str:
-        """The channel's identity for its progress (its consumer group and transactional id): its name and when it
-        was made, so a channel removed and added again under the same name starts afresh."""
-        return f"{self.name}.{self.created}"
+    def progress_group(self, prefix: str) -> str:
+        """The consumer group (and transactional id) of this channel's progress in the notifier of group `prefix`:
+        its name and when it was made, so a channel removed and added again under the same name starts afresh."""
+        return f"{prefix}.{self.name}.{self.created}"
 
     def from_address(self) -> str:
         """email: the From address: `sender`, else the SMTP user when it is an address, else the target."""

@@ -128,7 +128,7 @@ class ChannelWorker(kafka.Processor):
         self.channel = channel
         self.options = options
         self.policy = options.policy
-        self.group = f"{options.group}.{channel.group_key}"
+        self.group = channel.progress_group(options.group)
         self.sender = sender or sender_for(channel, options.timeout, options.telegram_api)
         self.clock = clock
         self.stats = WorkerStats()

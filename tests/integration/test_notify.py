@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import signal
 import subprocess
@@ -277,6 +278,15 @@ def test_a_receiver_down_for_60_s_gets_every_alert_once_it_is_back(settings, mon
                         60, "the retries in the store")
     assert all(d["status"] is None and "Connection refused" in d["reason"] for d in retrying)
     assert undelivered(settings, f"{hook}|") == []
+    # control status shows how far behind the alerts each channel is: nothing left once all is delivered (the end
+    # offset counts the last transaction's commit marker, which no consumer reads: 1, as for the alerts sink)
+    status = children.run(["control", "status", "--json"], timeout=120,
+                          env={**os.environ, "NOTIFY_GROUP": scenario.notifier.group})  # the test's notifier
+    assert status.returncode == 0, str(status)
+    lag = {row["group"]: row["lag"] for row in json.loads(status.stdout)["lag"]
+           if row["topic"] == settings.alerts_topic}
+    mine = {group: behind for group, behind in lag.items() if group.startswith(f"{scenario.notifier.group}.")}
+    assert {group.split(".")[1] for group in mine} == {hook, phone} and set(mine.values()) <= {0, 1}, lag
 
 
 def test_a_channel_answering_400_dead_letters_its_alerts_and_a_hung_one_holds_up_no_other(
