@@ -125,7 +125,9 @@ class Rule:
     channels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "channels", channel_names(list(self.channels)))
+        # a string is "phone,ops", never the letters of one name
+        given = self.channels if isinstance(self.channels, str) else list(self.channels)
+        object.__setattr__(self, "channels", channel_names(given))
         if not SYMBOL.fullmatch(self.symbol):
             raise ConfigError(f"not a symbol: {self.symbol!r}: give a ticker of letters and digits, such as BTC")
         if self.kind not in KINDS:

@@ -87,6 +87,7 @@ def test_rules_name_their_channels():
         channel_names("phone,Ops")
     with pytest.raises(ConfigError, match="at most 10"):
         channel_names([f"c{i}" for i in range(11)])
+    assert Rule("r", "BTC", "above", price=1.0, channels="phone").channels == ("phone",)
     rule = new_rule("BTC", "above", 70000, created=T0, channels=("phone", "ops"))
     assert rule.describe() == "BTC above 70,000; notify phone, ops"
     assert Rule.from_record(rule.to_record()) == rule
