@@ -12,17 +12,20 @@ checks of each value are cryptopulse/alert.py's rule_* functions. This module pr
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from cryptopulse.alert import Rule
-from cryptopulse.times import epoch_ms
+from cryptopulse.text import terminal_safe
+from cryptopulse.times import iso_utc
+from cryptopulse.topics import Definitions
 
 
-def render(rule_list: list[Rule]) -> str:
-    if not rule_list:
-        return "no alert rules (add one: control alerts add BTC above 70000)"
-    lines = []
+def render(found: Definitions[Rule]) -> str:
+    """The rules, oldest first; then each record no reader takes, by its key as it can be removed (`control alerts
+    rm KEY`), with why. Every text from the topic terminal-safe."""
+    rule_list = sorted(found.values.values(), key=lambda r: (r.created, r.id))
+    lines = [] if rule_list else ["no alert rules (add one: control alerts add BTC above 70000)"]
     for rule in rule_list:
-        created = datetime.fromtimestamp(epoch_ms(rule.created) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        lines.append(f"{rule.id:10} {rule.describe():44} created {created} UTC")
+        lines.append(f"{terminal_safe(rule.id):10} {terminal_safe(rule.describe()):44} created {iso_utc(rule.created)}")
+    for key, why in sorted(found.bad.items()):
+        lines.append(f"{terminal_safe(key):10} (left out, no processor takes it: {why}; `control alerts rm "
+                     f"{terminal_safe(key)}` removes it)")
     return "\n".join(lines)

@@ -25,9 +25,11 @@ from cryptopulse.channel import KINDS as CHANNEL_KINDS
 from cryptopulse.channel import Channel, channel_kind, channel_name, channel_names, new_channel, secret_option
 from cryptopulse.commands import Parser, positive_float, positive_int, run_command, setup_logging
 from cryptopulse.errors import ConfigError
+from cryptopulse.kafka import error_text
 from cryptopulse.redact import redact
 from cryptopulse.secrets import placeholders, scrub_logs
 from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, StackLayout, env, env_number, symbols
+from cryptopulse.text import terminal_safe
 
 BACKFILL_SOURCES = ["simulated", "coingecko", "binance", "coinbase"]
 
@@ -115,8 +117,9 @@ def parser() -> argparse.ArgumentParser:
     alerts_sub = alerts_p.add_subparsers(dest="action", required=True, parser_class=Parser)
     add = alerts_sub.add_parser("add", help="SYMBOL above|below PRICE, or SYMBOL move PCT --minutes N")
     # the checks are cryptopulse/alert.py's, shared with the dashboard's rule form (webui/rules.py)
-    add.add_argument("symbol", type=checked(rule_symbol, "symbol"))
-    add.add_argument("condition", type=checked(rule_kind, "condition"), metavar="{" + ",".join(KINDS) + "}")
+    add.add_argument("symbol", type=checked(rule_symbol, "symbol"), help="the coin's ticker: BTC, ETH, ...")
+    add.add_argument("condition", type=checked(rule_kind, "condition"), metavar="{" + ",".join(KINDS) + "}",
+                     help="above or below a price, or a move of more than a percent within --minutes")
     add.add_argument("value", type=checked(rule_value, "value"), help="the price (above/below) or the percent (move)")
     add.add_argument("--minutes", type=checked(rule_minutes, "minutes"), default=None,
                      help="move: the window, in minutes")
@@ -125,8 +128,9 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--notify", type=checked(channel_names, "notify"), default=(), metavar="CHANNEL,...",
                      help="deliver its alerts to these channels (control channels list; `streams notify` delivers)")
     alerts_sub.add_parser("list", help="the rules in force")
-    rm = alerts_sub.add_parser("rm", help="remove a rule by its id")
-    rm.add_argument("id", type=checked(rule_id, "id"))
+    rm = alerts_sub.add_parser("rm", help="remove a rule by its id (any key `control alerts list` shows, even of a "
+                               "record no processor takes)")
+    rm.add_argument("id", help="the rule's id, as `control alerts list` shows it")
     deliveries = alerts_sub.add_parser("deliveries", help="what became of each alert on each channel, newest first "
                                        "(from MongoDB: crypto_db.alert_deliveries)")
     deliveries.add_argument("--rule", type=checked(rule_id, "rule"), default=None, help="only this rule's alerts")
@@ -248,10 +252,11 @@ def _alerts(args: argparse.Namespace, settings: Settings) -> int:
         print(f"rule {rule.id}: {rule.describe()} (on {settings.alert_rules_topic}; `streams alerts` evaluates it"
               + ("; `streams notify` delivers its alerts)" if rule.channels else ")"))
     elif args.action == "list":
-        print(alerts.render(alert_rules.rules(settings)))
+        print(alerts.render(alert_rules.read(settings)))
     elif args.action == "rm":
-        rule = alert_rules.remove(settings, args.id)
-        print(f"rule {rule.id} removed: {rule.describe()}")
+        key, rule = alert_rules.remove(settings, args.id)
+        said = f": {rule.describe()}" if rule else " (a record no processor took)"
+        print(f"rule {terminal_safe(key)} removed{said}")
     elif args.action == "deliveries":
         print(channels.render_deliveries(channels.deliveries(settings, args.rule, args.n)))
     return 0
@@ -369,7 +374,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         return run(args, settings)
     except KafkaException as error:
-        print(f"control: Kafka at {settings.kafka_bootstrap} did not answer ({error.args[0].str()}); "
+        print(f"control: Kafka at {settings.kafka_bootstrap} did not answer ({terminal_safe(error_text(error))}); "
               "start the stack with `control stack up`", file=sys.stderr)
     except PyMongoError as error:
         print(f"control: MongoDB at {redact(settings.mongodb_uri)} did not answer ({type(error).__name__}); "

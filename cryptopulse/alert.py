@@ -17,6 +17,7 @@ from cryptopulse.channel import channel_names
 from cryptopulse.errors import ConfigError
 from cryptopulse.prices import price_text
 from cryptopulse.settings import SYMBOL
+from cryptopulse.text import terminal_safe
 from cryptopulse.times import epoch_ms, now_ms
 
 KINDS = ("above", "below", "move")
@@ -129,7 +130,8 @@ class Rule:
         given = self.channels if isinstance(self.channels, str) else list(self.channels)
         object.__setattr__(self, "channels", channel_names(given))
         if not SYMBOL.fullmatch(self.symbol):
-            raise ConfigError(f"not a symbol: {self.symbol!r}: give a ticker of letters and digits, such as BTC")
+            raise ConfigError(f"not a symbol: {terminal_safe(self.symbol)!r}: give a ticker of letters and digits, "
+                              "such as BTC")
         if self.kind not in KINDS:
             raise ConfigError(f"not a condition: {self.kind!r}: give one of {', '.join(KINDS)}")
         if self.kind == "move":

@@ -8,11 +8,14 @@ schemas/alert_channel.avsc), removing publishes a tombstone under its name. `str
 
 from __future__ import annotations
 
+from typing import Any
+
 from cryptopulse import topics
 from cryptopulse.avro import AvroCodec
 from cryptopulse.channel import Channel
 from cryptopulse.errors import ConfigError
 from cryptopulse.settings import Settings
+from cryptopulse.text import terminal_safe
 
 
 def codec(settings: Settings) -> AvroCodec:
@@ -24,15 +27,21 @@ def ensure_topic(settings: Settings) -> None:
     topics.create_missing(settings, [s for s in topics.project_topics(settings) if s.name == wanted])
 
 
+def make_channel(key: str, record: dict[str, Any]) -> Channel:
+    """A channel from its record, checked (cryptopulse/channel.py); its key must be its name."""
+    channel = Channel.from_record(record)
+    if channel.name != key:
+        raise ConfigError(f"its key is not its name {terminal_safe(channel.name)!r}")
+    return channel
+
+
 def channels(settings: Settings) -> list[Channel]:
     """Every live channel, by name: the topic read to its end, tombstones removing (and a channel the notifier
     would refuse)."""
     if not topics.end_offsets_by_partition(settings, settings.alert_channels_topic):
         return []
-    values = codec(settings)
-    found = topics.latest_by_key(settings, settings.alert_channels_topic,
-                                 lambda value: Channel.from_record(values.decode(value)))
-    return sorted(found.values(), key=lambda c: c.name)
+    found = topics.latest_by_key(settings, settings.alert_channels_topic, codec(settings).decode, make_channel)
+    return sorted(found.values.values(), key=lambda c: c.name)
 
 
 def find(settings: Settings, name: str) -> Channel:

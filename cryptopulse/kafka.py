@@ -51,6 +51,7 @@ from confluent_kafka.admin import AdminClient
 from cryptopulse.errors import ConfigError, RegistryUnavailable
 from cryptopulse.outage import Backoff, Outage, librdkafka_logger
 from cryptopulse.settings import Settings
+from cryptopulse.text import terminal_safe
 
 log = logging.getLogger(__name__)
 
@@ -507,25 +508,19 @@ def decoder(decode_value: Callable[[Message], dict[str, Any]], stats: Counts, wh
     return decode
 
 
-def keyed_decoder(decode_value: Callable[[bytes], dict[str, Any]], make: Callable[[dict[str, Any]], T], what: str,
+def keyed_decoder(decode_value: Callable[[bytes], dict[str, Any]], make: Callable[[str, dict[str, Any]], T], what: str,
                   logger: logging.Logger = log) -> Callable[[Message], tuple[str, T | None] | None]:
-    """A Reader's `decode` for a compacted topic read back as state: (key, make(record)), or (key, None) for a
-    tombstone; None for a record without a key, or one that cannot be read or made (logged: it is skipped).
-    RegistryUnavailable passes through (the registry rule)."""
+    """A Reader's `decode` for a compacted topic read back as state: (key, make(key, record)), or (key, None) for a
+    tombstone; None for a record without a key, or one that cannot be read or made (`definition`: logged, skipped,
+    never a traceback). RegistryUnavailable passes through (the registry rule)."""
 
     def decode(message: Message) -> tuple[str, T | None] | None:
-        if message.key() is None:
+        change = definition(message, decode_value, make)
+        if change is not None and isinstance(change[1], Bad):
+            logger.warning("%s %s at offset %d skipped: %s", what, terminal_safe(change[0]), message.offset(),
+                           change[1].reason)
             return None
-        key = message.key().decode(errors="replace")
-        if message.value() is None:
-            return key, None
-        try:
-            return key, make(decode_value(message.value()))
-        except RegistryUnavailable:
-            raise
-        except Exception as error:  # noqa: BLE001 - a bad record is skipped, loudly
-            logger.warning("%s %s at offset %d skipped: %s", what, key, message.offset(), error)
-            return None
+        return change  # type: ignore[return-value] - a Bad was handled above
 
     return decode
 
@@ -634,6 +629,95 @@ class Follower(Generic[T]):
                     self.turn()
         finally:
             reader.close(5.0)
+
+
+@dataclass(frozen=True)
+class Bad:
+    """A record of a compacted definitions topic that no reader takes, and why (terminal-safe)."""
+
+    reason: str
+
+
+def definition(message: Message, decode_value: Callable[[bytes], dict[str, Any]],
+               make: Callable[[str, dict[str, Any]], T]) -> tuple[str, T | Bad | None] | None:
+    """One record of a compacted topic of definitions (rules, channels): (key, make(key, record)), (key, None) for a
+    tombstone, (key, Bad(why)) for a value no reader takes (not Avro, an unknown schema, refused by `make`), None
+    without a key. RegistryUnavailable passes through (the registry rule)."""
+    if message.key() is None:
+        return None
+    key = message.key().decode(errors="replace")
+    if message.value() is None:
+        return key, None
+    try:
+        return key, make(key, decode_value(message.value()))
+    except RegistryUnavailable:
+        raise
+    except Exception as error:  # noqa: BLE001 - a bad record: left out with its reason, never a traceback
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return key, Bad(terminal_safe(text)[:200])
+
+
+class Table(Follower[tuple[str, Any]], Generic[T]):
+    """A compacted topic kept as {key: value} in memory, as a Kafka Streams table is: read from its start, then
+    followed (a `Follower` thread through any outage). `make(key, record)` builds a value from an Avro record; one it
+    refuses (ConfigError, or any error reading it: not Avro, an unknown schema) is left out, counted in `bad`
+    (key -> why, for whoever lists the table) and logged once. A tombstone removes its key. `wait_for(offset)`
+    lets a writer read its own write."""
+
+    def __init__(self, settings: Settings, name: str, topic: str, decode_value: Callable[[bytes], dict[str, Any]],
+                 make: Callable[[str, dict[str, Any]], T], *, logger: logging.Logger = log,
+                 make_consumer: Callable[[dict[str, Any]], Any] | None = None, backoff_cap: float = 10.0,
+                 watch: KafkaWatch | None = None, registry: Reporter | None = None) -> None:
+        self.values: dict[str, T] = {}
+        self.bad: dict[str, str] = {}
+        self.ready = threading.Event()
+        self._applied: dict[int, int] = {}  # partition -> next offset applied
+        self._changed = threading.Condition()
+        self._make, self._decode_value = make, decode_value
+        reader = Reader(settings, name, [topic], self._decode, group=f"cryptopulse-{name}-table", watch=watch,
+                        registry=registry, make_consumer=make_consumer)
+        super().__init__(name, reader, self._apply, turn=self._turn, backoff_cap=backoff_cap, logger=logger)
+
+    def _decode(self, message: Message) -> tuple[str, Any] | None:
+        change = definition(message, self._decode_value, self._make)
+        if change is not None and isinstance(change[1], Bad) and self.bad.get(change[0]) != change[1].reason:
+            self.log.warning("%s: the record under %s at offset %d is left out: %s", self.name,
+                             terminal_safe(change[0]), message.offset(), change[1].reason)
+        return change
+
+    def _apply(self, changes: list[tuple[str, Any]]) -> None:
+        with self._changed:
+            for key, value in changes:
+                self.values.pop(key, None)
+                self.bad.pop(key, None)
+                if isinstance(value, Bad):
+                    self.bad[key] = value.reason
+                elif value is not None:
+                    self.values[key] = value
+            self._note_positions()
+            self._changed.notify_all()
+
+    def _turn(self) -> None:
+        if not self.ready.is_set() and self.reader.client is not None:
+            try:
+                ends = self.reader.ends()
+            except KafkaException:
+                return
+            positions = {key: self.reader.positions.get(key, 0) for key in ends}
+            if all(positions[key] >= end for key, end in ends.items()):
+                self.ready.set()
+        with self._changed:
+            self._note_positions()
+            self._changed.notify_all()
+
+    def _note_positions(self) -> None:
+        for (_, partition), offset in self.reader.positions.items():
+            self._applied[partition] = offset
+
+    def wait_for(self, partition: int, offset: int, timeout: float) -> bool:
+        """Wait until the record at `offset` of `partition` is applied (a writer reading its own write)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._applied.get(partition, 0) > offset, timeout)
 
 
 # --- running ---

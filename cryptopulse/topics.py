@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from confluent_kafka import ConsumerGroupTopicPartitions, Message, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
@@ -186,33 +186,54 @@ def read_to_end(settings: Settings, name: str, timeout: float = 60) -> list[Mess
 T = TypeVar("T")
 
 
-def publish_one(settings: Settings, topic: str, key: str, value: bytes | None, timeout: float = 30.0,
-                what: str = "the record") -> None:
-    """One record (or None: a tombstone) acknowledged by every in-sync replica; DeliveryError when it is not within
-    `timeout` seconds (a rule, a channel: the definitions a person adds and removes)."""
+def publish_one(settings: Settings, topic: str, key: str | bytes, value: bytes | None, timeout: float = 30.0,
+                what: str = "the record") -> tuple[int, int]:
+    """One record (or None: a tombstone) acknowledged by every in-sync replica; its (partition, offset). DeliveryError
+    when it is not within `timeout` seconds (a rule, a channel: the definitions a person adds and removes)."""
     producer = kafka.producer(settings, "definitions", {"message.timeout.ms": int(timeout * 1000), "log_level": 0,
                                                         "linger.ms": 0})
     errors: list[str] = []
-    producer.produce(topic, key=key.encode(), value=value,
-                     on_delivery=lambda error, _message: errors.append(str(error)) if error else None)
+    where: list[tuple[int, int]] = []
+
+    def delivered(error: Any, message: Message) -> None:
+        if error:
+            errors.append(str(error))
+        else:
+            where.append((message.partition(), message.offset()))
+
+    producer.produce(topic, key=key.encode() if isinstance(key, str) else key, value=value, on_delivery=delivered)
     if producer.flush(timeout + 5) or errors:
         raise DeliveryError(f"{what} was not delivered to {topic} at {settings.kafka_bootstrap}: "
                             f"{errors[0] if errors else 'timed out'}")
+    return where[0]
 
 
-def latest_by_key(settings: Settings, topic: str, make: Callable[[bytes], T]) -> dict[str, T]:
-    """A compacted topic of definitions read to its end: the latest value of each key, made by `make(value)`;
-    tombstones remove, and a value `make` refuses with ConfigError counts as removed (no reader would take it)."""
-    found: dict[str, T | None] = {}
+@dataclass
+class Definitions(Generic[T]):
+    """A compacted topic of definitions read to its end: the latest value of each key, and the keys whose latest
+    value no reader takes (key -> why)."""
+
+    values: dict[str, T]
+    bad: dict[str, str]
+
+
+def latest_by_key(settings: Settings, topic: str, decode_value: Callable[[bytes], dict[str, Any]],
+                  make: Callable[[str, dict[str, Any]], T]) -> Definitions[T]:
+    """A compacted topic of definitions read to its end (`kafka.definition` for each record)."""
+    values: dict[str, T] = {}
+    bad: dict[str, str] = {}
     for message in read_to_end(settings, topic):
-        if message.key() is None:
+        change = kafka.definition(message, decode_value, make)
+        if change is None:
             continue
-        key = message.key().decode(errors="replace")
-        try:
-            found[key] = make(message.value()) if message.value() is not None else None
-        except ConfigError:
-            found[key] = None
-    return {key: value for key, value in found.items() if value is not None}
+        key, value = change
+        values.pop(key, None)
+        bad.pop(key, None)
+        if isinstance(value, kafka.Bad):
+            bad[key] = value.reason
+        elif value is not None:
+            values[key] = value
+    return Definitions(values, bad)
 
 
 def committed_offsets(settings: Settings, group: str, topic: str, partitions: list[int]) -> dict[int, int]:

@@ -31,6 +31,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from cryptopulse import kafka
 from cryptopulse.alert import Rule
+from cryptopulse.alert_rules import make_rule
 from cryptopulse.avro import AvroCodec
 from cryptopulse.errors import RegistryUnavailable
 from cryptopulse.kafka import Reader, Unavailable
@@ -93,7 +94,7 @@ class AlertProcessor(kafka.Processor):
             "message.timeout.ms": 60_000,  # within the transaction's timeout, as librdkafka requires
         }, self.watch)
         self.rules = Reader(settings, "alerts-rules", [settings.alert_rules_topic],
-                            kafka.keyed_decoder(lambda value: self._rules.decode(value), Rule.from_record, "rule", log),
+                            kafka.keyed_decoder(lambda value: self._rules.decode(value), make_rule, "rule", log),
                             group=f"{self.options.group}-rules", watch=self.watch, registry=self.registry,
                             config={"fetch.wait.max.ms": 100})
         self.prices = self.member("alerts", [settings.prices_topic], self.options.group, _tick,
@@ -152,8 +153,8 @@ class AlertProcessor(kafka.Processor):
                 else:
                     states[key] = state
 
-        state_record = kafka.keyed_decoder(lambda value: self._states.decode(value), RuleState.from_record,
-                                           "state record", log)
+        state_record = kafka.keyed_decoder(lambda value: self._states.decode(value),
+                                           lambda _key, record: RuleState.from_record(record), "state record", log)
         reader = Reader(self.settings, "alerts-state", [self.settings.alerts_state_topic], state_record,
                         group=f"{self.options.group}-state", watch=self.watch, registry=self.registry,
                         config={"isolation.level": "read_committed"})

@@ -133,7 +133,7 @@ class CascadeProcessor(kafka.Processor):
                     found[key] = record
 
         reader = Reader(self.settings, "cascade-state", [self.settings.candles_state_topic],
-                        kafka.keyed_decoder(lambda value: self._states.decode(value), lambda record: record,
+                        kafka.keyed_decoder(lambda value: self._states.decode(value), lambda _key, record: record,
                                             "cascade state", log),
                         group=f"{self.group}-state", watch=self.watch, registry=self.registry)
         try:

@@ -41,6 +41,7 @@ from typing import Any
 from confluent_kafka import KafkaException, Message, TopicPartition
 
 from cryptopulse import kafka, topics
+from cryptopulse.alert_channels import make_channel
 from cryptopulse.avro import AvroCodec
 from cryptopulse.channel import Channel
 from cryptopulse.errors import RegistryUnavailable
@@ -422,7 +423,7 @@ class NotifyProcessor(kafka.Processor):
         group = self.options.group
         self.channels_reader: Reader[tuple[str, Channel | None]] = Reader(
             settings, "notify-channels", [settings.alert_channels_topic],
-            kafka.keyed_decoder(lambda value: self._channels.decode(value), Channel.from_record, "channel", log),
+            kafka.keyed_decoder(lambda value: self._channels.decode(value), make_channel, "channel", log),
             group=f"{group}-channels", watch=self.watch, registry=self.registry, config={"fetch.wait.max.ms": 100})
         self.router = self.member("notify", [settings.alerts_topic], group, self._unknown_channels,
                                   codec=lambda _message: self._alerts, from_end=self.options.from_end,

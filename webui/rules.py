@@ -17,7 +17,13 @@ The dashboard authenticates nobody, so writing is limited (docs/security.md):
   a POST must carry Content-Type application/json (415 otherwise) — a cross-site page can send neither that
   nor a DELETE without a CORS preflight, which this app never grants; the Host allowlist ran before (421);
 - every request draws on its address's budget (webui/guard.py, shared with the history API and the
-  WebSocket's subscribes: 429 past it), and one Kafka read or write runs at a time (`State.rules_lock`).
+  WebSocket's subscribes: 429 past it), and one write runs at a time (`State.rules_writes`).
+
+Reads never touch Kafka: the rules and the channels are tables the dashboard follows (`kafka.Table`, started with
+the app), so a list answers in microseconds and never waits on a write. A write waits until the table holds it, so
+the page's next list shows it. A record on the rules topic that no processor takes (not Avro, an unknown schema, a
+value a rule may not have, a key that is not its id) is left out of the list with one warning, and can still be
+removed by its key.
 """
 
 from __future__ import annotations
@@ -29,13 +35,14 @@ from typing import Any
 from confluent_kafka import KafkaException
 from quart import Blueprint, Response, current_app, request
 
-from cryptopulse import alert_channels, alert_rules
-from cryptopulse.alert import Rule, new_rule, rule_id, rule_kind, rule_minutes, rule_source, rule_symbol, rule_value
+from cryptopulse import alert_rules
+from cryptopulse.alert import Rule, new_rule, rule_kind, rule_minutes, rule_source, rule_symbol, rule_value
 from cryptopulse.channel import channel_names
 from cryptopulse.errors import ConfigError, CryptoPulseError
 from cryptopulse.outage import RateLimitFilter
-from cryptopulse.settings import Settings
+from cryptopulse.text import terminal_safe
 from cryptopulse.times import epoch_ms
+from cryptopulse.topics import Definitions
 from webui.api import admitted, problem
 from webui.guard import client_address, is_local
 from webui.health import plain
@@ -70,13 +77,6 @@ def parse_rule(body: Any) -> Rule:
                     channels=channel_names(body.get("notify") or []))
 
 
-def rules_and_channels(settings: Settings) -> tuple[list[Rule], list[dict[str, str]]]:
-    """The rules in force and the channels a rule may notify (name and kind only: a channel's address is the
-    operator's business)."""
-    return (alert_rules.rules(settings),
-            [{"name": c.name, "kind": c.kind} for c in alert_channels.channels(settings)])
-
-
 def rule_json(rule: Rule) -> dict[str, Any]:
     return {**rule.to_record(), "created": epoch_ms(rule.created), "text": rule.describe()}
 
@@ -98,27 +98,38 @@ def refused_write(shared: State) -> Response | None:
     return admitted(shared)
 
 
-async def in_kafka(shared: State, work: Any, *args: Any) -> Any:
-    """Run one blocking read or write of the rules topic in a thread, one at a time."""
-    async with shared.rules_lock:
-        return await asyncio.to_thread(work, shared.config.settings, *args)
+async def write(shared: State, key: str, rule: Rule | None) -> None:
+    """Publish a rule (or a key's tombstone), one write at a time, and wait until the rules table holds it."""
+    async with shared.rules_writes:
+        partition, offset = await asyncio.to_thread(alert_rules.publish, shared.config.settings, key, rule,
+                                                    KAFKA_TIMEOUT)
+    table = shared.rules
+    if table is not None:
+        await asyncio.to_thread(table.wait_for, partition, offset, KAFKA_TIMEOUT)
 
 
 def unavailable(shared: State, error: Exception) -> Response:
     log.warning("alert rules: Kafka or the registry did not answer: %s", plain(error))
-    return problem(503, f"Kafka or the schema registry did not answer ({plain(error)}); try again", 5, "rules")
+    return problem(503, "Kafka or the schema registry did not answer; try again", 5, "rules")
+
+
+async def not_loaded(shared: State, wait: float = 3.0) -> Response | None:
+    """None once the rules and channels tables have read their topics to the end (waiting up to `wait` seconds for
+    a dashboard that has just started), else 503 with Retry-After."""
+    for table in (shared.rules, shared.channels):
+        if table is None or not (table.ready.is_set() or await asyncio.to_thread(table.ready.wait, wait)):
+            return problem(503, "the alert rules are being read; try again in a moment", 2, "rules")
+    return None
 
 
 @rules.get("/alerts/rules")
 async def list_rules() -> Response:
     shared = state(current_app)
-    refused = admitted(shared)
+    refused = admitted(shared) or await not_loaded(shared)
     if refused is not None:
         return refused
-    try:
-        found, channels = await in_kafka(shared, rules_and_channels)
-    except (CryptoPulseError, KafkaException, TimeoutError, OSError) as error:
-        return unavailable(shared, error)
+    found = sorted(shared.rules.values.values(), key=lambda r: (r.created, r.id))
+    channels = [{"name": c.name, "kind": c.kind} for c in sorted(shared.channels.values.values(), key=lambda c: c.name)]
     return Response(encode({"rules": [rule_json(r) for r in found], "channels": channels,
                             "writable": writable(shared)}), content_type="application/json")
 
@@ -140,10 +151,15 @@ async def add_rule() -> Response:
         rule = parse_rule(body)
     except ConfigError as error:
         return problem(400, str(error), metric="invalid")
+    refused = await not_loaded(shared)
+    if refused is not None:
+        return refused
     try:
-        await in_kafka(shared, alert_rules.add, rule, KAFKA_TIMEOUT)
-    except ConfigError as error:  # a channel it names does not exist
+        alert_rules.check_channels(rule, set(shared.channels.values))
+    except ConfigError as error:
         return problem(400, str(error), metric="invalid")
+    try:
+        await write(shared, rule.id, rule)
     except (CryptoPulseError, KafkaException, TimeoutError, OSError) as error:
         return unavailable(shared, error)
     log.info("alert rule %s added from %s: %s", rule.id, client_address(request.scope), rule.describe())
@@ -153,18 +169,19 @@ async def add_rule() -> Response:
 @rules.delete("/alerts/rules/<text>")
 async def remove_rule(text: str) -> Response:
     shared = state(current_app)
-    refused = refused_write(shared)
+    refused = refused_write(shared) or await not_loaded(shared)
     if refused is not None:
         return refused
+    table = shared.rules
+    key = alert_rules.key_of(Definitions(table.values, table.bad), text)
+    if key is None:
+        return problem(404, f"no rule {terminal_safe(text)!r} (the page lists them)")
+    rule = table.values.get(key)
     try:
-        wanted = rule_id(text)
-    except ConfigError as error:
-        return problem(400, str(error), metric="invalid")
-    try:
-        rule = await in_kafka(shared, alert_rules.remove, wanted, KAFKA_TIMEOUT)
-    except ConfigError as error:
-        return problem(404, str(error))
+        await write(shared, key, None)
     except (CryptoPulseError, KafkaException, TimeoutError, OSError) as error:
         return unavailable(shared, error)
-    log.info("alert rule %s removed from %s: %s", rule.id, client_address(request.scope), rule.describe())
-    return Response(encode({"removed": rule_json(rule)}), content_type="application/json")
+    log.info("alert rule %s removed from %s%s", terminal_safe(key), client_address(request.scope),
+             f": {rule.describe()}" if rule else " (a record no processor took)")
+    return Response(encode({"removed": rule_json(rule) if rule else {"id": terminal_safe(key)}}),
+                    content_type="application/json")

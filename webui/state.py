@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 
 from quart import Quart
 
+from cryptopulse.alert import Rule
+from cryptopulse.channel import Channel
+from cryptopulse.kafka import Table
 from webui.alerts import AlertFeed, Deliveries
 from webui.config import WebConfig
 from webui.guard import Connections
@@ -36,8 +39,10 @@ class State:
     allowed_hosts: frozenset[str] = frozenset()  # besides loopback: what the Host header may name
     alerts: AlertFeed | None = None  # new price alerts, pushed to every open page (webui/alerts.py)
     deliveries: Deliveries = field(default_factory=Deliveries)  # what became of them on their channels
-    # one read or write of the alert rules topic at a time (webui/rules.py): each is a Kafka client of its own
-    rules_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # the alert rules and channels, tables the dashboard follows (webui/rules.py lists them from memory)
+    rules: Table[Rule] | None = None
+    channels: Table[Channel] | None = None
+    rules_writes: asyncio.Lock = field(default_factory=asyncio.Lock)  # one write of a rule at a time
     lag_task: asyncio.Task[None] | None = None  # measures the event loop's lag (webui_event_loop_lag_seconds)
 
 

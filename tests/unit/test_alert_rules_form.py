@@ -120,8 +120,10 @@ def test_a_bad_rule_gets_a_400_with_its_reason():
     assert status == 400 and body["error"] == "'sideways' is not a condition: give one of above, below, move"
     status, body = request("POST", "/alerts/rules", json={**RULE, "condition": "move"})
     assert status == 400 and body["error"] == "move: give the window with --minutes N"
+    # any key may be removed now, a record no processor takes included (issue 22, item 3): without Kafka here the
+    # rules are not read, which is a 503 with Retry-After, never a 400 for a key that may well exist
     status, body = request("DELETE", "/alerts/rules/not-an-id")
-    assert status == 400 and "not a rule id" in body["error"]
+    assert status == 503 and "being read" in body["error"]
 
 
 def test_only_json_is_taken():

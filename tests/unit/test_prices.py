@@ -10,6 +10,7 @@ import pytest
 from control.alerts import render
 from cryptopulse.alert import Rule
 from cryptopulse.prices import price_text
+from cryptopulse.topics import Definitions
 from streams.alertbook import AlertBook
 
 T0 = 1_800_000_000_000
@@ -61,7 +62,7 @@ def test_rule_descriptions_write_their_price_so():
     small = Rule("r2", "SHIB", "below", price=0.00001234, source="binance")
     assert small.describe() == "SHIB below 0.00001234 (binance)"
     assert Rule("r3", "ETH", "move", pct=2.5, minutes=15).describe() == "ETH move 2.5% within 15 min"
-    listed = render([Rule("abc", "BTC", "above", price=70_000.0, created=T0)])
+    listed = render(Definitions({"abc": Rule("abc", "BTC", "above", price=70_000.0, created=T0)}, {}))
     assert "BTC above 70,000 " in listed and "e+" not in listed
 
 
