@@ -104,11 +104,15 @@ def patiently(fn, *args, minutes: float = 3):
 
 
 def end_offset(settings: Settings, topic: str) -> int:
-    return patiently(lambda: topics.end_offsets_by_partition(settings, topic).get(0, 0))
+    """Records written to `topic`, all partitions."""
+    return patiently(lambda: sum(topics.end_offsets_by_partition(settings, topic).values()))
 
 
 def committed(settings: Settings) -> int:
-    return patiently(lambda: max(topics.committed_offsets(settings, sink_group(CONNECTOR), TOPIC, [0]).get(0, 0), 0))
+    """Records the sink has committed, all partitions."""
+    partitions = list(patiently(lambda: topics.end_offsets_by_partition(settings, TOPIC)))
+    return patiently(lambda: sum(max(offset, 0) for offset in topics.committed_offsets(
+        settings, sink_group(CONNECTOR), TOPIC, partitions).values()))
 
 
 def sink_config(settings: Settings, overrides: dict[str, str]) -> dict[str, str]:
@@ -129,15 +133,15 @@ def end_to_end(settings: Settings, count: int, config: dict[str, str], mongo: Mo
     print(f"(a) publishing {count:,} ticks to {TOPIC} ...", flush=True)
     produce_rate = publish(settings, count)
     print(f"    producer: {produce_rate:,.0f} ticks/s; starting the sink", flush=True)
-    last_id = list(ticks(count))[-1].id  # batches land in offset order: when the last tick is in, all are
-    collection = mongo[DATABASE][COLLECTION]
+    last_ids = {t.symbol: t.id for t in ticks(count)}  # a symbol's ticks are on one partition, written in order:
+    collection = mongo[DATABASE][COLLECTION]           # when each symbol's last tick is in, all are
 
     connect = ConnectClient(settings.connect_url)
     started = time.perf_counter()
     connect.put_config(CONNECTOR, config)
     connect.wait_running(CONNECTOR)
     samples, last, last_report = [], (started, 0), started
-    while collection.find_one({"_id": last_id}, {"_id": 1}) is None:
+    while any(collection.find_one({"_id": i}, {"_id": 1}) is None for i in last_ids.values()):
         time.sleep(0.2)
         now = time.perf_counter()
         if now - last_report >= 5:
