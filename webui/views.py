@@ -49,6 +49,11 @@ VIEW_KEYS = 200
 ALL_SPAN_MS = 20 * 365 * DAY_MS
 TICKS_MAX_ROWS = 2_000_000
 CATCH_UP_SECONDS = 120.0  # reading to the end within this, or the load goes on after a backoff from where it was
+# While loading, records are taken 10,000 at a time and fetched 8 MiB at a time per partition (librdkafka's defaults,
+# 1 MiB, cost a round trip per ~7,000 candles): measured on 259,200 1m candles (60 days of 3 coins published at once),
+# loading took 1.33 s with the defaults (and 1,000 a batch), 0.81-0.89 s with these (alone, this 2-core machine).
+LOAD_BATCH = 10_000
+VIEW_CONSUMER = {"fetch.wait.max.ms": 100, "max.partition.fetch.bytes": 8 * 2**20}
 
 
 def candle_row(doc: dict[str, Any]) -> CandleRow:
@@ -129,6 +134,9 @@ class WindowView:
     _codec: Any = None
     _last_trim: float = field(default_factory=time.monotonic)
     _started: float | None = None
+    # candles starting before this are skipped by their key: the floor, refreshed with each trim (a little behind
+    # it at most: what it lets through, `put` drops)
+    _cutoff: int | None = None
 
     def __post_init__(self) -> None:
         who = self._who
@@ -137,7 +145,7 @@ class WindowView:
         self.reader: Reader[tuple[str, str, Any]] = Reader(
             self.settings, "webui", [self.spec.topic], self._decode, group=f"cryptopulse-webui-view-{id(self)}",
             start={}, watch=self.watch, registry=self.deps.registry.reporter(who), make_consumer=self.make_consumer,
-            config={"fetch.wait.max.ms": 100})
+            config=VIEW_CONSUMER)
         self._follower = Follower(f"webui-view-{self.spec.name}", self.reader, self._apply_all, prepare=self._start,
                                   turn=self._turn, backoff_cap=cap, logger=log)
 
@@ -145,7 +153,8 @@ class WindowView:
         self._follower.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        self._follower.stop(timeout)
+        if self._follower.alive:  # a view filled by hand (a benchmark) was never started
+            self._follower.stop(timeout)
 
     def status(self) -> dict[str, Any]:
         alive = self._follower.alive
@@ -249,7 +258,8 @@ class WindowView:
         self._codec = self._codec or self._make_codec()
         try:
             self.reader.start = self._start_offsets()
-            self.reader.catch_up(self._apply_all, CATCH_UP_SECONDS)
+            self._cutoff = self.floor()
+            self.reader.catch_up(self._apply_all, CATCH_UP_SECONDS, LOAD_BATCH)
         except KafkaException as exc:
             raise Unavailable(self.deps.kafka.reporter(self._who), plain(exc)) from exc
         self.deps.kafka.up(self._who)
@@ -281,21 +291,22 @@ class WindowView:
     def _turn(self) -> None:
         if time.monotonic() - self._last_trim > 60:
             self.forget_old(_now_ms())
+            self._cutoff = self.floor()
             self._last_trim = time.monotonic()
 
     def _decode(self, message: Any) -> tuple[str, str, Any] | None:
         """(symbol, source, row) of a record; None for a tombstone, a candle older than the window (by its key, not
         decoded) or a record the sink would send to its DLQ (skipped); RegistryUnavailable passes (the same record
         again, a little later)."""
+        cutoff = self._cutoff
+        if cutoff is not None and self.spec.interval:
+            start = start_in_key(message.key())
+            if start is not None and start < cutoff:
+                self.skipped += 1
+                return None
         value = message.value()
         if value is None:
             return None
-        floor = self.floor() if self.spec.interval else None
-        if floor is not None:
-            start = start_in_key(message.key())
-            if start is not None and start < floor:
-                self.skipped += 1
-                return None
         try:
             record = self._codec.decode(value)
             return record["symbol"], record["source"], self.spec.row(record)

@@ -113,7 +113,7 @@ def test_a_candle_older_than_the_window_is_skipped_by_its_key_without_being_deco
     now = int(time.time() * 1000) // M * M
     codec = FakeCodec()
     view = WindowView(Settings(), candle_spec(Settings(), "1m"), make_codec=lambda: codec)
-    view._codec = codec
+    view._codec, view._cutoff = codec, view.floor()  # as loading sets them
     old = now - 30 * DAY_MS
 
     def record(start: int) -> dict[str, object]:
