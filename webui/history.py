@@ -328,8 +328,9 @@ class HistoryStore:
     def __init__(self, uri: str, database: str, pool: int, max_points: int, cache_seconds: float,
                  recent: Callable[[str], list[dict[str, Any]]], views: dict[str, WindowView] | None = None,
                  cache_bytes: int = 16 * 2**20, past_rate: float = 0, deadline: float = 5.0) -> None:
+        # a store that is away is said to be away ("history unavailable") before a client's deadline says "busy"
         self.client: AsyncMongoClient = AsyncMongoClient(uri, tz_aware=True, maxPoolSize=pool,
-                                                         serverSelectionTimeoutMS=5000)
+                                                         serverSelectionTimeoutMS=int(min(5.0, deadline * 0.6) * 1000))
         self.db = self.client[database]
         self.max_points = max_points
         self.cache_seconds = cache_seconds
