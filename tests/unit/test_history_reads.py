@@ -90,11 +90,14 @@ def run(history: HistoryStore, work: Any) -> Any:
     return asyncio.run(go())
 
 
-NOW = int(time.time() * 1000) // M * M
+def current_minute() -> int:
+    """Now, to the minute: taken by each test as it starts (the views' windows end at the wall clock's now)."""
+    return int(time.time() * 1000) // M * M
 
 
 def test_a_live_window_comes_from_its_view_alone():
-    minutes = view_of("1m", {"BTC": list(range(NOW - 25 * HOUR_MS, NOW + M, M))})
+    now = current_minute()
+    minutes = view_of("1m", {"BTC": list(range(now - 25 * HOUR_MS, now + M, M))})
     history, fake = store_with({"1m": minutes})
     snap = run(history, lambda: history.snapshot("BTC", "24h"))
     assert snap["interval"] == "1m" and snap["basis"] == "candles_1m" and len(snap["candles"]) == 1440
@@ -104,10 +107,11 @@ def test_a_live_window_comes_from_its_view_alone():
 def test_a_window_older_than_the_view_is_read_by_id_and_joined_to_the_views_part():
     """A 24 h window ending 20 h ago: its last 6 hours (and more) are in the 26-hour view, the rest, with the
     indicators' warm-up of 50 minutes, is read by `_id` from candles_1m: one lookup per minute, no scan."""
-    end = NOW - 20 * HOUR_MS
-    minutes = view_of("1m", {"BTC": list(range(NOW - 26 * HOUR_MS + M, NOW + M, M))})
+    now = current_minute()
+    end = now - 20 * HOUR_MS
+    minutes = view_of("1m", {"BTC": list(range(now - 26 * HOUR_MS + M, now + M, M))})
     history, fake = store_with({"1m": minutes})
-    for start in range(end - DAY_MS - 60 * M, NOW - 26 * HOUR_MS + M, M):
+    for start in range(end - DAY_MS - 60 * M, now - 26 * HOUR_MS + M, M):
         fake.put("BTC", "1m", start, 2.0)
     answer = run(history, lambda: history.answer("BTC", "24h", end))
     snap = json.loads(answer.text)
@@ -145,18 +149,19 @@ def test_pages_go_back_until_the_history_ends_and_jump_over_a_gap_the_coarser_vi
     """1m bars of two stretches, two days apart: pages of 100 go back through the recent one (in the 1m view), jump
     the gap to the older one's last hour (the 1h view knows it), read it by `_id`, and end with the first page that
     finds nothing and before which no view knows of anything (the daily view holds everything)."""
-    recent = list(range(NOW - 3 * HOUR_MS, NOW + M, M))
-    first_day = NOW - NOW % DAY_MS - 2 * DAY_MS
+    now = current_minute()
+    recent = list(range(now - 3 * HOUR_MS, now + M, M))
+    first_day = now - now % DAY_MS - 2 * DAY_MS
     older = list(range(first_day + 6 * HOUR_MS, first_day + 8 * HOUR_MS, M))
     minutes = view_of("1m", {"BTC": recent})
     hours = view_of("1h", {"BTC": sorted({t - t % HOUR_MS for t in older + recent})})
-    days = view_of("1d", {"BTC": [first_day, NOW - NOW % DAY_MS]})
+    days = view_of("1d", {"BTC": [first_day, now - now % DAY_MS]})
     history, fake = store_with({"1m": minutes, "1h": hours, "1d": days})
     for start in older:
         fake.put("BTC", "1m", start, 5.0)
 
     async def pages() -> list[dict[str, Any]]:
-        got, before = [], NOW + M
+        got, before = [], now + M
         for _ in range(50):
             page = json.loads((await history.page("BTC", "1m", before, 100)).text)
             got.append(page)
@@ -176,18 +181,19 @@ def test_pages_go_back_until_the_history_ends_and_jump_over_a_gap_the_coarser_vi
 
 
 def test_only_reads_of_the_store_spend_the_past_budget():
-    minutes = view_of("1m", {"BTC": list(range(NOW - 25 * HOUR_MS, NOW + M, M))})
+    now = current_minute()
+    minutes = view_of("1m", {"BTC": list(range(now - 25 * HOUR_MS, now + M, M))})
     history, _ = store_with({"1m": minutes}, past_rate=1)
 
     async def scenario() -> tuple[int, int]:
         in_view = 0
         for k in range(6):  # pages the view holds: never refused, however many
-            await history.page("BTC", "1m", NOW - k * 100 * M, 100)
+            await history.page("BTC", "1m", now - k * 100 * M, 100)
             in_view += 1
         refused = 0
         for k in range(4):  # pages older than the view: a burst of 2, then busy
             try:
-                await history.page("BTC", "1m", NOW - 2 * DAY_MS - k * 100 * M, 100)
+                await history.page("BTC", "1m", now - 2 * DAY_MS - k * 100 * M, 100)
             except Busy:
                 refused += 1
         return in_view, refused
