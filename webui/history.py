@@ -393,8 +393,8 @@ class HistoryStore:
 
     async def answer(self, symbol: str, range_: str | None, end: int | None = None, *, span_ms: int | None = None,
                      interval: str | None = None) -> Answer:
-        """The snapshot ending at `end` (epoch ms) or now, encoded; `end` is clamped to the data's span: a
-        time ahead of now is now, a time before anything stored is an empty window (no query).
+        """The snapshot ending at `end` (epoch ms) or now, encoded; a time ahead of now is now, and without views a
+        time before anything stored is an empty window (no query; with views an old window costs its bars' lookups).
 
         The charts ask for a `range_` in bars of `interval` (default: the range's); the history API may also ask for
         a window `span_ms` long ending at `end` (always a past window: never clamped to now)."""
