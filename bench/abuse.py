@@ -4,7 +4,8 @@
 
 Needs the stack (`control stack up`). Without --url it starts `webui serve` on a free port with its default
 limits in a namespace of its own (topics `bench-abuse-*`, database `bench_abuse`, removed afterwards): the
-database seeded with 10 days of 1-minute candles and 3 hours of ticks per coin, live ticks published (simulated,
+database seeded with 10 days of 1-minute candles (and their 5-minute roll-up, the 7 d chart's) and 3 hours of ticks
+per coin, the same published on its topics (the dashboard's views load from them), live ticks published (simulated,
 BTC, ETH, XRP) at --rate a second into its prices topic. With
 --url and --pid it abuses a dashboard that runs already (the ordinary client then needs ticks flowing there).
 
@@ -332,19 +333,28 @@ async def abuse(port: int, seconds: float) -> Tally:
 
 
 def seed(settings: Settings, days: int = 10, tick_hours: int = 3) -> tuple[int, int]:
-    """History of its own for the dashboard, as the sinks would have stored it: `days` of 1-minute candles and
-    `tick_hours` of ticks 5 s apart, per coin. Written straight to the bench's scratch database (as
-    bench/ingest.py's store measurements do): the run is about the dashboard, not the pipeline."""
+    """History of its own for the dashboard, as the sinks would have stored it: `days` of 1-minute candles and their
+    5-minute roll-up, and `tick_hours` of ticks 5 s apart, per coin. Written straight to the bench's scratch database
+    (as bench/ingest.py's store measurements do: the run is about the dashboard, not the pipeline), and published on
+    its topics, which the dashboard's views load from."""
+    from dataclasses import replace
     from datetime import UTC, datetime
 
     from pymongo import InsertOne, MongoClient
+
+    from cryptopulse import kafka
+    from cryptopulse.candle import Candle
+    from cryptopulse.tick import Tick
+    from streams.history import CandlePublisher
+    from tests.integration.history_data import roll_up
 
     def at(ms: int) -> datetime:
         return datetime.fromtimestamp(ms / 1000, UTC)
 
     now = int(time.time() * 1000) // 60_000 * 60_000
     rng = random.Random(12)
-    candles, ticks = [], []
+    made: list[Candle] = []
+    made_ticks: list[Tick] = []
     for symbol, base in zip(SYMBOLS, (60_000.0, 3_000.0, 0.5), strict=True):
         price = base
         for minute in range(days * 1440, 0, -1):
@@ -352,27 +362,40 @@ def seed(settings: Settings, days: int = 10, tick_hours: int = 3) -> tuple[int, 
             open_ = price
             moves = [price * (1 + rng.gauss(0, 0.0006)) for _ in range(4)]
             price = moves[-1]
-            candles.append(InsertOne({"_id": f"{symbol}|simulated|1m|{start}", "symbol": symbol, "source": "simulated",
-                                      "interval": "1m", "start": at(start), "open": open_, "high": max(open_, *moves),
-                                      "low": min(open_, *moves), "close": price, "ticks": 12,
-                                      "volume": base * rng.uniform(5, 50), "origin": "ticks", "final": True}))
+            made.append(Candle(symbol, "simulated", start, open_, max(open_, *moves), min(open_, *moves), price, 12,
+                               base * rng.uniform(5, 50), "ticks", True))
         for step in range(tick_hours * 720, 0, -1):
             ts = now - step * 5000
             price *= 1 + rng.gauss(0, 0.0002)
-            ticks.append(InsertOne({"_id": f"{symbol}|simulated|{ts}", "symbol": symbol, "quote": "USD",
-                                    "source": "simulated", "ts": at(ts), "price": price,
-                                    "volume_24h": base * 1e4, "change_24h_pct": 0.5, "published_at": at(ts)}))
+            made_ticks.append(Tick(symbol, "simulated", ts, price, volume_24h=base * 1e4, change_24h_pct=0.5))
+    fives = [c for symbol in SYMBOLS for c in roll_up([m for m in made if m.symbol == symbol], "5m", now)]
+    space = replace(settings, database=DATABASE, prices_topic=TOPIC,
+                    candles_topic_prefix=NAMESPACE["CANDLES_TOPIC_PREFIX"])
+    publisher = CandlePublisher(space)
+    for i in range(0, len(made), 20_000):
+        publisher.publish(made[i:i + 20_000] + (fives if i == 0 else []), timeout=120)
+    codec, producer = AvroCodec(space, TOPIC, "tick"), kafka.producer(space, "bench-abuse-seed")
+    for tick in made_ticks:
+        producer.produce(TOPIC, codec.encode(tick.to_record(published_at=tick.ts)), tick.symbol.encode())
+        producer.poll(0)
+    producer.flush(60)
+    writes = {"candles_1m": made, "candles_5m": fives}
     client = MongoClient(settings.mongodb_uri)
     try:
         db = client[DATABASE]
-        db.drop_collection("candles_1m")
-        db.drop_collection("prices")
-        for collection, writes in (("candles_1m", candles), ("prices", ticks)):
-            for i in range(0, len(writes), 500):
-                db[collection].bulk_write(writes[i:i + 500], ordered=False)
+        for name in ("candles_1m", "candles_5m", "prices"):
+            db.drop_collection(name)
+        for name, rows in writes.items():
+            docs = [InsertOne({**c.to_record(), "start": at(c.start)}) for c in rows]
+            for i in range(0, len(docs), 500):
+                db[name].bulk_write(docs[i:i + 500], ordered=False)
+        docs = [InsertOne({**t.to_record(published_at=t.ts), "ts": at(t.ts), "published_at": at(t.ts)})
+                for t in made_ticks]
+        for i in range(0, len(docs), 500):
+            db["prices"].bulk_write(docs[i:i + 500], ordered=False)
     finally:
         client.close()
-    return len(candles), len(ticks)
+    return len(made), len(made_ticks)
 
 
 published_ts: list[int] = []  # event times of the BTC ticks published
@@ -423,8 +446,7 @@ def main() -> int:
         env = {**os.environ, **NAMESPACE}
         from confluent_kafka import Producer
 
-        for topic in (TOPIC, NAMESPACE["CANDLES_TOPIC"]):
-            Producer({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(topic, timeout=10)  # creates it
+        Producer({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(TOPIC, timeout=10)  # creates it
         seeded = seed(settings)
         print(f"seeded {DATABASE}: {seeded[0]:,} candles (10 days), {seeded[1]:,} ticks (3 hours)", flush=True)
         app = subprocess.Popen([sys.executable, "-m", "webui.cli", "serve", "--port", str(port)], env=env,
@@ -434,7 +456,7 @@ def main() -> int:
     publishing = None
     try:
         deadline = time.monotonic() + 180
-        while True:  # healthy with its views loaded (their load scans FerretDB: not the steady state)
+        while True:  # healthy with its views loaded (from its topics, in about a second)
             try:
                 health = requests.get(f"{http}/healthz", timeout=5)
                 if health.status_code == 200 and all(v["ready"] for v in health.json().get("views", {}).values()):

@@ -1,10 +1,10 @@
 """The markets overview with many coins: the size of its message and the server's time to build it.
 
-    python bench/overview.py [--coins 50] [--days 8] [--runs 20]
+    python bench/overview.py [--coins 50] [--days 1] [--runs 20]
 
 No service needed: the real app (in-process, Quart's test client, the real WebSocket handler and HistoryStore)
-with its candle view filled as a running dashboard holds it, `--days` of 1-minute simulated candles for each
-of `--coins` coins (the view keeps 8 days), and the last 600 live ticks of each coin in the hub's buffer. Prints
+with its 1-minute candles' view filled as a running dashboard holds it, `--days` of 1-minute simulated candles for
+each of `--coins` coins (the view keeps 26 hours), and the last 600 live ticks of each coin in the hub's buffer. Prints
 the `overview` message's size (bytes, and gzip-compressed as a proxy would send it), the server's build time
 (`server_ms`, a fresh build each run) and the client's round trip, then the same for one coin's 24 h chart
 snapshot, for comparison.
@@ -42,13 +42,13 @@ def coins(count: int) -> tuple[str, ...]:
     return tuple(names[:count])
 
 
-def fill(view: WindowView, symbols: tuple[str, ...], days: int) -> int:
+def fill(view: WindowView, symbols: tuple[str, ...], days: float) -> int:
     now = int(time.time() * 1000) // MINUTE_MS * MINUTE_MS
     rng = random.Random(42)
     count = 0
     for symbol in symbols:
         price = rng.uniform(0.1, 50_000)
-        for start in range(now - days * DAY_MS, now + 1, MINUTE_MS):
+        for start in range(now - int(days * DAY_MS), now + 1, MINUTE_MS):
             close = price * (1 + rng.gauss(0, 0.001))
             view.put(symbol, "simulated", CandleRow(start, price, max(price, close) * 1.0005,
                                                     min(price, close) * 0.9995, close, rng.uniform(1e3, 1e5)))
@@ -70,13 +70,12 @@ async def measure(args: argparse.Namespace) -> None:
     app = create_app(settings, start_consumer=False, views=False, probe_seconds=0, symbols=symbols)
     async with app.test_app() as test_app:
         shared = state(app)
-        view = WindowView(settings, candle_spec(settings))
+        view = WindowView(settings, candle_spec(settings, "1m"))
         started = time.perf_counter()
         rows = await asyncio.to_thread(fill, view, symbols, args.days)
         print(f"{args.coins} coins, {rows:,} candles in the candle view ({args.days} days each), "
               f"filled in {time.perf_counter() - started:.1f} s")
-        shared.views["candles"] = view
-        shared.history.candle_view = view
+        shared.views["1m"] = view  # the app's views, which the history store reads
         shared.hub.publish(live_ticks(symbols))
         results: dict[str, list[tuple[float, float, int]]] = {"overview": [], "chart": []}
         async with test_app.test_client().websocket("/ws") as ws:
@@ -117,7 +116,7 @@ async def measure(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--coins", type=int, default=50)
-    parser.add_argument("--days", type=int, default=8)
+    parser.add_argument("--days", type=float, default=1)
     parser.add_argument("--runs", type=int, default=20)
     asyncio.run(measure(parser.parse_args()))
 

@@ -339,7 +339,7 @@ def main() -> int:
     try:
         deadline = time.monotonic() + 120
         ready: set[int] = set()
-        while True:  # healthy, and its in-memory views loaded (their load scans FerretDB: not a steady state)
+        while True:  # healthy, and its in-memory views loaded (from their topics: not a steady state)
             try:  # every process: each new connection may land on any of them
                 health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
                 if health.status_code == 200 and all(v["ready"] for v in health.json().get("views", {}).values()):

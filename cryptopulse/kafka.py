@@ -464,11 +464,11 @@ class Reader(Generic[T]):
         return {(tp.topic, tp.partition): self.client.get_watermark_offsets(tp, timeout=10)[1]
                 for tp in self.assignment()}
 
-    def catch_up(self, handle: Callable[[list[T]], None], timeout: float = 30.0) -> None:
+    def catch_up(self, handle: Callable[[list[T]], None], timeout: float = 30.0, most: int = 1000) -> None:
         """Hand on every record up to each assigned partition's end as of now (a compacted topic read back as
-        state). The end is where the consumer's position reaches the end offset, not a record's offset: a topic
-        written in transactions ends with a commit marker that is never delivered. TimeoutError when the end is
-        not reached within `timeout`."""
+        state), in batches of at most `most`. The end is where the consumer's position reaches the end offset, not a
+        record's offset: a topic written in transactions ends with a commit marker that is never delivered.
+        TimeoutError when the end is not reached within `timeout`."""
         self.open()
         ends = self.ends()
         deadline = time.monotonic() + timeout
@@ -478,7 +478,7 @@ class Reader(Generic[T]):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read {', '.join(self.topics)} to its end in {timeout:.0f} s")
-            self.pump(handle, timeout=0.5)
+            self.pump(handle, timeout=0.5, most=most)
 
 
 def decoder(decode_value: Callable[[Message], dict[str, Any]], stats: Counts, what: str, logger: logging.Logger = log,

@@ -56,7 +56,7 @@ class FakeBroker:
 class FakeConsumer:
     def __init__(self, broker: FakeBroker, config: dict[str, Any]) -> None:
         self.broker, self.config = broker, config
-        self.position: int | None = None
+        self.at: int | None = None
         self.topic = "t"
         self.on_assign: Callable[..., None] | None = None
         self.closed = False
@@ -73,14 +73,20 @@ class FakeConsumer:
         (tp,) = partitions
         self.topic = tp.topic
         if tp.offset == OFFSET_BEGINNING:
-            self.position = 0
+            self.at = 0
         elif tp.offset < 0:  # no position of its own: auto.offset.reset = latest
-            self.position = len(self.broker.log)
+            self.at = len(self.broker.log)
         else:
-            self.position = tp.offset
+            self.at = tp.offset
 
     def seek(self, tp: TopicPartition) -> None:
-        self.position = tp.offset
+        self.at = tp.offset
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, 0)] if self.at is not None else []
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, self.at) for tp in partitions]
 
     def poll(self, timeout: float) -> FakeMessage | None:
         broker = self.broker
@@ -92,11 +98,11 @@ class FakeConsumer:
             self.config["error_cb"](DOWN)
             time.sleep(0.005)
             return None
-        if self.position is None and self.on_assign is not None:
+        if self.at is None and self.on_assign is not None:
             self.on_assign(self, [TopicPartition("t", 0)])
-        if self.position is not None and self.position < len(broker.log):
-            message = FakeMessage(broker.log[self.position], self.position, topic=self.topic)
-            self.position += 1
+        if self.at is not None and self.at < len(broker.log):
+            message = FakeMessage(broker.log[self.at], self.at, topic=self.topic)
+            self.at += 1
             return message
         time.sleep(0.005)
         return None

@@ -1,11 +1,12 @@
 """The history API for analysts: GET /api/v1/history, /api/v1/tickers and the OpenAPI description.
 
 Its answers are the charts' own: a history is the snapshot the WebSocket sends for the same window
-(`HistoryStore.answer`: the same views, queries, shared builds and cache), as rows of candles, and its
-indicators come from webui/indicators.py over those candles. Its parameters are checked like a subscribe
-(webui/protocol.py: a 400 with a plain reason), every request draws on the subscribe budget of its address
-(webui/guard.py: 429 past it), and past windows on the server's global rate (503 "busy", Retry-After).
-docs/webui.md has curl examples.
+(`HistoryStore.answer`: the same views, queries, shared builds and cache), or a page of older bars (the one the
+chart loads when scrolled back, `HistoryStore.page`), as rows of candles, and its indicators come from
+webui/indicators.py over those candles. Its parameters are checked like a subscribe (webui/protocol.py: a 400 with
+a plain reason), every request draws on the subscribe budget of its address (webui/guard.py: 429 past it), windows
+the store must read on the server's global rate, and no answer takes longer than the deadline (503 "busy",
+Retry-After). docs/webui.md has curl examples.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from pymongo.errors import PyMongoError
 from quart import Blueprint, Response, current_app, request
@@ -24,19 +26,11 @@ from quart import Blueprint, Response, current_app, request
 from cryptopulse.outage import RateLimitFilter
 from webui.guard import client_address
 from webui.health import plain
-from webui.history import Busy, encode
+from webui.history import Answer, Busy, encode
 from webui.indicators import NAMES, compute
-from webui.protocol import (
-    API_MAX_ROWS,
-    API_MAX_SPAN_MS,
-    FORMATS,
-    INTERVALS_MS,
-    HistoryQuery,
-    ProtocolError,
-    parse_history_query,
-)
-from webui.series import RANGES_MS
+from webui.protocol import FORMATS, PAGE_BARS, HistoryQuery, ProtocolError, parse_history_query
 from webui.state import State, state
+from webui.timeframes import DEFAULT_TIMEFRAME, MAX_BARS, RANGES, TIMEFRAMES
 
 log = logging.getLogger(__name__)
 log.addFilter(RateLimitFilter(period=60, burst=5))
@@ -82,11 +76,13 @@ def admitted_query(shared: State) -> dict[str, str] | Response:
     return problem(400, args, metric="invalid") if isinstance(args, str) else args
 
 
-def table(snapshot: dict[str, Any], names: tuple[str, ...]) -> tuple[list[str], list[list[Any]]]:
-    """The snapshot's candles as rows: time (epoch ms), open, high, low, close, volume, then each indicator."""
+def table(snapshot: dict[str, Any], names: tuple[str, ...],
+          warmup: list[Any] | None = None) -> tuple[list[str], list[list[Any]]]:
+    """The snapshot's candles as rows: time (epoch ms), open, high, low, close, volume, then each indicator (its
+    warm-up bars read first)."""
     candles, volume = snapshot["candles"], snapshot["volume"]
     by_time = {t: v for t, v in volume}
-    values = compute(candles, volume, names)
+    values = compute(candles, volume, names, warmup or ())
     rows = [[c[0], c[1], c[2], c[3], c[4], by_time.get(c[0]), *(values[n][i] for n in names)]
             for i, c in enumerate(candles)]
     return [*COLUMNS, *names], rows
@@ -107,16 +103,30 @@ def as_csv(columns: list[str], rows: list[list[Any]]) -> str:
     return out.getvalue()
 
 
-def history_body(text: str, query: HistoryQuery) -> tuple[str, str]:
-    """(body, content type) of a history answer, from the encoded snapshot of its window."""
-    snapshot = json.loads(text)
-    columns, rows = table(snapshot, query.indicators)
+def next_page(query: HistoryQuery, before: int | None) -> str | None:
+    """The URL of the page after `query`'s (older), ending at `before`; None when the history ends."""
+    if before is None:
+        return None
+    asked = {"symbol": query.symbol, "interval": query.interval, "before": before, "limit": query.limit,
+             "format": query.format, "indicators": ",".join(query.indicators)}
+    return f"{api.url_prefix}/history?{urlencode({k: v for k, v in asked.items() if v})}"
+
+
+def history_body(answer: Answer, query: HistoryQuery) -> tuple[str, str, str | None]:
+    """(body, content type, the next page's URL) of a history answer, from the encoded snapshot of its window."""
+    snapshot = json.loads(answer.text)
+    columns, rows = table(snapshot, query.indicators, answer.warmup)
+    following = next_page(query, snapshot.get("next_before")) if query.page else None
     if query.format == "csv":
-        return as_csv(columns, rows), "text/csv; charset=utf-8"
-    body = {key: snapshot[key] for key in ("symbol", "range", "start", "end", "basis", "source", "simulated")}
+        return as_csv(columns, rows), "text/csv; charset=utf-8", following
+    body = {key: snapshot[key] for key in ("symbol", "range", "interval", "start", "end", "basis", "source",
+                                           "simulated")}
+    if query.page:
+        body |= {"before": query.before, "limit": query.limit, "next_before": snapshot["next_before"],
+                 "next": following}
     body |= {"interval_ms": snapshot["bucket_ms"], "stats": snapshot["stats"], "columns": columns, "rows": rows,
              "server_ms": snapshot.get("server_ms")}
-    return encode(body), "application/json"
+    return encode(body), "application/json", following
 
 
 @api.get("/history")
@@ -132,12 +142,14 @@ async def history() -> Response:
     store = shared.history
     assert store is not None, "history store is created before serving"
     try:
-        answer = await store.answer(query.symbol, query.range, query.end, span_ms=query.span_ms,
-                                    bucket_ms=query.bucket_ms)
-        body, kind = await store.in_worker(history_body, answer.text, query)
+        if query.page:
+            answer = await store.page(query.symbol, query.interval, query.before, query.limit or PAGE_BARS)
+        else:
+            answer = await store.answer(query.symbol, query.range, query.end, span_ms=query.span_ms,
+                                        interval=query.interval)
+        body, kind, following = await store.in_worker(history_body, answer, query)
     except Busy as busy:
-        return problem(503, f"history busy: too many past windows asked for; ask again in {busy.retry_ms / 1000:g} s",
-                       busy.retry_ms / 1000, "busy")
+        return problem(503, busy.message, busy.retry_ms / 1000, "busy")
     except PyMongoError as exc:
         if shared.monitor is not None:
             shared.monitor.poke()
@@ -145,7 +157,10 @@ async def history() -> Response:
         return problem(503, f"history unavailable: the database did not answer; ask again in {RETRY_S} s", RETRY_S,
                        "history")
     shared.metrics.snapshots += 1
-    return Response(body, content_type=kind)
+    response = Response(body, content_type=kind)
+    if following is not None:  # the cursor, also for CSV (RFC 8288)
+        response.headers["Link"] = f'<{following}>; rel="next"'
+    return response
 
 
 @api.get("/tickers")
@@ -201,24 +216,37 @@ def openapi_document(symbols: tuple[str, ...]) -> dict[str, Any]:
                                 "show. Rate limited per client address; past windows also on a global rate."},
         "paths": {
             "/api/v1/history": {"get": {
-                "summary": "Candles (OHLC and volume) of one coin over a window, with indicators",
+                "summary": "Candles (OHLC and volume) of one coin over a window or a page, with indicators",
+                "description": "Three kinds of request: a chart's `range` (with an optional `end`); a window "
+                               "`start`..`end`; or a page: `before` and/or `limit` with an `interval`, the `limit` "
+                               "bars that begin before `before` (default now). A page's answer names the next "
+                               "(older) one: `next_before` and `next` in JSON, a `Link: <...>; rel=\"next\"` header "
+                               "in both formats; none when the history ends. Every answer holds at most "
+                               f"{MAX_BARS} bars.",
                 "parameters": [
                     parameter("symbol", {"type": "string", "enum": list(symbols)}, "the coin (case-insensitive)",
                               True),
-                    parameter("range", {"type": "string", "enum": list(RANGES_MS), "default": "24h"},
-                              "a chart's range, ending at `end` or now; not with `start`"),
-                    parameter("start", epoch, f"with `end`: the window start..end, at most "
-                              f"{API_MAX_SPAN_MS // 86_400_000} days"),
+                    parameter("range", {"type": "string", "enum": list(RANGES), "default": "24h"},
+                              "a chart's range, ending at `end` or now (`all`: the newest bars of 1d or 1w); not with "
+                              "`start`, `before` or `limit`"),
+                    parameter("start", epoch, "with `end`: the window start..end"),
                     parameter("end", epoch, "the window's end (default now); up to a day ahead of the server's clock"),
-                    parameter("interval", {"type": "string", "enum": list(INTERVALS_MS)},
-                              f"bucket width (default: the chart's); at most {API_MAX_ROWS} rows"),
+                    parameter("interval", {"type": "string", "enum": list(TIMEFRAMES)},
+                              "the bars: 5s (from raw ticks, the last hour only) or the candles of 1m ... 1w; default: "
+                              "the range's (" + ", ".join(f"{r} {t}" for r, t in DEFAULT_TIMEFRAME.items())
+                              + "), for start/end the finest that fits; required for a page"),
+                    parameter("before", epoch, "a page: its bars begin before this time (default now)"),
+                    parameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_BARS, "default": PAGE_BARS},
+                              "a page: how many bars it spans (fewer rows where the market had no data)"),
                     parameter("format", {"type": "string", "enum": list(FORMATS), "default": "json"},
                               "json, or csv (a header line, one line per candle, `time_iso` after `time`)"),
                     parameter("indicators", {"type": "string", "example": "sma20,rsi14"},
                               f"comma-separated, among {', '.join(NAMES)}: one column each"),
                 ],
                 "responses": {
-                    "200": {"description": "the window", "content": {
+                    "200": {"description": "the window, or the page", "headers": {
+                        "Link": {"schema": {"type": "string"}, "description": "a page: the next (older) page"}},
+                        "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/History"}},
                         "text/csv": {"schema": {"type": "string"}}}},
                     "400": error, "421": {"description": "a Host the dashboard does not serve"},
@@ -238,9 +266,17 @@ def openapi_document(symbols: tuple[str, ...]) -> dict[str, Any]:
         "components": {"schemas": {
             "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
             "History": {"type": "object", "properties": {
-                "symbol": {"type": "string"}, "range": {"type": ["string", "null"]}, "start": epoch, "end": epoch,
-                "basis": {"enum": ["candles_1m", "ticks"]}, "source": {"type": ["string", "null"]},
-                "simulated": {"type": "boolean"}, "interval_ms": {"type": "integer"},
+                "symbol": {"type": "string"}, "range": {"type": ["string", "null"]},
+                "interval": {"enum": list(TIMEFRAMES)}, "start": epoch, "end": epoch,
+                "basis": {"type": "string", "description": "candles_<interval> (the candles of the interval), or "
+                          "ticks (none in the window: raw ticks bucketed at the interval)"},
+                "source": {"type": ["string", "null"]}, "simulated": {"type": "boolean"},
+                "before": {"type": ["integer", "null"], "description": "a page: as asked"},
+                "limit": {"type": "integer", "description": "a page: as asked"},
+                "next_before": {"type": ["integer", "null"], "description": "a page: `before` of the next (older) "
+                                "page; null when the history ends"},
+                "next": {"type": ["string", "null"], "description": "a page: the next page's URL"},
+                "interval_ms": {"type": "integer"},
                 "stats": {"type": "object", "description": "the chart's side panel: price, first, change, "
                           "change_pct, min, max, volume, last_update, count"},
                 "columns": {"type": "array", "items": {"type": "string"},

@@ -25,7 +25,7 @@ from webui.live import Hub, LiveConsumer
 from webui.metrics import Metrics
 from webui.protocol import host_allowed, host_name, origin_hosts
 from webui.state import State
-from webui.views import WindowView, candle_spec, tick_spec
+from webui.views import WindowView, all_specs
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,13 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
     @app.before_serving
     async def start() -> None:
         if config.views:
-            for spec in (candle_spec(config.settings), tick_spec(config.settings)):
+            for spec in all_specs(config.settings):
                 shared.views[spec.name] = WindowView(config.settings, spec, deps=deps)
                 shared.views[spec.name].start()
         shared.history = HistoryStore(config.settings.mongodb_uri, config.settings.database, config.mongo_pool,
                                       config.max_points, config.snapshot_cache_seconds, shared.hub.recent_ticks,
-                                      shared.views.get("candles"), shared.views.get("ticks"),
-                                      cache_bytes=config.snapshot_cache_bytes, past_rate=config.history_rate)
+                                      shared.views, cache_bytes=config.snapshot_cache_bytes,
+                                      past_rate=config.history_rate, deadline=config.history_deadline)
         if config.probe_seconds > 0:
             shared.monitor = Monitor(deps, shared.history.ping, config.settings.schema_registry_url,
                                      config.probe_seconds)

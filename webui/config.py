@@ -71,9 +71,13 @@ class WebConfig:
     ping_seconds: float = field(default_factory=lambda: _float("WEBUI_PING_SECONDS", 20))
     # Deepest JSON nesting read from a client (a subscribe is 1 deep).
     max_json_depth: int = 8
-    # Windows with an explicit `end` (not the live ones the page shows) built per second, all clients together;
-    # more are answered "busy" with retry_ms. Each may be a collection scan on FerretDB.
+    # Windows other than the live ones that the store must read (older than the views hold), built per second, all
+    # clients together; more are answered "busy" with retry_ms.
     history_rate: float = field(default_factory=lambda: _float("WEBUI_HISTORY_RATE", 5))
+    # No client waits longer than this for a history answer: it is told to ask again (503 busy, or an `error` with
+    # retry_ms) and the read goes on, kept for its next ask. Well under the 60 s after which hypercorn drops a
+    # connection that sent nothing.
+    history_deadline: float = field(default_factory=lambda: _float("WEBUI_HISTORY_DEADLINE_SECONDS", 5))
     # Bytes of encoded snapshots kept for reuse (LRU), besides their 2 s freshness.
     snapshot_cache_bytes: int = field(default_factory=lambda: _int("WEBUI_SNAPSHOT_CACHE_MB", 16) * 2**20)
     # /healthz's detail (host names, pids, errors) goes to loopback clients only, unless this is set.
@@ -88,7 +92,7 @@ class WebConfig:
     snapshot_cache_seconds: float = 2.0
     consumer_group_prefix: str = ""  # "": the settings' WEBUI_GROUP_PREFIX
     start_consumer: bool = True
-    # Recent candles and ticks held in memory (loaded from MongoDB, kept by their topics, webui/views.py):
+    # Recent candles and ticks held in memory (loaded from their topics and kept by them, webui/views.py):
     # WEBUI_VIEWS=0 reads every chart from MongoDB instead.
     views: bool = field(default_factory=lambda: env_flag("WEBUI_VIEWS", True))
     # Seconds between probes of MongoDB (ping) and the schema registry, so their outages are seen and logged

@@ -7,6 +7,10 @@ and volume bars, so they are exactly what the chart shows.
 
 - SMA(n): the mean of the last n closes.
 - EMA(n): seeded with the SMA of the first n closes, then `close * k + previous * (1 - k)`, k = 2 / (n + 1).
+Each is computed with the bars just before the window too (`warmup`, up to 50 of them), so that it is defined from
+the window's first bar wherever the history goes back that far, and a page of older bars meets the newer ones
+without a gap; VWAP alone is anchored at the window's start.
+
 - VWAP: anchored at the window's start: Σ typical price × volume / Σ volume over the buckets so far, the
   typical price being (high + low + close) / 3; None while no volume has been seen.
 - RSI(n) (Wilder): the first average gain and loss are the means of the first n changes between closes, then
@@ -88,33 +92,36 @@ def _rsi(gain: float, loss: float) -> float:
 
 
 def compute(candles: Sequence[Sequence[float]], volume: Sequence[Sequence[Any]],
-            names: Sequence[str] = NAMES) -> dict[str, Values]:
+            names: Sequence[str] = NAMES, warmup: Sequence[Sequence[float]] = ()) -> dict[str, Values]:
     """`names` over a snapshot's `candles` ([t, open, high, low, close]) and `volume` ([t, volume]) bars, one value
-    per candle; a name not in NAMES raises ValueError."""
-    closes = [c[4] for c in candles]
+    per candle, with the `warmup` candles before them read first; a name not in NAMES raises ValueError."""
+    skip = len(warmup)
+    closes = [c[4] for c in (*warmup, *candles)]
+    shown = closes[skip:]
     by_time = {v[0]: v[1] for v in volume}
     out: dict[str, Values] = {}
     for name in names:
         if name.startswith("sma") and name in NAMES:
-            out[name] = sma(closes, int(name[3:]))
+            out[name] = sma(closes, int(name[3:]))[skip:]
         elif name.startswith("ema") and name in NAMES:
-            out[name] = ema(closes, int(name[3:]))
+            out[name] = ema(closes, int(name[3:]))[skip:]
         elif name == "vwap":
-            out[name] = vwap([c[2] for c in candles], [c[3] for c in candles], closes,
+            out[name] = vwap([c[2] for c in candles], [c[3] for c in candles], shown,
                              [by_time.get(c[0]) for c in candles])
         elif name.startswith("rsi") and name in NAMES:
-            out[name] = rsi(closes, int(name[3:]))
+            out[name] = rsi(closes, int(name[3:]))[skip:]
         else:
             raise ValueError(f"unknown indicator {name!r}: choose among {', '.join(NAMES)}")
     return out
 
 
-def message(snapshot: dict[str, Any]) -> dict[str, Any]:
+def message(snapshot: dict[str, Any], warmup: Sequence[Sequence[float]] = ()) -> dict[str, Any]:
     """The `indicators` message of a snapshot: every indicator as [[t, value], ...] where it is defined."""
     candles = snapshot.get("candles") or []
-    values = compute(candles, snapshot.get("volume") or [])
+    values = compute(candles, snapshot.get("volume") or [], NAMES, warmup)
     times = [c[0] for c in candles]
     return {"type": "indicators", "symbol": snapshot.get("symbol"), "range": snapshot.get("range"),
-            "start": snapshot.get("start"), "end": snapshot.get("end"), "bucket_ms": snapshot.get("bucket_ms"),
+            "interval": snapshot.get("interval"), "start": snapshot.get("start"), "end": snapshot.get("end"),
+            "bucket_ms": snapshot.get("bucket_ms"),
             "series": {name: [[t, v] for t, v in zip(times, series, strict=True) if v is not None]
                        for name, series in values.items()}}

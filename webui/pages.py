@@ -9,6 +9,7 @@ from quart import Blueprint, Response, current_app, render_template, request
 from webui.guard import client_address, is_local
 from webui.health import Monitor, health_report
 from webui.state import state
+from webui.timeframes import TIMEFRAMES, timeframes_by_range
 
 pages = Blueprint("pages", __name__)
 
@@ -23,7 +24,8 @@ async def markets() -> str:
 @pages.get("/chart")
 async def chart() -> str:
     """One coin's chart (`?symbol=ETH`; the first coin by default)."""
-    return await render_template("index.html", symbols=state(current_app).config.symbols)
+    return await render_template("index.html", symbols=state(current_app).config.symbols,
+                                 timeframes=timeframes_by_range(), frames=TIMEFRAMES)
 
 
 @pages.get("/favicon.ico")

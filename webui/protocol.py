@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptopulse.times import DAY_MS
-from webui.series import RANGES_MS
+from webui.timeframes import (
+    DEFAULT_TIMEFRAME,
+    MAX_BARS,
+    RANGES_MS,
+    TIMEFRAMES,
+    bar_count,
+    finest_for,
+    refusal,
+)
 
 
 class ProtocolError(ValueError):
@@ -26,6 +34,11 @@ class Subscribe:
     range: str
     end: int | None = None  # epoch ms; None means "now" (the live view)
     indicators: bool = False  # also send the window's `indicators` message (webui/indicators.py)
+    interval: str | None = None  # the bars' timeframe; None: the range's default (webui/timeframes.py)
+
+    @property
+    def timeframe(self) -> str:
+        return self.interval or DEFAULT_TIMEFRAME[self.range]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +135,9 @@ def parse_message(raw: str | bytes, symbols: Collection[str], max_bytes: int = 4
     range_ = message.get("range", "1h")
     if not isinstance(range_, str) or range_ not in RANGES_MS:
         raise ProtocolError(f"unknown range {describe(range_)}: choose one of {', '.join(RANGES_MS)}")
+    interval = message.get("interval")
+    if interval is not None:
+        check_timeframe(range_, interval)
     end = message.get("end")
     if end is not None:
         if isinstance(end, bool) or not isinstance(end, int):
@@ -130,7 +146,17 @@ def parse_message(raw: str | bytes, symbols: Collection[str], max_bytes: int = 4
     indicators = message.get("indicators", False)
     if not isinstance(indicators, bool):
         raise ProtocolError("indicators must be true or false")
-    return Subscribe(symbol.upper(), range_, end, indicators)
+    return Subscribe(symbol.upper(), range_, end, indicators, interval)
+
+
+def check_timeframe(range_: str, interval: Any) -> str:
+    """`interval` if it is a timeframe a chart of `range_` may use, else ProtocolError saying which are."""
+    if not isinstance(interval, str) or interval not in TIMEFRAMES:
+        raise ProtocolError(f"unknown interval {describe(interval)}: choose one of {', '.join(TIMEFRAMES)}")
+    reason = refusal(range_, interval)
+    if reason is not None:
+        raise ProtocolError(reason)
+    return interval
 
 
 def check_end(end: int, now_ms: Callable[[], int] | None = None, name: str = "end") -> int:
@@ -240,22 +266,26 @@ def origin_hosts(origins: Collection[str]) -> set[str]:
 
 # --- the history API's query string (GET /api/v1/history, webui/api.py), checked as strictly as a subscribe ---
 
-INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000}
 FORMATS = ("json", "csv")
-API_MAX_SPAN_MS = 31 * DAY_MS  # a start/end window at most this long
-API_MAX_ROWS = 10_080  # rows in one answer at most: 7 days of 1-minute candles
-HISTORY_PARAMETERS = ("symbol", "range", "start", "end", "interval", "format", "indicators")
+PAGE_BARS = 1_000  # a page's bars when `limit` is not given
+HISTORY_PARAMETERS = ("symbol", "range", "start", "end", "interval", "before", "limit", "format", "indicators")
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryQuery:
     symbol: str
-    range: str | None  # a chart's range, or None for the window start..end
+    range: str | None  # a chart's range, or None for the window start..end or a page
     end: int | None  # epoch ms; None: now (a range only)
     span_ms: int | None  # end - start for a start/end window
-    bucket_ms: int | None  # the interval; None: the chart's buckets
+    interval: str  # the bars' timeframe
     format: str
     indicators: tuple[str, ...]
+    before: int | None = None  # a page: the bars that begin before this time (epoch ms)
+    limit: int | None = None  # a page: how many bars it spans
+
+    @property
+    def page(self) -> bool:
+        return self.limit is not None
 
 
 def _epoch_ms(name: str, raw: str, now_ms: Callable[[], int] | None) -> int:
@@ -264,9 +294,18 @@ def _epoch_ms(name: str, raw: str, now_ms: Callable[[], int] | None) -> int:
     return check_end(int(raw), now_ms, name)
 
 
+def _timeframe(raw: str | None) -> str | None:
+    if raw is not None and raw not in TIMEFRAMES:
+        raise ProtocolError(f"unknown interval {describe(raw)}: choose one of {', '.join(TIMEFRAMES)}")
+    return raw
+
+
 def parse_history_query(args: Mapping[str, str], symbols: Collection[str], indicator_names: Collection[str],
                         now_ms: Callable[[], int] | None = None) -> HistoryQuery:
-    """The history API's parameters (each given once, as a string), or ProtocolError saying what to send."""
+    """The history API's parameters (each given once, as a string), or ProtocolError saying what to send.
+
+    Three kinds of request: a chart's `range` (with an optional `end`), a window `start`..`end`, or a page
+    (`before` and/or `limit`, with an `interval`): the `limit` bars that begin before `before` (default now)."""
     unknown = [name for name in args if name not in HISTORY_PARAMETERS]
     if unknown:
         raise ProtocolError(f"unknown parameter {describe(unknown[0])}: the parameters are "
@@ -275,34 +314,7 @@ def parse_history_query(args: Mapping[str, str], symbols: Collection[str], indic
     if not symbol or symbol.upper() not in symbols:
         raise ProtocolError(f"unknown symbol {describe(symbol)}: choose one of {', '.join(symbols)}")
     start_raw, end_raw, range_ = args.get("start"), args.get("end"), args.get("range")
-    end = None if end_raw is None else _epoch_ms("end", end_raw, now_ms)
-    span = None
-    if start_raw is not None:
-        if range_ is not None:
-            raise ProtocolError("give either range (with an optional end) or start and end, not both")
-        if end is None:
-            raise ProtocolError("start needs an end (epoch milliseconds), or use range")
-        start = _epoch_ms("start", start_raw, now_ms)
-        span = end - start
-        if span <= 0:
-            raise ProtocolError("start must be before end")
-        if span > API_MAX_SPAN_MS:
-            raise ProtocolError(f"the window from start to end is longer than {API_MAX_SPAN_MS // DAY_MS} days; "
-                                "ask for several")
-    else:
-        range_ = "24h" if range_ is None else range_
-        if range_ not in RANGES_MS:
-            raise ProtocolError(f"unknown range {describe(range_)}: choose one of {', '.join(RANGES_MS)}")
-    interval = args.get("interval")
-    bucket = None
-    if interval is not None:
-        if interval not in INTERVALS_MS:
-            raise ProtocolError(f"unknown interval {describe(interval)}: choose one of {', '.join(INTERVALS_MS)}")
-        bucket = INTERVALS_MS[interval]
-        rows = -(-(span or RANGES_MS[range_ or ""]) // bucket)
-        if rows > API_MAX_ROWS:
-            raise ProtocolError(f"{rows} rows of {interval} is more than {API_MAX_ROWS} in one answer: "
-                                "choose a wider interval or a shorter window")
+    interval = _timeframe(args.get("interval"))
     format_ = args.get("format", "json")
     if format_ not in FORMATS:
         raise ProtocolError(f"unknown format {describe(format_)}: choose one of {', '.join(FORMATS)}")
@@ -310,5 +322,37 @@ def parse_history_query(args: Mapping[str, str], symbols: Collection[str], indic
     for name in wanted:
         if name not in indicator_names:
             raise ProtocolError(f"unknown indicator {describe(name)}: choose among {', '.join(indicator_names)}")
-    return HistoryQuery(symbol.upper(), range_ if span is None else None, end, span, bucket, format_,
-                        tuple(dict.fromkeys(wanted)))
+    indicators = tuple(dict.fromkeys(wanted))
+    symbol = symbol.upper()
+    if "before" in args or "limit" in args:
+        if start_raw is not None or end_raw is not None or range_ is not None:
+            raise ProtocolError("a page is before and/or limit with an interval, without range, start or end")
+        if interval is None:
+            raise ProtocolError(f"a page needs an interval: one of {', '.join(TIMEFRAMES)}")
+        before = None if args.get("before") is None else _epoch_ms("before", args["before"], now_ms)
+        limit_raw = args.get("limit", str(PAGE_BARS))
+        if not (limit_raw.isascii() and limit_raw.isdigit() and len(limit_raw) <= 6) \
+                or not 1 <= int(limit_raw) <= MAX_BARS:
+            raise ProtocolError(f"limit must be a whole number of bars from 1 to {MAX_BARS} "
+                                f"(got {describe(limit_raw)})")
+        return HistoryQuery(symbol, None, None, None, interval, format_, indicators, before, int(limit_raw))
+    end = None if end_raw is None else _epoch_ms("end", end_raw, now_ms)
+    if start_raw is not None:
+        if range_ is not None:
+            raise ProtocolError("give either range (with an optional end) or start and end, not both")
+        if end is None:
+            raise ProtocolError("start needs an end (epoch milliseconds), or use range")
+        span = end - _epoch_ms("start", start_raw, now_ms)
+        if span <= 0:
+            raise ProtocolError("start must be before end")
+        interval = interval or finest_for(span)
+        if interval is None or bar_count(span, interval) > MAX_BARS:
+            bars = f"{bar_count(span, interval)} bars of {interval}" if interval else "more bars than even 1w has"
+            raise ProtocolError(f"{bars} from start to end is more than {MAX_BARS} in one answer: choose a wider "
+                                "interval, a shorter window, or pages (before, limit)")
+        return HistoryQuery(symbol, None, end, span, interval, format_, indicators)
+    range_ = "24h" if range_ is None else range_
+    if range_ not in RANGES_MS:
+        raise ProtocolError(f"unknown range {describe(range_)}: choose one of {', '.join(RANGES_MS)}")
+    interval = check_timeframe(range_, interval) if interval is not None else DEFAULT_TIMEFRAME[range_]
+    return HistoryQuery(symbol, range_, end, None, interval, format_, indicators)

@@ -10,9 +10,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from cryptopulse.candle import INTERVAL_MS, WEEK_OFFSET_MS
 from cryptopulse.times import DAY_MS
 
-RANGES_MS = {"1h": 3_600_000, "24h": DAY_MS, "7d": 7 * DAY_MS}
 # Bucket widths a human reads easily; the smallest one that keeps a series under max_points is used.
 NICE_STEPS_MS = (1_000, 2_000, 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000, 900_000,
                  1_800_000, 3_600_000, 7_200_000, 14_400_000, 21_600_000, 43_200_000, DAY_MS)
@@ -29,7 +29,7 @@ class TickRow:
 
 @dataclass(frozen=True, slots=True)
 class CandleRow:
-    """One stored candle (crypto_db.candles_1m): `volume` is the volume traded in that minute."""
+    """One stored candle of any interval (crypto_db.candles_<interval>): `volume` is the volume traded in it."""
 
     start: int
     open: float
@@ -69,6 +69,13 @@ def bucket_ms_for(range_ms: int, max_points: int) -> int:
     return -(-range_ms // max_points)
 
 
+def aligned(ts: int, bucket_ms: int) -> int:
+    """The start of the `bucket_ms` bucket holding `ts`: a multiple of its width from the epoch, but a week from
+    Monday 00:00 UTC, as the 1w candles are (cryptopulse/candle.py)."""
+    origin = WEEK_OFFSET_MS if bucket_ms == INTERVAL_MS["1w"] else 0
+    return ts - (ts - origin) % bucket_ms
+
+
 def ticks_to_buckets(ticks: Iterable[TickRow], bucket_ms: int) -> list[Bucket]:
     """OHLC per bucket (epoch-aligned), in one pass over ticks sorted by time.
 
@@ -80,7 +87,7 @@ def ticks_to_buckets(ticks: Iterable[TickRow], bucket_ms: int) -> list[Bucket]:
     current: Bucket | None = None
     last_volume: float | None = None
     for tick in ticks:
-        start = tick.ts - tick.ts % bucket_ms
+        start = aligned(tick.ts, bucket_ms)
         if current is None or start != current.start:
             if current is not None:
                 current.volume = _scaled(last_volume, bucket_ms)
@@ -104,11 +111,12 @@ def _scaled(volume_24h: float | None, bucket_ms: int) -> float:
 
 
 def candles_to_buckets(candles: Iterable[CandleRow], bucket_ms: int) -> list[Bucket]:
-    """Merge 1-minute candles (sorted by start) into wider buckets; volumes add up."""
+    """Candles (sorted by start) as buckets of `bucket_ms`: one each when they are that wide, else merged (1-minute
+    candles into a sparkline's half hours); volumes add up."""
     buckets: list[Bucket] = []
     current: Bucket | None = None
     for c in candles:
-        start = c.start - c.start % bucket_ms
+        start = aligned(c.start, bucket_ms)
         if current is None or start != current.start:
             current = Bucket(start, c.open, c.high, c.low, c.close, c.volume or 0.0)
             buckets.append(current)
@@ -171,8 +179,8 @@ def series_from_ticks(ticks: Sequence[TickRow], range_ms: int, max_points: int,
 
 def series_from_candles(candles: Sequence[CandleRow], range_ms: int, max_points: int,
                         bucket_ms: int | None = None) -> Series:
-    """The chart's series over 1-minute candles: buckets of `bucket_ms` (at least a minute) if given, else the
-    nice width for max_points."""
+    """The chart's series over candles: buckets of `bucket_ms` (at least a minute: the candles' own interval) if
+    given, else the nice width for max_points."""
     bucket = max(bucket_ms or bucket_ms_for(range_ms, max_points), 60_000)
     buckets = candles_to_buckets(candles, bucket)
     return Series(bucket, [(b.start, b.close) for b in buckets], _ohlc(buckets), _volume(buckets))
@@ -199,7 +207,7 @@ def stats_from_ticks(ticks: Sequence[TickRow], bucket_ms: int) -> dict[str, floa
 
 
 def stats_from_candles(candles: Sequence[CandleRow]) -> dict[str, float | int | None]:
-    """Side-panel numbers over 1-minute candles; the last update is the end of the last candle's minute."""
+    """Side-panel numbers over candles; the last update is the last candle's start."""
     if not candles:
         return empty_stats()
     low = min(c.low for c in candles)

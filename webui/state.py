@@ -34,7 +34,7 @@ class State:
     monitor: Monitor | None = None  # probes MongoDB and the registry (webui/health.py)
     history: HistoryStore | None = None
     consumer: LiveConsumer | None = None
-    views: dict[str, WindowView] = field(default_factory=dict)  # "candles", "ticks": history held in memory
+    views: dict[str, WindowView] = field(default_factory=dict)  # "ticks", "1m" ... "1w": history held in memory
     connections: Connections = field(default_factory=Connections)  # open WebSockets per address (webui/guard.py)
     allowed_hosts: frozenset[str] = frozenset()  # besides loopback: what the Host header may name
     alerts: AlertFeed | None = None  # new price alerts, pushed to every open page (webui/alerts.py)

@@ -1,48 +1,59 @@
-"""Recent history held in memory: charts without a collection scan.
+"""Recent history held in memory: one table per timeframe, loaded from its topic and kept by it.
 
-FerretDB answers a range query by scanning the whole collection: a month of candles for a few coins, or
-48 hours of ticks, makes a chart take seconds, and a chart must answer in well under 150 ms. So the app
-keeps two windows in memory, each loaded once from MongoDB and then kept by the topic the sink writes
-from, as a Kafka Streams table would: the last 8 days of candles (24 h and 7 d charts) and the last
-65 minutes of ticks (the 1 h chart). The sink's committed offsets, read *before* the load, mark where the
-topic may be ahead of the store; reading from there on and replacing by time, exactly as the sink
-replaces by `_id`, keeps a view equal to MongoDB, or a little ahead of it. Until a view is loaded, or
-for a window it does not cover, the dashboard reads MongoDB directly.
+FerretDB answers a range query by scanning the whole collection (~30-100 us a document): a chart read from it takes
+seconds on a full store, and a chart must answer in well under 150 ms. So the app keeps, for each interval, the
+window its charts need, and the last 65 minutes of ticks, in memory: each a table kept by its topic, as a Kafka
+Streams table is. A view reads its topic from the first record published within its window (`offsets_at(now -
+keep - margin)`: every record of a bucket is published after the bucket began, and every topic keeps at least as
+long as its view), to the topic's end as of then (the view is ready), and follows it, replacing by time as the sink
+replaces by `_id`. Loading costs the window, never the store or the days run; a candle older than the window is
+recognised by its key (symbol|source|interval|start) and skipped without being decoded, which is what a back-fill
+published all at once costs. MongoDB is read only for what is older than a view (webui/history.py).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    ConsumerGroupTopicPartitions,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
-)
-from pymongo import MongoClient
-from pymongo.errors import PyMongoError
+from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 
 from cryptopulse import kafka
 from cryptopulse.avro import AvroCodec
+from cryptopulse.candle import INTERVAL_MS, INTERVALS, bucket_of
 from cryptopulse.errors import RegistryUnavailable
-from cryptopulse.kafka import Follower, KafkaWatch, Reader, Unavailable
+from cryptopulse.kafka import BEGINNING, Follower, KafkaWatch, Reader, Unavailable
 from cryptopulse.outage import Backoff
-from cryptopulse.settings import Settings, sink_group
-from cryptopulse.times import DAY_MS, MINUTE_MS, epoch_ms
+from cryptopulse.settings import Settings
+from cryptopulse.times import DAY_MS, HOUR_MS, MINUTE_MS, epoch_ms
 from webui.health import Dependencies, plain
 from webui.series import CandleRow, TickRow, sound_candle, sound_tick
 
 log = logging.getLogger(__name__)
 
+# How long each view holds its rows: the longest range its interval is drawn for (webui/timeframes.py), plus the
+# indicators' warm-up of 50 bars, plus a margin; None: all the topic keeps (the intervals kept for ever).
+KEEP_MS: dict[str, int | None] = {"1m": 26 * HOUR_MS, "5m": 8 * DAY_MS, "15m": 32 * DAY_MS, "1h": 93 * DAY_MS,
+                                  "4h": 375 * DAY_MS, "1d": None, "1w": None}
+TICKS_KEEP_MS = 65 * MINUTE_MS  # the 1 h chart and its 5 s bars
+# Records published up to this long before the window are read too: a producer whose clock runs ahead of the
+# broker's stamps its records early.
+START_MARGIN_MS = 10 * MINUTE_MS
+# The memory bound: a view sized for this many (symbol, source) pairs (100 coins of two sources), its window of
+# rows each, "all" as 20 years; past it the view stops answering (the store does) rather than grow.
+VIEW_KEYS = 200
+ALL_SPAN_MS = 20 * 365 * DAY_MS
+TICKS_MAX_ROWS = 2_000_000
+CATCH_UP_SECONDS = 120.0  # reading to the end within this, or the load goes on after a backoff from where it was
+# While loading, records are taken 10,000 at a time and fetched 8 MiB at a time per partition (librdkafka's defaults,
+# 1 MiB, cost a round trip per ~7,000 candles): measured on 259,200 1m candles (60 days of 3 coins published at once),
+# loading took 1.33 s with the defaults (and 1,000 a batch), 0.81-0.89 s with these (alone, this 2-core machine).
+LOAD_BATCH = 10_000
+VIEW_CONSUMER = {"fetch.wait.max.ms": 100, "max.partition.fetch.bytes": 8 * 2**20}
 
 
 def candle_row(doc: dict[str, Any]) -> CandleRow:
@@ -57,46 +68,61 @@ def tick_row(doc: dict[str, Any]) -> TickRow:
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """What one view holds: which topic, sink, collection and time field, and for how long."""
+    """What one view holds: which topic and schema, for how long, and at most how many rows."""
 
-    name: str
+    name: str  # "ticks", or the candles' interval
     topic: str
     schema: str
-    sink_group: str
-    collection: str
-    time_field: str
-    keep_ms: int
+    keep_ms: int | None  # None: everything its topic keeps
     row: Callable[[dict[str, Any]], CandleRow | TickRow]
-    fields: tuple[str, ...]
     max_rows: int  # past this many rows the view stops answering (MongoDB does) rather than grow without bound
-    step_ms: int | None = None  # rows are this far apart (candles: a minute): a window is read by probing its times
+    interval: str | None = None  # candles: one row per bucket of this interval, so a window is read by probing
 
 
-def candle_spec(settings: Settings) -> ViewSpec:
-    return ViewSpec("candles", settings.candles_topic, "candle", sink_group(settings.candles_sink), "candles_1m",
-                    "start", 8 * DAY_MS, candle_row, ("open", "high", "low", "close", "volume"), 2_000_000, MINUTE_MS)
+def candle_spec(settings: Settings, interval: str) -> ViewSpec:
+    keep = KEEP_MS[interval]
+    rows_per_key = -(-(keep or ALL_SPAN_MS) // INTERVAL_MS[interval])
+    return ViewSpec(interval, settings.candle_topic(interval), "candle", keep, candle_row, rows_per_key * VIEW_KEYS,
+                    interval)
 
 
 def tick_spec(settings: Settings) -> ViewSpec:
-    return ViewSpec("ticks", settings.prices_topic, "tick", sink_group(settings.prices_sink), "prices", "ts",
-                    65 * MINUTE_MS, tick_row, ("price", "volume_24h"), 2_000_000)
+    return ViewSpec("ticks", settings.prices_topic, "tick", TICKS_KEEP_MS, tick_row, TICKS_MAX_ROWS)
+
+
+def all_specs(settings: Settings) -> list[ViewSpec]:
+    """The ticks view and one view per interval."""
+    return [tick_spec(settings), *(candle_spec(settings, interval) for interval in INTERVALS)]
 
 
 def time_of(row: CandleRow | TickRow) -> int:
     return row.start if isinstance(row, CandleRow) else row.ts
 
 
+def start_in_key(key: bytes | None) -> int | None:
+    """The start a candle's key names (symbol|source|interval|start), None for another key."""
+    if not key:
+        return None
+    _, _, start = key.rpartition(b"|")
+    return int(start) if start.isdigit() else None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 @dataclass
 class WindowView:
-    """{(symbol, source): {time: row}} for the last `spec.keep_ms`, loaded from MongoDB, then kept by Kafka."""
+    """{(symbol, source): {time: row}} for the last `spec.keep_ms` (or all), loaded from its topic and kept by it."""
 
     settings: Settings
     spec: ViewSpec
     ready: threading.Event = field(default_factory=threading.Event)
-    loaded: int = 0  # rows read from MongoDB at start
-    followed: int = 0  # records read from the topic since
+    read: int = 0  # records applied (while loading, then following)
+    skipped: int = 0  # candles older than the window, skipped by their key without being decoded
+    load_seconds: float | None = None  # from the first try to ready
     full: bool = False  # more rows than spec.max_rows: no longer answering
-    aligned: bool = True  # every row's time is a multiple of spec.step_ms (a foreign candle may not be)
+    aligned: bool = True  # every row starts a bucket of spec.interval (a foreign candle may not)
     last_error: str | None = None
     deps: Dependencies = field(default_factory=Dependencies)  # the app's, to report outages to
     backoff_cap: float = 30.0
@@ -107,6 +133,10 @@ class WindowView:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _codec: Any = None
     _last_trim: float = field(default_factory=time.monotonic)
+    _started: float | None = None
+    # candles starting before this are skipped by their key: the floor, refreshed with each trim (a little behind
+    # it at most: what it lets through, `put` drops)
+    _cutoff: int | None = None
 
     def __post_init__(self) -> None:
         who = self._who
@@ -115,7 +145,7 @@ class WindowView:
         self.reader: Reader[tuple[str, str, Any]] = Reader(
             self.settings, "webui", [self.spec.topic], self._decode, group=f"cryptopulse-webui-view-{id(self)}",
             start={}, watch=self.watch, registry=self.deps.registry.reporter(who), make_consumer=self.make_consumer,
-            config={"fetch.wait.max.ms": 100})
+            config=VIEW_CONSUMER)
         self._follower = Follower(f"webui-view-{self.spec.name}", self.reader, self._apply_all, prepare=self._start,
                                   turn=self._turn, backoff_cap=cap, logger=log)
 
@@ -123,36 +153,66 @@ class WindowView:
         self._follower.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Ask the thread to end; a load still waiting on MongoDB is left to finish on its own (a daemon)."""
-        self._follower.stop(timeout)
+        if self._follower.alive:  # a view filled by hand (a benchmark) was never started
+            self._follower.stop(timeout)
 
     def status(self) -> dict[str, Any]:
         alive = self._follower.alive
         waiting = [d.name for d in self.deps.all() if d.failing(self._who)]
         return {"ok": self.ready.is_set() and alive and not self.full and not waiting, "ready": self.ready.is_set(),
-                "loaded": self.loaded, "followed": self.followed, "rows": self._count, "full": self.full,
-                "waiting_for": waiting, "last_error": self.last_error or self._follower.failure}
+                "keep_s": None if self.spec.keep_ms is None else self.spec.keep_ms // 1000,
+                "load_s": None if self.load_seconds is None else round(self.load_seconds, 2),
+                "read": self.read, "skipped": self.skipped, "rows": self._count, "max_rows": self.spec.max_rows,
+                "full": self.full, "waiting_for": waiting, "last_error": self.last_error or self._follower.failure}
+
+    @property
+    def loading(self) -> bool:
+        """Still reading its window, and nothing stands in its way: worth waiting for."""
+        return self._follower.alive and not self.ready.is_set() and self._follower.failure is None
+
+    def floor(self, now_ms: int | None = None) -> int | None:
+        """The oldest time the view holds rows from (None: all its topic keeps)."""
+        return None if self.spec.keep_ms is None else (now_ms or _now_ms()) - self.spec.keep_ms
 
     def covers(self, start: int) -> bool:
         """Whether a window starting at `start` (epoch ms) can be answered from memory."""
-        return self.ready.is_set() and not self.full and start >= time.time() * 1000 - self.spec.keep_ms
+        floor = self.floor()
+        return self.ready.is_set() and not self.full and (floor is None or start >= floor)
 
-    def window(self, symbol: str, start: int, stop: int) -> tuple[str | None, list[Any]]:
-        """The rows of `symbol` in [start, stop] sorted by time, from one source: the newest row's."""
-        step = self.spec.step_ms
+    def window(self, symbol: str, start: int, stop: int, source: str | None = None) -> tuple[str | None, list[Any]]:
+        """The rows of `symbol` in [start, stop] sorted by time, from one source: `source`, or the newest row's."""
+        interval = self.spec.interval
         with self._lock:
-            if step and self.aligned:  # a day of an 8-day view: its 1,440 times probed, not 11,520 rows scanned
-                first = -(-start // step) * step
-                per_source = {source: [r for t in range(first, stop + 1, step) if (r := rows.get(t)) is not None]
-                              for (sym, source), rows in self._rows.items() if sym == symbol}
+            keys = [k for k in self._rows if k[0] == symbol and (source is None or k[1] == source)]
+            if interval and self.aligned:  # a day of a 26-hour view: its 1,440 times probed, not every row scanned
+                first = bucket_of(start, interval)
+                first += INTERVAL_MS[interval] if first < start else 0
+                times = range(first, stop + 1, INTERVAL_MS[interval])
+                per_source = {k[1]: [r for t in times if (r := self._rows[k].get(t)) is not None] for k in keys}
             else:
-                per_source = {source: [r for t, r in rows.items() if start <= t <= stop]
-                              for (sym, source), rows in self._rows.items() if sym == symbol}
-        per_source = {source: rows for source, rows in per_source.items() if rows}
+                per_source = {k[1]: [r for t, r in self._rows[k].items() if start <= t <= stop] for k in keys}
+        per_source = {s: rows for s, rows in per_source.items() if rows}
         if not per_source:
             return None, []
-        source = max(per_source, key=lambda s: max(time_of(r) for r in per_source[s]))
-        return source, sorted(per_source[source], key=time_of)
+        chosen = max(per_source, key=lambda s: max(time_of(r) for r in per_source[s]))
+        return chosen, sorted(per_source[chosen], key=time_of)
+
+    def newest_source(self, symbol: str) -> str | None:
+        """The source of `symbol`'s newest row (the one a chart of it shows), None when it has none."""
+        with self._lock:
+            newest = {k[1]: max(rows) for k, rows in self._rows.items() if k[0] == symbol and rows}
+        return max(newest, key=newest.__getitem__) if newest else None
+
+    def first(self, symbol: str, source: str) -> int | None:
+        """The time of the oldest row of (symbol, source), None when it has none."""
+        with self._lock:
+            rows = self._rows.get((symbol, source))
+            return min(rows) if rows else None
+
+    def last_before(self, symbol: str, source: str, ts: int) -> int | None:
+        """The time of the newest row of (symbol, source) before `ts`, None when there is none."""
+        with self._lock:
+            return max((t for t in self._rows.get((symbol, source), ()) if t < ts), default=None)
 
     def put(self, symbol: str, source: str, row: CandleRow | TickRow) -> None:
         sound = sound_candle(row) if isinstance(row, CandleRow) else sound_tick(row)
@@ -160,9 +220,10 @@ class WindowView:
             return  # a NaN or an infinity (a foreign producer's record) is never charted
         row = sound
         at = time_of(row)
-        if at < time.time() * 1000 - self.spec.keep_ms:
+        floor = self.floor()
+        if floor is not None and at < floor:
             return
-        if self.spec.step_ms and at % self.spec.step_ms:
+        if self.spec.interval and bucket_of(at, self.spec.interval) != at:
             self.aligned = False  # windows are scanned from now on
         with self._lock:
             rows = self._rows.setdefault((symbol, source), {})
@@ -174,10 +235,12 @@ class WindowView:
             log.warning("%s view: more than %d rows; charts read MongoDB instead", self.spec.name, self.spec.max_rows)
 
     def forget_old(self, now_ms: int) -> None:
-        cutoff = now_ms - self.spec.keep_ms
+        floor = self.floor(now_ms)
+        if floor is None:
+            return
         with self._lock:
             for rows in self._rows.values():
-                old = [t for t in rows if t < cutoff]
+                old = [t for t in rows if t < floor]
                 for t in old:
                     del rows[t]
                 self._count -= len(old)
@@ -189,75 +252,58 @@ class WindowView:
         return f"{self.spec.name} view"
 
     def _start(self) -> None:
-        """The sink's committed offsets first (whatever it has not written is read again), then MongoDB. Kafka or
-        MongoDB away: Unavailable (the follower says so once and tries again after a backoff); no topic yet:
-        said once, then checked again quietly."""
-        deps = self.deps
+        """Read the window to the topic's end as of now, then the view is ready (the follower follows on). Kafka
+        away: Unavailable (the follower says so once and tries again after a backoff, from where it was)."""
+        self._started = self._started or time.monotonic()
+        self._codec = self._codec or self._make_codec()
         try:
-            self._codec = self._codec or self._make_codec()
-            positions = self._start_positions()
+            self.reader.start = self._start_offsets()
+            self._cutoff = self.floor()
+            self.reader.catch_up(self._apply_all, CATCH_UP_SECONDS, LOAD_BATCH)
         except KafkaException as exc:
-            raise Unavailable(deps.kafka.reporter(self._who), plain(exc)) from exc
-        except _NotYet as exc:
-            if str(exc) != self.last_error:
-                log.warning("%s view waits: %s", self.spec.name, exc)
-            self.last_error = str(exc)
-            raise
-        deps.kafka.up(self._who)
-        try:
-            self.loaded = 0
-            self._load()
-        except PyMongoError as exc:
-            raise Unavailable(deps.mongo.reporter(self._who), plain(exc)) from exc
-        deps.mongo.up(self._who)
-        self.reader.start = {(self.spec.topic, p): offset for p, offset in positions.items()}
+            raise Unavailable(self.deps.kafka.reporter(self._who), plain(exc)) from exc
+        self.deps.kafka.up(self._who)
         if self._follower.stopping.is_set():
             return
+        self.load_seconds = time.monotonic() - self._started
         self.ready.set()
         self.last_error = None
-        log.info("%s view ready: %d rows from MongoDB", self.spec.name, self.loaded)
+        log.info("%s view ready in %.1f s: %d records read, %d older ones skipped by their key, %d rows",
+                 self.spec.name, self.load_seconds, self.read, self.skipped, self._count)
+
+    def _start_offsets(self) -> Any:
+        """Where reading starts: the first record published within the window (every partition), or the beginning
+        for a view of everything."""
+        if self.spec.keep_ms is None:
+            return BEGINNING
+        client = kafka.consumer(self.settings, "webui", self.reader.group, watch=self.watch)
+        try:
+            offsets = kafka.offsets_at(client, self.spec.topic, _now_ms() - self.spec.keep_ms - START_MARGIN_MS)
+            # "the end" resolved now, so that reading to the end as of now knows where that is
+            return {tp: client.get_watermark_offsets(TopicPartition(*tp), timeout=10)[1] if offset == OFFSET_END
+                    else offset for tp, offset in offsets.items()}
+        finally:
+            kafka.close_within([client], 5.0)
 
     def _make_codec(self) -> Any:
         return self.make_codec() if self.make_codec else AvroCodec(self.settings, self.spec.topic, self.spec.schema)
 
     def _turn(self) -> None:
         if time.monotonic() - self._last_trim > 60:
-            self.forget_old(int(time.time() * 1000))
+            self.forget_old(_now_ms())
+            self._cutoff = self.floor()
             self._last_trim = time.monotonic()
 
-    def _start_positions(self) -> dict[int, int]:
-        """{partition: where to start}: the sink's committed offset, or the beginning where it has none."""
-        topic = self.spec.topic
-        admin = kafka.admin(self.settings)
-        metadata = admin.list_topics(topic, timeout=10).topics.get(topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
-            raise _NotYet(f"topic {topic} does not exist; `control deploy-connectors` creates it")
-        request = [ConsumerGroupTopicPartitions(self.spec.sink_group,
-                                                [TopicPartition(topic, p) for p in metadata.partitions])]
-        (future,) = admin.list_consumer_group_offsets(request).values()
-        try:
-            committed = {tp.partition: tp.offset for tp in future.result(timeout=30).topic_partitions}
-        except concurrent.futures.TimeoutError as exc:
-            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "no answer about the sink's offsets")) from exc
-        return {p: committed[p] if committed.get(p, -1) >= 0 else OFFSET_BEGINNING for p in metadata.partitions}
-
-    def _load(self) -> None:
-        client = MongoClient(self.settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
-        since = datetime.fromtimestamp((time.time() * 1000 - self.spec.keep_ms) / 1000, UTC)
-        fields = dict.fromkeys(("symbol", "source", self.spec.time_field, *self.spec.fields), 1) | {"_id": 0}
-        try:
-            collection = client[self.settings.database][self.spec.collection]
-            for doc in collection.find({self.spec.time_field: {"$gte": since}}, fields, batch_size=10_000):
-                if self._follower.stopping.is_set():
-                    return
-                self.put(doc["symbol"], doc["source"], self.spec.row(doc))
-                self.loaded += 1
-        finally:
-            client.close()
-
     def _decode(self, message: Any) -> tuple[str, str, Any] | None:
-        """(symbol, source, row) of a record; None for a tombstone or a record the sink would send to its DLQ
-        (skipped); RegistryUnavailable passes (the same record again, a little later)."""
+        """(symbol, source, row) of a record; None for a tombstone, a candle older than the window (by its key, not
+        decoded) or a record the sink would send to its DLQ (skipped); RegistryUnavailable passes (the same record
+        again, a little later)."""
+        cutoff = self._cutoff
+        if cutoff is not None and self.spec.interval:
+            start = start_in_key(message.key())
+            if start is not None and start < cutoff:
+                self.skipped += 1
+                return None
         value = message.value()
         if value is None:
             return None
@@ -273,10 +319,6 @@ class WindowView:
     def _apply_all(self, rows: list[tuple[str, str, Any]]) -> None:
         for symbol, source, row in rows:
             self.put(symbol, source, row)
-        self.followed += len(rows)
+        self.read += len(rows)
         if self.last_error and self.last_error.startswith("registry"):
             self.last_error = None
-
-
-class _NotYet(Exception):
-    """The view cannot start yet for a reason that is not an outage (its topic is not created yet)."""

@@ -155,17 +155,16 @@ class Connection:
         assert history is not None, "history store is created before serving"
         started = time.perf_counter()
         overview = isinstance(request, Overview)
-        what = ("overview", "24h") if overview else (request.symbol, request.range)
+        what = ("overview", "24h") if overview else (request.symbol, f"{request.range} of {request.timeframe}")
         try:
             if overview:
                 answer = await history.overview(self.shared.config.symbols)
             else:
-                answer = await history.answer(request.symbol, request.range, request.end)
+                answer = await history.answer(request.symbol, request.range, request.end, interval=request.timeframe)
         except asyncio.CancelledError:
             raise
-        except Busy as busy:  # too many past windows asked for, by everyone: this one later
-            await self.reply_error("busy", f"history busy: too many past windows asked for; ask again in "
-                                   f"{busy.retry_ms / 1000:g} s", busy.retry_ms)
+        except Busy as busy:  # too many store windows asked for by everyone, or a slow one: this one later
+            await self.reply_error("busy", busy.message, busy.retry_ms)
             return
         except PyMongoError as exc:  # the store is away or failing: the monitor says so once, the log briefly
             if self.shared.monitor is not None:

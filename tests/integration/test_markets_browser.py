@@ -1,8 +1,8 @@
 """The markets overview and the chart's indicators in headless Chromium, on the real stack (the test namespace).
 
 A simulated market of six coins: the last 24 hours as 1-minute candles published on the candles topic (stored by
-the namespace's sink before the dashboard starts, so its candle view loads them), then live ticks from a producer
-whose walk continues that history (same seed). The overview must list every coin, move with the live ticks over
+the namespace's sink before the dashboard starts; its 1m view loads them from the topic), then live ticks from a
+producer whose walk continues that history (same seed). The overview must list every coin, move with the live ticks over
 its one subscription, sort, lead to a coin's chart in one click and back, fit a phone's width; the chart's
 indicator toggles must ask the server for the indicators and be remembered by the page.
 """
@@ -16,10 +16,12 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
-from confluent_kafka import Producer
+from confluent_kafka import Producer, TopicPartition
 from playwright.sync_api import Page, expect
 
+from cryptopulse import topics
 from cryptopulse.avro import AvroCodec
+from cryptopulse.kafka import admin
 from cryptopulse.times import DAY_MS, MINUTE_MS
 from producer.sources.simulated import simulated_history
 from tests.integration.browser import ROOT, chromium, dashboard, producing
@@ -52,16 +54,22 @@ def market(settings, mongo) -> Iterator[int]:
     assert kafka.flush(120) == 0
     wait_for(lambda: collection.count_documents({}) >= before + count, 300, f"{count} candles in candles_1m")
     yield seed
-    # the namespace outlives this module: later tests chart BTC, ETH and XRP from their own ticks, not from this day
+    # the namespace outlives this module: later tests chart BTC, ETH and XRP from their own ticks, not from this day,
+    # neither in MongoDB nor on the candles topic a later dashboard's views load from (its records so far deleted)
     collection.delete_many({"symbol": {"$in": list(COINS)}, "start": {"$gte": datetime.fromtimestamp(
         (now - DAY_MS) / 1000, UTC)}})
+    ends = topics.end_offsets_by_partition(settings, settings.candles_topic)
+    client = admin(settings)  # kept until the futures are done: a client dropped early never answers them
+    deleted = client.delete_records([TopicPartition(settings.candles_topic, p, end) for p, end in ends.items()])
+    for future in deleted.values():
+        future.result(30)
 
 
 @pytest.fixture(scope="module")
 def server(market) -> Iterator[str]:
     with dashboard({"SYMBOLS": ",".join(COINS)}, lambda health: health.get("status") == "ok" and health.get(
-            "views", {}).get("candles", {}).get("ready"), 120,
-                   "the dashboard to be healthy with its candle view loaded") as url:
+            "views", {}).get("1m", {}).get("ready"), 120,
+                   "the dashboard to be healthy with its 1m view loaded") as url:
         yield url
 
 
@@ -130,9 +138,9 @@ def test_the_overview_moves_live_sorts_and_leads_to_each_chart(server, live, bro
     # ...its indicators, asked from the server, remembered by the page...
     page.click("#indicators button[data-indicator=sma20]")
     page.click("#indicators button[data-indicator=rsi14]")
-    wait_for(lambda: page.evaluate("window.dashboard.state.indicatorData?.sma20?.length || 0") > 1000, 60,
+    wait_for(lambda: page.evaluate("window.dashboard.state.data.indicators?.sma20?.length || 0") > 1000, 60,
              "the server's SMA20 over the day's candles")
-    assert page.evaluate("window.dashboard.state.indicatorData.rsi14.length") > 1000
+    assert page.evaluate("window.dashboard.state.data.indicators.rsi14.length") > 1000
     assert page.evaluate("window.dashboard.chart.panes().length") == 2  # RSI in a pane of its own
     page.screenshot(path=str(artifacts / "chart-indicators.png"))
     page.reload()

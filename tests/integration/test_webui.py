@@ -16,16 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 from quart.testing import WebsocketResponseError
 
-from cryptopulse import topics
-from cryptopulse.avro import AvroCodec
 from cryptopulse.candle import Candle
-from cryptopulse.settings import sink_group
 from cryptopulse.times import DAY_MS
+from streams.history import CandlePublisher
 from tests import children
 from tests.integration.conftest import wait_for
+from tests.integration.history_data import roll_up
 from tests.namespace import PREFIX
 from webui.app import create_app
 from webui.state import state
@@ -169,7 +167,7 @@ def test_every_invalid_message_gets_an_error_and_the_connection_survives(setting
         async with app.test_app() as test_app, test_app.test_client().websocket("/ws") as ws:
             errors = []
             for bad in ["{not json", json.dumps({"type": "subscribe", "symbol": "DOGE", "range": "1h"}),
-                        json.dumps({"type": "subscribe", "symbol": "BTC", "range": "1y"}),
+                        json.dumps({"type": "subscribe", "symbol": "BTC", "range": "2y"}),
                         json.dumps({"type": "subscribe", "symbol": "BTC", "range": "1h", "pad": "x" * 5000}),
                         json.dumps({"type": "unsubscribe"})]:
                 await ws.send(bad)
@@ -184,7 +182,7 @@ def test_every_invalid_message_gets_an_error_and_the_connection_survives(setting
         return errors, flood, snap
 
     errors, flood, snap = run(scenario)
-    for error, says in zip(errors, ["malformed JSON", "unknown symbol 'DOGE'", "unknown range '1y'",
+    for error, says in zip(errors, ["malformed JSON", "unknown symbol 'DOGE'", "unknown range '2y'",
                                     "frame too large", "unknown message type 'unsubscribe'"], strict=True):
         assert says in error
     limited = [m for m in flood if m.startswith("rate limit")]
@@ -237,61 +235,53 @@ def test_healthz_and_metrics(settings):
         assert name in text
 
 
-def test_24h_and_7d_come_from_the_candle_view_and_equal_mongodb(settings, mongo):
-    """Candles stored before the app starts are loaded from MongoDB; later ones arrive by the candles topic."""
+def test_24h_and_7d_come_from_the_views_and_equal_mongodb(settings, mongo):
+    """Candles published before the app starts are loaded from their topics; later ones arrive by them. The 24 h
+    chart is the 1m candles, the 7 d chart the 5m ones, from memory as from the store."""
     symbol = "ZV" + "".join(random.choices(string.ascii_uppercase, k=4))
     now = int(time.time() * 1000) // 60_000 * 60_000
     rng = random.Random(now)
     candles, price = [], 100.0
     for start in range(now - 3 * 3_600_000, now - 3_600_000, 60_000):  # 120 minutes, 3 to 1 hours ago
         moves = [price * (1 + rng.gauss(0, 0.002)) for _ in range(3)]
-        candles.append(Candle(symbol, "simulated", start, price, max(price, *moves), min(price, *moves), moves[-1], 4))
+        candles.append(Candle(symbol, "simulated", start, price, max(price, *moves), min(price, *moves), moves[-1], 4,
+                              final=True))
         price = moves[-1]
-    codec = AvroCodec(settings, settings.candles_topic, "candle")
-    kafka = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
-    collection = mongo[settings.database]["candles_1m"]
-
-    def publish(batch: list[Candle]) -> None:
-        for c in batch:
-            kafka.produce(settings.candles_topic, key=c.id.encode(), value=codec.encode(c.to_record()))
-        assert kafka.flush(30) == 0
-
-    def sink_is_past(ends: dict[int, int]) -> bool:
-        committed = topics.committed_offsets(settings, sink_group(settings.candles_sink), settings.candles_topic,
-                                             list(ends))
-        return all(committed.get(p, -1) >= end for p, end in ends.items())
-
-    publish(candles[:60])
-    wait_for(lambda: collection.count_documents({"symbol": symbol}) == 60, 120, "the first hour in candles_1m")
-    ends = topics.end_offsets_by_partition(settings, settings.candles_topic)
-    wait_for(lambda: sink_is_past(ends), 60, "the candles sink to commit past them")
+    fives = roll_up(candles, "5m", now)
+    publisher = CandlePublisher(settings)
+    database = mongo[settings.database]
+    publisher.publish(candles[:60] + [c for c in fives if c.start < candles[60].start])
 
     async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         app = create_app(settings, start_consumer=False)
         async with app.test_app():
             shared = state(app)
-            view, history = shared.views["candles"], shared.history
-            assert await asyncio.to_thread(view.ready.wait, 120), view.status()
-            # the view reads the topic from where the sink had committed: the first hour came from MongoDB
-            assert len(view.window(symbol, now - 7 * DAY_MS, now)[1]) == 60
-            publish(candles[60:])
+            views, history = shared.views, shared.history
+            for name in ("1m", "5m"):
+                assert await asyncio.to_thread(views[name].ready.wait, 120), views[name].status()
+            # the first hour came from the topics, published before the app started
+            assert len(views["1m"].window(symbol, now - DAY_MS, now)[1]) == 60
+            later = candles[60:] + [c for c in fives if c.start >= candles[60].start]
+            await asyncio.to_thread(publisher.publish, later)
             deadline = time.monotonic() + 60
-            while len(view.window(symbol, now - 7 * DAY_MS, now)[1]) < 120:
-                assert time.monotonic() < deadline, f"the second hour never reached the view: {view.status()}"
+            while len(views["1m"].window(symbol, now - DAY_MS, now)[1]) < 120:
+                assert time.monotonic() < deadline, f"the second hour never reached the view: {views['1m'].status()}"
                 await asyncio.sleep(0.2)
             from_view = [await history.snapshot(symbol, r, now) for r in ("24h", "7d")]
-            await asyncio.to_thread(wait_for, lambda: collection.count_documents({"symbol": symbol}) == 120, 120,
-                                    "the second hour in candles_1m")
-            history.candle_view = None
+            for interval, made in (("1m", candles), ("5m", fives)):
+                await asyncio.to_thread(wait_for, lambda i=interval, m=made: database[f"candles_{i}"].count_documents(
+                    {"symbol": symbol}) == len(m), 120, f"the {interval} candles in MongoDB")
+            history.views = {}
             from_mongo = [await history.snapshot(symbol, r, now + 1) for r in ("24h", "7d")]  # + 1: not the cache
             health = await (await app.test_client().get("/healthz")).get_json()
         return [*from_view, *from_mongo], health
 
     (view_24h, view_7d, mongo_24h, mongo_7d), health = run(scenario)
-    assert health["views"]["candles"]["ready"] is True and health["views"]["candles"]["loaded"] >= 60
-    for from_view, from_mongo in ((view_24h, mongo_24h), (view_7d, mongo_7d)):
-        assert from_view["basis"] == from_mongo["basis"] == "candles_1m"
-        assert from_view["stats"]["count"] == 120
+    assert health["views"]["1m"]["ready"] is True and health["views"]["1m"]["read"] >= 120
+    for from_view, from_mongo, interval, made in ((view_24h, mongo_24h, "1m", candles),
+                                                  (view_7d, mongo_7d, "5m", fives)):
+        assert from_view["basis"] == from_mongo["basis"] == f"candles_{interval}"
+        assert from_view["interval"] == interval and from_view["stats"]["count"] == len(made)
         assert from_view["stats"]["first"] == candles[0].open and from_view["stats"]["price"] == candles[-1].close
         assert from_view["stats"]["max"] == max(c.high for c in candles)
         for field in ("line", "candles", "volume"):
@@ -300,7 +290,7 @@ def test_24h_and_7d_come_from_the_candle_view_and_equal_mongodb(settings, mongo)
 
 
 def test_1h_comes_from_the_tick_view_and_equals_mongodb(settings, mongo):
-    """The last hour of ticks: loaded from MongoDB at start, then followed on the prices topic."""
+    """The last hour of ticks: loaded from the prices topic at start, then followed on it."""
     symbol = "ZH" + "".join(random.choices(string.ascii_uppercase, k=4))
     now = int(time.time() * 1000) // 1000 * 1000
     prices = mongo[settings.database]["prices"]
@@ -309,12 +299,7 @@ def test_1h_comes_from_the_tick_view_and_equals_mongodb(settings, mongo):
         producer("--fast", "--count", str(count), "--start-ms", str(start), "--interval-ms", "1000",
                  "--symbols", symbol, "--seed", str(start))
 
-    publish(now - 40 * 60_000, 30)  # stored before the app starts
-    wait_for(lambda: prices.count_documents({"symbol": symbol}) == 30, 120, "the first ticks in MongoDB")
-    ends = topics.end_offsets_by_partition(settings, settings.prices_topic)
-    wait_for(lambda: all(topics.committed_offsets(settings, sink_group(settings.prices_sink), settings.prices_topic,
-                                                  list(ends)).get(p, -1) >= end for p, end in ends.items()),
-             60, "the prices sink to commit past them")
+    publish(now - 40 * 60_000, 30)  # published before the app starts
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         app = create_app(settings, start_consumer=False)
@@ -322,7 +307,7 @@ def test_1h_comes_from_the_tick_view_and_equals_mongodb(settings, mongo):
             shared = state(app)
             view, history = shared.views["ticks"], shared.history
             assert await asyncio.to_thread(view.ready.wait, 120), view.status()
-            assert len(view.window(symbol, now - 3_600_000, now)[1]) == 30  # from MongoDB: the topic was read past them
+            assert len(view.window(symbol, now - 3_600_000, now)[1]) == 30  # from the topic
             await asyncio.to_thread(publish, now - 10 * 60_000, 20)
             deadline = time.monotonic() + 60
             while len(view.window(symbol, now - 3_600_000, now)[1]) < 50:
@@ -330,14 +315,14 @@ def test_1h_comes_from_the_tick_view_and_equals_mongodb(settings, mongo):
                 await asyncio.sleep(0.2)
             from_view = await history.snapshot(symbol, "1h", now)
             await asyncio.to_thread(wait_for, lambda: prices.count_documents({"symbol": symbol}) == 50, 120,
-                                    "the later ticks in MongoDB")
-            history.tick_view = None
+                                    "the ticks in MongoDB")
+            history.views = {}
             from_mongo = await history.snapshot(symbol, "1h", now + 1)  # + 1: not the cache
             health = await (await app.test_client().get("/healthz")).get_json()
         return from_view, from_mongo, health
 
     from_view, from_mongo, health = run(scenario)
-    assert health["views"]["ticks"]["ready"] is True and health["views"]["ticks"]["loaded"] >= 30
+    assert health["views"]["ticks"]["ready"] is True and health["views"]["ticks"]["read"] >= 30
     assert from_view["basis"] == from_mongo["basis"] == "ticks" and from_view["stats"]["count"] == 50
     for field in ("line", "candles", "volume", "stats", "source"):
         assert from_view[field] == from_mongo[field]

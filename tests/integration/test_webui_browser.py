@@ -177,7 +177,9 @@ def faked_chart(server) -> Iterator[tuple[Page, dict, list]]:
         def answer(text: str) -> None:
             asked = json.loads(text)
             if asked.get("type") == "subscribe":
-                ws.send(json.dumps({**answers[asked["range"]], "symbol": asked["symbol"]}))
+                # in the bars asked for, as the server answers (the page takes no other)
+                ws.send(json.dumps({**answers[asked["range"]], "symbol": asked["symbol"],
+                                    "interval": asked["interval"]}))
         ws.on_message(answer)
         sockets.append(ws)
 

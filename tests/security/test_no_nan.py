@@ -95,7 +95,8 @@ def test_a_live_tick_with_a_nan_price_is_skipped_and_a_nan_volume_is_sent_as_nul
 
 @pytest.mark.parametrize("spec, row", [
     (tick_spec, tick_row({"ts": NOW, "price": NAN, "volume_24h": 1.0})),
-    (candle_spec, candle_row({"start": NOW - NOW % 60_000, "open": 1.0, "high": INF, "low": 1.0, "close": 1.0})),
+    (lambda settings: candle_spec(settings, "1m"),
+     candle_row({"start": NOW - NOW % 60_000, "open": 1.0, "high": INF, "low": 1.0, "close": 1.0})),
 ])
 def test_the_views_never_hold_a_non_finite_row(spec, row):
     view = WindowView(Settings(), spec(Settings()))

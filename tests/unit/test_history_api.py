@@ -1,6 +1,6 @@
-"""The history API (webui/api.py) in-process: parameters checked like a subscribe, rate limits, formats, the
+"""The history API (webui/api.py) in-process: parameters checked like a subscribe, rate limits, formats, pages, the
 hardening every response has. The store's `_build` is replaced by synthetic candles (no service needed); the
-store's sharing, cache and past-window rate are the real ones."""
+store's sharing, cache, past-window rate and deadline are the real ones."""
 
 from __future__ import annotations
 
@@ -20,24 +20,38 @@ from webui.indicators import NAMES
 from webui.protocol import ProtocolError, parse_history_query
 from webui.series import CandleRow
 from webui.state import state
+from webui.timeframes import DEFAULT_TIMEFRAME, TIMEFRAME_MS, older_page, page_bounds, span_ms
 
 SYMBOLS = ("BTC", "ETH", "XRP")
 NOW = 1_790_000_000_000
 BUILDS: list[tuple[Any, ...]] = []
 
 
-async def synthetic(symbol: str, range_: str | None, end: int | None, span_ms: int | None = None,
-                    bucket_ms: int | None = None) -> dict[str, Any]:
-    """A minute candle for every minute of the window, prices moving up and down."""
-    BUILDS.append((symbol, range_, end, span_ms, bucket_ms))
+async def synthetic(symbol: str, range_: str | None, end: int | None, span: int | None = None,
+                    interval: str | None = None, limit: int | None = None) -> dict[str, Any]:
+    """A candle of the window's interval for every one of its buckets, prices moving up and down; a page ends where
+    the synthetic history begins, at FIRST."""
+    BUILDS.append((symbol, range_, end, span, interval, limit))
+    window = span is not None or limit is not None  # not a chart's range
+    interval = interval or DEFAULT_TIMEFRAME[range_ or ""]
+    width = TIMEFRAME_MS[interval]
     stop = end if end is not None else int(time.time() * 1000)
-    span = span_ms or {"1h": 3_600_000, "24h": 86_400_000, "7d": 7 * 86_400_000}[range_ or ""]
-    first = (stop - span) - (stop - span) % 60_000 + 60_000
+    if limit is not None:
+        first, last = page_bounds(stop, interval, limit)
+        stop, span = last + width, last + width - first
+    span = span or span_ms(range_ or "", interval)
+    first = (stop - span) - (stop - span) % width + (0 if limit is not None else width)
     rows = [CandleRow(t, 100 + (i % 13), 101.5 + (i % 13), 99 + (i % 11), 100 + (i % 17) * 0.5, 1.0 + i % 3)
-            for i, t in enumerate(range(first, stop, 60_000))]
-    snap = build_snapshot(symbol, range_, stop, ("simulated", rows), (None, []), [], 1500, span_ms=span_ms,
-                          bucket_ms=bucket_ms)
+            for i, t in enumerate(range(first, stop, width)) if t >= FIRST]
+    snap = build_snapshot(symbol, range_, stop, ("simulated", rows), (None, []), [], 1500,
+                          span_ms=span if window else None, interval=interval)
+    if limit is not None:
+        snap |= {"type": "page", "before": end, "limit": limit,
+                 "next_before": older_page(stop - span, bool(rows), FIRST, None)}
     return {**snap, "server_ms": 0.0}
+
+
+FIRST = NOW - 30 * 86_400_000  # where the synthetic history begins
 
 
 def call(paths: list[str], headers: dict[str, str] | None = None, **overrides: Any) -> list[tuple[int, dict, str]]:
@@ -67,6 +81,7 @@ def test_json_is_the_charts_snapshot_as_rows():
     assert [[r[0], r[5]] for r in answer["rows"]] == snap["volume"]
     assert answer["stats"] == snap["stats"] and answer["interval_ms"] == snap["bucket_ms"] == 60_000
     assert (answer["symbol"], answer["range"], answer["start"], answer["end"]) == ("BTC", "24h", NOW - 86_400_000, NOW)
+    assert answer["interval"] == "1m" and answer["basis"] == "candles_1m"
 
 
 def test_csv_has_a_header_and_one_line_per_candle_with_the_indicators_asked_for():
@@ -94,7 +109,7 @@ def test_an_interval_and_a_start_end_window():
 @pytest.mark.parametrize(("query", "says"), [
     ("", "unknown symbol None"),
     ("symbol=DOGE", "unknown symbol 'DOGE'"),
-    ("symbol=BTC&range=1y", "unknown range '1y'"),
+    ("symbol=BTC&range=2y", "unknown range '2y'"),
     ("symbol=BTC&end=yesterday", "end must be an integer"),
     ("symbol=BTC&end=-5", "end must be an integer"),
     ("symbol=BTC&end=0", "end must be epoch milliseconds from 1"),
@@ -103,12 +118,21 @@ def test_an_interval_and_a_start_end_window():
     ("symbol=BTC&start=5", "start needs an end"),
     ("symbol=BTC&start=5&end=4", "start must be before end"),
     ("symbol=BTC&start=5&end=40&range=1h", "either range"),
-    (f"symbol=BTC&start=1&end={NOW}", "longer than 31 days"),
-    (f"symbol=BTC&start={NOW - 8 * 86_400_000}&end={NOW}&interval=1m", "11520 rows of 1m is more than 10080"),
+    (f"symbol=BTC&start=1&end={NOW}", "more bars than even 1w has"),
+    (f"symbol=BTC&start={NOW - 8 * 86_400_000}&end={NOW}&interval=1m", "11520 bars of 1m from start to end is more "
+                                                                       "than 2200"),
     ("symbol=BTC&interval=2m", "unknown interval '2m'"),
+    ("symbol=BTC&range=7d&interval=1m", "10080 bars of 1m over 7d is more than 2200: choose one of 5m, 15m"),
+    ("symbol=BTC&range=1h&interval=1d", "a 1d bar is wider than range 1h"),
+    ("symbol=BTC&range=all&interval=1h", "range all is drawn in 1d or 1w bars"),
     ("symbol=BTC&format=xml", "unknown format 'xml'"),
     ("symbol=BTC&indicators=macd", "unknown indicator 'macd'"),
-    ("symbol=BTC&limit=5", "unknown parameter 'limit'"),
+    ("symbol=BTC&limit=5", "a page needs an interval"),
+    ("symbol=BTC&interval=1m&limit=0", "limit must be a whole number of bars from 1 to 2200"),
+    ("symbol=BTC&interval=1m&limit=2201", "limit must be a whole number of bars from 1 to 2200"),
+    ("symbol=BTC&interval=1m&before=soon", "before must be an integer"),
+    ("symbol=BTC&interval=1m&before=5&range=24h", "a page is before and/or limit with an interval"),
+    ("symbol=BTC&page=2", "unknown parameter 'page'"),
     ("symbol=BTC&symbol=ETH", "given more than once"),
 ])
 def test_bad_parameters_get_400_with_a_reason(query, says):
@@ -145,7 +169,7 @@ def test_identical_requests_share_the_charts_answer():
     BUILDS.clear()
     answers = call(["/api/v1/history?symbol=BTC&range=24h"] * 3 + ["/api/v1/history?symbol=BTC&range=24h&format=csv"])
     assert [a[0] for a in answers] == [200] * 4
-    assert BUILDS == [("BTC", "24h", None, None, None)]  # one build, the same the WebSocket's 24h snapshot uses
+    assert BUILDS == [("BTC", "24h", None, None, None, None)]  # one build, the same the WebSocket's 24h snapshot uses
 
 
 def test_tickers_and_openapi():
@@ -155,8 +179,10 @@ def test_tickers_and_openapi():
     document = json.loads(described[2])
     assert document["openapi"].startswith("3.1")
     history = document["paths"]["/api/v1/history"]["get"]
-    assert {p["name"] for p in history["parameters"]} == {"symbol", "range", "start", "end", "interval", "format",
-                                                          "indicators"}
+    assert {p["name"] for p in history["parameters"]} == {"symbol", "range", "start", "end", "interval", "before",
+                                                          "limit", "format", "indicators"}
+    interval = next(p for p in history["parameters"] if p["name"] == "interval")
+    assert interval["schema"]["enum"] == ["5s", "1m", "5m", "15m", "1h", "4h", "1d", "1w"]
     assert history["parameters"][0]["schema"]["enum"] == list(SYMBOLS)
 
 
@@ -166,3 +192,56 @@ def test_the_api_has_the_pages_hardening():
     assert refused == 421 and "WEBUI_ALLOWED_HOSTS" in body
     assert ok == 200 and "default-src 'self'" in headers["content-security-policy"]
     assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_page_names_the_next_one_until_the_history_ends():
+    """Pages of 1d bars back from NOW, each `limit` bars, until FIRST: every bar once, in JSON and CSV alike."""
+    path = f"/api/v1/history?symbol=BTC&interval=1d&limit=7&before={NOW}"
+    seen: list[int] = []
+    for _ in range(10):
+        (status, headers, body), = call([path])
+        answer = json.loads(body)
+        assert status == 200 and answer["interval"] == "1d" and answer["limit"] == 7, body
+        times = [r[0] for r in answer["rows"]]
+        assert len(times) <= 7 and times == sorted(times) and all(t < answer["before"] for t in times)
+        seen = times + seen
+        if answer["next_before"] is None:
+            assert answer["next"] is None and "link" not in headers
+            break
+        assert answer["next_before"] == times[0]
+        assert headers["link"] == f'<{answer["next"]}>; rel="next"' and f"before={times[0]}" in answer["next"]
+        path = answer["next"]
+    else:
+        pytest.fail("the pages never ended")
+    assert seen == sorted(set(seen)) and seen[0] >= FIRST and len(seen) == 30
+    (status, headers, body), = call([f"/api/v1/history?symbol=BTC&interval=1d&limit=7&before={NOW}&format=csv"])
+    rows = list(csv.reader(io.StringIO(body)))
+    assert status == 200 and [int(r[0]) for r in rows[1:]] == seen[-7:] and "format=csv" in headers["link"]
+
+
+def test_a_slow_answer_is_503_busy_with_retry_after_and_kept_for_the_next_ask():
+    async def slow(*args: Any) -> dict[str, Any]:
+        await asyncio.sleep(0.6)
+        return await synthetic(*args)
+
+    async def scenario() -> list[tuple[int, dict[str, str], str]]:
+        app = create_app(Settings(mongodb_uri="mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200"),
+                         start_consumer=False, views=False, probe_seconds=0, symbols=SYMBOLS, history_deadline=0.2)
+        async with app.test_app() as test_app:
+            state(app).history._build = slow
+            client = test_app.test_client()
+            answers = []
+            # the second ask comes 2.5 s after the first: the build ended long before, and a fresh answer is reused
+            # for 2 s only; one that outlived a client's deadline is kept for its next ask
+            for pause in (0, 2.5):
+                await asyncio.sleep(pause)
+                response = await client.get(f"/api/v1/history?symbol=BTC&range=24h&end={NOW}")
+                answers.append((response.status_code, {k.lower(): v for k, v in response.headers.items()},
+                                await response.get_data(as_text=True)))
+            return answers
+
+    BUILDS.clear()
+    (busy, headers, body), (ok, _, later) = asyncio.run(scenario())
+    assert busy == 503 and headers["retry-after"] == "1"
+    assert json.loads(body)["error"].startswith("history busy: this window takes long to read")
+    assert ok == 200 and json.loads(later)["interval"] == "1m" and len(BUILDS) == 1

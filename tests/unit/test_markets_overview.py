@@ -72,13 +72,13 @@ def test_one_subscription_brings_every_coins_row_and_every_coins_live_ticks():
         app = create_app(settings, start_consumer=False, views=False, probe_seconds=0, symbols=symbols)
         async with app.test_app() as test_app:
             shared = state(app)
-            view = WindowView(settings, candle_spec(settings))
+            view = WindowView(settings, candle_spec(settings, "1m"))
             now = int(time.time() * 1000) // MINUTE_MS * MINUTE_MS
             for symbol, price in (("BTC", 60_000.0), ("ETH", 3_000.0)):
                 for row in day_of_candles(price, now - DAY_MS + MINUTE_MS):
                     view.put(symbol, "simulated", row)
             view.ready.set()
-            shared.history.candle_view = view
+            shared.history.views = {"1m": view}
             asked = []
 
             async def find(collection: str, query: dict[str, Any], *_: Any) -> list[dict[str, Any]]:

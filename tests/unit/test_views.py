@@ -1,13 +1,17 @@
-"""The dashboard's in-memory views: which rows a window gets (no service needed)."""
+"""The dashboard's in-memory views: which rows a window gets, what a view keeps, what it skips unread (no service
+needed)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from cryptopulse.settings import Settings
+from cryptopulse.times import DAY_MS
+from tests.fake_kafka import FakeCodec, FakeMessage
 from webui.series import CandleRow, TickRow
-from webui.views import WindowView, candle_spec, tick_spec
+from webui.views import WindowView, candle_spec, start_in_key, tick_spec
 
 M = 60_000
 
@@ -16,9 +20,13 @@ def row(start: int, price: float = 1.0) -> CandleRow:
     return CandleRow(start, price, price, price, price)
 
 
+def minutes(settings: Settings | None = None) -> WindowView:
+    return WindowView(settings or Settings(), candle_spec(settings or Settings(), "1m"))
+
+
 def test_a_window_is_one_source_sorted_and_within_its_bounds():
     now = int(time.time() * 1000) // M * M
-    view = WindowView(Settings(), candle_spec(Settings()))
+    view = minutes()
     for start in (now - 3 * M, now - M, now - 2 * M, now - 10 * M):
         view.put("BTC", "coingecko", row(start))
     view.put("BTC", "binance", row(now - 5 * M))
@@ -27,12 +35,17 @@ def test_a_window_is_one_source_sorted_and_within_its_bounds():
     assert source == "coingecko"  # the source of the newest row in the window: never two sources mixed
     assert [r.start for r in rows] == [now - 3 * M, now - 2 * M, now - M]
     assert view.window("BTC", now - 6 * M, now - 4 * M) == ("binance", [row(now - 5 * M)])
+    assert view.window("BTC", now - 6 * M, now, source="binance") == ("binance", [row(now - 5 * M)])
     assert view.window("XRP", now - 6 * M, now) == (None, [])
+    assert view.newest_source("BTC") == "coingecko" and view.newest_source("XRP") is None
+    assert view.first("BTC", "coingecko") == now - 10 * M and view.first("XRP", "binance") is None
+    assert view.last_before("BTC", "coingecko", now - 2 * M) == now - 3 * M
+    assert view.last_before("BTC", "coingecko", now - 10 * M) is None
 
 
 def test_a_replaced_candle_keeps_its_latest_version():
     now = int(time.time() * 1000) // M * M
-    view = WindowView(Settings(), candle_spec(Settings()))
+    view = minutes()
     view.put("BTC", "simulated", row(now, 1.0))
     view.put("BTC", "simulated", row(now, 2.0))
     assert view.window("BTC", now, now)[1] == [row(now, 2.0)]
@@ -40,15 +53,35 @@ def test_a_replaced_candle_keeps_its_latest_version():
 
 def test_old_candles_are_not_kept_and_old_windows_are_not_covered():
     now = int(time.time() * 1000)
-    view = WindowView(Settings(), replace(candle_spec(Settings()), keep_ms=10 * M))
+    view = WindowView(Settings(), replace(candle_spec(Settings(), "1m"), keep_ms=10 * M))
     assert not view.covers(now - M)  # nothing is answered from memory before the load
     view.ready.set()
     assert view.covers(now - 9 * M) and not view.covers(now - 11 * M)
-    view.put("BTC", "simulated", row(now - 20 * M))  # older than it keeps: ignored
-    view.put("BTC", "simulated", row(now - 5 * M))
-    assert [r.start for r in view.window("BTC", 0, now)[1]] == [now - 5 * M]
+    view.put("BTC", "simulated", row(now - now % M - 20 * M))  # older than it keeps: ignored
+    view.put("BTC", "simulated", row(now - now % M - 5 * M))
+    assert [r.start for r in view.window("BTC", 0, now)[1]] == [now - now % M - 5 * M]
     view.forget_old(now + 6 * M)
     assert view.window("BTC", 0, now) == (None, [])
+
+
+def test_a_view_of_everything_covers_any_window_once_loaded():
+    view = WindowView(Settings(), candle_spec(Settings(), "1d"))
+    assert view.floor() is None and not view.covers(0)
+    view.ready.set()
+    view.put("BTC", "simulated", row(0))  # 1970: a view of everything keeps it
+    assert view.covers(0) and view.window("BTC", 0, DAY_MS)[1] == [row(0)]
+
+
+def test_weeks_are_probed_from_monday():
+    """A window of 1w candles is read by probing each week's start: Mondays 00:00 UTC, not multiples of 7 days."""
+    view = WindowView(Settings(), candle_spec(Settings(), "1w"))
+    mondays = [int(datetime(2026, 3, day, tzinfo=UTC).timestamp() * 1000) for day in (2, 9, 16)]
+    for monday in mondays:
+        view.put("BTC", "simulated", row(monday))
+    assert view.aligned
+    thursday = mondays[0] - 4 * DAY_MS
+    assert [r.start for r in view.window("BTC", thursday, mondays[-1])[1]] == mondays
+    assert [r.start for r in view.window("BTC", mondays[0] + 1, mondays[-1])[1]] == mondays[1:]
 
 
 def test_a_tick_view_keeps_an_hour_and_stops_answering_when_full():
@@ -64,3 +97,32 @@ def test_a_tick_view_keeps_an_hour_and_stops_answering_when_full():
     assert view.covers(now - 1000)
     view.put("BTC", "binance", TickRow(now + 1, 98.0))  # a fourth row: more than it may hold
     assert view.full and not view.covers(now - 1000)  # the dashboard reads MongoDB instead
+
+
+class KeyedMessage(FakeMessage):
+    def __init__(self, key: bytes | None, value: object) -> None:
+        super().__init__(value, 0)
+        self._key = key
+
+    def key(self) -> bytes | None:
+        return self._key
+
+
+def test_a_candle_older_than_the_window_is_skipped_by_its_key_without_being_decoded():
+    """What a back-fill published all at once costs a view that starts now: its keys read, not its values."""
+    now = int(time.time() * 1000) // M * M
+    codec = FakeCodec()
+    view = WindowView(Settings(), candle_spec(Settings(), "1m"), make_codec=lambda: codec)
+    view._codec, view._cutoff = codec, view.floor()  # as loading sets them
+    old = now - 30 * DAY_MS
+
+    def record(start: int) -> dict[str, object]:
+        return {"symbol": "BTC", "source": "simulated", "start": start, "open": 1.0, "high": 1.0, "low": 1.0,
+                "close": 1.0, "volume": None}
+
+    assert view._decode(KeyedMessage(f"BTC|simulated|1m|{old}".encode(), record(old))) is None
+    assert view.skipped == 1 and codec.asked == 0
+    decoded = view._decode(KeyedMessage(f"BTC|simulated|1m|{now}".encode(), record(now)))
+    assert decoded == ("BTC", "simulated", row(now)) and codec.asked == 1
+    assert view._decode(KeyedMessage(b"no start here", record(now))) is not None  # read, the value decides
+    assert start_in_key(b"BTC|simulated|1m|1700000000000") == 1_700_000_000_000 and start_in_key(None) is None

@@ -99,31 +99,22 @@ def test_the_live_consumer_rides_out_kafka_and_registry_outages_and_loses_nothin
 # --- the views ---
 
 class FakeView(WindowView):
-    """A tick view whose start reads fake offsets and a fake store that can be away."""
+    """A tick view whose start asks a fake broker where its window begins."""
 
     kafka_up = True
-    mongo_up = True
-    stored: list[dict[str, Any]] = []
 
-    def _start_positions(self) -> dict[int, int]:
+    def _start_offsets(self) -> dict[tuple[str, int], int]:
         if not self.kafka_up:
             raise KafkaException(NO_METADATA)
-        return {0: OFFSET_BEGINNING}
-
-    def _load(self) -> None:
-        if not self.mongo_up:
-            raise ServerSelectionTimeoutError("127.0.0.1:27017: [Errno 111] Connection refused, Timeout: 5.0s, "
-                                              "Topology Description: <TopologyDescription ...>")
-        for doc in self.stored:
-            self.put(doc["symbol"], doc["source"], self.spec.row(doc))
-            self.loaded += 1
+        return {(self.spec.topic, 0): OFFSET_BEGINNING}
 
 
-def test_a_view_waits_for_kafka_and_mongodb_then_follows_through_outages(caplog):
+def test_a_view_waits_for_kafka_then_loads_its_topic_and_follows_through_outages(caplog):
     broker, codec, deps = FakeBroker(), FakeCodec(), Dependencies()
     view = FakeView(Settings(), tick_spec(Settings()), deps=deps, backoff_cap=0.05, make_consumer=broker.consumer,
                     make_codec=lambda: codec)
-    view.kafka_up, view.mongo_up, view.stored = False, False, [tick(NOW - 60_000)]
+    view.kafka_up = False
+    broker.log.append(tick(NOW - 60_000))  # published before the view starts
 
     async def scenario() -> None:
         view.start()
@@ -131,30 +122,28 @@ def test_a_view_waits_for_kafka_and_mongodb_then_follows_through_outages(caplog)
             await until(lambda: deps.kafka.is_down, "kafka reported down")
             assert view.status()["waiting_for"] == ["kafka"] and not view.ready.is_set()
             view.kafka_up = True
-            await until(lambda: deps.mongo.is_down and not deps.kafka.is_down, "mongo reported down")
-            view.mongo_up = True
             await until(view.ready.is_set, "the view loaded")
-            assert view.loaded == 1 and not deps.mongo.is_down and view.status()["ok"]
+            assert view.read == 1 and not deps.kafka.is_down and view.status()["ok"]
             broker.log.append(tick(NOW - 50_000))
-            await until(lambda: view.followed == 1, "a record followed")
+            await until(lambda: view.read == 2, "a record followed")
 
             broker.up = False
             await until(lambda: deps.kafka.is_down, "kafka down while following")
             broker.log.append(tick(NOW - 40_000))
             broker.up = True
-            await until(lambda: view.followed == 2 and not deps.kafka.is_down, "following again")
+            await until(lambda: view.read == 3 and not deps.kafka.is_down, "following again")
 
             codec.registry_up = False
             broker.log.append(tick(NOW - 30_000))
             await until(lambda: deps.registry.is_down, "registry down")
             await asyncio.sleep(0.2)
-            assert view.followed == 2
+            assert view.read == 3
             codec.registry_up = True
-            await until(lambda: view.followed == 3 and not deps.registry.is_down, "the waiting record applied")
+            await until(lambda: view.read == 4 and not deps.registry.is_down, "the waiting record applied")
 
             broker.raise_next = KafkaException(KafkaError(KafkaError._FATAL, "fenced", fatal=True))
             broker.log.append(tick(NOW - 20_000))
-            await until(lambda: view.followed == 4, "a record through a new consumer")
+            await until(lambda: view.read == 5, "a record through a new consumer")
             assert len(broker.consumers) == 2
             assert view.status()["ok"] and view.status()["waiting_for"] == []
         finally:
@@ -165,11 +154,10 @@ def test_a_view_waits_for_kafka_and_mongodb_then_follows_through_outages(caplog)
     source, rows = view.window("BTC", NOW - 3_600_000, NOW)
     assert [r.ts for r in rows] == [NOW - 60_000, NOW - 50_000, NOW - 40_000, NOW - 30_000, NOW - 20_000]
     assert all(isinstance(r, TickRow) for r in rows)
-    assert view.followed == 4  # none applied twice after the new consumer
-    for what in ("Kafka", "MongoDB", "Schema registry"):
-        assert len(outage_lines(caplog, f"{what} unavailable")) in (1, 2), what  # one per outage
+    assert view.read == 5  # none applied twice after the new consumer
+    assert len(outage_lines(caplog, "Schema registry unavailable")) == 1
     assert len(outage_lines(caplog, "Kafka unavailable")) == 2  # at start, and while following
-    assert not [r for r in caplog.records if r.exc_info and "Topology" in r.getMessage()]
+    assert not outage_lines(caplog, "MongoDB unavailable")  # a view never reads the store
 
 
 # --- dependencies, probes, health and metrics ---

@@ -18,14 +18,28 @@ def test_subscribe_is_parsed():
     assert parse_message(b'{"type":"subscribe","symbol":"BTC","range":"7d","end":5}', SYMBOLS).end == 5
 
 
+def test_a_subscribe_names_its_bars_or_gets_its_ranges_default():
+    default = parse_message('{"type":"subscribe","symbol":"BTC","range":"30d"}', SYMBOLS)
+    assert default.interval is None and default.timeframe == "1h"
+    chosen = parse_message('{"type":"subscribe","symbol":"BTC","range":"30d","interval":"1d"}', SYMBOLS)
+    assert chosen.timeframe == "1d"
+    assert parse_message('{"type":"subscribe","symbol":"BTC","range":"all","interval":"1w"}', SYMBOLS).timeframe == "1w"
+
+
 @pytest.mark.parametrize(("raw", "says"), [
     ("{nope", "malformed JSON"),
     ("[1, 2]", "JSON object"),
     ('{"type":"hello"}', "unknown message type"),
     ('{"type":"subscribe","symbol":"DOGE","range":"1h"}', "unknown symbol 'DOGE'"),
     ('{"type":"subscribe","symbol":7,"range":"1h"}', "unknown symbol"),
-    ('{"type":"subscribe","symbol":"BTC","range":"1y"}', "unknown range '1y'"),
+    ('{"type":"subscribe","symbol":"BTC","range":"2y"}', "unknown range '2y'"),
     ('{"type":"subscribe","symbol":"BTC","range":"1h","end":"yesterday"}', "end must be"),
+    ('{"type":"subscribe","symbol":"BTC","range":"24h","interval":"2m"}', "unknown interval '2m': choose one of 5s"),
+    ('{"type":"subscribe","symbol":"BTC","range":"24h","interval":5}', "unknown interval 5"),
+    ('{"type":"subscribe","symbol":"BTC","range":"24h","interval":"5s"}',
+     "17280 bars of 5s over 24h is more than 2200: choose one of 1m, 5m, 15m, 1h, 4h, 1d"),
+    ('{"type":"subscribe","symbol":"BTC","range":"1y","interval":"1h"}', "8760 bars of 1h over 1y"),
+    ('{"type":"subscribe","symbol":"BTC","range":"all","interval":"4h"}', "range all is drawn in 1d or 1w bars"),
     (json.dumps({"type": "subscribe", "symbol": "BTC", "pad": "x" * 5000}), "frame too large"),
     (b"\xff\xfe", "UTF-8"),
 ])

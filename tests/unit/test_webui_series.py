@@ -8,7 +8,6 @@ import pytest
 
 from webui.series import (
     DAY_MS,
-    RANGES_MS,
     CandleRow,
     TickRow,
     bucket_ms_for,
@@ -21,6 +20,7 @@ from webui.series import (
     stats_from_ticks,
     ticks_to_buckets,
 )
+from webui.timeframes import RANGES_MS
 
 
 @pytest.mark.parametrize(("range_", "expected"), [("1h", 5_000), ("24h", 60_000), ("7d", 600_000)])

@@ -32,7 +32,11 @@ PLAIN = re.compile(
     r"|a message must be a JSON object such as .*"
     r"|unknown message type .{1,60}: the types are \"subscribe\" and \"overview\""
     r"|unknown symbol .{1,60}: choose one of BTC, ETH, XRP"
-    r"|unknown range .{1,60}: choose one of 1h, 24h, 7d"
+    r"|unknown range .{1,60}: choose one of 1h, 24h, 7d, 30d, 90d, 1y, all"
+    r"|unknown interval .{1,60}: choose one of 5s, 1m, 5m, 15m, 1h, 4h, 1d, 1w"
+    r"|\d+ bars of \w+ over \w+ is more than 2200: choose one of [\w, ]+"
+    r"|a \w+ bar is wider than range \w+: choose one of [\w, ]+"
+    r"|range all is drawn in 1d or 1w bars \(the intervals kept for ever\)"
     r"|end must be [^\n]+"
     r"|frame too large: \d+ bytes, the limit is 4096"
     r"|frames must be UTF-8 JSON text)$",
@@ -53,7 +57,7 @@ class StubHistory:
         return {"type": "snapshot", "symbol": symbol, "range": range_, "start": end - 3_600_000, "end": end,
                 "line": [], "candles": [], "volume": [], "stats": {"last_update": None, "count": 0}}
 
-    async def answer(self, symbol: str, range_: str, end: int | None = None) -> Any:
+    async def answer(self, symbol: str, range_: str, end: int | None = None, **_: Any) -> Any:
         from webui.history import Answer
 
         return Answer.of(await self.snapshot(symbol, range_, end))
@@ -122,7 +126,8 @@ json_values = st.recursive(
 messages = st.fixed_dictionaries({}, optional={
     "type": st.one_of(st.just("subscribe"), st.sampled_from(["unsubscribe", "", "SUBSCRIBE"]), json_values),
     "symbol": st.one_of(st.sampled_from(["BTC", "eth", "DOGE", ""]), json_values),
-    "range": st.one_of(st.sampled_from(["1h", "24h", "7d", "1y"]), json_values),
+    "range": st.one_of(st.sampled_from(["1h", "24h", "7d", "1y", "all", "2y"]), json_values),
+    "interval": st.one_of(st.sampled_from(["5s", "1m", "1w", "2m"]), json_values),
     "end": st.one_of(st.integers(), st.integers(min_value=10**15), st.integers(max_value=0),
                      st.integers(1_000_000_000_000, 1_900_000_000_000), json_values),
     "extra": json_values,

@@ -156,7 +156,8 @@
     li.className = `alert-item ${alert.direction === "down" ? "down" : "up"}`;
     li.dataset.id = alert.id;
     const time = document.createElement("time");
-    time.textContent = window.cryptoPulseClock.time(alert.ts); // 18:52:47, as the chart's axis (clock.js)
+    time.dataset.ts = alert.ts;
+    time.textContent = window.cryptoPulseClock.time(alert.ts); // 18:52:47 in the chart's time zone (clock.js)
     const text = document.createElement("span");
     text.textContent = ` ${alert.message}`;
     li.append(time, text, el("span", { className: "alert-deliveries" }));
@@ -212,6 +213,12 @@
   }
 
   window.cryptoPulseAlerts = { receive: (msg) => add(msg, true), reloadRules: () => loadRules() };
+  // the reader switched between UTC and local time: the list's times follow the chart's
+  window.addEventListener("cryptopulse:timezone", () => {
+    for (const time of list?.querySelectorAll("time[data-ts]") || []) {
+      time.textContent = window.cryptoPulseClock.time(Number(time.dataset.ts));
+    }
+  });
 
   function start() {
     build();
