@@ -10,12 +10,6 @@ from typing import Any
 
 from quart import Quart, Response, abort, request, websocket
 
-from cryptopulse.alert import Rule
-from cryptopulse.alert_channels import make_channel
-from cryptopulse.alert_rules import make_rule
-from cryptopulse.avro import AvroCodec
-from cryptopulse.channel import Channel
-from cryptopulse.kafka import KafkaWatch, Table
 from cryptopulse.settings import Settings
 from webui.config import WebConfig
 from webui.guard import SECURITY_HEADERS, GuardedWebsocketConnection, release_free_memory
@@ -101,9 +95,6 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
             log.info("consuming %s as group %s", config.settings.prices_topic, shared.consumer.group_id)
             shared.alerts = AlertFeed(config.settings, config.consumer_group_prefix, asyncio.get_running_loop(), deps)
             shared.alerts.start()
-        shared.rules, shared.channels = definitions(config.settings, deps)
-        shared.rules.start()
-        shared.channels.start()
 
     @app.after_serving
     async def stop() -> None:
@@ -113,26 +104,17 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
             await shared.monitor.stop()
         if shared.consumer is not None:
             await asyncio.to_thread(shared.consumer.stop)
-        for follower in (shared.alerts, shared.rules, shared.channels):
-            if follower is not None:
-                await asyncio.to_thread(follower.stop)
+        if shared.alerts is not None:
+            await asyncio.to_thread(shared.alerts.stop)
+        for table in (shared.rules, shared.channels):  # nothing to commit: told to stop, not waited for long
+            if table is not None:
+                await asyncio.to_thread(table.stop, 1.0)
         for view in shared.views.values():
             await asyncio.to_thread(view.stop)
         if shared.history is not None:
             await shared.history.close()
 
     return app
-
-
-def definitions(settings: Settings, deps: Dependencies) -> tuple[Table[Rule], Table[Channel]]:
-    """The alert rules and channels as tables the dashboard follows (webui/rules.py lists them from memory)."""
-    tables = []
-    for name, topic, schema, make in (("webui-rules", settings.alert_rules_topic, "alert_rule", make_rule),
-                                      ("webui-channels", settings.alert_channels_topic, "alert_channel", make_channel)):
-        codec = AvroCodec(settings, topic, schema)
-        tables.append(Table(settings, name, topic, codec.decode, make, logger=log,
-                            watch=KafkaWatch(deps.kafka.reporter(name)), registry=deps.registry.reporter(name)))
-    return tables[0], tables[1]
 
 
 async def watch_loop_lag(metrics: Metrics, every: float = 0.1, trim_every: float = 15.0,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -37,8 +38,12 @@ from quart import Blueprint, Response, current_app, request
 
 from cryptopulse import alert_rules
 from cryptopulse.alert import Rule, new_rule, rule_kind, rule_minutes, rule_source, rule_symbol, rule_value
+from cryptopulse.alert_channels import make_channel
+from cryptopulse.alert_rules import make_rule
+from cryptopulse.avro import AvroCodec
 from cryptopulse.channel import channel_names
 from cryptopulse.errors import ConfigError, CryptoPulseError
+from cryptopulse.kafka import KafkaWatch, Table
 from cryptopulse.outage import RateLimitFilter
 from cryptopulse.text import terminal_safe
 from cryptopulse.times import epoch_ms
@@ -113,11 +118,31 @@ def unavailable(shared: State, error: Exception) -> Response:
     return problem(503, "Kafka or the schema registry did not answer; try again", 5, "rules")
 
 
+def started_tables(shared: State) -> None:
+    """The alert rules and channels as tables this dashboard follows, started by the first request that needs them
+    (a dashboard nobody asks for rules pays nothing)."""
+    if shared.rules is not None:
+        return
+    settings, deps = shared.config.settings, shared.deps
+    for name, topic, schema, make in (("webui-rules", settings.alert_rules_topic, "alert_rule", make_rule),
+                                      ("webui-channels", settings.alert_channels_topic, "alert_channel", make_channel)):
+        table = Table(settings, name, topic, AvroCodec(settings, topic, schema).decode, make, logger=log,
+                      watch=KafkaWatch(deps.kafka.reporter(name)), registry=deps.registry.reporter(name))
+        table.start()
+        if name == "webui-rules":
+            shared.rules = table
+        else:
+            shared.channels = table
+
+
 async def not_loaded(shared: State, wait: float = 3.0) -> Response | None:
     """None once the rules and channels tables have read their topics to the end (waiting up to `wait` seconds for
-    a dashboard that has just started), else 503 with Retry-After."""
+    tables just started), else 503 with Retry-After."""
+    started_tables(shared)
+    deadline = time.monotonic() + wait
     for table in (shared.rules, shared.channels):
-        if table is None or not (table.ready.is_set() or await asyncio.to_thread(table.ready.wait, wait)):
+        if table is None or not (table.ready.is_set() or await asyncio.to_thread(
+                table.ready.wait, max(0.0, deadline - time.monotonic()))):
             return problem(503, "the alert rules are being read; try again in a moment", 2, "rules")
     return None
 
