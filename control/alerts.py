@@ -24,5 +24,6 @@ def render(rule_list: list[Rule]) -> str:
     lines = []
     for rule in rule_list:
         created = datetime.fromtimestamp(epoch_ms(rule.created) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        lines.append(f"{rule.id:10} {rule.describe():44} created {created} UTC")
+        owner = f"  of {rule.owner}" if rule.owner else ""
+        lines.append(f"{rule.id:10} {rule.describe():44} created {created} UTC{owner}")
     return "\n".join(lines)

@@ -14,10 +14,10 @@ from typing import Any
 from confluent_kafka import KafkaException
 from pymongo.errors import PyMongoError
 
-from control import alerts, backfill, connectors, schemas, status, supervisor, tail
+from control import alerts, backfill, connectors, schemas, status, supervisor, tail, users
 from control.stack import processes
 from control.stack.components import components as stack_components
-from cryptopulse import alert_rules, topics
+from cryptopulse import accounts, alert_rules, audit, topics
 from cryptopulse.alert import KINDS, new_rule, rule_id, rule_kind, rule_minutes, rule_source, rule_symbol, rule_value
 from cryptopulse.candle import INTERVALS
 from cryptopulse.commands import Parser, positive_float, positive_int, run_command, setup_logging
@@ -118,9 +118,12 @@ def parser() -> argparse.ArgumentParser:
                      help="move: the window, in minutes")
     add.add_argument("--source", type=checked(rule_source, "source"), default=None,
                      help="only ticks of this source (default: any)")
+    add.add_argument("--user", type=checked(accounts.user_name, "user"), default=None,
+                     help="the dashboard account it belongs to (default: nobody's; with accounts only admins see it)")
     alerts_sub.add_parser("list", help="the rules in force")
     rm = alerts_sub.add_parser("rm", help="remove a rule by its id")
     rm.add_argument("id", type=checked(rule_id, "id"))
+    users.add_parsers(sub, checked, Parser)
     return p
 
 
@@ -204,12 +207,17 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
 
 def _alerts(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "add":
-        rule = alert_rules.add(settings, new_rule(args.symbol, args.condition, args.value, args.minutes, args.source))
+        if args.user is not None:
+            accounts.existing_user(settings, args.user)
+        rule = alert_rules.add(settings, new_rule(args.symbol, args.condition, args.value, args.minutes, args.source,
+                                                  owner=args.user))
+        audit.record(settings, "rule_added", target=rule.id, user=rule.owner, detail=rule.describe())
         print(f"rule {rule.id}: {rule.describe()} (on {settings.alert_rules_topic}; `streams alerts` evaluates it)")
     elif args.action == "list":
         print(alerts.render(alert_rules.rules(settings)))
     elif args.action == "rm":
         rule = alert_rules.remove(settings, args.id)
+        audit.record(settings, "rule_removed", target=rule.id, user=rule.owner, detail=rule.describe())
         print(f"rule {rule.id} removed: {rule.describe()}")
     return 0
 
@@ -250,6 +258,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _topics(args, settings)
     elif args.command == "alerts":
         return _alerts(args, settings)
+    elif args.command in ("users", "tokens", "audit"):
+        return users.run(args, settings)
     elif args.command == "backfill":
         args.symbols = args.symbols or symbols(env("SYMBOLS", DEFAULT_SYMBOLS))
         args.source = args.source or env("PRODUCER_SOURCE", "simulated")

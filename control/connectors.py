@@ -45,6 +45,10 @@ def placeholder_values(settings: Settings) -> dict[str, str]:
         "CANDLES_DLQ_TOPIC": settings.candles_dlq_topic,
         "ALERTS_TOPIC": settings.alerts_topic,
         "ALERTS_DLQ_TOPIC": settings.alerts_dlq_topic,
+        "USERS_TOPIC": settings.users_topic,
+        "API_TOKENS_TOPIC": settings.api_tokens_topic,
+        "AUDIT_TOPIC": settings.audit_topic,
+        "ACCOUNTS_DLQ_TOPIC": settings.accounts_dlq_topic,
         "MONGODB_DATABASE": settings.database,
         # each sink's tasks: up to its topic's partition count (a task reads whole partitions; docs/scaling.md)
         "SINK_TASKS_MAX": str(settings.sink_tasks_max),

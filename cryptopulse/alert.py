@@ -84,16 +84,18 @@ def new_rule_id() -> str:
 
 
 def new_rule(symbol: str, kind: str, value: float, minutes: int | None = None, source: str | None = None,
-             created: int | None = None) -> Rule:
-    """A new rule (a fresh id) from checked values: `minutes` only, and always, for a move; ConfigError else."""
+             created: int | None = None, owner: str | None = None) -> Rule:
+    """A new rule (a fresh id) from checked values: `minutes` only, and always, for a move; ConfigError else.
+    `owner`: the account it belongs to (None: nobody's, as without accounts; with accounts only admins see it)."""
     created = now_ms() if created is None else created
     if kind == "move":
         if minutes is None:
             raise ConfigError("move: give the window with --minutes N")
-        return Rule(new_rule_id(), symbol, kind, pct=value, minutes=minutes, source=source, created=created)
+        return Rule(new_rule_id(), symbol, kind, pct=value, minutes=minutes, source=source, created=created,
+                    owner=owner)
     if minutes is not None:
         raise ConfigError(f"{kind}: --minutes is for `move` rules only")
-    return Rule(new_rule_id(), symbol, kind, price=value, source=source, created=created)
+    return Rule(new_rule_id(), symbol, kind, price=value, source=source, created=created, owner=owner)
 
 
 def alert_id(rule_id: str, symbol: str, source: str, ts: int) -> str:
@@ -119,6 +121,7 @@ class Rule:
     minutes: int | None = None
     source: str | None = None
     created: int = 0  # epoch ms
+    owner: str | None = None  # the account it belongs to (docs/security.md); None: nobody's
 
     def __post_init__(self) -> None:
         if not SYMBOL.fullmatch(self.symbol):
@@ -144,10 +147,10 @@ class Rule:
 
     def to_record(self) -> dict[str, Any]:
         return {"id": self.id, "symbol": self.symbol, "kind": self.kind, "price": self.price, "pct": self.pct,
-                "minutes": self.minutes, "source": self.source, "created": self.created}
+                "minutes": self.minutes, "source": self.source, "created": self.created, "owner": self.owner}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Rule:
         """The rule in an Avro record; ConfigError when it breaks a rule's constraints."""
         return cls(record["id"], record["symbol"], record["kind"], record.get("price"), record.get("pct"),
-                   record.get("minutes"), record.get("source"), epoch_ms(record["created"]))
+                   record.get("minutes"), record.get("source"), epoch_ms(record["created"]), record.get("owner"))
