@@ -6,7 +6,8 @@ import os
 
 from quart import Blueprint, Response, current_app, render_template, request
 
-from webui.guard import client_address, is_local
+from webui.auth import principal
+from webui.guard import is_local
 from webui.health import Monitor, health_report
 from webui.state import state
 
@@ -37,7 +38,8 @@ async def favicon() -> Response:
 async def recent_alerts() -> dict:
     """The newest price alerts, newest first: what a page lists when it opens (webui/alerts.py)."""
     feed = state(current_app).alerts
-    return {"alerts": feed.newest_first() if feed is not None else []}
+    who = principal()
+    return {"alerts": feed.newest_first(lambda alert: who.sees(alert.get("owner"))) if feed is not None else []}
 
 
 @pages.get("/healthz")
@@ -63,7 +65,7 @@ async def healthz() -> tuple[dict, int]:
     body, code = health_report(shared.deps, kafka, monitor.mongo, monitor.registry, shared.metrics.clients,
                                live={k: v for k, v in shared.hub.status.items() if k != "type"}, views=views)
     body["pid"] = os.getpid()  # which process answered: with `--processes N`, one of N workers (webui/workers.py)
-    if not (shared.config.health_detail or is_local(client_address(request.scope), request.headers)):
+    if not (shared.config.health_detail or is_local(request.scope, request.headers)):
         # host names, pids, group ids and raw driver errors are for the operator, not for whoever can reach the port
         body = {"status": body["status"], "down": body["down"]}
     return body, code

@@ -8,7 +8,10 @@ The rules are written to the compacted rules topic by cryptopulse/alert_rules.py
 `control alerts`, and every value is checked by cryptopulse/alert.py's rule_* functions, so the page and the
 command refuse the same input with the same reason (a 400 {"error": reason} here).
 
-The dashboard authenticates nobody, so writing is limited (docs/security.md):
+With accounts (webui/auth.py) a rule belongs to the account that added it: a page lists its account's rules
+(an admin's, every rule), removes only those (404 for another's: it does not exist for this account), and a viewer,
+or a token of scope read, writes nothing (403); every write of a session carries its CSRF token (checked by
+webui/auth.py before this runs). Without accounts (local mode) nobody is authenticated, so writing is limited:
 - only clients on this machine that no proxy forwarded (`is_local`, as /healthz's detail), unless
   WEBUI_ALERT_RULES_REMOTE=1 — 403 otherwise;
 - CSRF: a browser's Origin must pass the WebSocket's rule (the page's own host, or WEBUI_ALLOWED_ORIGINS), and
@@ -21,7 +24,10 @@ The dashboard authenticates nobody, so writing is limited (docs/security.md):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -31,8 +37,10 @@ from cryptopulse import alert_rules
 from cryptopulse.alert import Rule, new_rule, rule_id, rule_kind, rule_minutes, rule_source, rule_symbol, rule_value
 from cryptopulse.errors import ConfigError, CryptoPulseError
 from cryptopulse.outage import RateLimitFilter
+from cryptopulse.settings import Settings
 from cryptopulse.times import epoch_ms
 from webui.api import admitted, problem
+from webui.auth import audit, principal, read_body
 from webui.guard import client_address, is_local
 from webui.health import plain
 from webui.history import encode
@@ -70,11 +78,18 @@ def rule_json(rule: Rule) -> dict[str, Any]:
 
 
 def writable(shared: State) -> bool:
-    return shared.config.alert_rules_remote or is_local(client_address(request.scope), request.headers)
+    who = principal()
+    if who.user is not None:
+        return who.may_write
+    return shared.config.alert_rules_remote or is_local(request.scope, request.headers)
 
 
 def refused_write(shared: State) -> Response | None:
     """The answer to a write this client may not make (403), or a cross-site one (403), else None."""
+    who = principal()
+    if who.user is not None and not who.may_write:
+        shared.metrics.errors["forbidden"] += 1
+        return problem(403, "this account may only read (a viewer, or a token of scope read): ask an admin")
     if not writable(shared):
         shared.metrics.errors["rules_remote"] += 1
         return problem(403, "alert rules are added and removed from this machine only (or set "
@@ -93,8 +108,18 @@ async def in_kafka(shared: State, work: Any, *args: Any) -> Any:
 
 
 def unavailable(shared: State, error: Exception) -> Response:
+    """A 503 that says what did not answer, never how to reach it: the error's text (a registry URL, a broker's
+    address) goes to the operator's log only."""
     log.warning("alert rules: Kafka or the registry did not answer: %s", plain(error))
-    return problem(503, f"Kafka or the schema registry did not answer ({plain(error)}); try again", 5, "rules")
+    return problem(503, "Kafka or the schema registry did not answer; try again in a few seconds", 5, "rules")
+
+
+def remove_visible(settings: Settings, wanted: str, sees: Callable[[str | None], bool]) -> Rule:
+    """Remove a rule the account may see (its own; any, for an admin); another's is "no such rule" (ConfigError)."""
+    live = {r.id: r for r in alert_rules.rules(settings) if sees(r.owner)}
+    if wanted not in live:
+        raise ConfigError(f"no rule {wanted!r} of yours")
+    return alert_rules.remove(settings, wanted, KAFKA_TIMEOUT)
 
 
 @rules.get("/alerts/rules")
@@ -107,7 +132,9 @@ async def list_rules() -> Response:
         found = await in_kafka(shared, alert_rules.rules)
     except (CryptoPulseError, KafkaException, TimeoutError, OSError) as error:
         return unavailable(shared, error)
-    return Response(encode({"rules": [rule_json(r) for r in found], "writable": writable(shared)}),
+    who = principal()
+    return Response(encode({"rules": [rule_json(r) for r in found if who.sees(r.owner)], "writable": writable(shared),
+                            "account": who.user}),
                     content_type="application/json")
 
 
@@ -121,18 +148,25 @@ async def add_rule() -> Response:
         return problem(415, "send the rule as JSON, with Content-Type: application/json", metric="invalid")
     if (request.content_length or 0) > MAX_BODY:
         return problem(413, f"a rule is at most {MAX_BODY} bytes of JSON", metric="invalid")
-    body = await request.get_json(silent=True)
-    if body is None:
-        return problem(400, "the body is not JSON", metric="invalid")
+    data = await read_body(MAX_BODY)  # a chunked body says no length: counted as it arrives
+    if data is None:
+        return problem(413, f"a rule is at most {MAX_BODY} bytes of JSON", metric="invalid")
     try:
-        rule = parse_rule(body)
+        body = json.loads(data, parse_constant=lambda name: None)
+    except (ValueError, RecursionError):
+        return problem(400, "the body is not JSON", metric="invalid")
+    who = principal()
+    try:
+        rule = replace(parse_rule(body), owner=who.user)
     except ConfigError as error:
         return problem(400, str(error), metric="invalid")
     try:
         await in_kafka(shared, alert_rules.add, rule, KAFKA_TIMEOUT)
     except (CryptoPulseError, KafkaException, TimeoutError, OSError) as error:
         return unavailable(shared, error)
-    log.info("alert rule %s added from %s: %s", rule.id, client_address(request.scope), rule.describe())
+    log.info("alert rule %s added by %s from %s: %s", rule.id, who.user or "the local operator",
+             client_address(request.scope), rule.describe())
+    audit(shared, "rule_added", who.user, via=who.via, target=rule.id, detail=rule.describe())
     return Response(encode({"rule": rule_json(rule)}), status=201, content_type="application/json")
 
 
@@ -146,11 +180,14 @@ async def remove_rule(text: str) -> Response:
         wanted = rule_id(text)
     except ConfigError as error:
         return problem(400, str(error), metric="invalid")
+    who = principal()
     try:
-        rule = await in_kafka(shared, alert_rules.remove, wanted, KAFKA_TIMEOUT)
+        rule = await in_kafka(shared, remove_visible, wanted, who.sees)
     except ConfigError as error:
         return problem(404, str(error))
     except (CryptoPulseError, KafkaException, TimeoutError, OSError) as error:
         return unavailable(shared, error)
-    log.info("alert rule %s removed from %s: %s", rule.id, client_address(request.scope), rule.describe())
+    log.info("alert rule %s removed by %s from %s: %s", rule.id, who.user or "the local operator",
+             client_address(request.scope), rule.describe())
+    audit(shared, "rule_removed", who.user, via=who.via, target=rule.id, detail=rule.describe())
     return Response(encode({"removed": rule_json(rule)}), content_type="application/json")
