@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 from cryptopulse.errors import ConfigError
 from webui.accounts import AccountBook
@@ -72,7 +72,13 @@ class Sessions:
         self.idle = idle_seconds
         self.absolute = absolute_seconds
         self.clock = clock
-        self._signer = URLSafeTimedSerializer(secret, salt="cryptopulse-session")
+        sessions = self
+
+        class Signer(TimestampSigner):
+            def get_timestamp(self) -> int:  # the sessions' clock (a test's, or time.time)
+                return int(sessions.clock())
+
+        self._signer = URLSafeTimedSerializer(secret, salt="cryptopulse-session", signer=Signer)
 
     def new(self, user: str) -> tuple[Session, str]:
         now = self.clock()
@@ -129,7 +135,7 @@ class Strikes:
 @dataclass
 class LoginThrottle:
     """Failed logins per address and per account name, with a delay that grows: the first `free` failures cost
-    nothing, then each one makes the next attempt wait `base * 2**(n - free)` seconds, at most `cap`. An attempt
+    nothing, then the n-th makes the next attempt wait `base * 2**(n - free - 1)` seconds, at most `cap`. An attempt
     within the wait is refused without checking its password (429, Retry-After). A success clears the address's
     and the account's count; a count is forgotten an hour after its last failure. Per process (docs/security.md)."""
 
@@ -158,7 +164,7 @@ class LoginThrottle:
             strikes.failures += 1
             strikes.last = now
             over = strikes.failures - self.free
-            delay = 0.0 if over < 0 else min(self.cap, self.base * 2 ** over)
+            delay = 0.0 if over <= 0 else min(self.cap, self.base * 2 ** (over - 1))
             strikes.until = now + delay
             longest = max(longest, delay)
         return longest
