@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,15 +15,18 @@ from typing import Any
 from confluent_kafka import KafkaException
 from pymongo.errors import PyMongoError
 
-from control import alerts, backfill, connectors, schemas, status, supervisor, tail, users
+from control import alerts, backfill, channels, connectors, schemas, status, supervisor, tail, users
 from control.stack import processes
 from control.stack.components import components as stack_components
-from cryptopulse import accounts, alert_rules, audit, topics
+from cryptopulse import accounts, alert_channels, alert_rules, audit, topics
 from cryptopulse.alert import KINDS, new_rule, rule_id, rule_kind, rule_minutes, rule_source, rule_symbol, rule_value
 from cryptopulse.candle import INTERVALS
+from cryptopulse.channel import KINDS as CHANNEL_KINDS
+from cryptopulse.channel import Channel, channel_kind, channel_name, channel_names, new_channel, secret_option
 from cryptopulse.commands import Parser, positive_float, positive_int, run_command, setup_logging
 from cryptopulse.errors import ConfigError
 from cryptopulse.redact import redact
+from cryptopulse.secrets import placeholders, scrub_logs
 from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, StackLayout, env, env_number, symbols
 
 BACKFILL_SOURCES = ["simulated", "coingecko", "binance", "coinbase"]
@@ -120,9 +124,44 @@ def parser() -> argparse.ArgumentParser:
                      help="only ticks of this source (default: any)")
     add.add_argument("--user", type=checked(accounts.user_name, "user"), default=None,
                      help="the dashboard account it belongs to (default: nobody's; with accounts only admins see it)")
+    add.add_argument("--notify", type=checked(channel_names, "notify"), default=(), metavar="CHANNEL,...",
+                     help="deliver its alerts to these channels (control channels list; `streams notify` delivers)")
     alerts_sub.add_parser("list", help="the rules in force")
     rm = alerts_sub.add_parser("rm", help="remove a rule by its id")
     rm.add_argument("id", type=checked(rule_id, "id"))
+    deliveries = alerts_sub.add_parser("deliveries", help="what became of each alert on each channel, newest first "
+                                       "(from MongoDB: crypto_db.alert_deliveries)")
+    deliveries.add_argument("--rule", type=checked(rule_id, "rule"), default=None, help="only this rule's alerts")
+    deliveries.add_argument("--n", "-n", type=positive_int, default=20, help="how many (alert, channel) (default 20)")
+
+    channels_p = sub.add_parser("channels", help="where alerts are delivered: webhook, ntfy, telegram, email "
+                                "(kept in Kafka; `streams notify` delivers)")
+    channels_sub = channels_p.add_subparsers(dest="action", required=True, parser_class=Parser)
+    add_channel = channels_sub.add_parser(
+        "add", help="NAME webhook URL [--secret-env VAR] | NAME ntfy TOPIC_URL [--token-env VAR] | "
+                    "NAME telegram --token-env VAR --chat ID | NAME email ADDRESS --smtp URL --password-env VAR")
+    add_channel.add_argument("name", type=checked(channel_name, "name"))
+    add_channel.add_argument("kind", type=checked(channel_kind, "kind"), metavar="{" + ",".join(CHANNEL_KINDS) + "}")
+    add_channel.add_argument("target", nargs="?", default=None,
+                             help="webhook: the URL; ntfy: the topic's URL; email: the address (telegram: --chat)")
+    for stem, kinds in (("secret", "webhook: the key its bodies are signed with (HMAC-SHA256)"),
+                        ("token", "ntfy: an access token (optional); telegram: the bot token"),
+                        ("password", "email: the SMTP password")):
+        add_channel.add_argument(f"--{stem}-env", metavar="VAR", default=None,
+                                 help=f"{kinds}, read from this environment variable (its NAME is stored, never "
+                                      "its value)")
+        add_channel.add_argument(f"--{stem}-file", metavar="PATH", default=None, help=f"{kinds}, read from a file")
+    add_channel.add_argument("--chat", default=None, help="telegram: the chat's id (or a public channel's @name)")
+    add_channel.add_argument("--smtp", default=None, help="email: smtp://[user@]host[:port] (STARTTLS, port 587) or "
+                             "smtps://[user@]host[:port] (TLS, 465); a user with @ is written %%40")
+    add_channel.add_argument("--from", dest="sender", default=None,
+                             help="email: the From address (default: the SMTP user if it is an address, else the "
+                                  "recipient)")
+    channels_sub.add_parser("list", help="the channels, and the rules that name each")
+    rm_channel = channels_sub.add_parser("rm", help="remove a channel no rule names any more")
+    rm_channel.add_argument("name", type=checked(channel_name, "name"))
+    test_channel = channels_sub.add_parser("test", help="send a test message and say what the receiver answered")
+    test_channel.add_argument("name", type=checked(channel_name, "name"))
     users.add_parsers(sub, checked, Parser)
     return p
 
@@ -210,16 +249,65 @@ def _alerts(args: argparse.Namespace, settings: Settings) -> int:
         if args.user is not None:
             accounts.existing_user(settings, args.user)
         rule = alert_rules.add(settings, new_rule(args.symbol, args.condition, args.value, args.minutes, args.source,
-                                                  owner=args.user))
+                                                  channels=args.notify, owner=args.user))
         audit.record(settings, "rule_added", target=rule.id, user=rule.owner, detail=rule.describe())
-        print(f"rule {rule.id}: {rule.describe()} (on {settings.alert_rules_topic}; `streams alerts` evaluates it)")
+        print(f"rule {rule.id}: {rule.describe()} (on {settings.alert_rules_topic}; `streams alerts` evaluates it"
+              + ("; `streams notify` delivers its alerts)" if rule.channels else ")"))
     elif args.action == "list":
         print(alerts.render(alert_rules.rules(settings)))
     elif args.action == "rm":
         rule = alert_rules.remove(settings, args.id)
         audit.record(settings, "rule_removed", target=rule.id, user=rule.owner, detail=rule.describe())
         print(f"rule {rule.id} removed: {rule.describe()}")
+    elif args.action == "deliveries":
+        print(channels.render_deliveries(channels.deliveries(settings, args.rule, args.n)))
     return 0
+
+
+def _channels(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "add":
+        stem = secret_option(args.kind)
+        others = [f"--{o}-{w}" for o in ("secret", "token", "password") if o != stem for w in ("env", "file")
+                  if getattr(args, f"{o}_{w}") is not None]
+        if others:
+            raise ConfigError(f"{args.kind}: {', '.join(others)} is not for this kind; give --{stem}-env "
+                              f"(or --{stem}-file)")
+        channel = alert_channels.add(settings, new_channel(
+            args.name, args.kind, args.target, secret_env=getattr(args, f"{stem}_env"),
+            secret_file=getattr(args, f"{stem}_file"), chat=args.chat, smtp=args.smtp, sender=args.sender))
+        print(f"channel {channel.name}: {channel.describe()} (on {settings.alert_channels_topic}; name it in a rule: "
+              f"control alerts add BTC above 70000 --notify {channel.name})")
+        missing = [n for n in _secret_variables(channel) if not os.environ.get(n)]
+        if missing:
+            print(f"note: {', '.join(missing)} is not set in this shell; `streams notify` reads it from its own "
+                  "environment", file=sys.stderr)
+    elif args.action == "list":
+        used_by: dict[str, list[str]] = {}
+        for rule in alert_rules.rules(settings):
+            for name in rule.channels:
+                used_by.setdefault(name, []).append(rule.id)
+        print(channels.render(alert_channels.channels(settings), used_by))
+    elif args.action == "rm":
+        naming = [r.id for r in alert_rules.rules(settings) if args.name in r.channels]
+        if naming:
+            raise ConfigError(f"rules {', '.join(naming)} notify {args.name}: remove them first (control alerts rm "
+                              "ID), then the channel")
+        channel = alert_channels.remove(settings, args.name)
+        print(f"channel {channel.name} removed: {channel.describe()}")
+    elif args.action == "test":
+        channel = alert_channels.find(settings, args.name)
+        answer = channels.test(channel)
+        print(channels.test_report(channel, answer))
+        return 0 if answer.ok else 1
+    return 0
+
+
+def _secret_variables(channel: Channel) -> list[str]:
+    """The environment variables a channel reads its secrets from."""
+    names = placeholders(channel.target)
+    if channel.secret_from is not None and channel.secret_from.startswith("env:"):
+        names.append(channel.secret_from.removeprefix("env:"))
+    return names
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -258,6 +346,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _topics(args, settings)
     elif args.command == "alerts":
         return _alerts(args, settings)
+    elif args.command == "channels":
+        return _channels(args, settings)
     elif args.command in ("users", "tokens", "audit"):
         return users.run(args, settings)
     elif args.command == "backfill":
@@ -283,6 +373,7 @@ def _main(argv: list[str] | None) -> int:
         setup_logging(logging.INFO)
     else:
         setup_logging(logging.WARNING, times=False)
+    scrub_logs()  # a channel's secret read by `control channels test` never reaches a log line
     settings = Settings()
     try:
         return run(args, settings)

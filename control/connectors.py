@@ -49,6 +49,8 @@ def placeholder_values(settings: Settings) -> dict[str, str]:
         "API_TOKENS_TOPIC": settings.api_tokens_topic,
         "AUDIT_TOPIC": settings.audit_topic,
         "ACCOUNTS_DLQ_TOPIC": settings.accounts_dlq_topic,
+        "ALERT_DELIVERIES_TOPIC": settings.alert_deliveries_topic,
+        "ALERT_DELIVERIES_DLQ_TOPIC": settings.alert_deliveries_dlq_topic,
         "MONGODB_DATABASE": settings.database,
         # each sink's tasks: up to its topic's partition count (a task reads whole partitions; docs/scaling.md)
         "SINK_TASKS_MAX": str(settings.sink_tasks_max),

@@ -17,7 +17,7 @@ from confluent_kafka import ConsumerGroupState, TopicPartition
 from pymongo import ASCENDING, MongoClient
 
 from control.stack.supervision import supervision_report
-from cryptopulse import kafka, topics
+from cryptopulse import alert_channels, kafka, topics
 from cryptopulse import store as cryptostore
 from cryptopulse.avro import AvroCodec
 from cryptopulse.redact import redact
@@ -86,17 +86,20 @@ def connectors(settings: Settings) -> list[dict[str, Any]]:
 
 
 def lag(settings: Settings) -> list[dict[str, Any]]:
-    """Records behind the end of the prices and candles topics, per consumer group of the pipeline.
+    """Records behind the end of the prices, candles and alerts topics, per consumer group of the pipeline.
 
     A dashboard process has a group of its own, gone with it: only groups with live members count there.
     """
     admin = kafka.admin(settings)
     listings = admin.list_consumer_groups().result(timeout=10).valid
-    # whose lag is shown: the sink connectors, the candle roll-up, the alert processor and the dashboards
+    # whose lag is shown: the sink connectors, the candle roll-up, the alert processor, the notifier (its router and
+    # each live channel: how far behind the alerts it is) and the dashboards
     shown = (sink_group(settings.connector_prefix), settings.streams_group, settings.alerts_group,
-             settings.webui_group_prefix)
+             settings.notify_group, settings.webui_group_prefix)
+    channels = {c.progress_group(settings.notify_group) for c in alert_channels.channels(settings)}
     groups = sorted(g.group_id for g in listings if g.group_id.startswith(shown) and not (
-        g.group_id.startswith(settings.webui_group_prefix) and g.state == ConsumerGroupState.EMPTY))
+        g.group_id.startswith(settings.webui_group_prefix) and g.state == ConsumerGroupState.EMPTY) and not (
+        g.group_id.startswith(f"{settings.notify_group}.") and g.group_id not in channels))
     rows = []
     for topic in (settings.prices_topic, settings.candles_topic, settings.alerts_topic):
         ends = topics.end_offsets_by_partition(settings, topic)
@@ -312,7 +315,8 @@ def gather(settings: Settings) -> dict[str, Any]:
     report["lag"] = _probe(lambda: lag(settings)) if "kafka" in up else []
     names = [settings.prices_topic, settings.prices_dlq_topic]
     report["topics"] = _probe(lambda: topics.end_offsets(settings, names)) if "kafka" in up else {}
-    dlqs = (settings.prices_dlq_topic, settings.candles_dlq_topic, settings.alerts_dlq_topic)
+    dlqs = (settings.prices_dlq_topic, settings.candles_dlq_topic, settings.alerts_dlq_topic,
+            settings.alert_deliveries_dlq_topic)
     report["dead_letters"] = {t: _probe(lambda t=t: dead_letters(settings, t)) for t in dlqs} if "kafka" in up else {}
     report["store"] = _probe(lambda: store(settings)) if "mongodb" in up else {}
     report["last_tick"] = _probe(lambda: last_ticks(settings)) if {"kafka", "schema registry"} <= up else {}

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from cryptopulse.channel import channel_names
 from cryptopulse.errors import ConfigError
 from cryptopulse.prices import price_text
 from cryptopulse.settings import SYMBOL
@@ -84,7 +85,7 @@ def new_rule_id() -> str:
 
 
 def new_rule(symbol: str, kind: str, value: float, minutes: int | None = None, source: str | None = None,
-             created: int | None = None, owner: str | None = None) -> Rule:
+             created: int | None = None, channels: tuple[str, ...] = (), owner: str | None = None) -> Rule:
     """A new rule (a fresh id) from checked values: `minutes` only, and always, for a move; ConfigError else.
     `owner`: the account it belongs to (None: nobody's, as without accounts; with accounts only admins see it)."""
     created = now_ms() if created is None else created
@@ -92,10 +93,11 @@ def new_rule(symbol: str, kind: str, value: float, minutes: int | None = None, s
         if minutes is None:
             raise ConfigError("move: give the window with --minutes N")
         return Rule(new_rule_id(), symbol, kind, pct=value, minutes=minutes, source=source, created=created,
-                    owner=owner)
+                    channels=channels, owner=owner)
     if minutes is not None:
         raise ConfigError(f"{kind}: --minutes is for `move` rules only")
-    return Rule(new_rule_id(), symbol, kind, price=value, source=source, created=created, owner=owner)
+    return Rule(new_rule_id(), symbol, kind, price=value, source=source, created=created, channels=channels,
+                owner=owner)
 
 
 def alert_id(rule_id: str, symbol: str, source: str, ts: int) -> str:
@@ -111,7 +113,8 @@ def state_key(rule_id: str, symbol: str, source: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Rule:
     """above/below: fire when the price crosses `price`; move: when it changes by more than `pct` % within
-    `minutes` (event time). `source` None: every source, each on its own. It watches ticks from `created` on."""
+    `minutes` (event time). `source` None: every source, each on its own. It watches ticks from `created` on.
+    `channels`: where `streams notify` delivers its alerts (docs/alerts.md), by name; none: the dashboard only."""
 
     id: str
     symbol: str
@@ -121,9 +124,13 @@ class Rule:
     minutes: int | None = None
     source: str | None = None
     created: int = 0  # epoch ms
+    channels: tuple[str, ...] = ()
     owner: str | None = None  # the account it belongs to (docs/security.md); None: nobody's
 
     def __post_init__(self) -> None:
+        # a string is "phone,ops", never the letters of one name
+        given = self.channels if isinstance(self.channels, str) else list(self.channels)
+        object.__setattr__(self, "channels", channel_names(given))
         if not SYMBOL.fullmatch(self.symbol):
             raise ConfigError(f"not a symbol: {self.symbol!r}: give a ticker of letters and digits, such as BTC")
         if self.kind not in KINDS:
@@ -140,17 +147,21 @@ class Rule:
         return symbol == self.symbol and (self.source is None or source == self.source)
 
     def describe(self) -> str:
-        """One line: `BTC above 50,000`, `SHIB below 0.00001234`, `ETH move 5% within 15 min (binance)`."""
+        """One line: `BTC above 50,000`, `SHIB below 0.00001234`, `ETH move 5% within 15 min (binance)`,
+        `BTC above 70,000; notify phone, ops`."""
         what = (f"move {self.pct:g}% within {self.minutes} min" if self.kind == "move"
                 else f"{self.kind} {price_text(self.price)}")  # type: ignore[arg-type] - never None but for a move
-        return f"{self.symbol} {what}" + (f" ({self.source})" if self.source else "")
+        notify = f"; notify {', '.join(self.channels)}" if self.channels else ""
+        return f"{self.symbol} {what}" + (f" ({self.source})" if self.source else "") + notify
 
     def to_record(self) -> dict[str, Any]:
         return {"id": self.id, "symbol": self.symbol, "kind": self.kind, "price": self.price, "pct": self.pct,
-                "minutes": self.minutes, "source": self.source, "created": self.created, "owner": self.owner}
+                "minutes": self.minutes, "source": self.source, "created": self.created,
+                "channels": list(self.channels), "owner": self.owner}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Rule:
         """The rule in an Avro record; ConfigError when it breaks a rule's constraints."""
         return cls(record["id"], record["symbol"], record["kind"], record.get("price"), record.get("pct"),
-                   record.get("minutes"), record.get("source"), epoch_ms(record["created"]), record.get("owner"))
+                   record.get("minutes"), record.get("source"), epoch_ms(record["created"]),
+                   tuple(record.get("channels") or ()), record.get("owner"))

@@ -8,10 +8,10 @@ what is there (docs/alerts.md). Every function blocks (Kafka, the registry): the
 
 from __future__ import annotations
 
-from cryptopulse import kafka, topics
+from cryptopulse import alert_channels, topics
 from cryptopulse.alert import Rule
 from cryptopulse.avro import AvroCodec
-from cryptopulse.errors import ConfigError, DeliveryError
+from cryptopulse.errors import ConfigError
 from cryptopulse.settings import Settings
 
 
@@ -20,41 +20,30 @@ def ensure_topic(settings: Settings) -> None:
     topics.create_missing(settings, [s for s in topics.project_topics(settings) if s.name == wanted])
 
 
-def publish(settings: Settings, key: str, value: bytes | None, timeout: float = 30.0) -> None:
-    """One record (a rule, or None: its tombstone) on the rules topic, acknowledged by every in-sync replica;
-    DeliveryError when it is not within `timeout` seconds."""
-    producer = kafka.producer(settings, "rules", {"message.timeout.ms": int(timeout * 1000), "log_level": 0,
-                                                  "linger.ms": 0})
-    errors: list[str] = []
-    producer.produce(settings.alert_rules_topic, key=key.encode(), value=value,
-                     on_delivery=lambda error, _message: errors.append(str(error)) if error else None)
-    if producer.flush(timeout + 5) or errors:
-        raise DeliveryError(f"the rule was not delivered to {settings.alert_rules_topic} at "
-                            f"{settings.kafka_bootstrap}: {errors[0] if errors else 'timed out'}")
-
-
 def rules(settings: Settings) -> list[Rule]:
-    """Every live rule: the topic read to its end, the last version of each id, tombstones removing."""
+    """Every live rule: the topic read to its end, the last version of each id, tombstones removing (and a rule no
+    processor would take)."""
     if not topics.end_offsets_by_partition(settings, settings.alert_rules_topic):
         return []
     codec = AvroCodec(settings, settings.alert_rules_topic, "alert_rule")
-    found: dict[str, Rule | None] = {}
-    for message in topics.read_to_end(settings, settings.alert_rules_topic):
-        if message.key() is None:
-            continue
-        key = message.key().decode(errors="replace")
-        try:
-            found[key] = Rule.from_record(codec.decode(message.value())) if message.value() is not None else None
-        except ConfigError:
-            found[key] = None  # a rule no processor would take
-    return sorted((r for r in found.values() if r is not None), key=lambda r: (r.created, r.id))
+    found = topics.latest_by_key(settings, settings.alert_rules_topic,
+                                 lambda value: Rule.from_record(codec.decode(value)))
+    return sorted(found.values(), key=lambda r: (r.created, r.id))
 
 
 def add(settings: Settings, rule: Rule, timeout: float = 30.0) -> Rule:
-    """Publish a new rule (made by cryptopulse.alert's `new_rule` from values its rule_* functions checked)."""
+    """Publish a new rule (made by cryptopulse.alert's `new_rule` from values its rule_* functions checked); a
+    channel it names that does not exist is a ConfigError (`control channels list`)."""
+    if rule.channels:
+        known = {c.name for c in alert_channels.channels(settings)}
+        unknown = [name for name in rule.channels if name not in known]
+        if unknown:
+            raise ConfigError(f"no channel {', '.join(unknown)} (channels: {', '.join(sorted(known)) or 'none'}; "
+                              "add one with `control channels add`)")
     ensure_topic(settings)
     codec = AvroCodec(settings, settings.alert_rules_topic, "alert_rule")
-    publish(settings, rule.id, codec.encode(rule.to_record()), timeout)
+    topics.publish_one(settings, settings.alert_rules_topic, rule.id, codec.encode(rule.to_record()), timeout,
+                       "the rule")
     return rule
 
 
@@ -64,5 +53,5 @@ def remove(settings: Settings, rule_id: str, timeout: float = 30.0) -> Rule:
     if rule_id not in live:
         known = ", ".join(sorted(live)) or "none"
         raise ConfigError(f"no rule {rule_id!r} (rules: {known}; see `control alerts list`)")
-    publish(settings, rule_id, None, timeout)
+    topics.publish_one(settings, settings.alert_rules_topic, rule_id, None, timeout, "the rule's removal")
     return live[rule_id]

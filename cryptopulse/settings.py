@@ -63,6 +63,7 @@ HTTP, WEBSOCKET = ("http", "https"), ("ws", "wss")
 URL_VARIABLES = {
     "SCHEMA_REGISTRY_URL": HTTP, "CONNECT_URL": HTTP, "COINGECKO_URL": HTTP, "COINMARKETCAP_URL": HTTP,
     "BINANCE_REST_URL": HTTP, "COINBASE_REST_URL": HTTP, "BINANCE_WS_URL": WEBSOCKET, "COINBASE_WS_URL": WEBSOCKET,
+    "TELEGRAM_API_URL": HTTP,
 }
 
 
@@ -249,6 +250,13 @@ class Settings:
     alerts_topic: str = _env("ALERTS_TOPIC", "crypto-alerts")
     alerts_dlq_topic: str = _env("ALERTS_DLQ_TOPIC", "crypto-alerts-dlq")
     alerts_state_topic: str = _env("ALERTS_STATE_TOPIC", "crypto-alerts-state")
+    # alert delivery (docs/alerts.md, "Delivery"): the channels (compacted, key = channel name); every outcome of a
+    # delivery (key = channel|alert id), which a fourth sink stores; what that sink could not write; and the alerts
+    # the notifier gave up on, with the reason in their headers
+    alert_channels_topic: str = _env("ALERT_CHANNELS_TOPIC", "crypto-alert-channels")
+    alert_deliveries_topic: str = _env("ALERT_DELIVERIES_TOPIC", "crypto-alert-deliveries")
+    alert_deliveries_dlq_topic: str = _env("ALERT_DELIVERIES_DLQ_TOPIC", "crypto-alert-deliveries-dlq")
+    alerts_undelivered_topic: str = _env("ALERTS_UNDELIVERED_TOPIC", "crypto-alerts-undelivered")
     # what each retention run did (compacted, key = collection): `control status` shows it
     retention_topic: str = _env("RETENTION_TOPIC", "crypto-retention")
     # accounts (docs/security.md): the dashboard's accounts and API tokens (compacted, key = name / token id), the
@@ -263,6 +271,9 @@ class Settings:
     streams_group: str = _env("STREAMS_GROUP", "cryptopulse-streams")
     # the alert processor's consumer group, also its transactional id (one instance per group)
     alerts_group: str = _env("ALERTS_GROUP", "cryptopulse-alerts")
+    # the notifier's consumer groups and transactional ids: <group> for the alerts naming no known channel, and
+    # <group>.<channel>.<created> for each channel's own progress (one process per group)
+    notify_group: str = _env("NOTIFY_GROUP", "cryptopulse-notify")
     webui_group_prefix: str = _env("WEBUI_GROUP_PREFIX", "cryptopulse-webui")
     # Scaling (docs/scaling.md). Partitions of the two topics that carry the load: a symbol's ticks stay on one
     # partition (key = symbol), and the roll-up's processes and the sinks' tasks share the partitions. One
@@ -328,6 +339,10 @@ class Settings:
     def accounts_sink(self) -> str:
         """The connector that writes accounts, API tokens and the audit trail to MongoDB."""
         return f"{self.connector_prefix}mongo-sink-accounts"
+
+    @property
+    def alert_deliveries_sink(self) -> str:
+        return f"{self.connector_prefix}mongo-sink-alert-deliveries"
 
 
 # How long the sink's MongoDB driver waits for a server before an operation fails (its default is 30 s):

@@ -20,6 +20,9 @@ ALERTS = "alerts"  # price alerts (connectors/mongo-sink-alerts.json), `_id` = r
 USERS = "users"
 API_TOKENS = "api_tokens"
 AUDIT = "audit"
+# every outcome of an alert's delivery to a channel (connectors/mongo-sink-alert-deliveries.json),
+# `_id` = alert id|channel|at, time field `at`
+ALERT_DELIVERIES = "alert_deliveries"
 
 
 def candle_collection(interval: str) -> str:

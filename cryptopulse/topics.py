@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from confluent_kafka import ConsumerGroupTopicPartitions, Message, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
 
 from cryptopulse import kafka
 from cryptopulse.candle import INTERVALS
-from cryptopulse.errors import ConfigError
+from cryptopulse.errors import ConfigError, DeliveryError
 from cryptopulse.kafka import admin
 from cryptopulse.settings import Settings
 from cryptopulse.store import Retention, candle_collection
@@ -80,6 +82,17 @@ def _specs(settings: Settings) -> list[TopicSpec]:
                   "the audit trail: logins, failed logins, changes to accounts, tokens, rules (Avro); `control audit`"),
         TopicSpec(settings.accounts_dlq_topic, 1, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
                   "accounts, tokens or audit events the accounts sink could not write, with error headers"),
+        # compacted: the latest version of each alert channel (key = name) is kept for ever; a tombstone removes it
+        TopicSpec(settings.alert_channels_topic, 1, {"cleanup.policy": "compact",
+                                                     "min.compaction.lag.ms": str(60_000)},
+                  "alert channels: webhook, ntfy, telegram, email (Avro, key = name; never a secret); compacted"),
+        TopicSpec(settings.alert_deliveries_topic, 1, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
+                  "every outcome of delivering an alert to a channel (Avro, key = channel|alert id, in transactions)"),
+        TopicSpec(settings.alert_deliveries_dlq_topic, 1,
+                  {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
+                  "delivery outcomes the deliveries sink could not convert or write, with error headers"),
+        TopicSpec(settings.alerts_undelivered_topic, 1, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
+                  "alerts `streams notify` gave up on: the alert as fired, the channel and the reason in headers"),
         TopicSpec(settings.retention_topic, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
                   "what each retention run deleted, per collection (Avro, key = collection); compacted"),
     ]
@@ -186,6 +199,38 @@ def read_to_end(settings: Settings, name: str, timeout: float = 60) -> list[Mess
     finally:
         reader.close()
     return records
+
+
+T = TypeVar("T")
+
+
+def publish_one(settings: Settings, topic: str, key: str, value: bytes | None, timeout: float = 30.0,
+                what: str = "the record") -> None:
+    """One record (or None: a tombstone) acknowledged by every in-sync replica; DeliveryError when it is not within
+    `timeout` seconds (a rule, a channel: the definitions a person adds and removes)."""
+    producer = kafka.producer(settings, "definitions", {"message.timeout.ms": int(timeout * 1000), "log_level": 0,
+                                                        "linger.ms": 0})
+    errors: list[str] = []
+    producer.produce(topic, key=key.encode(), value=value,
+                     on_delivery=lambda error, _message: errors.append(str(error)) if error else None)
+    if producer.flush(timeout + 5) or errors:
+        raise DeliveryError(f"{what} was not delivered to {topic} at {settings.kafka_bootstrap}: "
+                            f"{errors[0] if errors else 'timed out'}")
+
+
+def latest_by_key(settings: Settings, topic: str, make: Callable[[bytes], T]) -> dict[str, T]:
+    """A compacted topic of definitions read to its end: the latest value of each key, made by `make(value)`;
+    tombstones remove, and a value `make` refuses with ConfigError counts as removed (no reader would take it)."""
+    found: dict[str, T | None] = {}
+    for message in read_to_end(settings, topic):
+        if message.key() is None:
+            continue
+        key = message.key().decode(errors="replace")
+        try:
+            found[key] = make(message.value()) if message.value() is not None else None
+        except ConfigError:
+            found[key] = None
+    return {key: value for key, value in found.items() if value is not None}
 
 
 def committed_offsets(settings: Settings, group: str, topic: str, partitions: list[int]) -> dict[int, int]:

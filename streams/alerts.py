@@ -44,7 +44,8 @@ log = logging.getLogger("streams.alerts")
 
 WARM_UP_ALERT = {"_id": "-", "rule_id": "-", "symbol": "-", "source": "-", "kind": "above", "direction": "up",
                  "threshold": 1.0, "minutes": None, "price": 1.0, "ts": 0, "reference_price": None,
-                 "reference_ts": None, "change_pct": None, "message": "", "fired_at": 0, "tick_published_at": None}
+                 "reference_ts": None, "change_pct": None, "message": "", "fired_at": 0, "tick_published_at": None,
+                 "channels": []}
 WARM_UP_STATE = RuleState("-", "-", "-", 0, 1.0, True)
 
 

@@ -38,7 +38,7 @@ from cryptopulse.times import DAY_MS, MINUTE_MS, now_ms
 
 log = logging.getLogger(__name__)
 
-SLICE = 25_000  # documents one delete_many may match: under SQLite's 32,766 variables, with room for what comes meanwhile
+SLICE = 25_000  # documents one delete_many may match: under SQLite's 32,766 variables, room left for newcomers
 READ_AT_ONCE = 200_000  # times due held at once (the oldest): bounded memory, whatever is due
 BATCH = 1_000  # one-document deletes per bulk write, where one instant holds more than a slice
 

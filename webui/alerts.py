@@ -4,7 +4,8 @@ Live from Kafka, history from MongoDB, as for ticks: the last alerts are read on
 when the app starts (the sink's copy), then the feed follows the alerts topic (committed records only: the
 alert processor writes in transactions) and keeps the newest `RECENT` in memory. Every connection has a task
 (`push_alerts`) that sends `{"type": "alert", ...}` for each new one, whatever symbol its chart shows;
-`GET /alerts/recent` gives the list a page shows when it opens. docs/alerts.md.
+`GET /alerts/recent` gives the list a page shows when it opens, each alert with what became of it on its channels
+(`Deliveries`: the latest outcome per channel, from crypto_db.alert_deliveries). docs/alerts.md.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ log = logging.getLogger(__name__)
 RECENT = 20  # alerts a page lists
 KEPT = 500  # alerts kept, so that each account still finds its own RECENT among everyone's
 FIELDS = ("_id", "rule_id", "symbol", "source", "kind", "direction", "threshold", "minutes", "price", "ts",
-          "reference_price", "change_pct", "message", "fired_at", "owner")
+          "reference_price", "change_pct", "message", "fired_at", "channels",
+          "owner")
+DELIVERIES_FRESH = 2.0  # seconds an answer of `Deliveries` serves every page
+DELIVERIES_TIMEOUT = 3.0
 
 WIRE_EXTRAS = ("text", "seq", "live")  # kept beside an alert's fields in the feed, not sent
 
@@ -45,6 +49,8 @@ def alert_message(record: dict[str, Any]) -> dict[str, Any]:
         value = record.get(name)
         if name in ("ts", "fired_at") and value is not None:
             value = epoch_ms(value)
+        elif name == "channels":
+            value = list(value or [])
         elif isinstance(value, float) and not math.isfinite(value):
             value = None
         message["id" if name == "_id" else name] = value
@@ -134,6 +140,45 @@ class AlertFeed(Follower[dict[str, Any]]):
             self._loop.call_soon_threadsafe(self.add, alerts)
         except RuntimeError:  # the loop is closed: shutting down
             self.stopping.set()
+
+
+class Deliveries:
+    """What became of the newest alerts on their channels, for the page's list: per alert id, per channel, the
+    latest outcome (`delivered`, `retrying`, `dead-lettered`), the receiver's status and when. One query for all
+    of them, its answer shared by every page for DELIVERIES_FRESH seconds; the store away or slow: none (the list
+    shows the alerts without it)."""
+
+    def __init__(self, fresh: float = DELIVERIES_FRESH, timeout: float = DELIVERIES_TIMEOUT) -> None:
+        self.fresh, self.timeout = fresh, timeout
+        self._answer: tuple[float, tuple[str, ...], dict[str, dict[str, dict[str, Any]]]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def of(self, db: Any, ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        key = tuple(ids)
+        async with self._lock:
+            now = asyncio.get_running_loop().time()
+            if self._answer is not None and self._answer[1] == key and now - self._answer[0] < self.fresh:
+                return self._answer[2]
+            try:
+                found = await asyncio.wait_for(self._query(db, ids), self.timeout)
+            except Exception as error:  # noqa: BLE001 - the list goes out without its deliveries
+                log.warning("alert deliveries not read from MongoDB (%s)", plain(error))
+                found = {}
+            self._answer = (now, key, found)
+            return found
+
+    @staticmethod
+    async def _query(db: Any, ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        latest: dict[str, dict[str, dict[str, Any]]] = {}
+        cursor = db[store.ALERT_DELIVERIES].find({"alert_id": {"$in": ids}},
+                                                 {"alert_id": 1, "channel": 1, "outcome": 1, "status": 1, "at": 1})
+        async for doc in cursor:
+            at = epoch_ms(doc["at"])
+            known = latest.setdefault(doc["alert_id"], {}).get(doc["channel"])
+            if known is None or at >= known["at"]:
+                latest[doc["alert_id"]][doc["channel"]] = {"outcome": doc["outcome"], "status": doc.get("status"),
+                                                           "at": at}
+        return latest
 
 
 async def push_alerts(feed: AlertFeed | None, send: Callable[[str], Awaitable[None]],

@@ -36,10 +36,17 @@ async def favicon() -> Response:
 
 @pages.get("/alerts/recent")
 async def recent_alerts() -> dict:
-    """The newest price alerts, newest first: what a page lists when it opens (webui/alerts.py)."""
-    feed = state(current_app).alerts
+    """The newest price alerts its account may see (an admin: all), newest first: what a page lists when it opens,
+    each with `deliveries`: the latest outcome on each of its channels (webui/alerts.py)."""
+    shared = state(current_app)
     who = principal()
-    return {"alerts": feed.newest_first(lambda alert: who.sees(alert.get("owner"))) if feed is not None else []}
+    alerts = shared.alerts.newest_first(lambda alert: who.sees(alert.get("owner"))) if shared.alerts is not None \
+        else []
+    ids = [a["id"] for a in alerts if a.get("channels")]
+    outcomes = await shared.deliveries.of(shared.history.db, ids) if ids and shared.history is not None else {}
+    for alert in alerts:
+        alert["deliveries"] = outcomes.get(alert["id"], {})
+    return {"alerts": alerts}
 
 
 @pages.get("/healthz")

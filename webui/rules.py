@@ -1,7 +1,9 @@
 """Alert rules from the dashboard: list them, add one, remove one (the chart page's form, webui/static/alerts.js).
 
-    GET    /alerts/rules        {"rules": [...], "writable": bool}   every client (rules are not secret)
-    POST   /alerts/rules        {"symbol", "condition", "value", "minutes"?, "source"?} -> 201 {"rule": ...}
+    GET    /alerts/rules        {"rules": [...], "channels": [{"name", "kind"}], "writable": bool}   every client
+                                (rules and channel names are not secret; a channel's address is not shown)
+    POST   /alerts/rules        {"symbol", "condition", "value", "minutes"?, "source"?, "notify"?: [names]}
+                                -> 201 {"rule": ...}
     DELETE /alerts/rules/<id>   -> 200 {"removed": ...}
 
 The rules are written to the compacted rules topic by cryptopulse/alert_rules.py, the same code as
@@ -33,8 +35,9 @@ from typing import Any
 from confluent_kafka import KafkaException
 from quart import Blueprint, Response, current_app, request
 
-from cryptopulse import alert_rules
+from cryptopulse import alert_channels, alert_rules
 from cryptopulse.alert import Rule, new_rule, rule_id, rule_kind, rule_minutes, rule_source, rule_symbol, rule_value
+from cryptopulse.channel import channel_names
 from cryptopulse.errors import ConfigError, CryptoPulseError
 from cryptopulse.outage import RateLimitFilter
 from cryptopulse.settings import Settings
@@ -49,7 +52,7 @@ from webui.state import State, state
 
 log = logging.getLogger(__name__)
 log.addFilter(RateLimitFilter(period=60, burst=5))
-FIELDS = ("symbol", "condition", "value", "minutes", "source")
+FIELDS = ("symbol", "condition", "value", "minutes", "source", "notify")
 MAX_BODY = 4096
 KAFKA_TIMEOUT = 10.0  # seconds a write may take before the page is told Kafka did not answer
 
@@ -70,7 +73,15 @@ def parse_rule(body: Any) -> Rule:
     minutes, source = body.get("minutes"), body.get("source")
     return new_rule(rule_symbol(body["symbol"]), rule_kind(body["condition"]), rule_value(body["value"]),
                     None if minutes is None else rule_minutes(minutes),
-                    None if source is None else rule_source(source))
+                    None if source is None else rule_source(source),
+                    channels=channel_names(body.get("notify") or []))
+
+
+def rules_and_channels(settings: Settings) -> tuple[list[Rule], list[dict[str, str]]]:
+    """The rules in force and the channels a rule may notify (name and kind only: a channel's address is the
+    operator's business)."""
+    return (alert_rules.rules(settings),
+            [{"name": c.name, "kind": c.kind} for c in alert_channels.channels(settings)])
 
 
 def rule_json(rule: Rule) -> dict[str, Any]:
@@ -129,13 +140,12 @@ async def list_rules() -> Response:
     if refused is not None:
         return refused
     try:
-        found = await in_kafka(shared, alert_rules.rules)
+        found, channels = await in_kafka(shared, rules_and_channels)
     except (CryptoPulseError, KafkaException, TimeoutError, OSError) as error:
         return unavailable(shared, error)
     who = principal()
-    return Response(encode({"rules": [rule_json(r) for r in found if who.sees(r.owner)], "writable": writable(shared),
-                            "account": who.user}),
-                    content_type="application/json")
+    return Response(encode({"rules": [rule_json(r) for r in found if who.sees(r.owner)], "channels": channels,
+                            "writable": writable(shared), "account": who.user}), content_type="application/json")
 
 
 @rules.post("/alerts/rules")
@@ -162,6 +172,8 @@ async def add_rule() -> Response:
         return problem(400, str(error), metric="invalid")
     try:
         await in_kafka(shared, alert_rules.add, rule, KAFKA_TIMEOUT)
+    except ConfigError as error:  # a channel it names does not exist
+        return problem(400, str(error), metric="invalid")
     except (CryptoPulseError, KafkaException, TimeoutError, OSError) as error:
         return unavailable(shared, error)
     log.info("alert rule %s added by %s from %s: %s", rule.id, who.user or "the local operator",

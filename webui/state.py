@@ -12,7 +12,7 @@ from quart import Quart
 
 from cryptopulse.audit import Trail
 from webui.accounts import AccountBook, AccountFeed
-from webui.alerts import AlertFeed
+from webui.alerts import AlertFeed, Deliveries
 from webui.config import WebConfig
 from webui.guard import Connections
 from webui.health import Dependencies, Monitor
@@ -38,6 +38,7 @@ class State:
     connections: Connections = field(default_factory=Connections)  # open WebSockets per address (webui/guard.py)
     allowed_hosts: frozenset[str] = frozenset()  # besides loopback: what the Host header may name
     alerts: AlertFeed | None = None  # new price alerts, pushed to every open page (webui/alerts.py)
+    deliveries: Deliveries = field(default_factory=Deliveries)  # what became of them on their channels
     # one read or write of the alert rules topic at a time (webui/rules.py): each is a Kafka client of its own
     rules_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     lag_task: asyncio.Task[None] | None = None  # measures the event loop's lag (webui_event_loop_lag_seconds)

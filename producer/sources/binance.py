@@ -28,10 +28,11 @@ from typing import Any
 
 from cryptopulse.candle import INTERVAL_MS, Candle
 from cryptopulse.errors import SourceError, TransientError
+from cryptopulse.retries import retry_after_seconds
 from cryptopulse.settings import env_number
 from cryptopulse.tick import Tick
 from producer.sources.history import HistoryPage, HistoryReach, candle_page, own_symbol, read_rows, windows
-from producer.sources.http import JsonClient, OnWait, Reply, retry_after_seconds
+from producer.sources.http import JsonClient, OnWait, Reply
 from producer.sources.validation import number, optional_number, pct_change
 from producer.sources.ws import WebSocketSource
 

@@ -28,6 +28,7 @@ from typing import Any
 import requests
 
 from cryptopulse.errors import SourceError, TransientError
+from cryptopulse.retries import retry_after_seconds
 from cryptopulse.tick import Tick
 from producer.sources.base import Source, backoff
 
@@ -193,14 +194,6 @@ class JsonClient:
         """What to do about a client error `status` that stops the source."""
         return ADVICE.get(status, "check {url_env} and the request").format(
             name=self.name, url_env=self.url_env, key_env=self.key_env)
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After in seconds; None for absent or HTTP-date values (the backoff then decides)."""
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 class PollingSource(Source):

@@ -31,9 +31,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from cryptopulse.errors import SourceError, TransientError
+from cryptopulse.retries import retry_after_seconds
 from cryptopulse.tick import Tick
 from producer.sources.base import PAYLOAD_ERRORS, Source, backoff
-from producer.sources.http import ADVICE, HONOURS_RETRY_AFTER, RETRYABLE, retry_after_seconds
+from producer.sources.http import ADVICE, HONOURS_RETRY_AFTER, RETRYABLE
 
 log = logging.getLogger(__name__)
 

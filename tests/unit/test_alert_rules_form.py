@@ -37,6 +37,14 @@ def test_the_checks_accept_what_the_command_accepts():
     assert new_rule("BTC", "above", 70000).price == 70000 and len(new_rule("BTC", "below", 1).id) == 8
 
 
+def test_the_form_names_the_channels_as_the_command_does():
+    rule = parse_rule({"symbol": "BTC", "condition": "above", "value": 5, "notify": ["phone", "ops", "phone"]})
+    assert rule.channels == ("phone", "ops") and rule.describe() == "BTC above 5; notify phone, ops"
+    assert parse_rule({"symbol": "BTC", "condition": "above", "value": 5, "notify": []}).channels == ()
+    assert parser().parse_args(["alerts", "add", "BTC", "above", "5", "--notify", "phone,ops"]).notify == (
+        "phone", "ops")
+
+
 @pytest.mark.parametrize(("check", "value"), [
     (rule_symbol, "BTC;ETH"), (rule_symbol, ""), (rule_symbol, 5), (rule_kind, "sideways"), (rule_kind, None),
     (rule_value, "lots"), (rule_value, "-5"), (rule_value, 0), (rule_value, "nan"), (rule_value, True),
@@ -58,6 +66,8 @@ def test_each_check_refuses_with_a_reason(check, value):
     ({"symbol": "BTC", "condition": "above", "value": 5, "owner": "me"}, "unknown field(s): owner"),
     (["BTC", "above", 5], "give a JSON object"),
     ({"symbol": "BTC;ETH", "condition": "above", "value": 5}, "is not a symbol"),
+    ({"symbol": "BTC", "condition": "above", "value": 5, "notify": ["Phone"]}, "is not a channel name"),
+    ({"symbol": "BTC", "condition": "above", "value": 5, "notify": {"phone": True}}, "give channel names"),
 ])
 def test_a_form_the_command_would_refuse_is_refused_for_the_same_reason(body, reason):
     with pytest.raises(ConfigError) as refused:
@@ -73,6 +83,8 @@ def test_a_form_the_command_would_refuse_is_refused_for_the_same_reason(body, re
     (["BTC", "move", "5", "--minutes", "0"], {"symbol": "BTC", "condition": "move", "value": "5", "minutes": "0"}),
     (["BTC", "above", "5", "--source", "Bad Source"],
      {"symbol": "BTC", "condition": "above", "value": "5", "source": "Bad Source"}),
+    (["BTC", "above", "5", "--notify", "phone,Ops"],
+     {"symbol": "BTC", "condition": "above", "value": "5", "notify": ["phone", "Ops"]}),
 ])
 def test_the_command_and_the_form_give_one_reason(argv, body, capsys):
     with pytest.raises(ConfigError) as refused:

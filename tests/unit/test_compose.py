@@ -483,7 +483,7 @@ def test_the_mongodb_replica_set_is_made_once_from_its_three_members(cluster: di
 
 
 def test_the_clusters_apps_create_replicated_partitioned_topics(cluster: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    for app in ("init", "producer", "streams", "alerts", "webui", "supervisor"):
+    for app in ("init", "producer", "streams", "alerts", "notify", "webui", "supervisor"):
         env = environment(cluster[app])
         assert {host_of(a) for a in env["KAFKA_BOOTSTRAP_SERVERS"].split(",")} == set(BROKERS), app
         assert "replicaSet=rs0" in env["MONGODB_URI"], app
@@ -566,3 +566,24 @@ def test_the_clusters_page_may_write_alert_rules_too(cluster: dict) -> None:
     # the cluster file lacked it: its page listed the rules without the form (issue 22, item 6)
     webui = cluster["webui"]
     assert default_of(environment(webui)["WEBUI_ALERT_RULES_REMOTE"]) == "1"
+
+
+# --- the notifier (issue 20; docs/alerts.md) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [COMPOSE_FILE, ROOT / "docker-compose.cluster.yml"], ids=["default", "cluster"])
+def test_the_notifier_runs_beside_the_alert_processor_with_its_secrets_file_only(path: Path) -> None:
+    services = yaml.safe_load(path.read_text())["services"]
+    notify = services["notify"]
+    assert notify["command"] == ["streams", "notify"] and notify["restart"] == "unless-stopped"
+    assert notify["env_file"] == [{"path": "notify.env", "required": False}]
+    assert not any("env_file" in service for name, service in services.items() if name != "notify"), \
+        "the channels' secrets go to the notifier only"
+    script = " ".join(notify["entrypoint"])
+    assert "--exclude=notify.env" in script, "the secrets file is never copied into the container's source"
+    assert "notify.env" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_the_demo_runs_the_notifier_and_keeps_it_running() -> None:
+    commands = (ROOT / "run").read_text()
+    assert "keep streams alerts &" in commands and "keep streams notify &" in commands

@@ -3,6 +3,8 @@
 // when the user allows it, as a browser notification. Text only (textContent): an alert's fields never become HTML.
 // Under the list, the rules in force (GET /alerts/rules) and, for a client allowed to change them (this machine by
 // default, docs/security.md), a form that adds one (POST, JSON) and a remove button on each (DELETE): webui/rules.py.
+// The form offers the channels (`control channels add`) a rule's alerts may be delivered to; each listed alert says
+// what became of it on its channels (GET /alerts/recent's `deliveries`, asked again a little after a live alert).
 (() => {
   "use strict";
   const MAX = 20;
@@ -45,7 +47,7 @@
   }
 
   // ---- rules: the list and the form ----
-  let rulesList, form, formStatus, writable = false;
+  let rulesList, form, formStatus, channels, writable = false;
 
   function el(tag, props, ...children) {
     const node = Object.assign(document.createElement(tag), props || {});
@@ -77,13 +79,16 @@
       minutes.required = move;
       value.placeholder = move ? "percent" : "price";
     };
-    form = el("form", { id: "alert-rule-form", hidden: true }, coin, condition, value, minutes, source,
+    channels = el("span", { id: "alert-rule-channels", title: "deliver its alerts to these channels" });
+    form = el("form", { id: "alert-rule-form", hidden: true }, coin, condition, value, minutes, source, channels,
       el("button", { type: "submit", textContent: "Add" }));
     form.onsubmit = (event) => {
       event.preventDefault();
       const rule = { symbol: coin.value, condition: condition.value, value: Number(value.value) };
       if (condition.value === "move") rule.minutes = Number(minutes.value);
       if (source.value.trim()) rule.source = source.value.trim();
+      const notify = [...channels.querySelectorAll("input:checked")].map((box) => box.value);
+      if (notify.length) rule.notify = notify;
       send("POST", "/alerts/rules", rule).then((body) => {
         say(`added: ${body.rule.text}`);
         value.value = "";
@@ -131,10 +136,17 @@
     }
   }
 
+  function showChannels(list) {
+    const checked = new Set([...channels.querySelectorAll("input:checked")].map((box) => box.value));
+    channels.replaceChildren(...list.map((c) => el("label", { title: `${c.kind}: deliver to ${c.name}` },
+      el("input", { type: "checkbox", name: "notify", value: c.name, checked: checked.has(c.name) }), ` ${c.name}`)));
+  }
+
   function loadRules() {
     return send("GET", "/alerts/rules").then((body) => {
       writable = !!body.writable;
       form.hidden = !writable;
+      showChannels(body.channels || []);
       if (!writable) say("rules are managed from the dashboard's own machine (or with control alerts)");
       showRules(body.rules || []);
     }).catch((error) => say(`rules not loaded: ${error.message}`, true));
@@ -148,8 +160,36 @@
     time.textContent = window.cryptoPulseClock.time(alert.ts); // 18:52:47, as the chart's axis (clock.js)
     const text = document.createElement("span");
     text.textContent = ` ${alert.message}`;
-    li.append(time, text);
+    li.append(time, text, el("span", { className: "alert-deliveries" }));
+    showDeliveries(li, alert);
     return li;
+  }
+
+  // "→ phone ✓ ops …": where the alert went (✓ delivered, … retrying or not yet, ✗ given up)
+  const MARK = { delivered: "✓", retrying: "…", "dead-lettered": "✗" };
+  function showDeliveries(li, alert) {
+    const span = li.querySelector(".alert-deliveries");
+    const names = alert.channels || [];
+    if (!span || !names.length) return;
+    const done = alert.deliveries || {};
+    span.replaceChildren(" → ", ...names.map((name) => {
+      const d = done[name];
+      const mark = el("span", { className: `delivery ${d ? d.outcome : "pending"}`,
+        textContent: `${name} ${d ? MARK[d.outcome] || "?" : "…"} `,
+        title: d ? `${d.outcome}${d.status != null ? ` (${d.status})` : ""} at ${window.cryptoPulseClock.time(d.at)}`
+          : "not delivered yet" });
+      return mark;
+    }));
+  }
+
+  let refreshTimers = [];
+  function refreshDeliveries() {
+    return fetch("/alerts/recent").then((r) => (r.ok ? r.json() : { alerts: [] })).then((body) => {
+      for (const alert of body.alerts || []) {
+        const li = list.querySelector(`li[data-id="${CSS.escape(alert.id)}"]`);
+        if (li) showDeliveries(li, alert);
+      }
+    }).catch(() => {});
   }
 
   function add(alert, live) {
@@ -159,6 +199,10 @@
     list.prepend(item(alert));
     while (list.children.length > MAX) list.lastChild.remove();
     if (!live) return;
+    if ((alert.channels || []).length) {  // ask again what became of it, once it has had time to go
+      refreshTimers.forEach(clearTimeout);
+      refreshTimers = [3000, 20000].map((ms) => setTimeout(refreshDeliveries, ms));
+    }
     notice.textContent = `🔔 ${alert.message}`;
     notice.hidden = false;
     clearTimeout(hideTimer);
