@@ -5,7 +5,9 @@
     POST /logout    (X-CSRF-Token, or the form's csrf) -> the session ends on every process; 303 /login or 200 JSON
 
 Modes (`mode`): *local* while no account exists (and WEBUI_AUTH is not `on`): every route as before accounts,
-writes of rules from this machine only (webui/rules.py). *login* as soon as one exists: every route, the WebSocket
+writes of rules from this machine only (webui/rules.py); but a request a trusted proxy forwarded, or any request to a
+dashboard bound beyond loopback (without WEBUI_ALLOW_OPEN), is in login mode even then: nobody gets in.
+*login* as soon as one exists: every route, the WebSocket
 and the APIs need a session cookie or `Authorization: Bearer <token>`; without one, a page is a 303 to /login, the
 rest a 401 (a WebSocket's handshake too). Only the login page and its stylesheet and icon are served to everyone,
 and /healthz and /metrics to clients on this machine (probes). *starting* until the accounts topics were read
@@ -31,6 +33,7 @@ from quart import (
     current_app,
     g,
     has_request_context,
+    has_websocket_context,
     redirect,
     render_template,
     request,
@@ -43,7 +46,7 @@ from cryptopulse.avro import AvroCodec
 from cryptopulse.errors import ConfigError
 from cryptopulse.outage import RateLimitFilter
 from cryptopulse.times import now_ms
-from webui.guard import client_address, is_local
+from webui.guard import PROXIED, client_address, is_local
 from webui.protocol import is_loopback, origin_allowed
 from webui.sessions import Session
 from webui.state import State, state
@@ -102,7 +105,17 @@ def mode(shared: State) -> str:
         return "login"
     if shared.config.host and not is_loopback(shared.config.host) and not shared.config.allow_open:
         return "login"  # served beyond this machine and every account was removed: nobody gets in, not everyone
+    if request_scope().get(PROXIED):
+        return "login"  # a trusted proxy forwarded it: the dashboard faces a network, and without accounts nobody
     return "local"
+
+
+def request_scope() -> dict[str, Any]:
+    if has_request_context():
+        return request.scope
+    if has_websocket_context():
+        return websocket.scope
+    return {}
 
 
 def cookie_name(secure: bool) -> str:
