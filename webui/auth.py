@@ -293,6 +293,8 @@ async def login_page(status: int = 200, message: str = "", name: str = "", targe
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
         "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
     response.headers["Cache-Control"] = "no-store"
+    # no-referrer (every other page's) makes Chromium post the form with `Origin: null`: the origin alone, to itself
+    response.headers["Referrer-Policy"] = "same-origin"
     if retry_s is not None:
         response.headers["Retry-After"] = str(max(1, round(retry_s)))
     return response
