@@ -49,8 +49,10 @@ def test_accounts_in_a_browser_at_desktop_and_phone_width(settings, tmp_path):
         assert token.returncode == 0 and re.fullmatch(r"cpt_[0-9a-f]{8}_[A-Za-z0-9_-]{43}\n", token.stdout), str(token)
 
         with dashboard() as url, chromium() as browser:
-            # accounts exist: the API needs a token, the pages a session
-            assert requests.get(f"{url}/api/v1/tickers", timeout=10).status_code == 401
+            # accounts exist: once the dashboard has read them (until then it serves this machine as without
+            # accounts, and nobody else), the API needs a token, the pages a session
+            wait_for(lambda: requests.get(f"{url}/api/v1/tickers", timeout=10).status_code == 401, 30,
+                     "the dashboard to read the accounts")
             wait_for(lambda: requests.get(f"{url}/api/v1/tickers", timeout=10,
                                           headers={"Authorization": f"Bearer {token.stdout.strip()}"}
                                           ).status_code == 200, 30, "the token to be accepted")
