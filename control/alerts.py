@@ -24,7 +24,9 @@ def render(found: Definitions[Rule]) -> str:
     rule_list = sorted(found.values.values(), key=lambda r: (r.created, r.id))
     lines = [] if rule_list else ["no alert rules (add one: control alerts add BTC above 70000)"]
     for rule in rule_list:
-        lines.append(f"{terminal_safe(rule.id):10} {terminal_safe(rule.describe()):44} created {iso_utc(rule.created)}")
+        owner = f"  of {terminal_safe(rule.owner)}" if rule.owner else ""
+        lines.append(f"{terminal_safe(rule.id):10} {terminal_safe(rule.describe()):44} created "
+                     f"{iso_utc(rule.created)}{owner}")
     for key, why in sorted(found.bad.items()):
         lines.append(f"{terminal_safe(key):10} (left out, no processor takes it: {why}; `control alerts rm "
                      f"{terminal_safe(key)}` removes it)")

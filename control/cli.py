@@ -15,10 +15,10 @@ from typing import Any
 from confluent_kafka import KafkaException
 from pymongo.errors import PyMongoError
 
-from control import alerts, backfill, channels, connectors, schemas, status, supervisor, tail
+from control import alerts, backfill, channels, connectors, schemas, status, supervisor, tail, users
 from control.stack import processes
 from control.stack.components import components as stack_components
-from cryptopulse import alert_channels, alert_rules, topics
+from cryptopulse import accounts, alert_channels, alert_rules, audit, topics
 from cryptopulse.alert import KINDS, new_rule, rule_id, rule_kind, rule_minutes, rule_source, rule_symbol, rule_value
 from cryptopulse.candle import INTERVALS
 from cryptopulse.channel import KINDS as CHANNEL_KINDS
@@ -125,6 +125,8 @@ def parser() -> argparse.ArgumentParser:
                      help="move: the window, in minutes")
     add.add_argument("--source", type=checked(rule_source, "source"), default=None,
                      help="only ticks of this source (default: any)")
+    add.add_argument("--user", type=checked(accounts.user_name, "user"), default=None,
+                     help="the dashboard account it belongs to (default: nobody's; with accounts only admins see it)")
     add.add_argument("--notify", type=checked(channel_names, "notify"), default=(), metavar="CHANNEL,...",
                      help="deliver its alerts to these channels (control channels list; `streams notify` delivers)")
     alerts_sub.add_parser("list", help="the rules in force")
@@ -164,6 +166,7 @@ def parser() -> argparse.ArgumentParser:
     rm_channel.add_argument("name", type=checked(channel_name, "name"))
     test_channel = channels_sub.add_parser("test", help="send a test message and say what the receiver answered")
     test_channel.add_argument("name", type=checked(channel_name, "name"))
+    users.add_parsers(sub, checked, Parser)
     return p
 
 
@@ -247,8 +250,11 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
 
 def _alerts(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "add":
+        if args.user is not None:
+            accounts.existing_user(settings, args.user)
         rule = alert_rules.add(settings, new_rule(args.symbol, args.condition, args.value, args.minutes, args.source,
-                                                  channels=args.notify))
+                                                  channels=args.notify, owner=args.user))
+        audit.record(settings, "rule_added", target=rule.id, user=rule.owner, detail=rule.describe())
         print(f"rule {rule.id}: {rule.describe()} (on {settings.alert_rules_topic}; `streams alerts` evaluates it"
               + ("; `streams notify` delivers its alerts)" if rule.channels else ")"))
     elif args.action == "list":
@@ -256,6 +262,8 @@ def _alerts(args: argparse.Namespace, settings: Settings) -> int:
     elif args.action == "rm":
         key, rule = alert_rules.remove(settings, args.id)
         said = f": {rule.describe()}" if rule else " (a record no processor took)"
+        audit.record(settings, "rule_removed", target=terminal_safe(key), user=rule.owner if rule else None,
+                     detail=rule.describe() if rule else "a record no processor took")
         print(f"rule {terminal_safe(key)} removed{said}")
     elif args.action == "deliveries":
         print(channels.render_deliveries(channels.deliveries(settings, args.rule, args.n)))
@@ -346,6 +354,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _alerts(args, settings)
     elif args.command == "channels":
         return _channels(args, settings)
+    elif args.command in ("users", "tokens", "audit"):
+        return users.run(args, settings)
     elif args.command == "backfill":
         args.symbols = args.symbols or symbols(env("SYMBOLS", DEFAULT_SYMBOLS))
         args.source = args.source or env("PRODUCER_SOURCE", "simulated")

@@ -86,17 +86,19 @@ def new_rule_id() -> str:
 
 
 def new_rule(symbol: str, kind: str, value: float, minutes: int | None = None, source: str | None = None,
-             created: int | None = None, channels: tuple[str, ...] = ()) -> Rule:
-    """A new rule (a fresh id) from checked values: `minutes` only, and always, for a move; ConfigError else."""
+             created: int | None = None, channels: tuple[str, ...] = (), owner: str | None = None) -> Rule:
+    """A new rule (a fresh id) from checked values: `minutes` only, and always, for a move; ConfigError else.
+    `owner`: the account it belongs to (None: nobody's, as without accounts; with accounts only admins see it)."""
     created = now_ms() if created is None else created
     if kind == "move":
         if minutes is None:
             raise ConfigError("move: give the window with --minutes N")
         return Rule(new_rule_id(), symbol, kind, pct=value, minutes=minutes, source=source, created=created,
-                    channels=channels)
+                    channels=channels, owner=owner)
     if minutes is not None:
         raise ConfigError(f"{kind}: --minutes is for `move` rules only")
-    return Rule(new_rule_id(), symbol, kind, price=value, source=source, created=created, channels=channels)
+    return Rule(new_rule_id(), symbol, kind, price=value, source=source, created=created, channels=channels,
+                owner=owner)
 
 
 def alert_id(rule_id: str, symbol: str, source: str, ts: int) -> str:
@@ -124,6 +126,7 @@ class Rule:
     source: str | None = None
     created: int = 0  # epoch ms
     channels: tuple[str, ...] = ()
+    owner: str | None = None  # the account it belongs to (docs/security.md); None: nobody's
 
     def __post_init__(self) -> None:
         # a string is "phone,ops", never the letters of one name
@@ -156,11 +159,11 @@ class Rule:
     def to_record(self) -> dict[str, Any]:
         return {"id": self.id, "symbol": self.symbol, "kind": self.kind, "price": self.price, "pct": self.pct,
                 "minutes": self.minutes, "source": self.source, "created": self.created,
-                "channels": list(self.channels)}
+                "channels": list(self.channels), "owner": self.owner}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Rule:
         """The rule in an Avro record; ConfigError when it breaks a rule's constraints."""
         return cls(record["id"], record["symbol"], record["kind"], record.get("price"), record.get("pct"),
                    record.get("minutes"), record.get("source"), epoch_ms(record["created"]),
-                   tuple(record.get("channels") or ()))
+                   tuple(record.get("channels") or ()), record.get("owner"))

@@ -259,6 +259,14 @@ class Settings:
     alerts_undelivered_topic: str = _env("ALERTS_UNDELIVERED_TOPIC", "crypto-alerts-undelivered")
     # what each retention run did (compacted, key = collection): `control status` shows it
     retention_topic: str = _env("RETENTION_TOPIC", "crypto-retention")
+    # accounts (docs/security.md): the dashboard's accounts and API tokens (compacted, key = name / token id), the
+    # sessions ended by a logout (compacted, kept as long as a session lasts), the audit trail, and what their sink
+    # could not write
+    users_topic: str = _env("USERS_TOPIC", "crypto-users")
+    api_tokens_topic: str = _env("API_TOKENS_TOPIC", "crypto-api-tokens")
+    sessions_ended_topic: str = _env("SESSIONS_ENDED_TOPIC", "crypto-sessions-ended")
+    audit_topic: str = _env("AUDIT_TOPIC", "crypto-audit")
+    accounts_dlq_topic: str = _env("ACCOUNTS_DLQ_TOPIC", "crypto-accounts-dlq")
     # The roll-up's consumer group, and the prefix of each dashboard process's own group.
     streams_group: str = _env("STREAMS_GROUP", "cryptopulse-streams")
     # the alert processor's consumer group, also its transactional id (one instance per group)
@@ -326,6 +334,11 @@ class Settings:
     @property
     def alerts_sink(self) -> str:
         return f"{self.connector_prefix}mongo-sink-alerts"
+
+    @property
+    def accounts_sink(self) -> str:
+        """The connector that writes accounts, API tokens and the audit trail to MongoDB."""
+        return f"{self.connector_prefix}mongo-sink-accounts"
 
     @property
     def alert_deliveries_sink(self) -> str:

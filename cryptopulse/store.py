@@ -16,6 +16,10 @@ from cryptopulse.times import DAY_MS, HOUR_MS
 
 PRICES = "prices"  # ticks, `_id` = symbol|source|ts, time field `ts`
 ALERTS = "alerts"  # price alerts (connectors/mongo-sink-alerts.json), `_id` = rule|symbol|source|ts, time field `ts`
+# accounts (connectors/mongo-sink-accounts.json, docs/security.md): `_id` = name, token id, random id
+USERS = "users"
+API_TOKENS = "api_tokens"
+AUDIT = "audit"
 # every outcome of an alert's delivery to a channel (connectors/mongo-sink-alert-deliveries.json),
 # `_id` = alert id|channel|at, time field `at`
 ALERT_DELIVERIES = "alert_deliveries"

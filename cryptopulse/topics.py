@@ -18,6 +18,10 @@ from cryptopulse.settings import Settings
 from cryptopulse.store import Retention, candle_collection
 from cryptopulse.times import DAY_MS, HOUR_MS
 
+# The longest a dashboard session may last (WEBUI_SESSION_ABSOLUTE_HOURS is at most this): a logout's record is
+# kept that long, then no cookie it ended can be valid anyway.
+SESSION_KEPT_MS = 31 * DAY_MS
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -64,6 +68,20 @@ def _specs(settings: Settings) -> list[TopicSpec]:
         # transaction as the alerts and the consumed offsets, read back by a restarted processor
         TopicSpec(settings.alerts_state_topic, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": str(60_000)},
                   "the alert processor's state per (rule, symbol, source) (Avro); compacted"),
+        # accounts (docs/security.md). Compacted: the latest version of each account and token is kept for ever (a
+        # removed one as a record saying so, without its hash); a logout's session end as long as a session lasts.
+        TopicSpec(settings.users_topic, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": str(60_000)},
+                  "dashboard accounts (Avro, key = name; argon2id hashes); compacted"),
+        TopicSpec(settings.api_tokens_topic, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": str(60_000)},
+                  "API tokens (Avro, key = token id; SHA-256 of the secret only); compacted"),
+        TopicSpec(settings.sessions_ended_topic, 1,
+                  {"cleanup.policy": "compact,delete", "retention.ms": str(SESSION_KEPT_MS),
+                   "min.compaction.lag.ms": str(60_000)},
+                  "dashboard sessions ended by a logout (Avro, key = session id), kept as long as a session lasts"),
+        TopicSpec(settings.audit_topic, 1, {"retention.ms": str(365 * DAY_MS), "cleanup.policy": "delete"},
+                  "the audit trail: logins, failed logins, changes to accounts, tokens, rules (Avro); `control audit`"),
+        TopicSpec(settings.accounts_dlq_topic, 1, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
+                  "accounts, tokens or audit events the accounts sink could not write, with error headers"),
         # compacted: the latest version of each alert channel (key = name) is kept for ever; a tombstone removes it
         TopicSpec(settings.alert_channels_topic, 1, {"cleanup.policy": "compact",
                                                      "min.compaction.lag.ms": str(60_000)},

@@ -127,7 +127,7 @@ class AlertBook:
                 alert.update({"_id": alert_id(rule.id, symbol, source, ts), "rule_id": rule.id, "symbol": symbol,
                               "source": source, "kind": rule.kind, "price": price, "ts": ts,
                               "minutes": rule.minutes, "fired_at": fired_at, "tick_published_at": published_at,
-                              "channels": list(rule.channels)})
+                              "channels": list(rule.channels), "owner": rule.owner})
                 alerts.append(alert)
         return alerts
 

@@ -30,9 +30,11 @@ from webui.health import Dependencies, plain
 from webui.live import encode, group_id
 
 log = logging.getLogger(__name__)
-RECENT = 20
+RECENT = 20  # alerts a page lists
+KEPT = 500  # alerts kept, so that each account still finds its own RECENT among everyone's
 FIELDS = ("_id", "rule_id", "symbol", "source", "kind", "direction", "threshold", "minutes", "price", "ts",
-          "reference_price", "change_pct", "message", "fired_at", "channels")
+          "reference_price", "change_pct", "message", "fired_at", "channels",
+          "owner")
 DELIVERIES_FRESH = 2.0  # seconds an answer of `Deliveries` serves every page
 DELIVERIES_TIMEOUT = 3.0
 
@@ -65,7 +67,7 @@ class AlertFeed(Follower[dict[str, Any]]):
                  make_codec: Callable[[], Any] | None = None, backoff_cap: float = 10.0) -> None:
         self.settings = settings
         self.group_id = group_id(f"{group_prefix}-alerts")
-        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)  # oldest first
+        self.recent: deque[dict[str, Any]] = deque(maxlen=KEPT)  # oldest first
         self.seq = 0  # alerts taken so far: each message's `seq`
         self.changed = asyncio.Event()  # replaced by a fresh one at each new alert
         self.deps = deps or Dependencies()
@@ -97,9 +99,16 @@ class AlertFeed(Follower[dict[str, Any]]):
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()
 
-    def newest_first(self) -> list[dict[str, Any]]:
-        """The newest alerts as a page lists them when it opens, newest first (without the feed's own fields)."""
-        return [{k: v for k, v in m.items() if k not in WIRE_EXTRAS} for m in reversed(self.recent)]
+    def newest_first(self, visible: Callable[[dict[str, Any]], bool] = lambda _alert: True) -> list[dict[str, Any]]:
+        """The newest RECENT alerts a page may see (`visible`: its account's, webui/auth.py), as it lists them when it
+        opens, newest first (without the feed's own fields)."""
+        found = []
+        for message in reversed(self.recent):
+            if visible(message):
+                found.append({k: v for k, v in message.items() if k not in WIRE_EXTRAS})
+                if len(found) == RECENT:
+                    break
+        return found
 
     def _read_stored(self) -> None:
         """The last alerts from the store (the sink's copy), once, before following the topic. The store away:
@@ -107,7 +116,7 @@ class AlertFeed(Follower[dict[str, Any]]):
         try:
             client: MongoClient = MongoClient(self.settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
             try:
-                docs = client[self.settings.database][store.ALERTS].find().sort("ts", DESCENDING).limit(RECENT)
+                docs = client[self.settings.database][store.ALERTS].find().sort("ts", DESCENDING).limit(KEPT)
                 stored = [alert_message(d) for d in reversed(list(docs))]
             finally:
                 client.close()
@@ -172,8 +181,10 @@ class Deliveries:
         return latest
 
 
-async def push_alerts(feed: AlertFeed | None, send: Callable[[str], Awaitable[None]]) -> None:
-    """One connection's task: every live alert taken from now on, as it arrives. Never returns by itself."""
+async def push_alerts(feed: AlertFeed | None, send: Callable[[str], Awaitable[None]],
+                      visible: Callable[[dict[str, Any]], bool] = lambda _alert: True) -> None:
+    """One connection's task: every live alert taken from now on that it may see (its account's), as it arrives.
+    Never returns by itself."""
     if feed is None:
         await asyncio.Event().wait()
     changed, last = feed.changed, feed.seq
@@ -182,6 +193,6 @@ async def push_alerts(feed: AlertFeed | None, send: Callable[[str], Awaitable[No
         changed = feed.changed
         taken = list(feed.recent)  # what arrives while these are sent wakes this loop again
         for message in taken:
-            if message["seq"] > last and message["live"]:
+            if message["seq"] > last and message["live"] and visible(message):
                 await send(message["text"])
         last = max([last, *(m["seq"] for m in taken)])

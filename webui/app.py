@@ -6,18 +6,22 @@ import asyncio
 import gc
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from quart import Quart, Response, abort, request, websocket
 
+from cryptopulse.audit import Trail
 from cryptopulse.settings import Settings
+from webui.accounts import AccountFeed
 from webui.config import WebConfig
-from webui.guard import SECURITY_HEADERS, GuardedWebsocketConnection, release_free_memory
+from webui.guard import SECURITY_HEADERS, GuardedWebsocketConnection, ProxyHeaders, release_free_memory
 from webui.health import Dependencies, Monitor
 from webui.history import HistoryStore
 from webui.live import Hub, LiveConsumer
 from webui.metrics import Metrics
 from webui.protocol import host_allowed, host_name, origin_hosts
+from webui.sessions import Sessions, load_secret
 from webui.state import State
 from webui.views import WindowView, all_specs
 
@@ -37,8 +41,15 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
     if bound and bound not in ("0.0.0.0", "::"):
         hosts.add(bound)
     hub = Hub(metrics, config.recent_ticks, config.push_interval_ms / 1000, symbols=frozenset(config.symbols))
-    shared = State(config=config, metrics=metrics, hub=hub, deps=deps, allowed_hosts=frozenset(hosts))
+    secret_file = Path(config.secret_file) if config.secret_file else config.settings.state_dir / "webui" / \
+        "session-secret"
+    shared = State(config=config, metrics=metrics, hub=hub, deps=deps, allowed_hosts=frozenset(hosts),
+                   sessions=Sessions(load_secret(secret_file), config.session_idle_minutes * 60,
+                                     config.session_absolute_hours * 3600),
+                   trail=Trail(config.settings))
     app.extensions["webui"] = shared
+    # the request head's size, and who the client is behind a trusted proxy (WEBUI_TRUSTED_PROXIES): in front of all
+    app.asgi_app = ProxyHeaders(app.asgi_app, config.trusted_proxies, config.max_head_bytes)  # type: ignore[method-assign]
 
     def check_host(host: str | None) -> None:
         if not host_allowed(host, shared.allowed_hosts):
@@ -53,6 +64,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
     @app.before_websocket
     async def host_first_ws() -> None:
         check_host(websocket.headers.get("Host"))
+
+    from webui.auth import install
+
+    install(app)  # who is asking: after the Host check, before every route (webui/auth.py)
 
     @app.after_request
     async def security_headers(response: Response) -> Response:
@@ -95,6 +110,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
             log.info("consuming %s as group %s", config.settings.prices_topic, shared.consumer.group_id)
             shared.alerts = AlertFeed(config.settings, config.consumer_group_prefix, asyncio.get_running_loop(), deps)
             shared.alerts.start()
+            shared.accounts = AccountFeed(config.settings, shared.book, deps)
+            shared.accounts.start()
 
     @app.after_serving
     async def stop() -> None:
@@ -109,6 +126,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
         for table in (shared.rules, shared.channels):  # nothing to commit: told to stop, not waited for long
             if table is not None:
                 await asyncio.to_thread(table.stop, 1.0)
+        if shared.accounts is not None:
+            await asyncio.to_thread(shared.accounts.stop)
+        if shared.trail is not None:
+            await asyncio.to_thread(shared.trail.close)
         for view in shared.views.values():
             await asyncio.to_thread(view.stop)
         if shared.history is not None:

@@ -6,14 +6,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from cryptopulse import accounts
 from cryptopulse.commands import Parser, port, positive_int, run_command, setup_logging
+from cryptopulse.errors import ConfigError
 from cryptopulse.settings import PROJECT_DIR
 from webui.config import WebConfig
+from webui.protocol import is_loopback
 
 VENDOR_DIR = Path(__file__).resolve().parent / "static" / "vendor"
 # (file in node_modules, name served under /static/vendor/)
@@ -37,6 +42,27 @@ def vendor(node_modules: Path = PROJECT_DIR / "node_modules") -> list[Path]:
 
 def vendored() -> bool:
     return all((VENDOR_DIR / name).exists() for _, name in VENDOR_FILES)
+
+
+def check_exposure(host: str, config: WebConfig, count_accounts: Callable[[], int] | None = None) -> None:
+    """Refuse, in one line, to serve beyond this machine without accounts (anyone who reaches the port would have
+    every page, the API and, with WEBUI_ALERT_RULES_REMOTE, the rules): loopback, WEBUI_ALLOW_OPEN=1, or at least
+    one account (`control users add`)."""
+    if is_loopback(host) or config.allow_open:
+        return
+    if count_accounts is None:
+        def count_accounts() -> int:
+            return len(accounts.users(config.settings))
+    try:
+        found = count_accounts()
+    except Exception as error:  # noqa: BLE001 - Kafka away: whether accounts exist cannot be told
+        raise ConfigError(f"refusing to serve {host}: whether accounts exist cannot be told (Kafka at "
+                          f"{config.settings.kafka_bootstrap} did not answer: {type(error).__name__}); start the stack "
+                          "or serve 127.0.0.1") from None
+    if not found:
+        raise ConfigError(f"refusing to serve {host} without accounts (anyone who reaches it would get everything): "
+                          "create one with `control users add NAME --role admin`, or serve 127.0.0.1 "
+                          "(docs/security.md)")
 
 
 def serve(host: str, port: int, worker_of: int = 0, ready_fd: int | None = None) -> int:
@@ -89,6 +115,8 @@ def _main(argv: list[str] | None) -> int:
                             help="processes serving the port, each following the topic itself (WEBUI_PROCESSES, "
                                  "default 1: this process)")
         # a worker of `--processes N` (webui/workers.py): not for people
+        parser.add_argument("--certfile", default=None, help="serve HTTPS with this certificate (PEM; WEBUI_CERTFILE)")
+        parser.add_argument("--keyfile", default=None, help="... and this private key (PEM; WEBUI_KEYFILE)")
         parser.add_argument("--worker-of", type=positive_int, default=0, help=argparse.SUPPRESS)
         parser.add_argument("--parent", type=positive_int, default=0, help=argparse.SUPPRESS)
         parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
@@ -98,12 +126,20 @@ def _main(argv: list[str] | None) -> int:
         for path in vendor():
             print(path)
         return 0
+    for name, value in (("WEBUI_CERTFILE", args.certfile), ("WEBUI_KEYFILE", args.keyfile)):
+        if value:
+            if not Path(value).is_file():
+                raise ConfigError(f"{value}: no such file (the PEM {'certificate' if 'CERT' in name else 'key'})")
+            os.environ[name] = str(Path(value).resolve())  # read by every worker's WebConfig
+    if bool(os.environ.get("WEBUI_CERTFILE")) != bool(os.environ.get("WEBUI_KEYFILE")):
+        raise ConfigError("TLS needs both --certfile and --keyfile (WEBUI_CERTFILE, WEBUI_KEYFILE)")
     if args.worker_of:
         from webui.workers import follow_parent
 
         if args.parent:
             follow_parent(args.parent)
         return serve(args.host, args.port, args.worker_of, args.ready_fd)
+    check_exposure(args.host, defaults)
     if not vendored():
         logging.getLogger("webui").warning("chart library missing: run `npm ci && webui vendor` (charts won't draw)")
     if args.processes > 1:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cryptopulse.errors import ConfigError
 from cryptopulse.settings import DEFAULT_SYMBOLS, Settings, env, env_flag, env_number, symbols
+
+AUTH_MODES = ("auto", "on")
 
 
 def _symbols() -> tuple[str, ...]:
@@ -18,6 +21,17 @@ def _origins() -> tuple[str, ...]:
 
 def _hosts() -> tuple[str, ...]:
     return tuple(h.strip().lower() for h in env("WEBUI_ALLOWED_HOSTS", "").split(",") if h.strip())
+
+
+def _list(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env(name, "").split(",") if item.strip())
+
+
+def _auth() -> str:
+    value = env("WEBUI_AUTH", "auto").strip().lower()
+    if value not in AUTH_MODES:
+        raise ConfigError(f"WEBUI_AUTH={value!r}: give auto (a login as soon as an account exists) or on (always)")
+    return value
 
 
 def _int(name: str, default: int, low: int = 0) -> int:
@@ -85,6 +99,26 @@ class WebConfig:
     # Adding and removing alert rules from the page (webui/rules.py) is for loopback clients no proxy forwarded,
     # unless this is set (WEBUI_ALERT_RULES_REMOTE=1: every client that reaches the dashboard; docs/security.md).
     alert_rules_remote: bool = field(default_factory=lambda: env_flag("WEBUI_ALERT_RULES_REMOTE"))
+    # Accounts (docs/security.md, webui/auth.py). auto: every page, the WebSocket and the APIs need a login as soon as
+    # an account exists (`control users add`), none before (local mode); on: always (none exists: nobody gets in).
+    auth: str = field(default_factory=_auth)
+    # Serving an address other than loopback without accounts is refused; this lets it (docker compose publishes
+    # the container's port on the host's loopback only, so its clients are the host's).
+    allow_open: bool = field(default_factory=lambda: env_flag("WEBUI_ALLOW_OPEN"))
+    # Sessions: idle and absolute limits; the secret that signs them (every worker reads it; made on first use).
+    session_idle_minutes: float = field(default_factory=lambda: _float("WEBUI_SESSION_IDLE_MINUTES", 30))
+    session_absolute_hours: float = field(default_factory=lambda: env_number("WEBUI_SESSION_ABSOLUTE_HOURS", 12,
+                                                                             0.01, 31 * 24))
+    secret_file: str = field(default_factory=lambda: env("WEBUI_SECRET_FILE", ""))  # "": <state>/webui/session-secret
+    # Proxies whose forwarded headers are believed (addresses or networks, comma-separated): a request from one is
+    # never "local", its client is the address it forwards (X-Forwarded-For, Forwarded, X-Real-IP) and its scheme
+    # the one it says (X-Forwarded-Proto): https makes the cookies Secure. Others' forwarded headers are ignored.
+    trusted_proxies: tuple[str, ...] = field(default_factory=lambda: _list("WEBUI_TRUSTED_PROXIES"))
+    # TLS served by the dashboard itself (`webui --certfile --keyfile`); empty: plain HTTP (or TLS at a proxy).
+    certfile: str = field(default_factory=lambda: env("WEBUI_CERTFILE", ""))
+    keyfile: str = field(default_factory=lambda: env("WEBUI_KEYFILE", ""))
+    # A request's head (request line and headers) at most this many bytes: 431 beyond it.
+    max_head_bytes: int = 16 * 1024
     # Ticks kept per symbol in memory, to fill the seconds the sink has not yet written to MongoDB.
     recent_ticks: int = field(default_factory=lambda: _int("WEBUI_RECENT_TICKS", 600))
     # Concurrent history queries: FerretDB's SQLite pool is small and shared, so few cursors at a time.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import ipaddress
 import socket
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart.asgi import ASGIWebsocketConnection
 
+from cryptopulse.errors import ConfigError
 from webui.protocol import TokenBucket, is_loopback
 
 if TYPE_CHECKING:
@@ -46,17 +48,135 @@ SECURITY_HEADERS = {
 FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-Ip")
 
 
+PROXIED = "cryptopulse.proxied"  # set in the scope of a request a trusted proxy forwarded (`ProxyHeaders`)
+
+
 def client_address(scope: dict[str, Any]) -> str:
-    """The peer's address as the server saw it; "local" without one (in-process tests, a Unix socket)."""
+    """The client's address: the peer as the server saw it, or, behind a trusted proxy, the address the proxy
+    forwarded (`ProxyHeaders`); "local" without one (in-process tests, a Unix socket)."""
     client = scope.get("client")
     return str(client[0]) if client else "local"
 
 
-def is_local(address: str, headers: Any) -> bool:
-    """A request from this machine that no proxy forwarded: a proxy on the same host is not its clients."""
-    if any(headers.get(name) for name in FORWARDING_HEADERS):
+def is_local(scope: dict[str, Any], headers: Any) -> bool:
+    """A request from this machine that no proxy forwarded: a proxy on the same host is not its clients. A request
+    from a trusted proxy (WEBUI_TRUSTED_PROXIES) is never local, whatever it forwards or leaves out (nginx's plain
+    proxy_pass adds no X-Forwarded-For: each of its clients looked local); nor is any request that carries a
+    forwarding header."""
+    if scope.get(PROXIED) or any(headers.get(name) for name in FORWARDING_HEADERS):
         return False
+    address = client_address(scope)
     return address in ("local", "<local>") or is_loopback(address)
+
+
+def proxy_networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """WEBUI_TRUSTED_PROXIES as networks (an address is a network of one); ConfigError for anything else."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ConfigError(f"WEBUI_TRUSTED_PROXIES: {entry!r} is not an address or a network (such as 127.0.0.1 "
+                              "or 10.0.0.0/8)") from None
+    return tuple(networks)
+
+
+def _in(address: str, networks: tuple[Any, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def _forwarded_for(headers: dict[bytes, bytes], networks: tuple[Any, ...]) -> str | None:
+    """The client a chain of trusted proxies forwarded: the right-most X-Forwarded-For (or Forwarded for=) entry
+    that is not itself a trusted proxy (the left ones are what the client said), else X-Real-IP."""
+    chain: list[str] = []
+    if b"x-forwarded-for" in headers:
+        chain = [part.strip() for part in headers[b"x-forwarded-for"].decode("latin-1").split(",")]
+    elif b"forwarded" in headers:
+        for element in headers[b"forwarded"].decode("latin-1").split(","):
+            for pair in element.split(";"):
+                name, _, value = pair.strip().partition("=")
+                if name.lower() == "for":
+                    value = value.strip('"')
+                    if value.startswith("["):
+                        value = value[1:].split("]")[0]
+                    elif value.count(":") == 1:
+                        value = value.split(":")[0]
+                    chain.append(value)
+    for entry in reversed(chain):
+        if entry and not _in(entry, networks):
+            return entry if _is_address(entry) else None
+    if b"x-real-ip" in headers:
+        real = headers[b"x-real-ip"].decode("latin-1").strip()
+        return real if _is_address(real) else None
+    return None
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _forwarded_proto(headers: dict[bytes, bytes]) -> str | None:
+    if b"x-forwarded-proto" in headers:
+        return headers[b"x-forwarded-proto"].decode("latin-1").split(",")[0].strip().lower()
+    for element in headers.get(b"forwarded", b"").decode("latin-1").split(","):
+        for pair in element.split(";"):
+            name, _, value = pair.strip().partition("=")
+            if name.lower() == "proto":
+                return value.strip('"').lower()
+    return None
+
+
+class ProxyHeaders:
+    """ASGI middleware in front of the app: the request head's size, and who the client is behind a proxy.
+
+    - A head (request line and headers) over `max_head_bytes` is refused (431; a WebSocket handshake is closed):
+      hypercorn's h11_max_incomplete_size only bounds a head that has not arrived whole, and one read takes up to
+      64 KiB, so a head of ~64 KiB sent at once was accepted.
+    - From a trusted proxy (WEBUI_TRUSTED_PROXIES): the scope is marked PROXIED (never local), its client is the
+      forwarded address (the proxy's own when it forwards none), its scheme the forwarded one (https or http).
+      From anyone else, forwarded headers change nothing here (they still make a request non-local: `is_local`).
+    """
+
+    def __init__(self, app: Any, trusted: tuple[str, ...], max_head_bytes: int) -> None:
+        self.app = app
+        self.networks = proxy_networks(trusted)
+        self.max_head_bytes = max_head_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
+        head += sum(len(name) + len(value) + 4 for name, value in scope.get("headers") or [])
+        if head > self.max_head_bytes:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1009})
+                return
+            body = f"request head too large: at most {self.max_head_bytes} bytes of request line and headers\n"
+            await send({"type": "http.response.start", "status": 431,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body.encode()})
+            return
+        peer = scope.get("client")
+        if self.networks and peer and _in(str(peer[0]), self.networks):
+            headers = {name.lower(): value for name, value in scope.get("headers") or []}
+            forwarded = _forwarded_for(headers, self.networks)
+            scope = dict(scope)
+            scope[PROXIED] = True
+            if forwarded is not None:
+                scope["client"] = (forwarded, 0)
+            proto = _forwarded_proto(headers)
+            if proto in ("http", "https"):
+                scope["scheme"] = proto if scope["type"] == "http" else ("wss" if proto == "https" else "ws")
+        await self.app(scope, receive, send)
 
 
 @dataclass
@@ -261,8 +381,13 @@ def server_config(config: WebConfig, sock: socket.socket) -> Config:
     # nothing read for three ping intervals (a live client answers each ping with a pong): the peer is gone
     server.read_timeout = max(1, int(3 * config.ping_seconds))
     server.max_app_queue_size = 4  # events hypercorn holds for the app, per connection, before it stops reading
-    server.h11_max_incomplete_size = 16 * 1024
+    server.h11_max_incomplete_size = config.max_head_bytes  # a head arriving whole is checked by ProxyHeaders
     server.include_server_header = False
+    if config.certfile or config.keyfile:
+        if not (config.certfile and config.keyfile):
+            raise ConfigError("TLS needs both --certfile and --keyfile (WEBUI_CERTFILE, WEBUI_KEYFILE)")
+        server.certfile, server.keyfile = config.certfile, config.keyfile
+        # the fd:// socket is served with TLS: hypercorn wraps every socket of `bind` when TLS is configured
     return server
 
 

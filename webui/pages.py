@@ -6,7 +6,8 @@ import os
 
 from quart import Blueprint, Response, current_app, render_template, request
 
-from webui.guard import client_address, is_local
+from webui.auth import principal
+from webui.guard import is_local
 from webui.health import Monitor, health_report
 from webui.state import state
 from webui.timeframes import TIMEFRAMES, timeframes_by_range
@@ -37,10 +38,12 @@ async def favicon() -> Response:
 
 @pages.get("/alerts/recent")
 async def recent_alerts() -> dict:
-    """The newest price alerts, newest first: what a page lists when it opens, each with `deliveries`: the latest
-    outcome on each of its channels (webui/alerts.py)."""
+    """The newest price alerts its account may see (an admin: all), newest first: what a page lists when it opens,
+    each with `deliveries`: the latest outcome on each of its channels (webui/alerts.py)."""
     shared = state(current_app)
-    alerts = shared.alerts.newest_first() if shared.alerts is not None else []
+    who = principal()
+    alerts = shared.alerts.newest_first(lambda alert: who.sees(alert.get("owner"))) if shared.alerts is not None \
+        else []
     ids = [a["id"] for a in alerts if a.get("channels")]
     outcomes = await shared.deliveries.of(shared.history.db, ids) if ids and shared.history is not None else {}
     for alert in alerts:
@@ -71,7 +74,7 @@ async def healthz() -> tuple[dict, int]:
     body, code = health_report(shared.deps, kafka, monitor.mongo, monitor.registry, shared.metrics.clients,
                                live={k: v for k, v in shared.hub.status.items() if k != "type"}, views=views)
     body["pid"] = os.getpid()  # which process answered: with `--processes N`, one of N workers (webui/workers.py)
-    if not (shared.config.health_detail or is_local(client_address(request.scope), request.headers)):
+    if not (shared.config.health_detail or is_local(request.scope, request.headers)):
         # host names, pids, group ids and raw driver errors are for the operator, not for whoever can reach the port
         body = {"status": body["status"], "down": body["down"]}
     return body, code

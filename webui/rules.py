@@ -10,7 +10,10 @@ The rules are written to the compacted rules topic by cryptopulse/alert_rules.py
 `control alerts`, and every value is checked by cryptopulse/alert.py's rule_* functions, so the page and the
 command refuse the same input with the same reason (a 400 {"error": reason} here).
 
-The dashboard authenticates nobody, so writing is limited (docs/security.md):
+With accounts (webui/auth.py) a rule belongs to the account that added it: a page lists its account's rules
+(an admin's, every rule), removes only those (404 for another's: it does not exist for this account), and a viewer,
+or a token of scope read, writes nothing (403); every write of a session carries its CSRF token (checked by
+webui/auth.py before this runs). Without accounts (local mode) nobody is authenticated, so writing is limited:
 - only clients on this machine that no proxy forwarded (`is_local`, as /healthz's detail), unless
   WEBUI_ALERT_RULES_REMOTE=1 — 403 otherwise;
 - CSRF: a browser's Origin must pass the WebSocket's rule (the page's own host, or WEBUI_ALLOWED_ORIGINS), and
@@ -29,8 +32,10 @@ removed by its key.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -49,6 +54,7 @@ from cryptopulse.text import terminal_safe
 from cryptopulse.times import epoch_ms
 from cryptopulse.topics import Definitions
 from webui.api import admitted, problem
+from webui.auth import audit, principal, read_body
 from webui.guard import client_address, is_local
 from webui.health import plain
 from webui.history import encode
@@ -87,11 +93,18 @@ def rule_json(rule: Rule) -> dict[str, Any]:
 
 
 def writable(shared: State) -> bool:
-    return shared.config.alert_rules_remote or is_local(client_address(request.scope), request.headers)
+    who = principal()
+    if who.user is not None:
+        return who.may_write
+    return shared.config.alert_rules_remote or is_local(request.scope, request.headers)
 
 
 def refused_write(shared: State) -> Response | None:
     """The answer to a write this client may not make (403), or a cross-site one (403), else None."""
+    who = principal()
+    if who.user is not None and not who.may_write:
+        shared.metrics.errors["forbidden"] += 1
+        return problem(403, "this account may only read (a viewer, or a token of scope read): ask an admin")
     if not writable(shared):
         shared.metrics.errors["rules_remote"] += 1
         return problem(403, "alert rules are added and removed from this machine only (or set "
@@ -114,8 +127,10 @@ async def write(shared: State, key: str, rule: Rule | None) -> None:
 
 
 def unavailable(shared: State, error: Exception) -> Response:
+    """A 503 that says what did not answer, never how to reach it: the error's text (a registry URL, a broker's
+    address) goes to the operator's log only."""
     log.warning("alert rules: Kafka or the registry did not answer: %s", plain(error))
-    return problem(503, "Kafka or the schema registry did not answer; try again", 5, "rules")
+    return problem(503, "Kafka or the schema registry did not answer; try again in a few seconds", 5, "rules")
 
 
 def started_tables(shared: State) -> None:
@@ -153,10 +168,11 @@ async def list_rules() -> Response:
     refused = admitted(shared) or await not_loaded(shared)
     if refused is not None:
         return refused
-    found = sorted(shared.rules.values.values(), key=lambda r: (r.created, r.id))
+    who = principal()
+    found = sorted((r for r in shared.rules.values.values() if who.sees(r.owner)), key=lambda r: (r.created, r.id))
     channels = [{"name": c.name, "kind": c.kind} for c in sorted(shared.channels.values.values(), key=lambda c: c.name)]
     return Response(encode({"rules": [rule_json(r) for r in found], "channels": channels,
-                            "writable": writable(shared)}), content_type="application/json")
+                            "writable": writable(shared), "account": who.user}), content_type="application/json")
 
 
 @rules.post("/alerts/rules")
@@ -169,11 +185,16 @@ async def add_rule() -> Response:
         return problem(415, "send the rule as JSON, with Content-Type: application/json", metric="invalid")
     if (request.content_length or 0) > MAX_BODY:
         return problem(413, f"a rule is at most {MAX_BODY} bytes of JSON", metric="invalid")
-    body = await request.get_json(silent=True)
-    if body is None:
-        return problem(400, "the body is not JSON", metric="invalid")
+    data = await read_body(MAX_BODY)  # a chunked body says no length: counted as it arrives
+    if data is None:
+        return problem(413, f"a rule is at most {MAX_BODY} bytes of JSON", metric="invalid")
     try:
-        rule = parse_rule(body)
+        body = json.loads(data, parse_constant=lambda name: None)
+    except (ValueError, RecursionError):
+        return problem(400, "the body is not JSON", metric="invalid")
+    who = principal()
+    try:
+        rule = replace(parse_rule(body), owner=who.user)
     except ConfigError as error:
         return problem(400, str(error), metric="invalid")
     refused = await not_loaded(shared)
@@ -187,7 +208,9 @@ async def add_rule() -> Response:
         await write(shared, rule.id, rule)
     except (CryptoPulseError, KafkaException, TimeoutError, OSError) as error:
         return unavailable(shared, error)
-    log.info("alert rule %s added from %s: %s", rule.id, client_address(request.scope), rule.describe())
+    log.info("alert rule %s added by %s from %s: %s", rule.id, who.user or "the local operator",
+             client_address(request.scope), rule.describe())
+    audit(shared, "rule_added", who.user, via=who.via, target=rule.id, detail=rule.describe())
     return Response(encode({"rule": rule_json(rule)}), status=201, content_type="application/json")
 
 
@@ -197,16 +220,21 @@ async def remove_rule(text: str) -> Response:
     refused = refused_write(shared) or await not_loaded(shared)
     if refused is not None:
         return refused
-    table = shared.rules
+    table, who = shared.rules, principal()
     key = alert_rules.key_of(Definitions(table.values, table.bad), text)
-    if key is None:
-        return problem(404, f"no rule {terminal_safe(text)!r} (the page lists them)")
-    rule = table.values.get(key)
+    rule = table.values.get(key) if key is not None else None
+    # another account's rule is no rule of yours; a record no processor takes is an administrator's to remove
+    mine = rule is not None and who.sees(rule.owner)
+    if key is None or not (mine or (rule is None and (who.user is None or who.is_admin))):
+        return problem(404, f"no rule {terminal_safe(text)!r} of yours (the page lists them)")
     try:
         await write(shared, key, None)
     except (CryptoPulseError, KafkaException, TimeoutError, OSError) as error:
         return unavailable(shared, error)
-    log.info("alert rule %s removed from %s%s", terminal_safe(key), client_address(request.scope),
-             f": {rule.describe()}" if rule else " (a record no processor took)")
+    said = f": {rule.describe()}" if rule else " (a record no processor took)"
+    log.info("alert rule %s removed by %s from %s%s", terminal_safe(key), who.user or "the local operator",
+             client_address(request.scope), said)
+    audit(shared, "rule_removed", who.user, via=who.via, target=terminal_safe(key),
+          detail=rule.describe() if rule else "a record no processor took")
     return Response(encode({"removed": rule_json(rule) if rule else {"id": terminal_safe(key)}}),
                     content_type="application/json")

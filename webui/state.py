@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from quart import Quart
 
 from cryptopulse.alert import Rule
+from cryptopulse.audit import Trail
 from cryptopulse.channel import Channel
 from cryptopulse.kafka import Table
+from webui.accounts import AccountBook, AccountFeed
 from webui.alerts import AlertFeed, Deliveries
 from webui.config import WebConfig
 from webui.guard import Connections
@@ -20,6 +22,7 @@ from webui.health import Dependencies, Monitor
 from webui.history import HistoryStore
 from webui.live import Hub, LiveConsumer
 from webui.metrics import Metrics
+from webui.sessions import LoginThrottle, Sessions
 from webui.views import WindowView
 
 
@@ -44,6 +47,14 @@ class State:
     channels: Table[Channel] | None = None
     rules_writes: asyncio.Lock = field(default_factory=asyncio.Lock)  # one write of a rule at a time
     lag_task: asyncio.Task[None] | None = None  # measures the event loop's lag (webui_event_loop_lag_seconds)
+    # accounts (webui/auth.py, docs/security.md): what the accounts topics say, the thread following them (None: not
+    # started, as in tests), the session cookies' signer, failed logins, the audit trail, argon2 checks at a time
+    sessions: Sessions | None = None  # set by the factory (it reads the secret file)
+    trail: Trail | None = None  # set by the factory
+    book: AccountBook = field(default_factory=AccountBook)
+    accounts: AccountFeed | None = None
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    password_checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 
 
 def state(app: Quart) -> State:

@@ -22,6 +22,7 @@ from quart import Blueprint, abort, current_app, websocket
 
 from cryptopulse.outage import RateLimitFilter
 from webui.alerts import push_alerts
+from webui.auth import principal, watch_session
 from webui.guard import client_address
 from webui.health import plain
 from webui.history import Busy
@@ -212,6 +213,11 @@ class Connection:
             metrics.pushed += len(batch)
             metrics.push_latency.observe_ages(time.time(), batch)
 
+    async def session_ends(self, watch: Any) -> None:
+        """Close the socket when its session or token is no longer valid (a logout, a removed account, expiry)."""
+        await watch
+        raise Closing(1008, "session ended: log in again", "session")
+
     async def status_writer(self) -> None:
         """The live feed's state: at once if it is stale now, then at every change (docs/webui.md, `status`)."""
         hub = self.shared.hub
@@ -239,7 +245,10 @@ async def feed() -> None:
     await websocket.accept()
     conn = Connection(shared)
     shared.metrics.clients += 1
-    works = (conn.reader(), conn.writer(), conn.status_writer(), conn.watchdog(), push_alerts(shared.alerts, conn.send))
+    who = principal()  # its account's alerts only (an admin's: all); the socket ends with its session
+    works = (conn.reader(), conn.writer(), conn.status_writer(), conn.watchdog(),
+             push_alerts(shared.alerts, conn.send, lambda alert: who.sees(alert.get("owner"))),
+             conn.session_ends(watch_session(shared, who, websocket.headers, websocket.cookies, websocket.scope)))
     tasks = [asyncio.create_task(conn.guarded(work)) for work in works]
     try:
         await asyncio.wait([*tasks, conn.closing], return_when=asyncio.FIRST_COMPLETED)
@@ -257,7 +266,8 @@ async def feed() -> None:
     if conn.closing.done():
         reason = conn.closing.result()
         shared.metrics.closed[reason.metric] += 1
-        shared.connections.penalize(conn.peer, shared.config.penalty_seconds)
+        if reason.metric != "session":  # not abuse: its session ended
+            shared.connections.penalize(conn.peer, shared.config.penalty_seconds)
         log.info("closing client %s: %s", conn.peer, reason.reason)
         with contextlib.suppress(Exception):  # a client that reads nothing does not read the close frame either
             async with asyncio.timeout(1.0):

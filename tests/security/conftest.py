@@ -70,11 +70,12 @@ def dashboard(tmp_path: Path) -> Iterator[Callable[..., Dashboard]]:
     """Start the stub dashboard with extra environment variables; stopped after the test."""
     started: list[Dashboard] = []
 
-    def start(**env: str) -> Dashboard:
+    def start(check: str = "http", **env: str) -> Dashboard:
         port = free_port()
         log = tmp_path / f"dashboard-{port}.log"
         full = {k: v for k, v in os.environ.items() if not k.startswith(("WEBUI_", "STUB_"))}
-        full.update({"WEBUI_GROUP_PREFIX": "test-security", "PYTHONUNBUFFERED": "1", **env})
+        full.update({"WEBUI_GROUP_PREFIX": "test-security", "PYTHONUNBUFFERED": "1",
+                     "WEBUI_SECRET_FILE": str(tmp_path / "session-secret"), **env})
         process = children.start([sys.executable, "-m", "tests.security.stub_dashboard", "serve", "--host",
                                   "127.0.0.1", "--port", str(port)], log, cwd=PROJECT_DIR, env=full)
         board = Dashboard(process, port, log)
@@ -82,7 +83,7 @@ def dashboard(tmp_path: Path) -> Iterator[Callable[..., Dashboard]]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                requests.get(f"{board.http}/metrics", timeout=2)
+                requests.get(f"{check}://127.0.0.1:{port}/metrics", timeout=2, verify=False)
                 return board
             except requests.ConnectionError:
                 assert process.poll() is None, f"the dashboard exited: {board.log_text()[-2000:]}"

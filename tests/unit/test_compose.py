@@ -378,6 +378,7 @@ def test_the_sink_driver_waits_for_a_restarting_store(services: dict) -> None:
 
 CLUSTER_FILE = ROOT / "docker-compose.cluster.yml"
 PUBLISH = "${CRYPTOPULSE_PUBLISH_ADDRESS:-127.0.0.1}"  # one variable opens them all, loopback unless told
+PROXY_PUBLISH = "${CRYPTOPULSE_PROXY_ADDRESS:-127.0.0.1}"  # the TLS proxy's, of its own (issue 21)
 BROKERS = ("kafka-1", "kafka-2", "kafka-3")
 WORKERS = ("connect-1", "connect-2")
 MEMBERS = ("mongo-1", "mongo-2", "mongo-3")
@@ -397,7 +398,8 @@ def test_every_port_is_published_on_loopback_unless_the_variable_says_otherwise(
     assert entries
     for name, entry in entries:
         address = entry.get("host_ip") if isinstance(entry, dict) else str(entry).rsplit(":", 2)[0]
-        assert address == PUBLISH, f"{name}: {entry!r} is not published on {PUBLISH}"
+        wanted = PROXY_PUBLISH if name == "proxy" else PUBLISH  # the proxy alone may face a network
+        assert address == wanted, f"{name}: {entry!r} is not published on {wanted}"
     hosts = [port for service in services.values() for port in published_ports(service)]
     assert len(hosts) == len(set(hosts)), f"a host port published twice: {sorted(hosts)}"
     assert "CRYPTOPULSE_PUBLISH_ADDRESS" in path.read_text().split("services:")[0], "documented in the header"
@@ -405,7 +407,7 @@ def test_every_port_is_published_on_loopback_unless_the_variable_says_otherwise(
 
 def test_the_cluster_has_every_service_of_the_default_file_grown(services: dict, cluster: dict) -> None:
     grown = {"kafka": BROKERS, "connect": WORKERS, "mongo": MEMBERS}
-    expected = {name for service in services if service not in CONSOLES
+    expected = {name for service in services if service not in CONSOLES and service != "proxy"  # the default's option
                 for name in grown.get(service, (service,))} | {"mongo-init"}
     assert expected <= set(cluster), f"missing: {sorted(expected - set(cluster))}"
     for name in BROKERS:
@@ -587,3 +589,29 @@ def test_the_notifier_runs_beside_the_alert_processor_with_its_secrets_file_only
 def test_the_demo_runs_the_notifier_and_keeps_it_running() -> None:
     commands = (ROOT / "run").read_text()
     assert "keep streams alerts &" in commands and "keep streams notify &" in commands
+
+
+# --- accounts and the TLS proxy (issue 21; docs/security.md) ---------------------------------------------------
+
+
+def test_the_tls_proxy_is_optional_and_the_dashboard_trusts_it_alone(services: dict) -> None:
+    proxy = services["proxy"]
+    assert proxy["profiles"] == ["proxy"], "only with `docker compose --profile proxy up`"
+    assert re.fullmatch(r"caddy:2[\w.-]*", proxy["image"])
+    assert sorted(proxy["ports"]) == [f"{PROXY_PUBLISH}:443:443", f"{PROXY_PUBLISH}:80:80"]
+    assert "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
+    address = proxy["networks"]["edge"]["ipv4_address"]
+    webui = environment(services["webui"])
+    assert default_of(webui["WEBUI_TRUSTED_PROXIES"]) == address, "the proxy, and nobody else"
+    assert "edge" in services["webui"]["networks"]
+    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
+    assert "reverse_proxy webui:8000" in caddyfile and "{$CRYPTOPULSE_DOMAIN:localhost}" in caddyfile
+
+
+def test_the_dashboard_keeps_its_session_secret_and_serves_its_loopback_port_without_accounts(services: dict) -> None:
+    webui = environment(services["webui"])
+    assert webui["WEBUI_SECRET_FILE"].startswith("/var/lib/cryptopulse/")
+    assert "webui-state:/var/lib/cryptopulse" in services["webui"]["volumes"]
+    # bound to 0.0.0.0 in its container, published on the host's loopback: allowed without accounts, by default
+    assert webui["WEBUI_HOST"] == "0.0.0.0" and default_of(webui["WEBUI_ALLOW_OPEN"]) == "1"
+    assert services["webui"]["ports"] == [f"{PUBLISH}:8000:8000"]

@@ -108,6 +108,7 @@
 
   function send(method, url, body) {
     const init = { method, headers: {} };
+    if (document.body.dataset.csrf) init.headers["X-CSRF-Token"] = document.body.dataset.csrf;  // with accounts
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
