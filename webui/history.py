@@ -29,6 +29,7 @@ from functools import partial
 from typing import Any
 
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
 from cryptopulse.candle import INTERVAL_MS, INTERVALS, candle_id
 from cryptopulse.store import PRICES, Retention, candle_collection
@@ -357,6 +358,9 @@ class HistoryStore:
         # the markets overview: one answer for every client, built by one task at a time, fresh OVERVIEW_SECONDS
         self._overview: tuple[float, Answer] | None = None
         self._overview_task: asyncio.Task[Answer] | None = None
+        # the store's last word, from the health probe and from builds: a client whose deadline passes while the
+        # store is away is told it is away ("unavailable"), not that its window is slow ("busy")
+        self.store_error: PyMongoError | None = None
 
     @property
     def candle_view(self) -> WindowView | None:
@@ -383,7 +387,10 @@ class HistoryStore:
         try:
             await self.client.admin.command("ping")
         except Exception as exc:  # noqa: BLE001 - health reports any failure as text
+            if isinstance(exc, PyMongoError):
+                self.store_error = exc
             return {"ok": False, "error": str(exc)}
+        self.store_error = None
         return {"ok": True, "ping_ms": round((time.perf_counter() - started) * 1000, 1)}
 
     async def snapshot(self, symbol: str, range_: str, end: int | None = None,
@@ -436,6 +443,8 @@ class HistoryStore:
         try:
             return await asyncio.wait_for(asyncio.shield(build.task), self.deadline)
         except TimeoutError:
+            if self.store_error is not None:
+                raise ServerSelectionTimeoutError(f"the database is away ({plain(self.store_error)})") from None
             build.slow = True
             retry = max(1, round(self.deadline))
             raise Busy(retry * 1000, "this window takes long to read (it goes on; the answer is kept for you)") \
@@ -519,7 +528,12 @@ class HistoryStore:
             # just that)
             symbol, range_, end, span, interval, limit = key
             chart = span is None and limit is None and range_ is not None and interval == DEFAULT_TIMEFRAME[range_]
-            snap = await (self._build(symbol, range_, end) if chart else self._build(*key))
+            try:
+                snap = await (self._build(symbol, range_, end) if chart else self._build(*key))
+            except PyMongoError as exc:
+                self.store_error = exc
+                raise
+            self.store_error = None
             answer = await self._in(self._cpu_live if not build.past else self._cpu_past, Answer.of, snap)
         finally:
             if self._inflight.get(key) is build:

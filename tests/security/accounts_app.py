@@ -5,6 +5,7 @@ audit trail collected in a list."""
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,6 @@ from typing import Any
 from cryptopulse import alert_rules
 from cryptopulse.accounts import HASHER, ApiToken, User, new_token
 from cryptopulse.alert import Rule
-from cryptopulse.errors import ConfigError
 from cryptopulse.settings import Settings
 from webui.app import create_app
 from webui.state import State, state
@@ -26,21 +26,47 @@ _HASH = HASHER.hash(PASSWORD)  # once: argon2 is slow on purpose
 
 @dataclass
 class RulesTopic:
-    """The rules topic, in memory: alert_rules' three functions."""
+    """The rules topic and the table the dashboard keeps of it (kafka.Table), in memory: what the page lists from
+    (`values`, `bad`, `ready`, `wait_for`), and alert_rules.publish writing into it."""
 
     rules: dict[str, Rule] = field(default_factory=dict)
+    bad: dict[str, str] = field(default_factory=dict)
+    ready: threading.Event = field(default_factory=threading.Event)
 
-    def list(self, _settings: Any) -> list[Rule]:
-        return sorted(self.rules.values(), key=lambda r: (r.created, r.id))
+    def __post_init__(self) -> None:
+        self.ready.set()
 
-    def add(self, _settings: Any, rule: Rule, _timeout: float = 30.0) -> Rule:
-        self.rules[rule.id] = rule
-        return rule
+    @property
+    def values(self) -> dict[str, Rule]:
+        return self.rules
 
-    def remove(self, _settings: Any, rule_id: str, _timeout: float = 30.0) -> Rule:
-        if rule_id not in self.rules:
-            raise ConfigError(f"no rule {rule_id!r}")
-        return self.rules.pop(rule_id)
+    def publish(self, _settings: Any, key: str, rule: Rule | None, _timeout: float = 30.0) -> tuple[int, int]:
+        if rule is None:
+            self.rules.pop(key, None)
+        else:
+            self.rules[key] = rule
+        return 0, len(self.rules)
+
+    def wait_for(self, _partition: int, _offset: int, _timeout: float) -> bool:
+        return True
+
+    def stop(self, _timeout: float = 1.0) -> None:
+        pass
+
+
+@dataclass
+class ChannelsTable:
+    """No channels: the table the dashboard keeps of the channels topic, in memory."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    bad: dict[str, str] = field(default_factory=dict)
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.ready.set()
+
+    def stop(self, _timeout: float = 1.0) -> None:
+        pass
 
 
 class Trail(list):
@@ -65,13 +91,12 @@ def board(tmp: Path, monkeypatch: Any, users: dict[str, str] | None = None, **ov
     alice-read, alice-write, vic-write, expired."""
     users = {"alice": "user", "bob": "user", "root": "admin", "vic": "viewer"} if users is None else users
     topic = RulesTopic()
-    monkeypatch.setattr(alert_rules, "rules", topic.list)
-    monkeypatch.setattr(alert_rules, "add", topic.add)
-    monkeypatch.setattr(alert_rules, "remove", topic.remove)
+    monkeypatch.setattr(alert_rules, "publish", topic.publish)
     overrides = {"allowed_hosts": ("dash.example.com",), "secret_file": str(tmp / "secret"), **overrides}
     app = create_app(Settings(mongodb_uri="mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200"),
                      start_consumer=False, views=False, probe_seconds=0, **overrides)
     shared = state(app)
+    shared.rules, shared.channels = topic, ChannelsTable()  # type: ignore[assignment]
     trail = Trail()
     shared.trail = trail  # type: ignore[assignment]
     for name, role in users.items():
