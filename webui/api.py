@@ -24,6 +24,7 @@ from pymongo.errors import PyMongoError
 from quart import Blueprint, Response, current_app, request
 
 from cryptopulse.outage import RateLimitFilter
+from cryptopulse.text import csv_safe
 from webui.guard import client_address
 from webui.health import plain
 from webui.history import Answer, Busy, encode
@@ -185,8 +186,8 @@ async def tickers() -> Response:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["symbol", *TICK_KEYS, "age_ms"])
-        for row in rows:
-            writer.writerow(["" if v is None else v for v in row.values()])
+        for row in rows:  # a tick's source is text from outside: never a formula in a spreadsheet
+            writer.writerow(["" if v is None else csv_safe(v) for v in row.values()])
         return Response(out.getvalue(), content_type="text/csv; charset=utf-8")
     return Response(encode({"time": now, "tickers": rows}), content_type="application/json")
 

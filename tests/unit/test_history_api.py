@@ -186,6 +186,22 @@ def test_tickers_and_openapi():
     assert history["parameters"][0]["schema"]["enum"] == list(SYMBOLS)
 
 
+def test_a_tickers_csv_cell_is_never_a_formula():
+    async def scenario() -> str:
+        app = create_app(Settings(mongodb_uri="mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200"),
+                         start_consumer=False, views=False, probe_seconds=0, symbols=SYMBOLS)
+        async with app.test_app() as test_app:
+            shared = state(app)
+            shared.history._recent = lambda symbol: [{"symbol": symbol, "source": '=HYPERLINK("http://x.example")',
+                                                      "ts": NOW, "price": -1.5, "volume_24h": None}]
+            response = await test_app.test_client().get("/api/v1/tickers?format=csv")
+            return await response.get_data(as_text=True)
+
+    rows = list(csv.DictReader(io.StringIO(asyncio.run(scenario()))))
+    assert [r["source"] for r in rows] == ["\'=HYPERLINK(\"http://x.example\")"] * 3
+    assert rows[0]["price"] == "-1.5" and rows[0]["volume_24h"] == ""  # numbers stay numbers
+
+
 def test_the_api_has_the_pages_hardening():
     (refused, _, body), (ok, headers, _) = call(["/api/v1/history?symbol=BTC"], {"Host": "evil.example"})[0], \
         call(["/api/v1/tickers"], {"Host": "localhost:8000"})[0]
