@@ -22,9 +22,10 @@ from urllib.parse import urlencode
 
 from pymongo.errors import PyMongoError
 from quart import Blueprint, Response, current_app, request
+from werkzeug.exceptions import HTTPException
 
 from cryptopulse.outage import RateLimitFilter
-from cryptopulse.text import csv_safe
+from cryptopulse.text import csv_safe, terminal_safe
 from webui.guard import client_address
 from webui.health import plain
 from webui.history import Answer, Busy, encode
@@ -48,6 +49,22 @@ def problem(status: int, reason: str, retry_s: float | None = None, metric: str 
     response = Response(json.dumps({"error": reason}), status=status, content_type="application/json")
     if retry_s is not None:
         response.headers["Retry-After"] = str(max(1, round(retry_s)))
+    return response
+
+
+@api.app_errorhandler(404)
+@api.app_errorhandler(405)
+async def not_here(error: HTTPException) -> Response | HTTPException:
+    """Under /api/v1, a wrong path or method is answered in JSON like every other error of the API; elsewhere as
+    before."""
+    if not request.path.startswith(api.url_prefix or "/api/v1"):
+        return error
+    allowed = sorted(getattr(error, "valid_methods", None) or [])
+    reason = (f"{request.method} is not allowed here: use {', '.join(allowed)}" if error.code == 405 else
+              f"no such endpoint {terminal_safe(request.path)!r}: see /api/v1/openapi.json")
+    response = problem(error.code or 404, reason, metric="invalid")
+    if allowed:
+        response.headers["Allow"] = ", ".join(allowed)
     return response
 
 

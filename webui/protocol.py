@@ -311,7 +311,10 @@ def parse_history_query(args: Mapping[str, str], symbols: Collection[str], indic
         raise ProtocolError(f"unknown parameter {describe(unknown[0])}: the parameters are "
                             f"{', '.join(HISTORY_PARAMETERS)}")
     symbol = args.get("symbol")
-    if not symbol or symbol.upper() not in symbols:
+    if not symbol:
+        raise ProtocolError(f"symbol is required: one of {', '.join(symbols)} (for example ?symbol="
+                            f"{next(iter(symbols), 'BTC')}&range=24h)")
+    if symbol.upper() not in symbols:
         raise ProtocolError(f"unknown symbol {describe(symbol)}: choose one of {', '.join(symbols)}")
     start_raw, end_raw, range_ = args.get("start"), args.get("end"), args.get("range")
     interval = _timeframe(args.get("interval"))

@@ -107,7 +107,7 @@ def test_an_interval_and_a_start_end_window():
 
 
 @pytest.mark.parametrize(("query", "says"), [
-    ("", "unknown symbol None"),
+    ("", "symbol is required: one of BTC"),
     ("symbol=DOGE", "unknown symbol 'DOGE'"),
     ("symbol=BTC&range=2y", "unknown range '2y'"),
     ("symbol=BTC&end=yesterday", "end must be an integer"),
@@ -200,6 +200,23 @@ def test_a_tickers_csv_cell_is_never_a_formula():
     rows = list(csv.DictReader(io.StringIO(asyncio.run(scenario()))))
     assert [r["source"] for r in rows] == ["\'=HYPERLINK(\"http://x.example\")"] * 3
     assert rows[0]["price"] == "-1.5" and rows[0]["volume_24h"] == ""  # numbers stay numbers
+
+
+def test_errors_under_the_api_are_json():
+    async def scenario() -> list[tuple[int, str, str]]:
+        app = create_app(Settings(mongodb_uri="mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200"),
+                         start_consumer=False, views=False, probe_seconds=0, symbols=SYMBOLS)
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            answers = [await client.get("/api/v1/nothing"), await client.post("/api/v1/tickers"),
+                       await client.get("/api/v1/history"), await client.get("/no-such-page")]
+            return [(a.status_code, a.content_type, await a.get_data(as_text=True)) for a in answers]
+
+    missing, wrong_method, no_symbol, page = asyncio.run(scenario())
+    assert missing[0] == 404 and missing[1] == "application/json" and "openapi.json" in json.loads(missing[2])["error"]
+    assert wrong_method[0] == 405 and "use GET" in json.loads(wrong_method[2])["error"]
+    assert no_symbol[0] == 400 and json.loads(no_symbol[2])["error"].startswith("symbol is required: one of BTC")
+    assert page[0] == 404 and "json" not in page[1]  # the pages keep their own 404
 
 
 def test_the_api_has_the_pages_hardening():
