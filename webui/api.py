@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -217,6 +218,14 @@ async def openapi() -> Response:
     return Response(encode(openapi_document(state(current_app).config.symbols)), content_type="application/json")
 
 
+def any_case(symbols: tuple[str, ...]) -> str:
+    """A JSON Schema pattern (ECMA 262: no case flag) matching each symbol in any case: BTC -> [Bb][Tt][Cc]."""
+    def letters(symbol: str) -> str:
+        return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in symbol)
+
+    return "^(?:" + "|".join(letters(s) for s in symbols) + ")$"
+
+
 def openapi_document(symbols: tuple[str, ...]) -> dict[str, Any]:
     """The API's OpenAPI 3.1 description (symbols as configured)."""
     error = {"description": "the reason",
@@ -242,8 +251,8 @@ def openapi_document(symbols: tuple[str, ...]) -> dict[str, Any]:
                                "in both formats; none when the history ends. Every answer holds at most "
                                f"{MAX_BARS} bars.",
                 "parameters": [
-                    parameter("symbol", {"type": "string", "enum": list(symbols)}, "the coin (case-insensitive)",
-                              True),
+                    parameter("symbol", {"type": "string", "pattern": any_case(symbols), "examples": list(symbols)},
+                              f"the coin, in any case: {', '.join(symbols)}", True),
                     parameter("range", {"type": "string", "enum": list(RANGES), "default": "24h"},
                               "a chart's range, ending at `end` or now (`all`: the newest bars of 1d or 1w); not with "
                               "`start`, `before` or `limit`"),
@@ -274,9 +283,11 @@ def openapi_document(symbols: tuple[str, ...]) -> dict[str, Any]:
                 "summary": "The last tick of every configured coin",
                 "parameters": [parameter("format", {"type": "string", "enum": list(FORMATS), "default": "json"},
                                          "json or csv")],
-                "responses": {"200": {"description": "one entry per coin; null fields when no tick was seen",
+                "responses": {"200": {"description": "one entry per coin; null fields when no tick was seen (empty "
+                                                     "cells in CSV)",
                                       "content": {"application/json": {"schema": {
-                                          "$ref": "#/components/schemas/Tickers"}}}},
+                                          "$ref": "#/components/schemas/Tickers"}},
+                                          "text/csv": {"schema": {"type": "string"}}}},
                               "400": error, "429": {**error, "headers": retry}}}},
             "/api/v1/openapi.json": {"get": {"summary": "this description",
                                              "responses": {"200": {"description": "OpenAPI 3.1"}}}},

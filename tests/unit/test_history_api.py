@@ -8,6 +8,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 import time
 from typing import Any
 
@@ -183,7 +184,9 @@ def test_tickers_and_openapi():
                                                           "limit", "format", "indicators"}
     interval = next(p for p in history["parameters"] if p["name"] == "interval")
     assert interval["schema"]["enum"] == ["5s", "1m", "5m", "15m", "1h", "4h", "1d", "1w"]
-    assert history["parameters"][0]["schema"]["enum"] == list(SYMBOLS)
+    symbol = re.compile(history["parameters"][0]["schema"]["pattern"])
+    assert all(symbol.match(s) for s in ("BTC", "btc", "Eth", "xRp")) and not symbol.match("DOGE")
+    assert "text/csv" in document["paths"]["/api/v1/tickers"]["get"]["responses"]["200"]["content"]
 
 
 def test_a_tickers_csv_cell_is_never_a_formula():
