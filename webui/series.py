@@ -46,12 +46,13 @@ class Bucket:
     high: float
     low: float
     close: float
-    volume: float = 0.0
+    volume: float | None = None  # None: nothing says what traded (candles rolled up from ticks without a volume)
 
 
 @dataclass(frozen=True, slots=True)
 class Series:
-    """What a snapshot carries: line points, OHLC candles and volume bars, all at most ~max_points long."""
+    """What a snapshot carries: line points, OHLC candles and volume bars (none where the volume is unknown), all at
+    most ~max_points long."""
 
     bucket_ms: int
     line: list[tuple[int, float]]
@@ -106,25 +107,25 @@ def ticks_to_buckets(ticks: Iterable[TickRow], bucket_ms: int) -> list[Bucket]:
     return buckets
 
 
-def _scaled(volume_24h: float | None, bucket_ms: int) -> float:
-    return 0.0 if volume_24h is None else volume_24h * bucket_ms / DAY_MS
+def _scaled(volume_24h: float | None, bucket_ms: int) -> float | None:
+    return None if volume_24h is None else volume_24h * bucket_ms / DAY_MS
 
 
 def candles_to_buckets(candles: Iterable[CandleRow], bucket_ms: int) -> list[Bucket]:
     """Candles (sorted by start) as buckets of `bucket_ms`: one each when they are that wide, else merged (1-minute
-    candles into a sparkline's half hours); volumes add up."""
+    candles into a sparkline's half hours); volumes add up, unknown (None) when a merged candle has none."""
     buckets: list[Bucket] = []
     current: Bucket | None = None
     for c in candles:
         start = aligned(c.start, bucket_ms)
         if current is None or start != current.start:
-            current = Bucket(start, c.open, c.high, c.low, c.close, c.volume or 0.0)
+            current = Bucket(start, c.open, c.high, c.low, c.close, c.volume)
             buckets.append(current)
         else:
             current.high = max(current.high, c.high)
             current.low = min(current.low, c.low)
             current.close = c.close
-            current.volume += c.volume or 0.0
+            current.volume = known_sum((current.volume, c.volume))
     return buckets
 
 
@@ -191,7 +192,18 @@ def _ohlc(buckets: list[Bucket]) -> list[tuple[int, float, float, float, float]]
 
 
 def _volume(buckets: list[Bucket]) -> list[tuple[int, float]]:
-    return [(b.start, b.volume) for b in buckets]
+    return [(b.start, b.volume) for b in buckets if b.volume is not None]
+
+
+def known_sum(volumes: Iterable[float | None]) -> float | None:
+    """The sum of the volumes when each is known, else None: a minute without a volume is not a minute of no
+    trading, so it is never counted as 0."""
+    total = 0.0
+    for volume in volumes:
+        if volume is None:
+            return None
+        total += volume
+    return total
 
 
 def stats_from_ticks(ticks: Sequence[TickRow], bucket_ms: int) -> dict[str, float | int | None]:
@@ -202,7 +214,7 @@ def stats_from_ticks(ticks: Sequence[TickRow], bucket_ms: int) -> dict[str, floa
     for tick in ticks:
         low = min(low, tick.price)
         high = max(high, tick.price)
-    volume = sum(b.volume for b in ticks_to_buckets(ticks, bucket_ms))
+    volume = _sum_of_known(b.volume for b in ticks_to_buckets(ticks, bucket_ms))
     return _stats(ticks[0].price, ticks[-1].price, low, high, volume, ticks[-1].ts, len(ticks))
 
 
@@ -212,11 +224,17 @@ def stats_from_candles(candles: Sequence[CandleRow]) -> dict[str, float | int | 
         return empty_stats()
     low = min(c.low for c in candles)
     high = max(c.high for c in candles)
-    volume = sum(c.volume or 0.0 for c in candles)
+    volume = _sum_of_known(c.volume for c in candles)
     return _stats(candles[0].open, candles[-1].close, low, high, volume, candles[-1].start, len(candles))
 
 
-def _stats(first: float, last: float, low: float, high: float, volume: float, last_ts: int,
+def _sum_of_known(volumes: Iterable[float | None]) -> float | None:
+    """The panel's volume: what is known added up; None (shown as absent) when no bar of the window has one."""
+    known = [v for v in volumes if v is not None]
+    return math.fsum(known) if known else None
+
+
+def _stats(first: float, last: float, low: float, high: float, volume: float | None, last_ts: int,
            count: int) -> dict[str, float | int | None]:
     change = last - first
     return {

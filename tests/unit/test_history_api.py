@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from cryptopulse.settings import Settings
+from webui.api import as_csv, table
 from webui.app import create_app
 from webui.history import build_snapshot
 from webui.indicators import NAMES
@@ -203,6 +204,16 @@ def test_a_tickers_csv_cell_is_never_a_formula():
     rows = list(csv.DictReader(io.StringIO(asyncio.run(scenario()))))
     assert [r["source"] for r in rows] == ["\'=HYPERLINK(\"http://x.example\")"] * 3
     assert rows[0]["price"] == "-1.5" and rows[0]["volume_24h"] == ""  # numbers stay numbers
+
+
+def test_a_candle_without_volume_has_no_volume_not_zero():
+    rows = [CandleRow(NOW - 120_000, 1.0, 2.0, 0.5, 1.5, 3.0), CandleRow(NOW - 60_000, 1.5, 2.0, 1.0, 1.2, None)]
+    snap = build_snapshot("BTC", None, NOW, ("simulated", rows), (None, []), [], 100, span_ms=180_000, interval="1m")
+    columns, table_rows = table(snap, ())
+    assert [r[columns.index("volume")] for r in table_rows] == [3.0, None]
+    lines = as_csv(columns, table_rows).splitlines()
+    assert lines[-1].endswith(",1.2,")  # an empty cell, not 0.0
+    assert snap["stats"]["volume"] == 3.0
 
 
 def test_errors_under_the_api_are_json():

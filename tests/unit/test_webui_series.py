@@ -41,7 +41,7 @@ def test_ohlc_buckets_in_one_pass():
     assert [(b.start, b.open, b.high, b.low, b.close) for b in buckets] == [
         (0, 10.0, 12.0, 9.0, 11.0), (5_000, 20.0, 20.0, 20.0, 20.0), (10_000, 21.0, 21.0, 21.0, 21.0)]
     # last rolling-24h volume in the bucket, scaled to the bucket's width; none seen means 0
-    assert [b.volume for b in buckets] == [pytest.approx(4800.0 * 5_000 / DAY_MS), 0.0,
+    assert [b.volume for b in buckets] == [pytest.approx(4800.0 * 5_000 / DAY_MS), None,
                                            pytest.approx(240.0 * 5_000 / DAY_MS)]
 
 
@@ -93,6 +93,7 @@ def test_stats_from_ticks():
 
 def test_stats_from_candles_and_empty():
     candles = [CandleRow(0, 10.0, 12.0, 8.0, 11.0, 5.0), CandleRow(60_000, 11.0, 15.0, 9.0, 14.0, None)]
+    assert stats_from_candles(candles[1:])["volume"] is None  # no volume known: absent, never 0
     stats = stats_from_candles(candles)
     assert (stats["price"], stats["first"], stats["min"], stats["max"], stats["volume"]) == (14.0, 10.0, 8.0, 15.0,
                                                                                              5.0)

@@ -319,7 +319,7 @@
     const column = Object.fromEntries(page.columns.map((name, i) => [name, i]));
     const visible = chart.timeScale().getVisibleRange();
     d.candles = [...rows.map((r) => r.slice(0, 5)), ...d.candles];
-    d.volume = [...rows.map((r) => [r[0], r[5] ?? 0]), ...d.volume];
+    d.volume = [...rows.filter((r) => r[5] != null).map((r) => [r[0], r[5]]), ...d.volume];
     d.line = [...rows.map((r) => [r[0], r[4]]), ...d.line];
     for (const name of INDICATORS) {
       if (column[name] == null) continue;
