@@ -76,7 +76,7 @@ def rule_source(text: object) -> str:
 
 def rule_id(text: object) -> str:
     if not isinstance(text, str) or not RULE_ID.fullmatch(text):
-        raise ConfigError(f"{text!r} is not a rule id (hex digits; see control alerts list)")
+        raise ConfigError(f"{terminal_safe(str(text))!r} is not a rule id (hex digits, as the rules are listed)")
     return text
 
 
@@ -92,7 +92,7 @@ def new_rule(symbol: str, kind: str, value: float, minutes: int | None = None, s
     created = now_ms() if created is None else created
     if kind == "move":
         if minutes is None:
-            raise ConfigError("move: give the window with --minutes N")
+            raise ConfigError("move: give the window, a number of minutes")
         return Rule(new_rule_id(), symbol, kind, pct=value, minutes=minutes, source=source, created=created,
                     channels=channels, owner=owner)
     if minutes is not None:
@@ -141,7 +141,7 @@ class Rule:
             if self.pct is None or not (0 < self.pct <= MAX_PCT) or math.isnan(self.pct):
                 raise ConfigError(f"move: give a percent above 0 and at most {MAX_PCT:g}")
             if self.minutes is None or not 1 <= self.minutes <= MAX_MINUTES:
-                raise ConfigError(f"move: give --minutes from 1 to {MAX_MINUTES}")
+                raise ConfigError(f"move: a window of 1 to {MAX_MINUTES} minutes")
         elif self.price is None or not math.isfinite(self.price) or self.price <= 0:
             raise ConfigError(f"{self.kind}: give a price above 0")
 

@@ -61,7 +61,7 @@ def test_each_check_refuses_with_a_reason(check, value):
     ({"symbol": "BTC", "condition": "move", "value": 5}, "move: give the window"),
     ({"symbol": "BTC", "condition": "above", "value": 5, "minutes": 3}, "for `move` rules only"),
     ({"symbol": "BTC", "condition": "move", "value": 5000, "minutes": 3}, "percent above 0 and at most"),
-    ({"symbol": "BTC", "condition": "move", "value": 5, "minutes": 100_000}, "--minutes from 1 to"),
+    ({"symbol": "BTC", "condition": "move", "value": 5, "minutes": 100_000}, "a window of 1 to"),
     ({"symbol": "BTC", "condition": "above"}, "missing: value"),
     ({"symbol": "BTC", "condition": "above", "value": 5, "owner": "me"}, "unknown field(s): owner"),
     (["BTC", "above", 5], "give a JSON object"),
@@ -119,7 +119,7 @@ def test_a_bad_rule_gets_a_400_with_its_reason():
     status, body = request("POST", "/alerts/rules", json={**RULE, "condition": "sideways"})
     assert status == 400 and body["error"] == "'sideways' is not a condition: give one of above, below, move"
     status, body = request("POST", "/alerts/rules", json={**RULE, "condition": "move"})
-    assert status == 400 and body["error"] == "move: give the window with --minutes N"
+    assert status == 400 and body["error"] == "move: give the window, a number of minutes"
     # any key may be removed now, a record no processor takes included (issue 22, item 3): without Kafka here the
     # rules are not read, which is a 503 with Retry-After, never a 400 for a key that may well exist
     status, body = request("DELETE", "/alerts/rules/not-an-id")
