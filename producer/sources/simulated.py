@@ -8,10 +8,12 @@ History joins the live walk: a walk's start price depends on (seed, symbol) only
 [start, end) is that walk run backwards from the start price as OHLC candles of any interval (with a traded
 volume) like an exchange's klines; the last one closes just before `end`. So history up to `end` followed by a
 live market starting at `end` is one continuous walk, and every candle is a function of (seed, symbol, interval,
-end, its bucket): resuming with a later `start` gives the same candles. A minute is 12 steps of 5 seconds; a
-coarser bucket is 60 steps of a 60th of it (a day: 24-minute steps), with the same 60 %/year volatility, so a
-candle's range and the moves between candles are those of one walk seen at that interval; its volume is the
-bucket's share of the 24 h volume, give or take, and the 24 h volume itself drifts as slowly as the live one.
+end, its bucket): resuming with a later `start` gives the same candles. A bucket's moves are drawn from its own start
+time, so a back-fill ending later is at another level but never repeats the minutes of one that ended earlier.
+A minute is 12 steps of 5 seconds; a coarser bucket is 60 steps of a 60th of it (a day: 24-minute steps), with
+the same 60 %/year volatility, so a candle's range and the moves between candles are those of one walk seen at that
+interval; its volume is the bucket's share of the 24 h volume, give or take, and the 24 h volume itself drifts as
+slowly as the live one.
 """
 
 from __future__ import annotations
@@ -71,13 +73,14 @@ def simulated_history(symbol: str, seed: int, start_ms: int, end_ms: int, interv
     width = INTERVAL_MS[interval]
     steps = HISTORY_STEPS if interval == "1m" else COARSE_STEPS
     walk, sigma = _walk(seed, symbol), _sigma(width // steps)
-    # its own stream per interval, so the live walk's draws, and the minutes', stay as they were
-    rng = random.Random(f"{seed}:{symbol}:history" + ("" if interval == "1m" else f":{interval}"))
+    # each bucket's own draws, from its start: a back-fill that ends later (after a restart) walks other minutes, never
+    # the earlier back-fill's again shifted in time; the live walk's draws stay as they were
+    stream = f"{seed}:{symbol}:history:{interval}"
     per_day, spread = DAY_MS / width, 0.5 if interval == "1m" else 0.25  # buckets a day; their volumes' spread
     drift = 0.001 * math.sqrt(width / MINUTE_MS)  # the 24 h volume's random drift over a bucket
     price, volume, candles = walk.price, walk.volume, []
     for start in range(bucket_of(end_ms, interval) - width, bucket_at_or_after(start_ms, interval) - 1, -width):
-        close, path = price, [price]
+        close, path, rng = price, [price], random.Random(f"{stream}:{start}")
         for _ in range(steps):
             price /= math.exp(rng.gauss(-0.5 * sigma**2, sigma))  # one live step, undone
             path.append(price)

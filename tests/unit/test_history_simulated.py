@@ -100,3 +100,15 @@ def test_a_window_that_does_not_end_on_a_minute_gives_its_whole_minutes_only():
     """A gap between two ticks ends a millisecond before a minute's close: its candles still start on minutes."""
     candles = [c for p in history(start=END - 30 * MINUTE, end=END - 1) for c in p.candles]
     assert [c.start for c in candles] == list(range(END - 30 * MINUTE, END - MINUTE, MINUTE))
+
+
+def test_a_backfill_ending_later_never_repeats_the_minutes_of_one_ending_earlier():
+    """A restart back-fills up to a later end: its minutes are new ones, not the earlier ones shifted (issue 22)."""
+    def shapes(end: int) -> dict[tuple[float, ...], int]:  # a minute's moves, whatever its level
+        candles = [c for p in history(start=end - 2 * HOUR, end=end) for c in p.candles]
+        return {(round(c.open / c.close, 9), round(c.high / c.close, 9), round(c.low / c.close, 9)): c.start
+                for c in candles}
+
+    first, later = shapes(END - 41 * MINUTE), shapes(END)
+    assert len(first) == len(later) == 120
+    assert all(first[shape] == later[shape] for shape in set(first) & set(later))  # only a minute with itself
