@@ -122,7 +122,8 @@ def overview_coin(symbol: str, stop: int, candles: tuple[str | None, list[Candle
             "price": stats["price"], "first": stats["first"], "change": stats["change"],
             "change_pct": stats["change_pct"], "high": stats["max"], "low": stats["min"], "volume": stats["volume"],
             "last_update": stats["last_update"], "spark_ms": snap["bucket_ms"],
-            "spark": [[c[0], c[4]] for c in snap["candles"]]}
+            # the newest SPARK_POINTS: 24 h of half hours meets 49 of them, the oldest only partly
+            "spark": [[c[0], c[4]] for c in snap["candles"][-SPARK_POINTS:]]}
     live = [t for t in recent if t["source"] == snap["source"] or snap["source"] is None]
     if live and (coin["last_update"] is None or live[-1]["ts"] > coin["last_update"]):
         tick = live[-1]

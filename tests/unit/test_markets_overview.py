@@ -40,7 +40,7 @@ def test_a_coins_row_is_its_24h_charts_numbers_with_a_sparkline():
     assert (coin["high"], coin["low"], coin["volume"], coin["last_update"]) == \
         (chart["max"], chart["min"], chart["volume"], chart["last_update"])
     assert coin["source"] == "simulated" and coin["simulated"] and coin["basis"] == "candles_1m"
-    assert coin["spark_ms"] == 1_800_000 and SPARK_POINTS <= len(coin["spark"]) <= SPARK_POINTS + 1
+    assert coin["spark_ms"] == 1_800_000 and len(coin["spark"]) == SPARK_POINTS == 48  # as docs/webui.md says
     assert coin["spark"][-1][1] == rows[-1].close  # the last bucket's close is the last candle's
 
 
