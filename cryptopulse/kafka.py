@@ -324,6 +324,10 @@ class Reader(Generic[T]):
         self.watch = watch or KafkaWatch(Outage("Kafka", log))
         self.registry = registry or Outage("the schema registry", log)
         self.positions: dict[tuple[str, int], int] = {}  # next offset to hand on, per (topic, partition)
+        # where each partition's end was last met (librdkafka's partition EOF event): the end of a partition whose
+        # last offsets hold nothing to deliver (transaction markers, aborted records) is known only from it, as
+        # position() stays unknown until a record is delivered
+        self.ends_met: dict[tuple[str, int], int] = {}
         self.stats = Stats()
         self.assigned = False
         self.client: Any = None
@@ -338,7 +342,7 @@ class Reader(Generic[T]):
         if self.client is not None:
             return
         config = client_config(self.settings, self.name, {"group.id": self.group, "enable.auto.commit": False,
-                                                          **self._config}, self.watch)
+                                                          "enable.partition.eof": True, **self._config}, self.watch)
         self.client = self._make(config) if self._make else Consumer(config)
         if self.subscribe:
             self.client.subscribe(self.topics, on_assign=self._assign_cb, on_revoke=self._revoke_cb)
@@ -360,6 +364,7 @@ class Reader(Generic[T]):
 
     def close(self, timeout: float = 20.0) -> bool:
         client, self.client, self.assigned = self.client, None, False
+        self.ends_met.clear()  # a new consumer meets the ends again
         return client is None or close_within([client], timeout)
 
     def _position(self, topic: str, partition: int) -> int:
@@ -396,6 +401,7 @@ class Reader(Generic[T]):
         processed again)."""
         for (topic, partition), offset in offsets.items():
             self.positions[(topic, partition)] = offset
+            self.ends_met.pop((topic, partition), None)
             if self.client is not None:
                 with contextlib.suppress(KafkaException):  # not assigned any more: the next assignment starts there
                     self.client.seek(TopicPartition(topic, partition, offset))
@@ -404,6 +410,7 @@ class Reader(Generic[T]):
         """Drop the kept positions of these partitions (a processor: its next owner starts at the commit)."""
         for tp in partitions:
             self.positions.pop((tp.topic, tp.partition), None)
+            self.ends_met.pop((tp.topic, tp.partition), None)
 
     def assignment(self) -> list[TopicPartition]:
         return list(self.client.assignment()) if self.client is not None else []
@@ -422,7 +429,9 @@ class Reader(Generic[T]):
             error = message.error()
             if error is None:
                 records.append(message)
-            elif error.code() != KafkaError._PARTITION_EOF:
+            elif error.code() == KafkaError._PARTITION_EOF:
+                self.ends_met[(message.topic(), message.partition())] = message.offset()
+            else:
                 self.watch.failed(error)
         if records:
             self.watch.alive()
@@ -447,6 +456,7 @@ class Reader(Generic[T]):
                 if batch:
                     handle(batch)
                 rewind(self.client, messages[i:])
+                self.ends_met.clear()  # read again: no end is met before they are
                 raise Unavailable(self.registry, f"{error}; waiting before {message.topic()}[{message.partition()}]"
                                                  f"@{message.offset()}, which is read again") from error
             self.positions[key] = message.offset() + 1
@@ -467,14 +477,17 @@ class Reader(Generic[T]):
     def catch_up(self, handle: Callable[[list[T]], None], timeout: float = 30.0, most: int = 1000) -> None:
         """Hand on every record up to each assigned partition's end as of now (a compacted topic read back as
         state), in batches of at most `most`. The end is where the consumer's position reaches the end offset, not a
-        record's offset: a topic written in transactions ends with a commit marker that is never delivered.
-        TimeoutError when the end is not reached within `timeout`."""
+        record's offset: a topic written in transactions ends with a commit marker that is never delivered; and when
+        nothing at all is left to deliver (markers or aborted records only, or a start at the end) the position stays
+        unknown, so the partition's end event says it instead. TimeoutError when the end is not reached within
+        `timeout`."""
         self.open()
         ends = self.ends()
         deadline = time.monotonic() + timeout
         while True:
             positions = {(tp.topic, tp.partition): tp.offset for tp in self.client.position(self.assignment())}
-            if all(positions.get(key, -1) >= end or end == 0 for key, end in ends.items()):
+            if all(max(positions.get(key, -1), self.ends_met.get(key, -1)) >= end or end == 0
+                   for key, end in ends.items()):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read {', '.join(self.topics)} to its end in {timeout:.0f} s")

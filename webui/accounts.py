@@ -87,7 +87,7 @@ class AccountFeed(Follower[Update]):
         reader = Reader(settings, "webui-accounts", list(names), self._decode, start=BEGINNING,
                         make_consumer=make_consumer,
                         watch=KafkaWatch(deps.kafka.reporter(who), backoff=Backoff(min(0.5, backoff_cap), backoff_cap)),
-                        registry=deps.registry.reporter(who), config={"enable.partition.eof": False})
+                        registry=deps.registry.reporter(who))
         super().__init__("webui-accounts", reader, self.apply, prepare=self._load, backoff_cap=backoff_cap,
                          most=500, logger=log)
 
