@@ -78,9 +78,9 @@ class AccountFeed(Follower[Update]):
         self.book = book
         self.ready = threading.Event()
         deps = deps or Dependencies()
-        names = {settings.users_topic: ("user", accounts.User.from_record),
-                 settings.api_tokens_topic: ("api_token", accounts.ApiToken.from_record),
-                 settings.sessions_ended_topic: ("session_end", lambda r: epoch_ms(r["ended"]))}
+        names = {settings.users_topic: ("user", lambda _key, record: accounts.User.from_record(record)),
+                 settings.api_tokens_topic: ("api_token", lambda _key, record: accounts.ApiToken.from_record(record)),
+                 settings.sessions_ended_topic: ("session_end", lambda _key, record: epoch_ms(record["ended"]))}
         self._decoders = {topic: keyed_decoder(self._codec(topic, schema), make, f"{topic} record", log)
                           for topic, (schema, make) in names.items()}
         who = "accounts"
