@@ -891,29 +891,45 @@ class TransactionalWriter:
     transaction must be aborted, it is, and the next `write` starts it again. Fatal (fenced by a newer instance with
     the same transactional id): the KafkaException itself, which ends the run. `init()` first: it aborts what a
     killed predecessor with the same transactional id left open.
+
+    A transaction still failing `replace_after` seconds after its first failure (librdkafka can lose its
+    coordinator for good when the broker is killed mid-commit: confluentinc/librdkafka#3779, #5511) is handed to
+    a new producer of the same transactional id, whose `init_transactions` aborts the open one; the next `write`
+    then starts the batch again. Nothing is doubled: the aborted records are never read by read_committed readers.
     """
 
     def __init__(self, settings: Settings, name: str, transactional_id: str, watch: KafkaWatch, outage: Reporter,
-                 config: dict[str, Any] | None = None) -> None:
+                 config: dict[str, Any] | None = None, replace_after: float = 45.0) -> None:
         # a short retry backoff: right after a commit the coordinator answers CONCURRENT_TRANSACTIONS until its
         # markers are written, and librdkafka's default 100 ms wait made every transaction take 100 ms (measured:
         # 7-10 ms with 5)
-        self.producer = producer(settings, name, {"transactional.id": transactional_id, "linger.ms": 0,
-                                                  "compression.type": "none", "message.timeout.ms": 60_000,
-                                                  "retry.backoff.ms": 5, "retry.backoff.max.ms": 100,
-                                                  **(config or {})}, watch)
+        self._make = lambda: producer(settings, name, {"transactional.id": transactional_id, "linger.ms": 0,
+                                                       "compression.type": "none", "message.timeout.ms": 60_000,
+                                                       "retry.backoff.ms": 5, "retry.backoff.max.ms": 100,
+                                                       **(config or {})}, watch)
+        self.producer = self._make()
+        self.name = transactional_id
         self.watch = watch
         self.outage = outage
+        self.replace_after = replace_after
         self.transactions = 0
+        self.replaced = 0
         self._batch: list[Record] | None = None  # the records of the open transaction
         self._offsets_sent = False
         self._abort_needed = False
+        self._init_needed = False  # a replacement producer: init_transactions before anything else
+        self._failing_since: float | None = None  # monotonic time of the first failure of the current write
 
     def init(self, timeout: float = 30.0) -> None:
         self._call("init_transactions", lambda: self.producer.init_transactions(timeout))
+        self._init_needed = False
 
     def write(self, records: list[Record], offsets: list[TopicPartition], consumer: Any | None,
               timeout: float = 30.0) -> None:
+        if self._failing_since is not None and time.monotonic() - self._failing_since > self.replace_after:
+            self._replace()
+        if self._init_needed:
+            self.init(timeout)
         if self._abort_needed or (self._batch is not None and self._batch is not records):
             self._call("abort_transaction", self._abort)
         if self._batch is None:
@@ -932,8 +948,19 @@ class TransactionalWriter:
             self._offsets_sent = True
         self._call("commit_transaction", lambda: self.producer.commit_transaction(timeout))
         self._batch = None
+        self._failing_since = None
         self.transactions += 1
         self.watch.alive()
+
+    def _replace(self) -> None:
+        log.warning("%s: a transaction still failing after %.0f s; a new producer takes over its transactional id "
+                    "(the open transaction is aborted, its records written again)", self.name,
+                    time.monotonic() - (self._failing_since or time.monotonic()))
+        self.producer = self._make()  # the old one is dropped: its epoch is fenced by the new one's init
+        self.replaced += 1
+        self._batch, self._offsets_sent, self._abort_needed = None, False, False
+        self._init_needed = True
+        self._failing_since = time.monotonic()  # the next replacement, if any, a bound later
 
     def poll(self, timeout: float) -> None:
         self.producer.poll(timeout)
@@ -955,6 +982,8 @@ class TransactionalWriter:
                 raise
             if error.txn_requires_abort() or not error.retriable():
                 self._abort_needed = True
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
             raise Unavailable(self.outage, f"{what}: {error.str()}") from exception
 
 

@@ -76,10 +76,14 @@ class StreamsProcess:
              "--only-symbols", symbol, *args],
             log, cwd=PROJECT_DIR, env=env)
         assignments = self.log.read_text().count("assigned ")
-        # the roll-up (the prices topic) and the cascade (the candle topics) each say "assigned"
-        wait_for(lambda: self.log.read_text().count("assigned ") >= assignments + 2 or self.process.poll() is not None,
-                 60, "the roll-up and the cascade to be assigned their topics")
-        assert self.process.poll() is None, self.log.read_text()[-3000:]
+        try:  # the roll-up (the prices topic) and the cascade (the candle topics) each say "assigned"
+            wait_for(lambda: self.log.read_text().count("assigned ") >= assignments + 2
+                     or self.process.poll() is not None, 60, "the roll-up and the cascade to be assigned their topics")
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+        except BaseException:
+            self.process.kill()  # never left running for the tests after this one
+            self.process.wait(30)
+            raise
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         self.process.send_signal(sig)
