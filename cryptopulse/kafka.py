@@ -892,14 +892,15 @@ class TransactionalWriter:
     the same transactional id): the KafkaException itself, which ends the run. `init()` first: it aborts what a
     killed predecessor with the same transactional id left open.
 
-    A transaction still failing `replace_after` seconds after its first failure (librdkafka can lose its
-    coordinator for good when the broker is killed mid-commit: confluentinc/librdkafka#3779, #5511) is handed to
+    A transaction still failing `replace_after` seconds after its first failure, or a call that does not return
+    within `call_bound` (librdkafka can lose its coordinator for good when the broker is killed mid-commit, and then
+    ignore the call's timeout: confluentinc/librdkafka#3779, #5456, #5511), is handed to
     a new producer of the same transactional id, whose `init_transactions` aborts the open one; the next `write`
     then starts the batch again. Nothing is doubled: the aborted records are never read by read_committed readers.
     """
 
     def __init__(self, settings: Settings, name: str, transactional_id: str, watch: KafkaWatch, outage: Reporter,
-                 config: dict[str, Any] | None = None, replace_after: float = 45.0) -> None:
+                 config: dict[str, Any] | None = None, replace_after: float = 45.0, call_bound: float = 45.0) -> None:
         # a short retry backoff: right after a commit the coordinator answers CONCURRENT_TRANSACTIONS until its
         # markers are written, and librdkafka's default 100 ms wait made every transaction take 100 ms (measured:
         # 7-10 ms with 5)
@@ -912,6 +913,7 @@ class TransactionalWriter:
         self.watch = watch
         self.outage = outage
         self.replace_after = replace_after
+        self.call_bound = call_bound  # the longest a transactional call is waited for (its own timeout is 30 s)
         self.transactions = 0
         self.replaced = 0
         self._batch: list[Record] | None = None  # the records of the open transaction
@@ -952,10 +954,34 @@ class TransactionalWriter:
         self.transactions += 1
         self.watch.alive()
 
+    def _bounded(self, what: str, call: Callable[[], object]) -> None:
+        """`call()` on a thread of its own, waited for `call_bound` seconds: librdkafka can block in a transactional
+        call far past its timeout once its coordinator is gone (confluentinc/librdkafka#5456). Past the bound the
+        call is left to itself on the producer given up, and a new producer takes over at the next `write`."""
+        outcome: list[BaseException] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as error:  # noqa: BLE001 - handed back to the caller's thread
+                outcome.append(error)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=f"{self.name}: {what}", daemon=True).start()
+        if not done.wait(self.call_bound):
+            self._failing_since = float("-inf")  # replaced at the next write
+            raise Unavailable(self.outage, f"{what}: no answer in {self.call_bound:.0f} s (its coordinator lost); "
+                                           "a new producer takes over the transactional id")
+        if outcome:
+            raise outcome[0]
+
     def _replace(self) -> None:
-        log.warning("%s: a transaction still failing after %.0f s; a new producer takes over its transactional id "
-                    "(the open transaction is aborted, its records written again)", self.name,
-                    time.monotonic() - (self._failing_since or time.monotonic()))
+        log.warning("%s: a transaction failing since %s; a new producer takes over its transactional id (the open "
+                    "transaction is aborted, its records written again)", self.name,
+                    "a call that never answered" if self._failing_since == float("-inf") else
+                    f"{time.monotonic() - (self._failing_since or time.monotonic()):.0f} s")
         self.producer = self._make()  # the old one is dropped: its epoch is fenced by the new one's init
         self.replaced += 1
         self._batch, self._offsets_sent, self._abort_needed = None, False, False
@@ -975,7 +1001,10 @@ class TransactionalWriter:
 
     def _call(self, what: str, call: Callable[[], object]) -> None:
         try:
-            call()
+            if what == "begin_transaction":
+                call()  # local: never waits on a broker
+            else:
+                self._bounded(what, call)
         except KafkaException as exception:
             error: KafkaError = exception.args[0]
             if error.fatal():
