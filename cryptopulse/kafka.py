@@ -881,6 +881,33 @@ class Processor:
 Record = tuple[str, str, bytes | None, list[tuple[str, bytes]]]  # topic, key, value, headers
 
 
+TRANSACTION_CALL_BOUND = 45.0  # the longest a transactional call is waited for (each is given a 30 s timeout)
+
+
+def answered_within(seconds: float, call: Callable[[], object], name: str) -> bool:
+    """Run `call()` on a thread of its own and wait at most `seconds`: True when it returned (its exception is
+    raised here), False when it did not answer. For librdkafka's transactional calls, which can block far past
+    their timeout once the coordinator is gone (confluentinc/librdkafka#3779, #5456): the caller then gives the
+    producer up (the call is left to itself) and a new one takes over the transactional id."""
+    outcome: list[BaseException] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as error:  # noqa: BLE001 - handed back to the caller's thread
+            outcome.append(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    if not done.wait(seconds):
+        return False
+    if outcome:
+        raise outcome[0]
+    return True
+
+
 class TransactionalWriter:
     """Records and a consumer's offsets written together, all or nothing, by one transactional producer: what a
     processor did with some input, and how far it has read it, become durable at once.
@@ -900,7 +927,8 @@ class TransactionalWriter:
     """
 
     def __init__(self, settings: Settings, name: str, transactional_id: str, watch: KafkaWatch, outage: Reporter,
-                 config: dict[str, Any] | None = None, replace_after: float = 45.0, call_bound: float = 45.0) -> None:
+                 config: dict[str, Any] | None = None, replace_after: float = 45.0,
+                 call_bound: float = TRANSACTION_CALL_BOUND) -> None:
         # a short retry backoff: right after a commit the coordinator answers CONCURRENT_TRANSACTIONS until its
         # markers are written, and librdkafka's default 100 ms wait made every transaction take 100 ms (measured:
         # 7-10 ms with 5)
@@ -955,27 +983,12 @@ class TransactionalWriter:
         self.watch.alive()
 
     def _bounded(self, what: str, call: Callable[[], object]) -> None:
-        """`call()` on a thread of its own, waited for `call_bound` seconds: librdkafka can block in a transactional
-        call far past its timeout once its coordinator is gone (confluentinc/librdkafka#5456). Past the bound the
-        call is left to itself on the producer given up, and a new producer takes over at the next `write`."""
-        outcome: list[BaseException] = []
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                call()
-            except BaseException as error:  # noqa: BLE001 - handed back to the caller's thread
-                outcome.append(error)
-            finally:
-                done.set()
-
-        threading.Thread(target=run, name=f"{self.name}: {what}", daemon=True).start()
-        if not done.wait(self.call_bound):
+        """`call()` within `call_bound` seconds (`answered_within`); past it, a new producer takes over at the next
+        `write`."""
+        if not answered_within(self.call_bound, call, f"{self.name}: {what}"):
             self._failing_since = float("-inf")  # replaced at the next write
             raise Unavailable(self.outage, f"{what}: no answer in {self.call_bound:.0f} s (its coordinator lost); "
                                            "a new producer takes over the transactional id")
-        if outcome:
-            raise outcome[0]
 
     def _replace(self) -> None:
         log.warning("%s: a transaction failing since %s; a new producer takes over its transactional id (the open "

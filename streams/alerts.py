@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,10 +90,11 @@ class AlertProcessor(kafka.Processor):
         self._rules = AvroCodec(settings, settings.alert_rules_topic, "alert_rule")
         self._alerts = AvroCodec(settings, settings.alerts_topic, "alert")
         self._states = AvroCodec(settings, settings.alerts_state_topic, "alert_state")
-        self._producer = kafka.producer(settings, "alerts", {
+        self._make_producer = lambda: kafka.producer(settings, "alerts", {
             "transactional.id": self.options.group, "linger.ms": 5, "compression.type": "none",
             "message.timeout.ms": 60_000,  # within the transaction's timeout, as librdkafka requires
         }, self.watch)
+        self._producer = self._make_producer()
         self.rules = Reader(settings, "alerts-rules", [settings.alert_rules_topic],
                             kafka.keyed_decoder(lambda value: self._rules.decode(value), make_rule, "rule", log),
                             group=f"{self.options.group}-rules", watch=self.watch, registry=self.registry,
@@ -107,6 +109,7 @@ class AlertProcessor(kafka.Processor):
         self._dirty = False  # consumed or produced since the last commit
         self._initialized = False
         self._abort_pending = False
+        self._init_needed = False  # a new producer (the old one gave no answer): init_transactions first
         self._fired = False  # fired in this step: commit at once
 
     def summary(self) -> str:
@@ -116,8 +119,7 @@ class AlertProcessor(kafka.Processor):
 
     def start(self) -> None:
         if not self._initialized:
-            with self.talking_to_kafka("init_transactions: "):
-                self._producer.init_transactions(30)  # aborts what a killed predecessor left open
+            self._init_transactions()
             self._initialized = True
             # the schemas registered (or looked up) now, so that producing an alert never waits for the registry
             self._encode(self._alerts, WARM_UP_ALERT)
@@ -232,7 +234,9 @@ class AlertProcessor(kafka.Processor):
         offsets = [TopicPartition(self.settings.prices_topic, p, n) for p, n in self._next().items()]
         try:
             if offsets:
-                self._producer.send_offsets_to_transaction(offsets, self.prices.client.consumer_group_metadata(), 30)
+                metadata = self.prices.client.consumer_group_metadata()
+                self._transactional("send_offsets_to_transaction",
+                                    lambda: self._producer.send_offsets_to_transaction(offsets, metadata, 30))
         except KafkaException as error:
             self._failed(error, "send_offsets_to_transaction")
         self._committing = True
@@ -244,7 +248,7 @@ class AlertProcessor(kafka.Processor):
 
     def _commit_transaction(self) -> None:
         try:
-            self._producer.commit_transaction(30)
+            self._transactional("commit_transaction", lambda: self._producer.commit_transaction(30))
         except KafkaException as error:
             self._failed(error, "commit_transaction")
         self._committing = self._in_txn = self._dirty = False
@@ -274,13 +278,38 @@ class AlertProcessor(kafka.Processor):
 
     def _finish_abort(self) -> None:
         with self.talking_to_kafka("abort_transaction: "):
-            self._producer.abort_transaction(30)
+            self._transactional("abort_transaction", lambda: self._producer.abort_transaction(30))
         self.stats.aborted += 1
         self._abort_pending = self._in_txn = False
+
+    def _init_transactions(self) -> None:
+        """Aborts what a killed predecessor (or a producer given up) left open under the transactional id."""
+        with self.talking_to_kafka("init_transactions: "):
+            self._transactional("init_transactions", lambda: self._producer.init_transactions(30))
+        self._init_needed = False
+
+    def _transactional(self, what: str, call: Callable[[], object]) -> None:
+        """A transactional call, waited for at most kafka.TRANSACTION_CALL_BOUND: librdkafka can block in one far
+        past its timeout once a killed broker took the coordinator with it. Then the producer is given up: a new one
+        takes over the transactional id (its init aborts the open transaction) and the processor goes back to its
+        last commit, as after any abort."""
+        if kafka.answered_within(kafka.TRANSACTION_CALL_BOUND, call, f"alerts: {what}"):
+            return
+        log.warning("%s did not answer in %.0f s: a new producer takes over the transactional id %s (the open "
+                    "transaction is aborted; evaluating again from the last commit)", what,
+                    kafka.TRANSACTION_CALL_BOUND, self.options.group)
+        self.book.restore(self._snapshot)
+        self._committing = self._dirty = self._in_txn = self._abort_pending = False
+        self.prices.seek({(self.settings.prices_topic, p): offset for p, offset in self._committed.items()})
+        self._producer = self._make_producer()
+        self._init_needed = True
+        raise Unavailable(self.kafka, f"{what}: no answer; a new producer takes over")
 
     # --- the loop (kafka.Processor.run) ---
 
     def step(self) -> None:
+        if self._init_needed:
+            self._init_transactions()
         if self._abort_pending:
             self._finish_abort()
         if self._committing:
