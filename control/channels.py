@@ -35,7 +35,9 @@ def render(channels: list[Channel], used_by: dict[str, list[str]]) -> str:
     lines = []
     for channel in channels:
         rules = used_by.get(channel.name, [])
-        lines.append(f"{channel.name:12} {terminal_safe(channel.describe())}  (created {iso_utc(channel.created)}; "
+        owner = f"of {terminal_safe(channel.owner)}; " if channel.owner else ""
+        lines.append(f"{channel.name:12} {terminal_safe(channel.describe())}  "
+                     f"({owner}created {iso_utc(channel.created)}; "
                      + (f"rules {', '.join(rules)})" if rules else "no rule names it)"))
     return "\n".join(lines)
 

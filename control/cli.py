@@ -158,6 +158,9 @@ def parser() -> argparse.ArgumentParser:
     add_channel.add_argument("--chat", default=None, help="telegram: the chat's id (or a public channel's @name)")
     add_channel.add_argument("--smtp", default=None, help="email: smtp://[user@]host[:port] (STARTTLS, port 587) or "
                              "smtps://[user@]host[:port] (TLS, 465); a user with @ is written %%40")
+    add_channel.add_argument("--user", default=None,
+                             help="the account it belongs to: only that account's rules may name it, only its pages "
+                                  "(and admins') offer it; default: the operator's (admins and this command)")
     add_channel.add_argument("--from", dest="sender", default=None,
                              help="email: the From address (default: the SMTP user if it is an address, else the "
                                   "recipient)")
@@ -278,9 +281,13 @@ def _channels(args: argparse.Namespace, settings: Settings) -> int:
         if others:
             raise ConfigError(f"{args.kind}: {', '.join(others)} is not for this kind; give --{stem}-env "
                               f"(or --{stem}-file)")
+        if args.user is not None:
+            accounts.existing_user(settings, args.user)
         channel = alert_channels.add(settings, new_channel(
             args.name, args.kind, args.target, secret_env=getattr(args, f"{stem}_env"),
-            secret_file=getattr(args, f"{stem}_file"), chat=args.chat, smtp=args.smtp, sender=args.sender))
+            secret_file=getattr(args, f"{stem}_file"), chat=args.chat, smtp=args.smtp, sender=args.sender,
+            owner=args.user))
+        audit.record(settings, "channel_added", target=channel.name, user=channel.owner, detail=channel.describe())
         print(f"channel {channel.name}: {channel.describe()} (on {settings.alert_channels_topic}; name it in a rule: "
               f"control alerts add BTC above 70000 --notify {channel.name})")
         missing = [n for n in _secret_variables(channel) if not os.environ.get(n)]
@@ -299,6 +306,8 @@ def _channels(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"rules {', '.join(naming)} notify {args.name}: remove them first (control alerts rm "
                               "ID), then the channel")
         channel = alert_channels.remove(settings, args.name)
+        audit.record(settings, "channel_removed", target=channel.name, user=channel.owner,
+                     detail=channel.describe())
         print(f"channel {channel.name} removed: {channel.describe()}")
     elif args.action == "test":
         channel = alert_channels.find(settings, args.name)

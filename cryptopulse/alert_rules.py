@@ -8,11 +8,13 @@ what is there (docs/alerts.md). Every function blocks (Kafka, the registry): the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from cryptopulse import alert_channels, topics
 from cryptopulse.alert import Rule, rule_id, rule_source
 from cryptopulse.avro import AvroCodec
+from cryptopulse.channel import Channel
 from cryptopulse.errors import ConfigError
 from cryptopulse.settings import Settings
 from cryptopulse.text import terminal_safe
@@ -65,18 +67,20 @@ def add(settings: Settings, rule: Rule, timeout: float = 30.0) -> Rule:
     """Publish a new rule (made by cryptopulse.alert's `new_rule` from values its rule_* functions checked); a
     channel it names that does not exist is a ConfigError (`control channels list`)."""
     if rule.channels:
-        check_channels(rule, {c.name for c in alert_channels.channels(settings)})
+        check_channels(rule, alert_channels.channels(settings))
     ensure_topic(settings)
     publish(settings, rule.id, rule, timeout)
     return rule
 
 
-def check_channels(rule: Rule, known: set[str]) -> None:
-    """ConfigError naming the channels the rule names that do not exist."""
+def check_channels(rule: Rule, channels: Iterable[Channel]) -> None:
+    """ConfigError naming the channels the rule names that do not exist, or that its owner may not use (another
+    account's: cryptopulse/channel.py `usable_by`)."""
+    known = sorted(c.name for c in channels if c.usable_by(rule.owner))
     unknown = [name for name in rule.channels if name not in known]
     if unknown:
-        raise ConfigError(f"no channel {', '.join(unknown)} (channels: {', '.join(sorted(known)) or 'none'}; "
-                          "add one with `control channels add`)")
+        raise ConfigError(f"no channel {', '.join(unknown)}{'' if rule.owner is None else ' of ' + rule.owner} "
+                          f"(channels: {', '.join(known) or 'none'}; add one with `control channels add`)")
 
 
 def publish(settings: Settings, key: str, rule: Rule | None, timeout: float = 30.0) -> tuple[int, int]:

@@ -144,6 +144,7 @@ class Channel:
     smtp: str | None = None
     sender: str | None = None
     created: int = 0  # epoch ms: the channel is sent the alerts fired from then on
+    owner: str | None = None  # the account it belongs to; None: the operator's (admins and the command line)
 
     def __post_init__(self) -> None:
         channel_name(self.name)
@@ -198,13 +199,18 @@ class Channel:
 
     def to_record(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "target": self.target, "secret_from": self.secret_from,
-                "smtp": self.smtp, "sender": self.sender, "created": self.created}
+                "smtp": self.smtp, "sender": self.sender, "created": self.created, "owner": self.owner}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Channel:
         """The channel in an Avro record; ConfigError when it breaks a channel's constraints."""
         return cls(record["name"], record["kind"], record["target"], record.get("secret_from"), record.get("smtp"),
-                   record.get("sender"), epoch_ms(record["created"]))
+                   record.get("sender"), epoch_ms(record["created"]), record.get("owner"))
+
+    def usable_by(self, owner: str | None) -> bool:
+        """Whether a rule of `owner` may name this channel: the operator's rules (None) any; an account's its own
+        and the operator's (which only an admin or the command line can hand it)."""
+        return owner is None or self.owner in (None, owner)
 
 
 def secret_option(kind: str) -> str:
@@ -215,7 +221,7 @@ def secret_option(kind: str) -> str:
 
 def new_channel(name: str, kind: str, target: str | None, *, secret_env: str | None = None,
                 secret_file: str | None = None, chat: str | None = None, smtp: str | None = None,
-                sender: str | None = None, created: int | None = None) -> Channel:
+                sender: str | None = None, created: int | None = None, owner: str | None = None) -> Channel:
     """A channel from what a person gave (`control channels add`): checked, ConfigError with the reason."""
     if secret_env is not None and secret_file is not None:
         raise ConfigError(f"give --{secret_option(kind)}-env or --{secret_option(kind)}-file, not both")
@@ -232,4 +238,5 @@ def new_channel(name: str, kind: str, target: str | None, *, secret_env: str | N
     if target is None:
         wanted = {"webhook": "the URL", "ntfy": "the topic URL (https://ntfy.sh/<topic>)", "email": "the address"}
         raise ConfigError(f"{kind}: give {wanted[kind]}")
-    return Channel(name, kind, target.strip(), reference, smtp, sender, now_ms() if created is None else created)
+    return Channel(name, kind, target.strip(), reference, smtp, sender, now_ms() if created is None else created,
+                   owner)

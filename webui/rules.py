@@ -11,7 +11,8 @@ The rules are written to the compacted rules topic by cryptopulse/alert_rules.py
 command refuse the same input with the same reason (a 400 {"error": reason} here).
 
 With accounts (webui/auth.py) a rule belongs to the account that added it: a page lists its account's rules
-(an admin's, every rule), removes only those (404 for another's: it does not exist for this account), and a viewer,
+(an admin's, every rule), removes only those (404 for another's: it does not exist for this account), offers and
+accepts only its account's channels (`control channels add --user`; an admin's page also the operator's), and a viewer,
 or a token of scope read, writes nothing (403); every write of a session carries its CSRF token (checked by
 webui/auth.py before this runs). Without accounts (local mode) nobody is authenticated, so writing is limited:
 - only clients on this machine that no proxy forwarded (`is_local`, as /healthz's detail), unless
@@ -46,7 +47,7 @@ from cryptopulse.alert import Rule, new_rule, rule_kind, rule_minutes, rule_sour
 from cryptopulse.alert_channels import make_channel
 from cryptopulse.alert_rules import make_rule
 from cryptopulse.avro import AvroCodec
-from cryptopulse.channel import channel_names
+from cryptopulse.channel import Channel, channel_names
 from cryptopulse.errors import ConfigError, CryptoPulseError
 from cryptopulse.kafka import KafkaWatch, Table
 from cryptopulse.outage import RateLimitFilter
@@ -54,7 +55,7 @@ from cryptopulse.text import terminal_safe
 from cryptopulse.times import epoch_ms
 from cryptopulse.topics import Definitions
 from webui.api import admitted, problem
-from webui.auth import audit, principal, read_body
+from webui.auth import Principal, audit, principal, read_body
 from webui.guard import client_address, is_local
 from webui.health import plain
 from webui.history import encode
@@ -162,6 +163,14 @@ async def not_loaded(shared: State, wait: float = 3.0) -> Response | None:
     return None
 
 
+def offered_channels(shared: State, who: Principal) -> list[Channel]:
+    """The channels this client's rules may name, by name: an account's own (an admin's: also the operator's);
+    every channel in local mode."""
+    assert shared.channels is not None, "the tables are loaded first (not_loaded)"
+    return sorted((c for c in shared.channels.values.values() if who.sees(c.owner) and c.usable_by(who.user)),
+                  key=lambda c: c.name)
+
+
 @rules.get("/alerts/rules")
 async def list_rules() -> Response:
     shared = state(current_app)
@@ -170,7 +179,7 @@ async def list_rules() -> Response:
         return refused
     who = principal()
     found = sorted((r for r in shared.rules.values.values() if who.sees(r.owner)), key=lambda r: (r.created, r.id))
-    channels = [{"name": c.name, "kind": c.kind} for c in sorted(shared.channels.values.values(), key=lambda c: c.name)]
+    channels = [{"name": c.name, "kind": c.kind} for c in offered_channels(shared, who)]
     return Response(encode({"rules": [rule_json(r) for r in found], "channels": channels,
                             "writable": writable(shared), "account": who.user}), content_type="application/json")
 
@@ -201,7 +210,7 @@ async def add_rule() -> Response:
     if refused is not None:
         return refused
     try:
-        alert_rules.check_channels(rule, set(shared.channels.values))
+        alert_rules.check_channels(rule, offered_channels(shared, who))
     except ConfigError as error:
         return problem(400, str(error), metric="invalid")
     try:

@@ -396,6 +396,11 @@ def test_control_channels_add_list_test_rm(settings, receiver, secrets_in_env):
     assert name not in control("channels", "list").stdout
     for text in (added.stdout, tested.stdout, listed.stdout):
         assert SECRETS["TEST_HOOK_SECRET"] not in text
+    # both changes are in the audit trail (issue 21), through the accounts sink into MongoDB
+    wait_for(lambda: all(any(kind in line and f"target={name}" in line and "via=control" in line
+                             for line in control("audit", "-n", "500").stdout.splitlines())
+                         for kind in ("channel_added  ", "channel_removed")), 60,
+             f"channel {name}'s addition and removal in `control audit`")
 
 
 def test_an_alert_naming_no_channel_is_given_up_for_it(settings, scenario, receiver):

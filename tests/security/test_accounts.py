@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from cryptopulse.alert import new_rule
+from cryptopulse.channel import new_channel
 from tests.security.accounts_app import (
     HOST,
     LOCAL,
@@ -481,3 +482,65 @@ def test_every_account_removed_while_served_beyond_loopback_lets_nobody_in(tmp_p
             return response.status_code
 
     assert run(scenario()) == 401
+
+
+def test_a_page_offers_and_accepts_only_its_accounts_channels(tmp_path, monkeypatch):
+    served = board(tmp_path, monkeypatch)
+    for name, owner in (("alice-phone", "alice"), ("bob-phone", "bob"), ("ops", None)):
+        served.shared.channels.values[name] = new_channel(name, "ntfy", f"https://ntfy.sh/{name}", owner=owner)
+
+    async def scenario() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        async with served.app.test_app() as test_app:
+            for name in ("alice", "root"):
+                client = test_app.test_client()
+                await log_in(client, name)
+                listed = await (await client.get("/alerts/rules", headers=HOST, scope_base={"client": OUTSIDE})
+                                ).get_json()
+                csrf = await page_csrf(client)
+                answers = [await client.post("/alerts/rules", json={**RULE, "notify": [channel]},
+                                             headers={**HOST, "X-CSRF-Token": csrf}, scope_base={"client": OUTSIDE})
+                           for channel in ("bob-phone", "alice-phone", "ops")]
+                seen[name] = ([c["name"] for c in listed["channels"]],
+                              [(a.status_code, (await a.get_json()).get("error")) for a in answers])
+        return seen
+
+    seen = run(scenario())
+    assert seen["alice"][0] == ["alice-phone"]  # neither bob's nor the operator's
+    assert [status for status, _ in seen["alice"][1]] == [400, 201, 400]
+    assert seen["alice"][1][0][1].startswith("no channel bob-phone of alice (channels: alice-phone;")
+    assert seen["root"][0] == ["ops"]  # an admin: the operator's, never an account's phone for its own rules
+    assert [status for status, _ in seen["root"][1]] == [400, 400, 201]
+
+
+def test_an_open_websocket_is_closed_when_its_session_ends(tmp_path, monkeypatch):
+    """A logout ends the session's sockets too (1008), checked every few seconds (here every 0.2 s)."""
+    import functools
+
+    from quart.testing.connections import WebsocketDisconnectError
+
+    import webui.ws
+
+    monkeypatch.setattr(webui.ws, "watch_session", functools.partial(webui.ws.watch_session, every=0.2))
+    served = board(tmp_path, monkeypatch)
+
+    async def scenario() -> tuple[int | None, str]:
+        async with served.app.test_app() as test_app:
+            client = test_app.test_client()
+            await log_in(client, "alice")
+            csrf = await page_csrf(client)
+            async with client.websocket("/ws", headers=HOST, scope_base={"client": OUTSIDE}) as ws:
+                await ws.send('{"type": "nonsense"}')
+                assert json.loads(await asyncio.wait_for(ws.receive(), 5))["type"] == "error"  # open and served
+                out = await client.post("/logout", headers={**HOST, "X-CSRF-Token": csrf},
+                                        scope_base={"client": OUTSIDE})
+                assert out.status_code == 200
+                try:
+                    while True:
+                        await asyncio.wait_for(ws.receive(), 5)
+                except WebsocketDisconnectError as closed:
+                    return closed.args[0] if closed.args else None, repr(closed)
+        return None, "not closed"
+
+    code, said = run(scenario())
+    assert code == 1008, said

@@ -11,6 +11,7 @@ import pytest
 
 from control.schemas import backward_problems
 from cryptopulse.alert import Rule, new_rule
+from cryptopulse.alert_rules import check_channels
 from cryptopulse.channel import Channel, Smtp, channel_names, new_channel
 from cryptopulse.errors import ConfigError
 from cryptopulse.settings import Settings
@@ -113,3 +114,24 @@ def test_the_channels_field_is_a_backward_compatible_addition(name):
     assert read["channels"] == []
     if name == "alert_rule":
         assert Rule.from_record(read).channels == ()
+
+
+def test_a_channel_belongs_to_an_account_an_addition_older_records_read_as_the_operators():
+    """`owner` (issue 21): a record written before it reads as the operator's channel; an account's rule may name
+    its own channels and the operator's, never another account's."""
+    old, new = without("alert_channel", "owner"), schema("alert_channel")
+    assert backward_problems(old, new) == []
+    written = io.BytesIO()
+    fastavro.schemaless_writer(written, fastavro.parse_schema(old),
+                               {"name": "ops", "kind": "ntfy", "target": "https://ntfy.sh/x", "created": T0})
+    read = Channel.from_record(fastavro.schemaless_reader(io.BytesIO(written.getvalue()), fastavro.parse_schema(old),
+                                                          fastavro.parse_schema(new)))
+    assert read.owner is None
+    mine = new_channel("phone", "ntfy", "https://ntfy.sh/y", created=T0, owner="alice")
+    assert Channel.from_record(mine.to_record()) == mine
+    assert [c.usable_by("alice") for c in (read, mine)] == [True, True]
+    assert [c.usable_by("bob") for c in (read, mine)] == [True, False]
+    assert [c.usable_by(None) for c in (read, mine)] == [True, True]  # the operator's own rules name any
+    with pytest.raises(ConfigError, match="no channel phone of bob"):
+        check_channels(new_rule("BTC", "above", 1, owner="bob", channels=("phone",)), [read, mine])
+    check_channels(new_rule("BTC", "above", 1, owner="alice", channels=("phone", "ops")), [read, mine])
