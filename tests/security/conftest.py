@@ -91,10 +91,10 @@ def dashboard(tmp_path: Path) -> Iterator[Callable[..., Dashboard]]:
                 time.sleep(0.2)
 
     yield start
-    for board in started:
+    for board in started:  # a stub keeps nothing: a socket a test left open need not be waited for (3 s each)
         board.process.terminate()
         try:
-            board.process.wait(3)
+            board.process.wait(0.5)
         except subprocess.TimeoutExpired:
             board.process.kill()
             board.process.wait(10)
