@@ -1,6 +1,6 @@
 """The dashboard under abuse, for a minute: does an ordinary client still get its charts and its ticks?
 
-    python bench/abuse.py [--seconds 60] [--rate 30] [--url http://127.0.0.1:8000 --pid N] [--baseline]
+    python bench/abuse.py [--seconds 60] [--rate 30] [--url http://127.0.0.1:8000 --pid N] [--baseline] [--auth]
 
 Needs the stack (`control stack up`). Without --url it starts `webui serve` on a free port with its default
 limits in a namespace of its own (topics `bench-abuse-*`, database `bench_abuse`, removed afterwards): the
@@ -8,6 +8,8 @@ database seeded with 10 days of 1-minute candles (and their 5-minute roll-up, th
 per coin, the same published on its topics (the dashboard's views load from them), live ticks published (simulated,
 BTC, ETH, XRP) at --rate a second into its prices topic. With
 --url and --pid it abuses a dashboard that runs already (the ordinary client then needs ticks flowing there).
+With --auth, an account and an API token of scope read are made in the namespace first (`control users add`,
+`control tokens add`): the dashboard is in login mode, the ordinary client sends the token, the abusers none.
 
 While an ordinary client (a process of its own, from 127.0.0.1: one socket following BTC's live ticks, one asking
 for a chart every 2 s, 1h, 24h and 7d in turn) goes on, abusers each from a loopback address of its own (127.0.1.x
@@ -112,14 +114,15 @@ def histogram_quantile(before: str, after: str, name: str, q: float) -> float:
 # --- the ordinary client (a process of its own, so the abusers' loop does not slow its clock) ---------------
 
 
-def ordinary(ws_url: str, seconds: float, results: Any) -> None:
-    asyncio.run(_ordinary(ws_url, seconds, results))
+def ordinary(ws_url: str, seconds: float, results: Any, token: str | None = None) -> None:
+    asyncio.run(_ordinary(ws_url, seconds, results, token))
 
 
-async def _ordinary(ws_url: str, seconds: float, results: Any) -> None:
+async def _ordinary(ws_url: str, seconds: float, results: Any, token: str | None = None) -> None:
     """Two sockets, as two tabs of the page: one follows BTC's live ticks (subscribed once), the other asks for
     a chart every 2 s (1h, 24h, 7d in turn) and measures how long each snapshot takes."""
     deadline = time.monotonic() + seconds
+    credentials = {"additional_headers": {"Authorization": f"Bearer {token}"}} if token else {}
     found: dict[str, Any] = {"asked": 0, "received": 0, "snapshot_ms": [], "server_ms": [], "tick_ms": [],
                              "ticks": [],
                              "errors": Counter(), "disconnects": 0, "first_tick_ts": None}
@@ -127,7 +130,7 @@ async def _ordinary(ws_url: str, seconds: float, results: Any) -> None:
     async def live() -> None:
         while time.monotonic() < deadline:
             try:
-                async with websockets.connect(ws_url, max_size=2**24, open_timeout=10) as ws:
+                async with websockets.connect(ws_url, max_size=2**24, open_timeout=10, **credentials) as ws:
                     await ws.send(json.dumps({"type": "subscribe", "symbol": "BTC", "range": "1h"}))
                     while time.monotonic() < deadline:
                         try:
@@ -151,7 +154,7 @@ async def _ordinary(ws_url: str, seconds: float, results: Any) -> None:
         turn = 0
         while time.monotonic() < deadline - 2:
             try:
-                async with websockets.connect(ws_url, max_size=2**24, open_timeout=10) as ws:
+                async with websockets.connect(ws_url, max_size=2**24, open_timeout=10, **credentials) as ws:
                     while time.monotonic() < deadline - 2:
                         sent = time.perf_counter()
                         await ws.send(json.dumps({"type": "subscribe", "symbol": "BTC", "range": RANGES[turn % 3]}))
@@ -425,6 +428,18 @@ def publisher(settings: Settings, rate: float, stop: threading.Event, sent: Coun
     producer.flush(10)
 
 
+def make_account(env: dict[str, str]) -> str:
+    """An account and a read token in the bench's namespace (the dashboard then asks every client to log in)."""
+    def control(*args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(["control", *args], env=env, input=stdin, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise SystemExit(f"control {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    control("users", "add", "benchabuse", stdin="a bench passphrase of enough length\n")
+    return control("tokens", "add", "bench", "--user", "benchabuse", "--scope", "read", "--expires", "1d").strip()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60)
@@ -432,7 +447,12 @@ def main() -> int:
     parser.add_argument("--url", help="a dashboard that runs already (then --pid too)")
     parser.add_argument("--pid", type=int, help="its process id, for its memory")
     parser.add_argument("--baseline", action="store_true", help="the ordinary client alone, without abusers")
+    parser.add_argument("--auth", action="store_true", help="login mode: an account exists, the ordinary client "
+                        "sends an API token, the abusers nothing")
     args = parser.parse_args()
+    if args.auth and args.url:
+        parser.error("--auth makes the account in the bench's own namespace: not with --url")
+    token = None
     settings = Settings()
     app = None
     stop_publishing = threading.Event()
@@ -449,6 +469,9 @@ def main() -> int:
         Producer({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(TOPIC, timeout=10)  # creates it
         seeded = seed(settings)
         print(f"seeded {DATABASE}: {seeded[0]:,} candles (10 days), {seeded[1]:,} ticks (3 hours)", flush=True)
+        if args.auth:
+            token = make_account(env)
+            print("login mode: an account and a read token made; abusers send no credentials", flush=True)
         app = subprocess.Popen([sys.executable, "-m", "webui.cli", "serve", "--port", str(port)], env=env,
                                stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         http, pid = f"http://127.0.0.1:{port}", app.pid
@@ -498,7 +521,7 @@ def main() -> int:
         results: Any = multiprocessing.get_context("spawn").Queue()
         client = multiprocessing.get_context("spawn").Process(target=ordinary,
                                                               args=(f"ws://127.0.0.1:{port}/ws", args.seconds + 4,
-                                                                    results))
+                                                                    results, token))
         client.start()
         time.sleep(2)
         if args.baseline:
