@@ -143,7 +143,9 @@ def test_timeframes_scrolling_back_and_the_time_zone(server, history, width, hei
         assert page.evaluate("window.dashboard.series.candles.data()[0].time") == first_bar // 1000 + offset
         page.wait_for_timeout(500)
         local_marks = axis_marks(page)  # the same bars in view: a wall-clock label now stands where local time says
-        assert local_marks != utc_marks and {t for t, _ in local_marks} & {t for t, _ in utc_marks}
+        assert local_marks and local_marks != utc_marks
+        if width >= 1000:  # enough marks that some label is in both (at phone width two or three may share none)
+            assert {t for t, _ in local_marks} & {t for t, _ in utc_marks}
         page.screenshot(path=str(ARTIFACTS / f"history-7d-1h-local-time-{width}px.png"))
         page.reload()
         wait_for(lambda: counter(page, "snapshots") >= 1, 60, "the snapshot after reloading")

@@ -57,6 +57,9 @@ def symbols_covering(partitions: int, per_partition: int) -> dict[str, int]:
     return chosen
 
 
+IDLE_CLOSE_S = 20
+
+
 def assignment(process: StreamsProcess) -> set[int]:
     """The partitions of the process's latest assignment, from its log."""
     lines = ASSIGNED.findall(process.log.read_text())
@@ -113,8 +116,11 @@ def one_processor_killed(settings: Settings, mongo, tmp_path, monkeypatch) -> st
                                                                                                 m.offset())))
         assert producer.flush(30) == 0
 
-    first = StreamsProcess(group, tmp_path / "first.log", "", "--idle-close-seconds", "5")
-    second = StreamsProcess(group, tmp_path / "second.log", "", "--idle-close-seconds", "5")
+    # a key idle for IDLE_CLOSE_S closes its open minute: long enough that the slow symbols' open minute 3 still holds
+    # the commit back while the test waits for the fast symbols' minute 3 (on a slow machine that took over 5 s, the
+    # minute closed and the commit went past it), short enough to close every last minute within the final wait
+    first = StreamsProcess(group, tmp_path / "first.log", "", "--idle-close-seconds", str(IDLE_CLOSE_S))
+    second = StreamsProcess(group, tmp_path / "second.log", "", "--idle-close-seconds", str(IDLE_CLOSE_S))
     processes = [first, second]
     try:
         wait_for(lambda: len(assignment(first)) == len(assignment(second)) == 2
