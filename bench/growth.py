@@ -165,6 +165,7 @@ def dashboard(env: dict[str, str], log: Path, symbol: str) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
         async with socket_ as ws:
             async def snapshot(ask: dict[str, Any]) -> dict[str, Any]:
+                await asyncio.sleep(0.2)  # within the socket's 10 messages a second
                 await ws.send(json.dumps({"type": "subscribe", "symbol": symbol, **ask}))
                 while True:
                     message = json.loads(await asyncio.wait_for(ws.recv(), 120))
