@@ -165,14 +165,18 @@ def dashboard(env: dict[str, str], log: Path, symbol: str) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
         async with socket_ as ws:
             async def snapshot(ask: dict[str, Any]) -> dict[str, Any]:
-                await asyncio.sleep(0.2)  # within the socket's 10 messages a second
-                await ws.send(json.dumps({"type": "subscribe", "symbol": symbol, **ask}))
-                while True:
-                    message = json.loads(await asyncio.wait_for(ws.recv(), 120))
-                    if message.get("type") == "snapshot":
-                        return message
-                    if message.get("type") == "error" and message.get("retry_ms") is None:
-                        raise RuntimeError(message)
+                while True:  # asked again after a "busy" (a window read from the store while the views load)
+                    await asyncio.sleep(0.2)  # within the socket's 10 messages a second
+                    await ws.send(json.dumps({"type": "subscribe", "symbol": symbol, **ask}))
+                    while True:
+                        message = json.loads(await asyncio.wait_for(ws.recv(), 120))
+                        if message.get("type") == "snapshot":
+                            return message
+                        if message.get("type") == "error":
+                            if message.get("retry_ms") is None:
+                                raise RuntimeError(message)
+                            await asyncio.sleep(message["retry_ms"] / 1000)
+                            break
 
             for range_ in ("24h", "7d"):
                 snap = await snapshot({"range": range_})
