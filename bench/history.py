@@ -9,8 +9,10 @@ publishes them (streams/history.py), with a tick a minute on the prices topic as
 all stored by the namespace's sinks. So a dashboard started now finds everything published in the last minutes: the
 worst case for views that load from their topics. Then:
 
-1. A fresh dashboard (`webui`, a process of its own): once /healthz answers, its first 24 h and 7 d charts from the
-   history API (wall time to the answer, and `server_ms`), and how long each view took to load (/healthz).
+1. A fresh dashboard (`webui`, a process of its own): once /healthz answers, the past window docs/webui.md gives as
+   its example (a day before anything stored, as CSV, with and without `interval`: answered without a scan), then
+   its first 24 h and 7 d charts from the history API (wall time to the answer, and `server_ms`), and how long each
+   view took to load (/healthz).
 2. Once loaded (in this process, its own views, no answer cache): each range's chart, `server_ms`, median of --runs.
 3. Older than the views: a page of 1,000 1m bars 20 days back and of 1,000 5m bars 30 days back, read by `_id` (the
    app's way: one lookup per bar) against a range scan of the same window (the way it avoids).
@@ -50,6 +52,7 @@ from webui.history import HistoryStore  # noqa: E402
 from webui.views import WindowView, all_specs  # noqa: E402
 
 PREFIX = "bench-history-"
+PAST_WINDOW = {"start": 1764460800000, "end": 1764547200000, "format": "csv"}  # docs/webui.md's example
 CHARTS = (("24h", "1m"), ("7d", "5m"), ("30d", "1h"), ("90d", "1h"), ("1y", "4h"), ("1y", "1d"), ("all", "1d"))
 
 
@@ -117,19 +120,25 @@ def fresh_dashboard(env: dict[str, str], symbol: str) -> dict[str, Any]:
             time.sleep(0.05)
         healthy = time.monotonic()
         out["healthz_s"] = healthy - started
-        for range_ in ("24h", "7d"):
+        def ask(params: dict[str, str | int]) -> dict[str, Any]:
             asked = time.monotonic()
             busy = 0
             while True:
-                response = requests.get(f"{url}/api/v1/history", params={"symbol": symbol, "range": range_}, timeout=70)
+                response = requests.get(f"{url}/api/v1/history", params={"symbol": symbol, **params}, timeout=70)
                 if response.status_code != 503:
                     break
                 busy += 1
                 time.sleep(float(response.headers.get("Retry-After", 1)))
-            body = response.json()
-            out[range_] = {"status": response.status_code, "wall_s": time.monotonic() - asked,
-                           "after_healthz_s": time.monotonic() - healthy, "server_ms": body.get("server_ms"),
-                           "rows": len(body.get("rows", [])), "interval": body.get("interval"), "busy": busy}
+            body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+            return {"status": response.status_code, "wall_s": time.monotonic() - asked,
+                    "after_healthz_s": time.monotonic() - healthy, "server_ms": body.get("server_ms"),
+                    "rows": len(body.get("rows", [])), "interval": body.get("interval"), "busy": busy,
+                    "lines": response.text.count("\n")}
+
+        out["past 5m"] = ask({**PAST_WINDOW, "interval": "5m"})
+        out["past"] = ask(PAST_WINDOW)
+        for range_ in ("24h", "7d"):
+            out[range_] = ask({"range": range_})
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             views = requests.get(f"{url}/healthz", timeout=5).json()["views"]
@@ -206,6 +215,11 @@ def main() -> None:
               + f"; published in {published:.0f} s, stored {stored:.0f} s later")
         fresh = fresh_dashboard(env, symbols[0])
         print(f"1. a fresh dashboard: /healthz 200 after {fresh['healthz_s']:.1f} s; then")
+        for name in ("past 5m", "past"):
+            answer = fresh[name]
+            print(f"   docs/webui.md's past window as CSV{' (interval 5m)' if '5m' in name else ''}: HTTP "
+                  f"{answer['status']}, {answer['lines']} lines, {answer['wall_s'] * 1000:.0f} ms to the answer, "
+                  f"503 busy {answer['busy']} times")
         for range_ in ("24h", "7d"):
             chart = fresh[range_]
             print(f"   its first {range_} chart ({chart['rows']} bars of {chart['interval']}, HTTP {chart['status']}): "

@@ -48,7 +48,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from cryptopulse.errors import ConfigError, RegistryUnavailable
+from cryptopulse.errors import ConfigError, DeliveryError, RegistryUnavailable
 from cryptopulse.outage import Backoff, Outage, librdkafka_logger
 from cryptopulse.settings import Settings
 from cryptopulse.text import terminal_safe
@@ -1031,19 +1031,40 @@ class TransactionalWriter:
 
 def committed_or(client: Any, partitions: list[TopicPartition], from_end: bool) -> list[TopicPartition]:
     """Each partition at the group's committed offset, or where a group without one starts (its end with
-    `from_end`, else its beginning), resolved now: once assigned, every record published from then on is read."""
+    `from_end`, else its beginning), resolved now and committed: once assigned, every record published from then
+    on is read, by this member or by whichever takes over (a restart before the first commit included)."""
     committed = client.committed(partitions, timeout=30)
+    starts = []
     for tp in committed:
         if tp.offset == OFFSET_INVALID or tp.offset < 0:
             low, high = client.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
             tp.offset = high if from_end else low
+            starts.append(TopicPartition(tp.topic, tp.partition, tp.offset))
+    if starts:
+        client.commit(offsets=starts, asynchronous=False)
     return committed
 
 
-def run_until_signalled(*processors: Processor) -> int:
-    """Run processors until SIGINT/SIGTERM, when each commits what it has done and stops; one line each at the end,
-    and a non-zero exit when one ended on an error, for whoever restarts the process (the supervisor, `./run demo`,
-    compose). Several run side by side, one thread each; an error in one stops them all."""
+FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+
+
+def worth_a_restart(error: BaseException) -> bool:
+    """An error after which a new processor (new clients, state read back, from the last commit) goes on, as a
+    restarted process would: records that were not delivered (nothing was committed past them), or a producer
+    that cannot go on (librdkafka's fatal idempotence errors: a broker that lost or reused a producer id after an
+    unclean restart answers "out of order sequence number"). Not a fenced producer: a newer instance has taken
+    over, and this one must end."""
+    if isinstance(error, DeliveryError):
+        return True
+    return isinstance(error, KafkaException) and is_fatal(error) and error.args[0].code() not in FENCED
+
+
+def run_until_signalled(*makers: Callable[[], Processor]) -> int:
+    """Run the processors `makers` make until SIGINT/SIGTERM, when each commits what it has done and stops; one line
+    each at the end, and a non-zero exit when one ended on an error, for whoever restarts the process (the
+    supervisor, `./run demo`, compose). Several run side by side, one thread each; an error in one stops them all,
+    except one `worth_a_restart`: that processor is made again (after a backoff) and goes on from its last commit.
+    """
     stopping: list[int] = []
 
     def on_signal(number: int, _frame: object) -> None:
@@ -1054,24 +1075,46 @@ def run_until_signalled(*processors: Processor) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     failed: list[Processor] = []
+    running: list[Processor] = []
 
-    def run(processor: Processor) -> None:
-        try:
-            processor.run(stop=lambda: bool(stopping) or bool(failed))
-            processor.log.info("%s stopped: %s", processor.name, processor.summary())
-        except Exception as error:  # noqa: BLE001 - one clear line, and a non-zero exit for whoever restarts it
-            processor.log.error("%s stopped: %s", processor.name, error)
-            failed.append(processor)
+    def stop() -> bool:
+        return bool(stopping) or bool(failed)
 
-    threads = [threading.Thread(target=run, args=(p,), name=p.name) for p in processors[1:]]
-    for thread in threads:
+    def run(make: Callable[[], Processor]) -> None:
+        backoff = Backoff(1.0, 30.0)
+        processor = make()
+        running.append(processor)
+        while True:
+            try:
+                processor.run(stop=stop)
+                processor.log.info("%s stopped: %s", processor.name, processor.summary())
+                return
+            except Exception as error:  # noqa: BLE001 - one clear line, and a non-zero exit for whoever restarts it
+                if not worth_a_restart(error) or stop():
+                    processor.log.error("%s stopped: %s", processor.name, error_text(error))
+                    failed.append(processor)
+                    return
+                wait = backoff.next()
+                processor.log.error("%s stopped: %s; a new one goes on from the last commit in %.0f s",
+                                    processor.name, error_text(error), wait)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and not stop():
+                time.sleep(0.1)
+            if stop():
+                return
+            running.remove(processor)
+            processor = make()
+            running.append(processor)
+
+    threads = [threading.Thread(target=run, args=(make,), name=f"processor-{n}") for n, make in enumerate(makers)]
+    for thread in threads[1:]:
         thread.start()
-    run(processors[0])
-    while any(t.is_alive() for t in threads):
-        for thread in threads:
+    run(makers[0])
+    while any(t.is_alive() for t in threads[1:]):
+        for thread in threads[1:]:
             thread.join(0.2)  # short joins: the main thread keeps taking signals
     code = 1 if failed else 0
-    if not all(p.closed for p in processors):  # a Kafka client stuck in close would also block the interpreter's exit
+    if not all(p.closed for p in running):  # a Kafka client stuck in close would also block the interpreter's exit
         logging.shutdown()
         os._exit(code)
     return code

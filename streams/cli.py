@@ -127,12 +127,11 @@ def _main(argv: list[str] | None) -> int:
         return 1 if failed else 0
 
     if args.command == "alerts":
-        alerts = AlertProcessor(settings, AlertOptions(group=args.group or "",
-                                                       from_end=not args.from_beginning))
-        return run_until_signalled(alerts)
+        options = AlertOptions(group=args.group or "", from_end=not args.from_beginning)
+        return run_until_signalled(lambda: AlertProcessor(settings, options))
 
     if args.command == "notify":
-        return run_until_signalled(NotifyProcessor(settings, notify_options(args)))
+        return run_until_signalled(lambda: NotifyProcessor(settings, notify_options(args)))
 
     only = frozenset(s.strip().upper() for s in args.only_symbols.split(",")) if args.only_symbols else None
     options = ProcessorOptions(
@@ -140,12 +139,15 @@ def _main(argv: list[str] | None) -> int:
         idle_close=args.idle_close_seconds,
         only_symbols=only, from_end=args.from_end, close_on_stop=args.close_on_stop,
         retention_every=None if args.no_retention else args.retention_minutes * 60)
-    processor = Processor(settings, options)
     every = args.cascade_update_seconds
-    book = CascadeBook(update_every=(lambda _interval: every) if every else default_update_every)
-    cascade = CascadeProcessor(settings, f"{options.group or settings.streams_group}-cascade", from_end=args.from_end,
-                               only_symbols=only, book=book, close_on_stop=args.close_on_stop)
-    return run_until_signalled(processor, cascade)
+    group = options.group or settings.streams_group
+
+    def cascade() -> CascadeProcessor:
+        book = CascadeBook(update_every=(lambda _interval: every) if every else default_update_every)
+        return CascadeProcessor(settings, f"{group}-cascade", from_end=args.from_end, only_symbols=only, book=book,
+                                close_on_stop=args.close_on_stop)
+
+    return run_until_signalled(lambda: Processor(settings, options), cascade)
 
 
 if __name__ == "__main__":
