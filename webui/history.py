@@ -401,8 +401,9 @@ class HistoryStore:
 
     async def answer(self, symbol: str, range_: str | None, end: int | None = None, *, span_ms: int | None = None,
                      interval: str | None = None) -> Answer:
-        """The snapshot ending at `end` (epoch ms) or now, encoded; a time ahead of now is now, and without views a
-        time before anything stored is an empty window (no query; with views an old window costs its bars' lookups).
+        """The snapshot ending at `end` (epoch ms) or now, encoded; a time ahead of now is now, and a time before
+        anything stored is an empty window without a query (with views: before the coin's first day in the daily
+        view; without: before the oldest time stored, refreshed once a minute).
 
         The charts ask for a `range_` in bars of `interval` (default: the range's); the history API may also ask for
         a window `span_ms` long ending at `end` (always a past window: never clamped to now)."""
@@ -411,7 +412,7 @@ class HistoryStore:
         interval = interval or DEFAULT_TIMEFRAME[range_ or ""]
         if span_ms is None and end is not None and end >= int(time.time() * 1000):
             end = None  # the future is now: the live window, shared with everyone who asks for it
-        if end is not None and self._before_data(end):
+        if end is not None and (self._before_data(end) or await self._before_symbol(symbol, end)):
             snap = build_snapshot(symbol, range_, end, (None, []), (None, []), [], self.max_points, span_ms=span_ms,
                                   interval=interval)
             return Answer.of({**snap, "server_ms": 0.0})
@@ -554,6 +555,24 @@ class HistoryStore:
             self._since_checked = time.monotonic()
             self._since_task = asyncio.create_task(self._refresh_since())
         return self.data_since is not None and end < self.data_since
+
+    async def _before_symbol(self, symbol: str, end: int) -> bool:
+        """Whether `end` lies before the first day and the first week of `symbol` that the daily and weekly views
+        hold (they hold everything: each minute stored is rolled up into its day and week, kept for ever, and a
+        back-fill of days or weeks is too): nothing of the coin is stored before that, so the window is empty
+        without a read. False when a view is not there, not loaded or full, or neither knows the coin (the store
+        is asked, as before)."""
+        firsts = []
+        for name in ("1d", "1w"):
+            view = self.views.get(name)
+            if view is None:
+                return False
+            await self._ready(view)
+            if not view.ready.is_set() or view.full:
+                return False
+            firsts.append(view.earliest(symbol))
+        known = [first for first in firsts if first is not None]
+        return bool(known) and end < min(known)
 
     async def _refresh_since(self) -> None:
         try:

@@ -209,6 +209,11 @@ class WindowView:
             rows = self._rows.get((symbol, source))
             return min(rows) if rows else None
 
+    def earliest(self, symbol: str) -> int | None:
+        """The time of the oldest row of `symbol`, any source; None when it has none."""
+        with self._lock:
+            return min((min(rows) for key, rows in self._rows.items() if key[0] == symbol and rows), default=None)
+
     def last_before(self, symbol: str, source: str, ts: int) -> int | None:
         """The time of the newest row of (symbol, source) before `ts`, None when there is none."""
         with self._lock:

@@ -112,6 +112,42 @@ def test_an_end_before_anything_stored_is_answered_without_a_query():
     assert all(s["stats"]["count"] == 0 and s["line"] == [] for s in snaps)
 
 
+def test_with_views_an_end_before_the_coins_first_day_is_answered_without_a_read():
+    """Issue 22, item 1: docs/webui.md's past window (a day a year before anything stored) took 12-20 s on a fresh
+    dashboard over 60 days: with views the oldest-time bound was never used, and the window's tick fallback scanned
+    the stored ticks. The daily and weekly views hold every day and week of every coin: before the first, nothing."""
+    from cryptopulse.settings import Settings
+    from webui.series import CandleRow
+    from webui.views import WindowView, candle_spec
+
+    day = 86_400_000
+    first_day = (int(time.time() * 1000) // day - 60) * day  # 60 days stored
+    settings = Settings()
+    views = {name: WindowView(settings, candle_spec(settings, name)) for name in ("1d", "1w")}
+    for n in range(61):
+        views["1d"].put("BTC", "simulated", CandleRow(first_day + n * day, 1.0, 1.0, 1.0, 1.0))
+    views["1w"].put("BTC", "simulated", CandleRow(first_day - 3 * day, 1.0, 1.0, 1.0, 1.0))  # its week began earlier
+    for view in views.values():
+        view.ready.set()
+    builds: list = []
+
+    async def scenario() -> list[dict[str, Any]]:
+        history = store(views=views)
+        history._build = synthetic(builds)
+        try:
+            before = [await history.snapshot("BTC", range_, end) for end in (1_764_547_200_000, first_day - 3 * day - 1)
+                      for range_ in ("24h", "7d")]
+            await history.snapshot("BTC", "24h", first_day - 3 * day)  # within the first week: read
+            await history.snapshot("ETH", "24h", 1_764_547_200_000)  # a coin the views do not know: read
+            return before
+        finally:
+            await history.close()
+
+    snaps = asyncio.run(scenario())
+    assert all(s["stats"]["count"] == 0 and s["line"] == [] for s in snaps)
+    assert builds == [("BTC", "24h", first_day - 3 * day), ("ETH", "24h", 1_764_547_200_000)]
+
+
 def test_a_shared_query_survives_the_departure_of_the_client_that_started_it():
     builds: list = []
 
