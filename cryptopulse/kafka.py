@@ -602,9 +602,13 @@ class Follower(Generic[T]):
                 self._follow()
                 return  # stopped
             except Unavailable as error:
+                if self.stopping.is_set():
+                    return  # a failure after the stop was asked for is nobody's concern (nor a log line)
                 error.outage.down(error.cause)
                 self.failure = error_text(error.cause)
             except Exception as error:  # noqa: BLE001 - never fatal: a new consumer, after a backoff
+                if self.stopping.is_set():
+                    return
                 self.failure = error_text(error)
                 said = f"{type(error).__name__}: {self.failure}"
                 if said not in self._said:  # once per kind of failure, not once per retry; a traceback if a bug

@@ -26,11 +26,15 @@ def _rank(item: pytest.Item) -> int:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark what needs the stack, then order: unit, integration, stack restarts, faults, cluster."""
+    """Mark what needs the stack (`stack`: everything after the unit tests), then order: unit, integration, stack
+    restarts, faults, cluster. `./run test` runs each part in a session of its own: `-m "not stack"`, then the
+    rest (tests that set the namespace in os.environ never share a process with those that read the defaults)."""
     for item in items:
         for folder in ("integration", "faults", "cluster"):
             if f"/{folder}/" in str(item.fspath):
                 item.add_marker(getattr(pytest.mark, folder))
+        if _rank(item) > 0:
+            item.add_marker(pytest.mark.stack)
     items.sort(key=_rank)
 
 

@@ -22,8 +22,11 @@ from control.stack import probes
 from cryptopulse.avro import AvroCodec
 from cryptopulse.settings import Settings, StackLayout
 
-PREFIX = "test-"
-DATABASE = "cryptopulse_test"
+# Each worker of a parallel run (pytest-xdist: `./run test` runs the tests that share the stack two at a time) has a
+# namespace of its own: `test-gw0-...` and `cryptopulse_test_gw0`.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+PREFIX = f"test-{WORKER}-" if WORKER else "test-"
+DATABASE = f"cryptopulse_test_{WORKER}" if WORKER else "cryptopulse_test"
 
 ENVIRONMENT = scratch.environment(PREFIX, DATABASE)
 
@@ -63,7 +66,7 @@ def test_stack() -> Iterator[Settings]:
     if down:
         pytest.fail(f"not reachable: {', '.join(down)}. "
                     "Start the stack: `control stack up && control deploy-connectors`")
-    with environment(), exclusive(Settings().state_dir / "run" / "tests.lock"):
+    with environment(), exclusive(Settings().state_dir / "run" / f"{PREFIX}tests.lock"):
         settings = Settings()
         clean(settings)
         connectors.deploy(settings, say=lambda line: None)
@@ -89,6 +92,7 @@ def exclusive(lock: Path) -> Iterator[None]:
 
 
 def clean(settings: Settings) -> dict[str, int]:
-    """Remove every connector, topic, consumer group and registry subject named `test-...`, and the test database."""
+    """Remove every connector, topic, consumer group and registry subject named `PREFIX...`, and the test database
+    (a session without workers, `test-`, removes what workers left too)."""
     assert settings.database == DATABASE and settings.prices_topic.startswith(PREFIX), "not the test namespace"
     return scratch.remove(settings, PREFIX, DATABASE)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cryptopulse.errors import StackError
 from cryptopulse.settings import PROJECT_DIR
+from cryptopulse.text import terminal_safe
 
 STACK_DIR = Path(__file__).resolve().parent  # the pom and the config templates
 FERRETDB_DIR = PROJECT_DIR / "control" / "ferretdb"
@@ -52,9 +53,14 @@ def run_logged(cmd: list[str], cwd: Path, log: Path, what: str, env: dict[str, s
     """Run a command to its end with its output appended to `log`; a non-zero exit is a StackError."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
+        start = out.tell()
         result = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
     if result.returncode != 0:
-        raise StackError(f"{what} failed (exit {result.returncode}); see {log}")
+        with log.open("rb") as written:
+            written.seek(start)
+            said = [line.strip() for line in written.read().decode(errors="replace").splitlines() if line.strip()]
+        last = f": {terminal_safe(said[-1])[:300]}" if said else ""
+        raise StackError(f"{what} failed (exit {result.returncode}){last}; see {log}")
 
 
 def _require(tool: str, hint: str) -> str:

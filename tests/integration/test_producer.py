@@ -9,6 +9,8 @@ import signal
 import time
 from datetime import datetime
 
+import pytest
+
 from control.stack import components, probes, processes
 from cryptopulse.settings import StackLayout
 from tests import children
@@ -54,6 +56,7 @@ def test_binance_ticks_from_a_fake_exchange_land_in_mongodb(settings, mongo):
     assert sorted(d["price"] for d in docs if d["symbol"] == "BTC") == [100.5 + i for i in range(20)]
 
 
+@pytest.mark.restarts_stack  # the broker stops: no other test may run meanwhile
 def test_no_delivered_tick_is_lost_when_the_broker_restarts_mid_run(settings, mongo, tmp_path):
     symbols = [f"R{random.randrange(10**6):06d}{c}" for c in "ABC"]  # symbols no one else publishes
     start = int(time.time() * 1000)

@@ -82,3 +82,22 @@ def test_status_renders_every_section_and_says_what_is_down():
     assert "ferretdb                 RESTARTING  restarts 2    exited" in text
     assert "mongo-sink-prices        FAILED      restarts 3" in text
     assert "docker: no Docker engine" in text
+
+
+def test_a_failed_step_of_the_stack_says_its_last_words_not_only_where_its_log_is(tmp_path):
+    """The cluster tests once failed with `formatting the storage of kafka-1 failed (exit 1); see <log>` and the
+    log went with the temporary folder: the error now carries the command's last line (terminal-safe)."""
+    import pytest
+
+    from control.stack.installation import run_logged
+    from cryptopulse.errors import StackError
+
+    log = tmp_path / "logs" / "kafka-1.log"
+    log.parent.mkdir()
+    log.write_text("an earlier run said this\n")
+    script = "echo formatting; echo 'Invalid cluster.id \x1b[2J in meta.properties' >&2; exit 1"
+    with pytest.raises(StackError) as raised:
+        run_logged(["sh", "-c", script], tmp_path, log, "formatting the storage of kafka-1")
+    message = str(raised.value)
+    assert message.startswith("formatting the storage of kafka-1 failed (exit 1): Invalid cluster.id")
+    assert "\x1b" not in message and "earlier run" not in message and message.endswith(f"see {log}")

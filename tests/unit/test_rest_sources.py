@@ -29,7 +29,8 @@ def cmc(http: FakeHttp, sleeps: Sleeps, symbols: tuple[str, ...] = ("BTC", "ETH"
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    """What the sources warned of (not a thread another test left behind, sharing this process under xdist)."""
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("producer.")]
 
 
 # --- CoinGecko -----------------------------------------------------------------------------------

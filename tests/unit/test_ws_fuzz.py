@@ -190,7 +190,7 @@ def test_after_all_that_a_valid_subscribe_still_gets_its_snapshot(client):
     (1, True), (1_000_000, True), (int(time.time() * 1000), True), (int(time.time() * 1000) + 3_600_000, True),
     (0, False), (-5, False), (int(time.time() * 1000) + 2 * 86_400_000, False), (10**20, False), (True, False),
     (1.5e12, False), ("1700000000000", False),
-])
+], ids=["1", "1000000", "now", "an-hour-ahead", "0", "-5", "two-days-ahead", "10^20", "True", "1.5e12", "a-string"])
 def test_end_is_checked_against_a_sane_range(client, end, ok):
     answer = client.ask(json.dumps({"type": "subscribe", "symbol": "ETH", "range": "24h", "end": end}))
     if ok:
