@@ -22,7 +22,7 @@ from control.stack import probes
 from cryptopulse.avro import AvroCodec
 from cryptopulse.settings import Settings, StackLayout
 
-# Each worker of a parallel run (pytest-xdist: `./run test` runs the tests that share the stack two at a time) has a
+# Each worker of a parallel run (pytest-xdist: `./run test` runs the tests that share the stack three at a time) has a
 # namespace of its own: `test-gw0-...` and `cryptopulse_test_gw0`.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 PREFIX = f"test-{WORKER}-" if WORKER else "test-"
