@@ -1078,17 +1078,16 @@ def run_until_signalled(*makers: Callable[[], Processor]) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    failed: list[Processor] = []
-    running: list[Processor] = []
+    failed: list[str] = []
+    running = [make() for make in makers]  # a processor that cannot be made ends the command before any runs
 
     def stop() -> bool:
         return bool(stopping) or bool(failed)
 
-    def run(make: Callable[[], Processor]) -> None:
+    def run(n: int) -> None:
         backoff = Backoff(1.0, 30.0)
-        processor = make()
-        running.append(processor)
         while True:
+            processor = running[n]
             try:
                 processor.run(stop=stop)
                 processor.log.info("%s stopped: %s", processor.name, processor.summary())
@@ -1096,7 +1095,7 @@ def run_until_signalled(*makers: Callable[[], Processor]) -> int:
             except Exception as error:  # noqa: BLE001 - one clear line, and a non-zero exit for whoever restarts it
                 if not worth_a_restart(error) or stop():
                     processor.log.error("%s stopped: %s", processor.name, error_text(error))
-                    failed.append(processor)
+                    failed.append(processor.name)
                     return
                 wait = backoff.next()
                 processor.log.error("%s stopped: %s; a new one goes on from the last commit in %.0f s",
@@ -1106,14 +1105,17 @@ def run_until_signalled(*makers: Callable[[], Processor]) -> int:
                 time.sleep(0.1)
             if stop():
                 return
-            running.remove(processor)
-            processor = make()
-            running.append(processor)
+            try:
+                running[n] = makers[n]()
+            except Exception as error:  # noqa: BLE001 - as above
+                processor.log.error("%s could not be made again: %s", processor.name, error_text(error))
+                failed.append(processor.name)
+                return
 
-    threads = [threading.Thread(target=run, args=(make,), name=f"processor-{n}") for n, make in enumerate(makers)]
+    threads = [threading.Thread(target=run, args=(n,), name=p.name) for n, p in enumerate(running)]
     for thread in threads[1:]:
         thread.start()
-    run(makers[0])
+    run(0)
     while any(t.is_alive() for t in threads[1:]):
         for thread in threads[1:]:
             thread.join(0.2)  # short joins: the main thread keeps taking signals

@@ -101,3 +101,23 @@ def test_worth_a_restart() -> None:
     assert not kafka.worth_a_restart(FENCED)
     assert not kafka.worth_a_restart(retriable)  # not fatal: the loop waits it out, it never reaches here
     assert not kafka.worth_a_restart(ValueError("a bug"))
+
+
+def test_a_processor_that_cannot_be_made_again_ends_the_process_with_a_non_zero_exit(caplog) -> None:
+    def make() -> Scripted:
+        if Scripted.made:
+            raise RuntimeError("the registry URL is not a URL")
+        return Scripted(OUT_OF_ORDER)
+
+    assert kafka.run_until_signalled(make) == 1
+    assert any("could not be made again: the registry URL is not a URL" in r.getMessage() for r in caplog.records)
+
+
+def test_a_processor_that_cannot_be_made_at_all_ends_the_command_before_any_runs() -> None:
+    def broken() -> Steady:
+        raise RuntimeError("no such topic prefix")
+
+    steady: list[Steady] = []
+    with pytest.raises(RuntimeError, match="no such topic prefix"):
+        kafka.run_until_signalled(lambda: steady.append(Steady()) or steady[-1], broken)
+    assert steady and steady[0].stepped == 0  # made, never run: nothing is left running
