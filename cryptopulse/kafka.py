@@ -882,6 +882,16 @@ class Processor:
         return since_last >= self.commit_every
 
 
+def produce(producer: Producer, topic: str, value: bytes | None, key: bytes, **kwargs: Any) -> None:
+    """Queue one record; while librdkafka's queue is full, serve deliveries and try again (backpressure)."""
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.1)
+
+
 Record = tuple[str, str, bytes | None, list[tuple[str, bytes]]]  # topic, key, value, headers
 
 
@@ -970,12 +980,7 @@ class TransactionalWriter:
             self._call("begin_transaction", self.producer.begin_transaction)
             self._batch, self._offsets_sent = records, not offsets
             for topic, key, value, headers in records:
-                while True:
-                    try:
-                        self.producer.produce(topic, key=key.encode(), value=value, headers=headers or None)
-                        break
-                    except BufferError:
-                        self.producer.poll(0.1)
+                produce(self.producer, topic, value, key.encode(), headers=headers or None)
         if not self._offsets_sent:
             self._call("send_offsets_to_transaction", lambda: self.producer.send_offsets_to_transaction(
                 offsets, consumer.consumer_group_metadata(), timeout))

@@ -208,12 +208,7 @@ class AlertProcessor(kafka.Processor):
         if not self._in_txn:
             self._producer.begin_transaction()
             self._in_txn = True
-        while True:
-            try:
-                self._producer.produce(topic, key=key.encode(), value=value)
-                break
-            except BufferError:
-                self._producer.poll(0.1)
+        kafka.produce(self._producer, topic, value, key.encode())
         self._producer.poll(0)
 
     def commit(self) -> None:

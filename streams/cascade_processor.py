@@ -167,13 +167,8 @@ class CascadeProcessor(kafka.Processor):
                 value = codec.encode(candle.to_record())
             except RegistryUnavailable as error:  # only before the schema is known; the candle is made again
                 raise Unavailable(self.registry, error) from error
-            while True:
-                try:
-                    self._producer.produce(self.settings.candle_topic(candle.interval), value, candle.id.encode(),
-                                           kafka.partition_for(candle.symbol, partitions))
-                    break
-                except BufferError:
-                    self._producer.poll(0.1)
+            kafka.produce(self._producer, self.settings.candle_topic(candle.interval), value, candle.id.encode(),
+                          partition=kafka.partition_for(candle.symbol, partitions))
             self.stats.published += 1
         self._producer.poll(0)
 

@@ -275,14 +275,9 @@ class Processor(kafka.Processor):
             value = self._candles.encode(candle.to_record())
         except RegistryUnavailable as error:  # only before the schema is known; the candle is made again
             raise Unavailable(self.registry, error) from error
-        while True:
-            try:
-                self._producer.produce(self.settings.candles_topic, value, candle.id.encode(),
-                                       kafka.partition_for(candle.symbol, self._partitions or 1),
-                                       on_delivery=self._on_delivery)
-                break
-            except BufferError:
-                self._producer.poll(0.1)
+        kafka.produce(self._producer, self.settings.candles_topic, value, candle.id.encode(),
+                      partition=kafka.partition_for(candle.symbol, self._partitions or 1),
+                      on_delivery=self._on_delivery)
         self.stats.published += 1
         self._producer.poll(0)
 
