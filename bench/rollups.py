@@ -47,7 +47,7 @@ def bench_book(count: int) -> float:
 
 def bench_end_to_end(base: Settings, count: int) -> tuple[float, int]:
     tag = uuid.uuid4().hex[:8]
-    settings = Settings(prices_topic=f"bench-rollups-prices-{tag}", candles_topic=f"bench-rollups-candles-{tag}")
+    settings = Settings(prices_topic=f"bench-rollups-prices-{tag}", candles_topic_prefix=f"bench-rollups-candles-{tag}")
     admin = AdminClient({"bootstrap.servers": base.kafka_bootstrap})
     new = [NewTopic(settings.prices_topic, 1, 1),
            NewTopic(settings.candles_topic, 1, 1, config={"cleanup.policy": "compact"})]
