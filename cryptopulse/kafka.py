@@ -446,12 +446,14 @@ class Reader(Generic[T]):
     def handle(self, messages: list[Message], handle: Callable[[list[T]], None]) -> int:
         """`pump` for records fetched already."""
         batch: list[T] = []
+        positions, decode = self.positions, self.decode  # the roll-up's hot path: a record costs what it must
         for i, message in enumerate(messages):
             key = (message.topic(), message.partition())
-            if message.offset() < self.positions.get(key, -1):
+            offset = message.offset()
+            if offset < positions.get(key, -1):
                 continue  # handed on already (read again after a rebalance or a seek)
             try:
-                item = self.decode(message)
+                item = decode(message)
             except RegistryUnavailable as error:
                 if batch:
                     handle(batch)
@@ -459,7 +461,7 @@ class Reader(Generic[T]):
                 self.ends_met.clear()  # read again: no end is met before they are
                 raise Unavailable(self.registry, f"{error}; waiting before {message.topic()}[{message.partition()}]"
                                                  f"@{message.offset()}, which is read again") from error
-            self.positions[key] = message.offset() + 1
+            positions[key] = offset + 1
             if item is not None:
                 batch.append(item)
         if batch or messages:
@@ -764,10 +766,11 @@ class Processor:
         self.started = False
 
     def member(self, name: str, topics: list[str], group: str, make: Callable[[dict[str, Any], Message], T | None],
-               *, codec: Callable[[Message], Any], from_end: bool, config: dict[str, Any] | None = None,
-               skip: Callable[[Message], bool] | None = None) -> Reader[T]:
-        """A reader of `topics` as a member of `group`, decoding with `codec(message)` (looked up at each record, so
-        a test can swap it) into `make(record, message)`, leaving alone what `skip` says (before decoding);
+               *, decode_value: Callable[[Message], dict[str, Any]], from_end: bool,
+               config: dict[str, Any] | None = None, skip: Callable[[Message], bool] | None = None) -> Reader[T]:
+        """A reader of `topics` as a member of `group`, decoding with `decode_value(message)` (an AvroCodec's decode
+        of the value, its codec looked up at each record so a test can swap it) into `make(record, message)`,
+        leaving alone what `skip` says (before decoding);
         undecodable records counted in `stats.undecodable`. Each assigned partition starts at the group's commit
         (`committed_or`), then `assigned` hears it; `revoked` hears what goes, whose kept positions are then dropped
         (the next owner starts at the commit)."""
@@ -784,7 +787,7 @@ class Processor:
             self.revoked()
             reader.forget(partitions)
 
-        decode = decoder(lambda message: codec(message).decode(message.value()), self.stats,
+        decode = decoder(decode_value, self.stats,
                          f"undecodable record of {', '.join(topics)}", self.log, make, skip)
         return Reader(self.settings, name, topics, decode,
                       group=group, subscribe=True, watch=self.watch, registry=self.registry,

@@ -100,8 +100,8 @@ class AlertProcessor(kafka.Processor):
                             group=f"{self.options.group}-rules", watch=self.watch, registry=self.registry,
                             config={"fetch.wait.max.ms": 100})
         self.prices = self.member("alerts", [settings.prices_topic], self.options.group, _tick,
-                                  codec=lambda _message: self._ticks, from_end=self.options.from_end,
-                                  config={"isolation.level": "read_committed"})
+                                  decode_value=lambda message: self._ticks.decode(message.value()),
+                                  from_end=self.options.from_end, config={"isolation.level": "read_committed"})
         self._committed: dict[int, int] = {}  # prices partition -> offset as of the last committed transaction
         self._snapshot: dict[str, RuleState] = {}
         self._in_txn = False

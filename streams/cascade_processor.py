@@ -77,13 +77,15 @@ class CascadeProcessor(kafka.Processor):
         self._producer = kafka.producer(settings, "cascade", {"delivery.report.only.error": True,
                                                               "on_delivery": self._on_delivery}, self.watch)
         self.candles = self.member("cascade", [settings.candle_topic(i) for i in INTERVALS[:-1]], group, self._child,
-                                   codec=lambda message: self._by_topic[message.topic()], from_end=from_end,
-                                   skip=self._not_a_child)
+                                   decode_value=self._decode, from_end=from_end, skip=self._not_a_child)
 
     def summary(self) -> str:
         return f"{self.stats}; {self.book.stats}"
 
     # --- what it reads ---
+
+    def _decode(self, message: Message) -> dict[str, Any]:
+        return self._by_topic[message.topic()].decode(message.value())
 
     def _not_a_child(self, message: Message) -> bool:
         origin = kafka.origin(message)

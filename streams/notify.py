@@ -426,7 +426,8 @@ class NotifyProcessor(kafka.Processor):
             kafka.keyed_decoder(lambda value: self._channels.decode(value), make_channel, "channel", log),
             group=f"{group}-channels", watch=self.watch, registry=self.registry, config={"fetch.wait.max.ms": 100})
         self.router = self.member("notify", [settings.alerts_topic], group, self._unknown_channels,
-                                  codec=lambda _message: self._alerts, from_end=self.options.from_end,
+                                  decode_value=lambda message: self._alerts.decode(message.value()),
+                                  from_end=self.options.from_end,
                                   config={"isolation.level": "read_committed", "fetch.wait.max.ms": 100})
         self.output = kafka.TransactionalWriter(settings, "notify", group, self.watch, self.kafka)
         self.channels: dict[str, Channel] = {}

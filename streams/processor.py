@@ -101,7 +101,7 @@ LOOKBACK_MS = DAY_MS
 
 
 def _backfilled(message: Message) -> bool:
-    return kafka.origin(message) == kafka.BACKFILL
+    return message.headers() is not None and kafka.origin(message) == kafka.BACKFILL  # most ticks have no headers
 
 
 def _read_event_times(tp: TopicPartition) -> dict[tuple[str, str], tuple[int, int]]:
@@ -147,7 +147,8 @@ class Processor(kafka.Processor):
                               # catch_up() reads our own latest candles back before each publish: keep it short
                               config={"fetch.wait.max.ms": 10})
         self.prices = self.member("streams", [settings.prices_topic], self.options.group, placed_tick,
-                                  codec=lambda _message: self._ticks, from_end=self.options.from_end,
+                                  decode_value=lambda message: self._ticks.decode(message.value()),
+                                  from_end=self.options.from_end,
                                   skip=_backfilled)  # a back-fill rolled its history up itself
 
     def _new_book(self) -> CandleBook:
