@@ -23,7 +23,7 @@ from webui.metrics import Metrics
 from webui.protocol import host_allowed, host_name, origin_hosts
 from webui.sessions import Sessions, load_secret
 from webui.state import State
-from webui.views import WindowView, all_specs
+from webui.views import LoadTurns, WindowView, all_specs
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Quart:
     @app.before_serving
     async def start() -> None:
         if config.views:
-            for spec in all_specs(config.settings):
-                shared.views[spec.name] = WindowView(config.settings, spec, deps=deps)
+            specs = all_specs(config.settings)
+            turns = LoadTurns([spec.name for spec in specs])
+            for spec in specs:
+                shared.views[spec.name] = WindowView(config.settings, spec, deps=deps, turns=turns)
                 shared.views[spec.name].start()
         shared.history = HistoryStore(config.settings.mongodb_uri, config.settings.database, config.mongo_pool,
                                       config.max_points, config.snapshot_cache_seconds, shared.hub.recent_ticks,

@@ -9,10 +9,16 @@ long as its view), to the topic's end as of then (the view is ready), and follow
 replaces by `_id`. Loading costs the window, never the store or the days run; a candle older than the window is
 recognised by its key (symbol|source|interval|start) and skipped without being decoded, which is what a back-fill
 published all at once costs. MongoDB is read only for what is older than a view (webui/history.py).
+
+Loading is what a fresh dashboard waits for, so it costs as little as it can: a candle is filed under its key's
+(symbol, source, start) with its value undecoded, and decoded the first time a window asks for it (a chart decodes its
+own ~2,000 bars, not the view's 100,000); and the views load one at a time, the page's default chart first
+(`LOAD_ORDER`): under the GIL, views loading side by side each take about as long as all of them together.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -54,6 +60,11 @@ CATCH_UP_SECONDS = 120.0  # reading to the end within this, or the load goes on 
 # loading took 1.33 s with the defaults (and 1,000 a batch), 0.81-0.89 s with these (alone, this 2-core machine).
 LOAD_BATCH = 10_000
 VIEW_CONSUMER = {"fetch.wait.max.ms": 100, "max.partition.fetch.bytes": 8 * 2**20}
+# Which view loads first: the page opens on 1 h of ticks, then the ranges' default timeframes (24 h: 1m, 7 d: 5m,
+# 30 d and 90 d: 1h, 1 y and all: 1d), then the others. A view waits for those ahead of it to have tried once, at most
+# TURN_WAIT_SECONDS (a view that cannot load holds nobody up for longer).
+LOAD_ORDER = ("ticks", "1m", "5m", "1h", "1d", "15m", "4h", "1w")
+TURN_WAIT_SECONDS = 30.0
 
 
 def candle_row(doc: dict[str, Any]) -> CandleRow:
@@ -99,12 +110,36 @@ def time_of(row: CandleRow | TickRow) -> int:
     return row.start if isinstance(row, CandleRow) else row.ts
 
 
-def start_in_key(key: bytes | None) -> int | None:
-    """The start a candle's key names (symbol|source|interval|start), None for another key."""
-    if not key:
+def candle_key(key: bytes | None) -> tuple[str, str, str, int] | None:
+    """(symbol, source, interval, start) as a candle's key names them (its `_id`), None for another key."""
+    parts = key.split(b"|") if key else ()
+    if len(parts) != 4 or not parts[3].isdigit():
         return None
-    _, _, start = key.rpartition(b"|")
-    return int(start) if start.isdigit() else None
+    try:
+        return parts[0].decode(), parts[1].decode(), parts[2].decode(), int(parts[3])
+    except UnicodeDecodeError:
+        return None
+
+
+class LoadTurns:
+    """The views' turns to load (LOAD_ORDER): `wait` until each view ahead has had its first try, `done` after one's."""
+
+    def __init__(self, names: list[str]) -> None:
+        self._names = sorted(names, key=lambda n: LOAD_ORDER.index(n) if n in LOAD_ORDER else len(LOAD_ORDER))
+        self._tried: set[str] = set()
+        self._changed = threading.Condition()
+
+    def wait(self, name: str, stopping: threading.Event, timeout: float = TURN_WAIT_SECONDS) -> None:
+        ahead = set(self._names[:self._names.index(name)]) if name in self._names else set(self._names)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not ahead <= self._tried and not stopping.is_set() and time.monotonic() < deadline:
+                self._changed.wait(0.1)
+
+    def done(self, name: str) -> None:
+        with self._changed:
+            self._tried.add(name)
+            self._changed.notify_all()
 
 
 def _now_ms() -> int:
@@ -128,7 +163,9 @@ class WindowView:
     backoff_cap: float = 30.0
     make_consumer: Callable[[dict[str, Any]], Any] | None = None  # tests pass fakes
     make_codec: Callable[[], Any] | None = None
-    _rows: dict[tuple[str, str], dict[int, CandleRow | TickRow]] = field(default_factory=dict)
+    turns: LoadTurns | None = None  # the app's views load one at a time
+    # {(symbol, source): {time: row}}; in a candle view a row not yet asked for is its record's undecoded value
+    _rows: dict[tuple[str, str], dict[int, Any]] = field(default_factory=dict)
     _count: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _codec: Any = None
@@ -137,6 +174,7 @@ class WindowView:
     # candles starting before this are skipped by their key: the floor, refreshed with each trim (a little behind
     # it at most: what it lets through, `put` drops)
     _cutoff: int | None = None
+    _sample: Any = None  # an undecoded value, to fetch its writer schema with before the view is ready
 
     def __post_init__(self) -> None:
         who = self._who
@@ -188,9 +226,11 @@ class WindowView:
                 first = bucket_of(start, interval)
                 first += INTERVAL_MS[interval] if first < start else 0
                 times = range(first, stop + 1, INTERVAL_MS[interval])
-                per_source = {k[1]: [r for t in times if (r := self._rows[k].get(t)) is not None] for k in keys}
+                found = {k: [(t, r) for t in times if (r := self._rows[k].get(t)) is not None] for k in keys}
             else:
-                per_source = {k[1]: [r for t, r in self._rows[k].items() if start <= t <= stop] for k in keys}
+                found = {k: [(t, r) for t, r in self._rows[k].items() if start <= t <= stop] for k in keys}
+            per_source = {k[1]: [row for t, r in pairs if (row := self._row(k, t, r)) is not None]
+                          for k, pairs in found.items()}
         per_source = {s: rows for s, rows in per_source.items() if rows}
         if not per_source:
             return None, []
@@ -223,8 +263,10 @@ class WindowView:
         sound = sound_candle(row) if isinstance(row, CandleRow) else sound_tick(row)
         if sound is None:
             return  # a NaN or an infinity (a foreign producer's record) is never charted
-        row = sound
-        at = time_of(row)
+        self._put(symbol, source, time_of(sound), sound)
+
+    def _put(self, symbol: str, source: str, at: int, row: Any) -> None:
+        """File `row` (a row, or a candle's undecoded value) at `at`."""
         floor = self.floor()
         if floor is not None and at < floor:
             return
@@ -238,6 +280,29 @@ class WindowView:
         if self._count > self.spec.max_rows and not self.full:
             self.full = True
             log.warning("%s view: more than %d rows; charts read MongoDB instead", self.spec.name, self.spec.max_rows)
+
+    def _row(self, key: tuple[str, str], at: int, row: Any) -> CandleRow | TickRow | None:
+        """The row filed at `at`, decoded now if it was filed undecoded (and kept decoded): None, and no longer filed,
+        for one the sink would send to its DLQ, a NaN, or a value that is not the candle its key names; None, and
+        kept for a later ask, while the registry cannot say what its schema is. Called with the lock held."""
+        if isinstance(row, CandleRow | TickRow):
+            return row
+        try:
+            record = self._codec.decode(row)
+            decoded = sound_candle(candle_row(record))
+            if decoded is not None and (record["symbol"], record["source"], decoded.start) != (*key, at):
+                decoded = None
+        except RegistryUnavailable:
+            return None
+        except Exception as exc:  # noqa: BLE001 - the sink sends such a record to its DLQ; the view skips it
+            self.last_error = f"undecodable record skipped: {plain(exc)}"
+            decoded = None
+        if decoded is None:
+            del self._rows[key][at]
+            self._count -= 1
+            return None
+        self._rows[key][at] = decoded
+        return decoded
 
     def forget_old(self, now_ms: int) -> None:
         floor = self.floor(now_ms)
@@ -261,15 +326,23 @@ class WindowView:
         away: Unavailable (the follower says so once and tries again after a backoff, from where it was)."""
         self._started = self._started or time.monotonic()
         self._codec = self._codec or self._make_codec()
+        if self.turns is not None:
+            self.turns.wait(self.spec.name, self._follower.stopping)
         try:
             self.reader.start = self._start_offsets()
             self._cutoff = self.floor()
             self.reader.catch_up(self._apply_all, CATCH_UP_SECONDS, LOAD_BATCH)
         except KafkaException as exc:
             raise Unavailable(self.deps.kafka.reporter(self._who), plain(exc)) from exc
+        finally:
+            if self.turns is not None:
+                self.turns.done(self.spec.name)
         self.deps.kafka.up(self._who)
         if self._follower.stopping.is_set():
             return
+        if self._sample is not None:  # the writer schema fetched now, not by the first chart that asks
+            with contextlib.suppress(Exception):  # a bad record, or the registry away: the first ask tries again
+                self._codec.decode(self._sample)
         self.load_seconds = time.monotonic() - self._started
         self.ready.set()
         self.last_error = None
@@ -299,31 +372,40 @@ class WindowView:
             self._cutoff = self.floor()
             self._last_trim = time.monotonic()
 
-    def _decode(self, message: Any) -> tuple[str, str, Any] | None:
-        """(symbol, source, row) of a record; None for a tombstone, a candle older than the window (by its key, not
-        decoded) or a record the sink would send to its DLQ (skipped); RegistryUnavailable passes (the same record
-        again, a little later)."""
-        cutoff = self._cutoff
-        if cutoff is not None and self.spec.interval:
-            start = start_in_key(message.key())
-            if start is not None and start < cutoff:
+    def _decode(self, message: Any) -> tuple[str, str, int, Any] | None:
+        """(symbol, source, time, row) of a record: for a candle of the view's interval, its key's (symbol, source,
+        start) and its value undecoded (decoded when a window first asks for it); None for a tombstone, a candle
+        older than the window (by its key, not decoded) or a record the sink would send to its DLQ (skipped);
+        RegistryUnavailable passes (the same record again, a little later)."""
+        value = message.value()
+        named = candle_key(message.key()) if self.spec.interval else None
+        if named is not None:
+            symbol, source, interval, start = named
+            cutoff = self._cutoff
+            if cutoff is not None and start < cutoff:
                 self.skipped += 1
                 return None
-        value = message.value()
+            if interval == self.spec.interval and value is not None:
+                return symbol, source, start, value
         if value is None:
             return None
         try:
             record = self._codec.decode(value)
-            return record["symbol"], record["source"], self.spec.row(record)
+            row = self.spec.row(record)
+            return record["symbol"], record["source"], time_of(row), row
         except RegistryUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - the sink sends such a record to its DLQ; the view skips it
             self.last_error = f"undecodable record skipped: {plain(exc)}"
             return None
 
-    def _apply_all(self, rows: list[tuple[str, str, Any]]) -> None:
-        for symbol, source, row in rows:
-            self.put(symbol, source, row)
+    def _apply_all(self, rows: list[tuple[str, str, int, Any]]) -> None:
+        for symbol, source, at, row in rows:
+            if isinstance(row, CandleRow | TickRow):
+                self.put(symbol, source, row)
+            else:
+                self._put(symbol, source, at, row)
+                self._sample = row
         self.read += len(rows)
         if self.last_error and self.last_error.startswith("registry"):
             self.last_error = None

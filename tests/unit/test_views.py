@@ -3,6 +3,7 @@ needed)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from cryptopulse.settings import Settings
 from cryptopulse.times import DAY_MS
 from tests.fake_kafka import FakeCodec, FakeMessage
 from webui.series import CandleRow, TickRow
-from webui.views import WindowView, candle_spec, start_in_key, tick_spec
+from webui.views import LoadTurns, WindowView, candle_key, candle_spec, tick_spec
 
 M = 60_000
 
@@ -108,21 +109,87 @@ class KeyedMessage(FakeMessage):
         return self._key
 
 
+def candle_record(start: int, price: float = 1.0, symbol: str = "BTC") -> dict[str, object]:
+    return {"symbol": symbol, "source": "simulated", "start": start, "open": price, "high": price, "low": price,
+            "close": price, "volume": None}
+
+
+def loading(interval: str = "1m") -> tuple[WindowView, FakeCodec]:
+    codec = FakeCodec()
+    view = WindowView(Settings(), candle_spec(Settings(), interval), make_codec=lambda: codec)
+    view._codec, view._cutoff = codec, view.floor()  # as loading sets them
+    return view, codec
+
+
 def test_a_candle_older_than_the_window_is_skipped_by_its_key_without_being_decoded():
     """What a back-fill published all at once costs a view that starts now: its keys read, not its values."""
     now = int(time.time() * 1000) // M * M
-    codec = FakeCodec()
-    view = WindowView(Settings(), candle_spec(Settings(), "1m"), make_codec=lambda: codec)
-    view._codec, view._cutoff = codec, view.floor()  # as loading sets them
+    view, codec = loading()
     old = now - 30 * DAY_MS
-
-    def record(start: int) -> dict[str, object]:
-        return {"symbol": "BTC", "source": "simulated", "start": start, "open": 1.0, "high": 1.0, "low": 1.0,
-                "close": 1.0, "volume": None}
-
-    assert view._decode(KeyedMessage(f"BTC|simulated|1m|{old}".encode(), record(old))) is None
+    assert view._decode(KeyedMessage(f"BTC|simulated|1m|{old}".encode(), candle_record(old))) is None
     assert view.skipped == 1 and codec.asked == 0
-    decoded = view._decode(KeyedMessage(f"BTC|simulated|1m|{now}".encode(), record(now)))
-    assert decoded == ("BTC", "simulated", row(now)) and codec.asked == 1
-    assert view._decode(KeyedMessage(b"no start here", record(now))) is not None  # read, the value decides
-    assert start_in_key(b"BTC|simulated|1m|1700000000000") == 1_700_000_000_000 and start_in_key(None) is None
+    assert view._decode(KeyedMessage(b"no start here", candle_record(now))) == ("BTC", "simulated", now, row(now))
+    assert codec.asked == 1  # read: the value decides
+    assert candle_key(b"BTC|simulated|1m|1700000000000") == ("BTC", "simulated", "1m", 1_700_000_000_000)
+    assert candle_key(None) is None and candle_key(b"BTC|simulated|1m") is None and candle_key(b"a|b|c|d") is None
+
+
+def test_a_candle_is_decoded_when_a_window_first_asks_for_it_and_then_kept_decoded():
+    """Loading files each candle under its key undecoded: a fresh dashboard waits for its keys, not its values."""
+    now = int(time.time() * 1000) // M * M
+    view, codec = loading()
+    messages = [KeyedMessage(f"BTC|simulated|1m|{now - i * M}".encode(), candle_record(now - i * M, 100.0 + i))
+                for i in range(10)]
+    view._apply_all([decoded for m in messages if (decoded := view._decode(m)) is not None])
+    assert codec.asked == 0 and view.status()["rows"] == 10
+    assert view.newest_source("BTC") == "simulated" and view.first("BTC", "simulated") == now - 9 * M
+    assert view.window("BTC", now - 2 * M, now) == ("simulated", [row(now - 2 * M, 102.0), row(now - M, 101.0),
+                                                                  row(now, 100.0)])
+    assert codec.asked == 3  # only the window's
+    assert [r.close for r in view.window("BTC", now - 3 * M, now)[1]] == [103.0, 102.0, 101.0, 100.0]
+    assert codec.asked == 4  # the three decoded before are kept decoded
+    update = KeyedMessage(f"BTC|simulated|1m|{now}".encode(), candle_record(now, 99.0))  # the open minute again
+    view._apply_all([view._decode(update)])
+    assert view.window("BTC", now, now)[1] == [row(now, 99.0)] and view.status()["rows"] == 10
+
+
+def test_a_candle_filed_undecoded_that_cannot_be_charted_is_dropped_when_asked_for():
+    """Bad values are found when decoded: undecodable (the sink's DLQ), a NaN, or not the candle its key names."""
+    now = int(time.time() * 1000) // M * M
+    view, codec = loading()
+    records = {now: candle_record(now), now - M: b"not avro", now - 2 * M: candle_record(now - 2 * M, float("nan")),
+               now - 3 * M: candle_record(now - 3 * M, symbol="ETH")}
+    view._apply_all([view._decode(KeyedMessage(f"BTC|simulated|1m|{t}".encode(), value))
+                     for t, value in records.items()])
+    assert view.status()["rows"] == 4
+    assert view.window("BTC", now - 3 * M, now) == ("simulated", [row(now)])
+    assert view.status()["rows"] == 1 and "undecodable record skipped" in view.last_error
+    codec.registry_up = False  # a value whose schema cannot be read now stays filed for a later ask
+    later = now - 4 * M
+    view._apply_all([view._decode(KeyedMessage(f"BTC|simulated|1m|{later}".encode(), candle_record(later)))])
+    assert view.window("BTC", later, now)[1] == [row(now)] and view.status()["rows"] == 2
+    codec.registry_up = True
+    assert view.window("BTC", later, now)[1] == [row(later), row(now)]
+
+
+def test_views_load_one_at_a_time_the_default_charts_first():
+    turns = LoadTurns(["1w", "5m", "ticks", "1m"])
+    order: list[str] = []
+    stopping = threading.Event()
+
+    def load(name: str) -> None:
+        turns.wait(name, stopping)
+        order.append(name)
+        turns.done(name)
+
+    threads = [threading.Thread(target=load, args=(name,)) for name in ("1w", "5m", "1m", "ticks")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert order == ["ticks", "1m", "5m", "1w"]
+    started = time.monotonic()
+    LoadTurns(["ticks", "1m"]).wait("1m", stopping, timeout=0.3)  # the one ahead never tries: not waited for ever
+    assert 0.3 <= time.monotonic() - started < 5
+    stopping.set()
+    LoadTurns(["ticks", "1m"]).wait("1m", stopping)  # told to stop: returns at once
