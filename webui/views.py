@@ -175,6 +175,8 @@ class WindowView:
     # candles starting before this are skipped by their key: the floor, refreshed with each trim (a little behind
     # it at most: what it lets through, `put` drops)
     _cutoff: int | None = None
+    # a key's "symbol|source|interval" -> (symbol, source), or () for another interval's
+    _names: dict[bytes, tuple[str, ...]] = field(default_factory=dict)
     _sample: Any = None  # an undecoded value, to fetch its writer schema with before the view is ready
 
     def __post_init__(self) -> None:
@@ -264,20 +266,24 @@ class WindowView:
         sound = sound_candle(row) if isinstance(row, CandleRow) else sound_tick(row)
         if sound is None:
             return  # a NaN or an infinity (a foreign producer's record) is never charted
-        self._put(symbol, source, time_of(sound), sound)
+        self._file([((symbol, source), time_of(sound), sound)])
 
-    def _put(self, symbol: str, source: str, at: int, row: Any) -> None:
-        """File `row` (a row, or a candle's undecoded value) at `at`."""
-        floor = self.floor()
-        if floor is not None and at < floor:
-            return
-        if self.spec.interval and bucket_of(at, self.spec.interval) != at:
-            self.aligned = False  # windows are scanned from now on
+    def _file(self, rows: list[tuple[tuple[str, str], int, Any]]) -> None:
+        """File each row (a sound row, or a candle's undecoded value) under its (symbol, source) at its time."""
+        floor, interval = self.floor(), self.spec.interval
         with self._lock:
-            rows = self._rows.setdefault((symbol, source), {})
-            if at not in rows:
-                self._count += 1
-            rows[at] = row
+            filed_by = self._rows
+            for names, at, row in rows:
+                if floor is not None and at < floor:
+                    continue
+                if interval and bucket_of(at, interval) != at:
+                    self.aligned = False  # windows are scanned from now on
+                filed = filed_by.get(names)
+                if filed is None:
+                    filed = filed_by[names] = {}
+                if at not in filed:
+                    self._count += 1
+                filed[at] = row
         if self._count > self.spec.max_rows and not self.full:
             self.full = True
             log.warning("%s view: more than %d rows; charts read MongoDB instead", self.spec.name, self.spec.max_rows)
@@ -373,40 +379,48 @@ class WindowView:
             self._cutoff = self.floor()
             self._last_trim = time.monotonic()
 
-    def _decode(self, message: Any) -> tuple[str, str, int, Any] | None:
-        """(symbol, source, time, row) of a record: for a candle of the view's interval, its key's (symbol, source,
+    def _decode(self, message: Any) -> tuple[tuple[str, str], int, Any] | None:
+        """((symbol, source), time, row) of a record: for a candle of the view's interval, its key's (symbol, source,
         start) and its value undecoded (decoded when a window first asks for it); None for a tombstone, a candle
         older than the window (by its key, not decoded) or a record the sink would send to its DLQ (skipped);
         RegistryUnavailable passes (the same record again, a little later)."""
         value = message.value()
-        named = candle_key(message.key()) if self.spec.interval else None
-        if named is not None:
-            symbol, source, interval, start = named
-            cutoff = self._cutoff
-            if cutoff is not None and start < cutoff:
-                self.skipped += 1
-                return None
-            if interval == self.spec.interval and value is not None:
-                return symbol, source, start, value
+        key = message.key() if self.spec.interval else None
+        if key:
+            prefix, _, start_text = key.rpartition(b"|")  # symbol|source|interval, start
+            if start_text.isdigit():
+                start = int(start_text)
+                cutoff = self._cutoff
+                if cutoff is not None and start < cutoff:
+                    self.skipped += 1
+                    return None
+                names = self._names.get(prefix)
+                if names is None:
+                    if len(self._names) > 4 * VIEW_KEYS:  # a foreign producer's keys: bounded
+                        self._names.clear()
+                    named = candle_key(key)
+                    names = self._names[prefix] = named[:2] if named and named[2] == self.spec.interval else ()
+                if names and value is not None:
+                    return names, start, value
         if value is None:
             return None
         try:
             record = self._codec.decode(value)
             row = self.spec.row(record)
-            return record["symbol"], record["source"], time_of(row), row
+            return (record["symbol"], record["source"]), time_of(row), row
         except RegistryUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - the sink sends such a record to its DLQ; the view skips it
             self.last_error = f"undecodable record skipped: {plain(exc)}"
             return None
 
-    def _apply_all(self, rows: list[tuple[str, str, int, Any]]) -> None:
-        for symbol, source, at, row in rows:
-            if isinstance(row, CandleRow | TickRow):
-                self.put(symbol, source, row)
-            else:
-                self._put(symbol, source, at, row)
-                self._sample = row
+    def _apply_all(self, rows: list[tuple[tuple[str, str], int, Any]]) -> None:
+        decoded = [r for r in rows if isinstance(r[2], CandleRow | TickRow)]
+        if len(decoded) < len(rows):
+            self._file([r for r in rows if not isinstance(r[2], CandleRow | TickRow)] if decoded else rows)
+            self._sample = next(r[2] for r in reversed(rows) if not isinstance(r[2], CandleRow | TickRow))
+        for names, _, row in decoded:
+            self.put(*names, row)
         self.read += len(rows)
         if self.last_error and self.last_error.startswith("registry"):
             self.last_error = None

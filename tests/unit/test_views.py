@@ -128,7 +128,7 @@ def test_a_candle_older_than_the_window_is_skipped_by_its_key_without_being_deco
     old = now - 30 * DAY_MS
     assert view._decode(KeyedMessage(f"BTC|simulated|1m|{old}".encode(), candle_record(old))) is None
     assert view.skipped == 1 and codec.asked == 0
-    assert view._decode(KeyedMessage(b"no start here", candle_record(now))) == ("BTC", "simulated", now, row(now))
+    assert view._decode(KeyedMessage(b"no start here", candle_record(now))) == (("BTC", "simulated"), now, row(now))
     assert codec.asked == 1  # read: the value decides
     assert candle_key(b"BTC|simulated|1m|1700000000000") == ("BTC", "simulated", "1m", 1_700_000_000_000)
     assert candle_key(None) is None and candle_key(b"BTC|simulated|1m") is None and candle_key(b"a|b|c|d") is None
