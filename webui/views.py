@@ -332,10 +332,10 @@ class WindowView:
         """Read the window to the topic's end as of now, then the view is ready (the follower follows on). Kafka
         away: Unavailable (the follower says so once and tries again after a backoff, from where it was)."""
         self._started = self._started or time.monotonic()
-        self._codec = self._codec or self._make_codec()
         if self.turns is not None:
             self.turns.wait(self.spec.name, self._follower.stopping)
         try:
+            self._codec = self._codec or self._make_codec()  # its turn too: a registry client costs ~20 ms of CPU
             self.reader.start = self._start_offsets()
             self._cutoff = self.floor()
             self.reader.catch_up(self._apply_all, CATCH_UP_SECONDS, LOAD_BATCH)
