@@ -77,16 +77,24 @@ GROUP_MEMBER = {"enable.auto.commit": False, "enable.auto.offset.store": False,
 ORIGIN_HEADER = "cryptopulse-origin"
 BACKFILL = b"backfill"
 BACKFILL_ROLLUP = b"backfill-rollup"
+# A back-fill's ticks also carry their event time (epoch ms, decimal): published all at once, "now", they are what a
+# reader of the last hour by publish time (the dashboard's ticks view) finds, and it skips the older ones unread.
+EVENT_TIME_HEADER = "cryptopulse-ts"
+
+
+def header(message: Message, name: str) -> bytes | None:
+    """The value of a record's header `name`, or None."""
+    headers = message.headers()
+    if headers:
+        for key, value in headers:
+            if key == name:
+                return value
+    return None
 
 
 def origin(message: Message) -> bytes | None:
     """The ORIGIN_HEADER of a record, or None."""
-    headers = message.headers()
-    if headers:
-        for name, value in headers:
-            if name == ORIGIN_HEADER:
-                return value
-    return None
+    return header(message, ORIGIN_HEADER)
 
 
 def partition_for(key: str, partitions: int) -> int:

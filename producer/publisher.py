@@ -45,7 +45,8 @@ class TickPublisher:
     def __init__(self, settings: Settings, stats: DeliveryStats | None = None, max_queued: int = 100_000,
                  origin: bytes | None = None) -> None:
         self.topic = settings.prices_topic
-        # a back-fill's ticks carry its header (kafka.BACKFILL): history, which no roll-up rolls up again
+        # a back-fill's ticks carry its header (kafka.BACKFILL): history, which no roll-up rolls up again; and their
+        # event time (kafka.EVENT_TIME_HEADER), by which a reader of the last hour skips older ones unread
         self._headers = [(kafka.ORIGIN_HEADER, origin)] if origin else None
         self.stats = stats or DeliveryStats()
         self._codec = AvroCodec(settings, self.topic, "tick")
@@ -74,9 +75,9 @@ class TickPublisher:
             if self._headers is None:  # produce(topic, value, key): positional, the cheapest call
                 producer.produce(self.topic, value, tick.symbol.encode())
             else:
-                producer.produce(self.topic, value, tick.symbol.encode(), headers=self._headers)
+                producer.produce(self.topic, value, tick.symbol.encode(), headers=self._headers_of(tick))
         except BufferError:
-            await self._produce_waiting(tick.symbol.encode(), value)
+            await self._produce_waiting(tick.symbol.encode(), value, self._headers_of(tick))
         stats = self.stats
         stats.queued += 1
         producer.poll(0)  # serves the error callbacks (a failed delivery, a broker gone)
@@ -104,13 +105,19 @@ class TickPublisher:
             self.registry.up()
             return value
 
-    async def _produce_waiting(self, key: bytes, value: bytes) -> None:
+    def _headers_of(self, tick: Tick) -> list[tuple[str, bytes]] | None:
+        """A back-fill's headers: its origin, and the tick's event time (kafka.EVENT_TIME_HEADER)."""
+        if self._headers is None:
+            return None
+        return [*self._headers, (kafka.EVENT_TIME_HEADER, str(tick.ts).encode())]
+
+    async def _produce_waiting(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None) -> None:
         """The local queue is full (the broker is slow or away): backpressure until Kafka takes more."""
         while True:
             self._producer.poll(0)
             await asyncio.sleep(0.05)
             try:
-                self._producer.produce(self.topic, value, key, headers=self._headers)
+                self._producer.produce(self.topic, value, key, headers=headers)
                 return
             except BufferError:
                 continue

@@ -61,10 +61,11 @@ CATCH_UP_SECONDS = 120.0  # reading to the end within this, or the load goes on 
 LOAD_BATCH = 10_000
 VIEW_CONSUMER = {"fetch.wait.max.ms": 100, "max.partition.fetch.bytes": 8 * 2**20}
 # Which view loads first: the landing page's (the markets overview: every coin's last 24 h of 1m, as the 24 h chart),
-# then the 7 d chart's, the chart page's opening hour of ticks (which decodes every tick it reads: a tick's key holds
-# no time), 30 d and 90 d, 1 y and all, then the others. A view waits for those ahead of it to have tried once, at
-# most TURN_WAIT_SECONDS (a view that cannot load holds nobody up for longer).
-LOAD_ORDER = ("1m", "5m", "ticks", "1h", "1d", "15m", "4h", "1w")
+# then the 7 d chart's, the daily and weekly ones (small; every past window and page asks them where a coin's history
+# begins), the chart page's opening hour of ticks (which decodes every tick it reads: a tick's key holds no time),
+# 30 d and 90 d, then the others. A view waits for those ahead of it to have tried once, at most TURN_WAIT_SECONDS (a
+# view that cannot load holds nobody up for longer).
+LOAD_ORDER = ("1m", "5m", "1d", "1w", "ticks", "1h", "15m", "4h")
 TURN_WAIT_SECONDS = 30.0
 
 
@@ -386,6 +387,11 @@ class WindowView:
         RegistryUnavailable passes (the same record again, a little later)."""
         value = message.value()
         key = message.key() if self.spec.interval else None
+        if not self.spec.interval and self._cutoff is not None and message.headers():
+            ts = kafka.header(message, kafka.EVENT_TIME_HEADER)  # a back-fill's tick, published now
+            if ts is not None and ts.isdigit() and int(ts) < self._cutoff:
+                self.skipped += 1
+                return None
         if key:
             prefix, _, start_text = key.rpartition(b"|")  # symbol|source|interval, start
             if start_text.isdigit():

@@ -18,8 +18,11 @@ from typing import Any
 import pytest
 from quart.testing import WebsocketResponseError
 
+from cryptopulse import kafka
 from cryptopulse.candle import Candle
+from cryptopulse.tick import Tick
 from cryptopulse.times import DAY_MS
+from producer.publisher import TickPublisher
 from streams.history import CandlePublisher
 from tests import children
 from tests.integration.conftest import wait_for
@@ -27,6 +30,7 @@ from tests.integration.history_data import roll_up
 from tests.namespace import PREFIX
 from webui.app import create_app
 from webui.state import state
+from webui.views import WindowView, tick_spec
 
 RUN_SYMBOL = "ZT" + "".join(random.choices(string.ascii_uppercase, k=4))  # live ticks only this run publishes
 
@@ -326,3 +330,30 @@ def test_1h_comes_from_the_tick_view_and_equals_mongodb(settings, mongo):
     assert from_view["basis"] == from_mongo["basis"] == "ticks" and from_view["stats"]["count"] == 50
     for field in ("line", "candles", "volume", "stats", "source"):
         assert from_view[field] == from_mongo[field]
+
+
+def test_a_backfills_older_ticks_are_skipped_by_their_event_time_unread(settings):
+    """A back-fill publishes its history's ticks all at once, now, so they are what the ticks view finds in its hour
+    by publish time: it skips those older than the hour by their header (kafka.EVENT_TIME_HEADER), never decoding
+    them, and keeps the recent ones."""
+    symbol = "ZB" + "".join(random.choices(string.ascii_uppercase, k=4))
+    now = int(time.time() * 1000) // 1000 * 1000
+
+    async def publish() -> None:
+        publisher = TickPublisher(settings, origin=kafka.BACKFILL)
+        for i in range(300):  # three hours ago
+            await publisher.publish(Tick(symbol, "simulated", now - 3 * 3_600_000 + i * 1000, 100.0))
+        for i in range(20):  # ten minutes ago
+            await publisher.publish(Tick(symbol, "simulated", now - 600_000 + i * 1000, 101.0))
+        assert publisher.flush(30) == 0
+
+    run(publish)
+    view = WindowView(settings, tick_spec(settings))
+    view.start()
+    try:
+        assert view.ready.wait(120), view.status()
+        source, rows = view.window(symbol, now - 3_600_000, now)
+        assert source == "simulated" and [r.price for r in rows] == [101.0] * 20
+        assert view.skipped >= 300, view.status()  # the old ones by their header: without it, decoded and dropped
+    finally:
+        view.stop()
