@@ -72,11 +72,13 @@ def publish(settings: Settings, symbols: list[str], days: float) -> dict[str, in
         for candle in made:
             counts[candle.interval] += 1
         for minute in minutes:
-            value = codec.encode(minute.tick().to_record())
+            tick = minute.tick()
+            value = codec.encode(tick.to_record())
             while True:
                 try:
                     ticks.produce(settings.prices_topic, value, symbol.encode(),
-                                  headers=[(kafka.ORIGIN_HEADER, kafka.BACKFILL)])
+                                  headers=[(kafka.ORIGIN_HEADER, kafka.BACKFILL),
+                                           (kafka.EVENT_TIME_HEADER, str(tick.ts).encode())])
                     break
                 except BufferError:
                     ticks.poll(0.1)

@@ -16,6 +16,7 @@ Every function that reads or writes a topic blocks (Kafka, the registry).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -40,8 +41,13 @@ TOKEN_ID = re.compile(r"[0-9a-f]{8}")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 hashes anything, but a megabyte of "password" is only a way to burn CPU
 HASHER = PasswordHasher()  # argon2id; time_cost 3, 64 MiB, parallelism 4 (RFC 9106, low-memory profile)
-# a hash of nothing anyone knows: an unknown name is checked against it, so it takes as long as a known one
-_DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of nothing anyone knows: an unknown name is checked against it, so it takes as long as a known one.
+    Made at the first check, not at import (an argon2 hash costs every process that imports this ~100 ms of CPU)."""
+    return HASHER.hash(secrets.token_urlsafe(16))
 
 
 # --- the checks of what a person gives (control's argument types; the login form's) ---
@@ -163,8 +169,9 @@ def password_matches(user: User | None, given: str) -> bool:
     if len(given) > MAX_PASSWORD:
         return False
     stored = user.password_hash if user is not None and user.active else None
+    dummy = _dummy_hash()  # asked for every name: the first check after start takes longer whoever it is for
     try:
-        return HASHER.verify(stored or _DUMMY_HASH, given) and stored is not None
+        return HASHER.verify(stored or dummy, given) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

@@ -766,6 +766,7 @@ class Processor:
         self.log = logger
         self.commit_every = commit_every
         self.stats: Counts = Stats()
+        self.undelivered = 0  # records the producer gave up on (`on_delivery`): no commit goes past them
         self.kafka = Outage("Kafka", logger)
         self.registry = Outage("the schema registry", logger)
         self.watch = KafkaWatch(self.kafka)
@@ -831,6 +832,18 @@ class Processor:
     def final_commit(self) -> None:
         """The commit on the way out (a subclass may wait longer for its producer)."""
         self.commit()
+
+    def on_delivery(self, error: KafkaError | None, _message: Message) -> None:
+        """The producer's delivery report: a record it gave up on is counted and said; `all_delivered` then stops
+        every commit (a restart of the processor reads its input again from the last one)."""
+        if error is not None:
+            self.undelivered += 1
+            self.log.error("%s: a record could not be delivered: %s", self.name, error)
+
+    def all_delivered(self, what: str) -> None:
+        """DeliveryError when the producer gave up on any record: a commit past it would lose it."""
+        if self.undelivered:
+            raise DeliveryError(f"{self.undelivered} {what} could not be delivered; not committing")
 
     def clients(self) -> list[Any]:
         """The consumers to close at the end."""

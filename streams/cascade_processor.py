@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaException, Message, TopicPartition
 
 from cryptopulse import kafka
 from cryptopulse.avro import AvroCodec
@@ -48,7 +48,6 @@ class CascadeStats:
     undecodable: int = 0
     from_backfill: int = 0  # back-filled candles taken as children of a bucket open here
     published: int = 0
-    delivery_failed: int = 0
     checkpoints: int = 0
     commits: int = 0
 
@@ -75,7 +74,7 @@ class CascadeProcessor(kafka.Processor):
         self._partitions: int | None = None  # the candle topics' partition count
         self._owned: set[int] = set()  # the partition numbers assigned to this member
         self._producer = kafka.producer(settings, "cascade", {"delivery.report.only.error": True,
-                                                              "on_delivery": self._on_delivery}, self.watch)
+                                                              "on_delivery": self.on_delivery}, self.watch)
         self.candles = self.member("cascade", [settings.candle_topic(i) for i in INTERVALS[:-1]], group, self._child,
                                    decode_value=self._decode, from_end=from_end, skip=self._not_a_child)
 
@@ -174,18 +173,12 @@ class CascadeProcessor(kafka.Processor):
             self.stats.published += 1
         self._producer.poll(0)
 
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self.stats.delivery_failed += 1
-            log.error("candle delivery failed: %s", error)
-
     def commit(self, flush_timeout: float = 5.0) -> None:
         """Deliver the candles, then the states of the keys that changed, then commit the offsets read."""
         positions = self.candles.positions
         if not positions:
             return
-        if self.stats.delivery_failed:
-            raise DeliveryError(f"{self.stats.delivery_failed} candles could not be delivered; not committing")
+        self.all_delivered("candles")
         changed = self.book.take_changed()
         try:
             self._flush(flush_timeout, "candles")

@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaException, Message, TopicPartition
 
 from cryptopulse import kafka, store
 from cryptopulse.avro import AvroCodec
@@ -87,7 +87,6 @@ class ProcessorStats:
     skipped_decided: int = 0  # ticks of candles already final or ohlc on the topic
     published: int = 0
     suppressed_ohlc: int = 0
-    delivery_failed: int = 0
     commits: int = 0
 
 
@@ -278,14 +277,9 @@ class Processor(kafka.Processor):
             raise Unavailable(self.registry, error) from error
         kafka.produce(self._producer, self.settings.candles_topic, value, candle.id.encode(),
                       partition=kafka.partition_for(candle.symbol, self._partitions or 1),
-                      on_delivery=self._on_delivery)
+                      on_delivery=self.on_delivery)
         self.stats.published += 1
         self._producer.poll(0)
-
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self.stats.delivery_failed += 1
-            log.error("candle delivery failed: %s", error)
 
     def commit(self, flush_timeout: float = 5.0) -> None:
         """Deliver every queued candle, then commit up to the first tick of the oldest open candle.
@@ -297,8 +291,7 @@ class Processor(kafka.Processor):
         positions = {p: offset for (t, p), offset in self.prices.positions.items() if t == topic}
         if not positions:
             return
-        if self.stats.delivery_failed:
-            raise DeliveryError(f"{self.stats.delivery_failed} candles could not be delivered; not committing")
+        self.all_delivered("candles")
         left = self._producer.flush(flush_timeout)
         if left:
             raise Unavailable(self.kafka, f"{left} candles still waiting for the broker; not committing yet")

@@ -60,12 +60,12 @@ CATCH_UP_SECONDS = 120.0  # reading to the end within this, or the load goes on 
 # loading took 1.33 s with the defaults (and 1,000 a batch), 0.81-0.89 s with these (alone, this 2-core machine).
 LOAD_BATCH = 10_000
 VIEW_CONSUMER = {"fetch.wait.max.ms": 100, "max.partition.fetch.bytes": 8 * 2**20}
-# Which view loads first: the landing page's (the markets overview: every coin's last 24 h of 1m, as the 24 h chart),
-# then the 7 d chart's, the daily and weekly ones (small; every past window and page asks them where a coin's history
-# begins), the chart page's opening hour of ticks (which decodes every tick it reads: a tick's key holds no time),
-# 30 d and 90 d, then the others. A view waits for those ahead of it to have tried once, at most TURN_WAIT_SECONDS (a
-# view that cannot load holds nobody up for longer).
-LOAD_ORDER = ("1m", "5m", "1d", "1w", "ticks", "1h", "15m", "4h")
+# Which view loads first: the daily and weekly ones (small: a row a day or a week per coin; every past window and page
+# asks them where a coin's history begins), then the landing page's (the markets overview: every coin's last 24 h of
+# 1m, as the 24 h chart), the 7 d chart's, the chart page's opening hour of ticks (which decodes every tick it reads:
+# a tick's key holds no time), 30 d and 90 d, then the others. A view waits for those ahead of it to have tried once,
+# at most TURN_WAIT_SECONDS (a view that cannot load holds nobody up for longer).
+LOAD_ORDER = ("1d", "1w", "1m", "5m", "ticks", "1h", "15m", "4h")
 TURN_WAIT_SECONDS = 30.0
 
 
