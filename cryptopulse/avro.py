@@ -11,8 +11,10 @@ returned, freezing a consumer on its first record). Every registry request has a
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,7 +44,15 @@ REGISTRY_TIMEOUT_SECONDS = 10
 
 
 def registry_client(settings: Settings) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": settings.schema_registry_url, "timeout": REGISTRY_TIMEOUT_SECONDS})
+    """The client of the settings' registry, one per process (its caches are locked: threads share it). Each client
+    loads the system's CA bundle into an SSL context of its own, ~25 ms of CPU even for an http:// URL, and every
+    codec made one: a dashboard's dozen codecs cost its start a third of a second."""
+    return _registry_client(settings.schema_registry_url, os.getpid())
+
+
+@functools.cache
+def _registry_client(url: str, _pid: int) -> SchemaRegistryClient:  # by pid: a forked child makes its own
+    return SchemaRegistryClient({"url": url, "timeout": REGISTRY_TIMEOUT_SECONDS})
 
 
 class AvroCodec:
