@@ -36,6 +36,9 @@ class FakeMessage:
     def topic(self) -> str:
         return self._topic
 
+    def headers(self) -> None:
+        return None  # as confluent-kafka's Message says of a record without headers
+
 
 class FakeBroker:
     """One partition's log; `up` False makes every consumer see a broker that is away."""

@@ -336,7 +336,7 @@ class WindowView:
         if self.turns is not None:
             self.turns.wait(self.spec.name, self._follower.stopping)
         try:
-            self._codec = self._codec or self._make_codec()  # its turn too: a registry client costs ~20 ms of CPU
+            self._codec = self._codec or self._make_codec()
             self.reader.start = self._start_offsets()
             self._cutoff = self.floor()
             self.reader.catch_up(self._apply_all, CATCH_UP_SECONDS, LOAD_BATCH)
