@@ -50,7 +50,7 @@ def registry_client(settings: Settings) -> SchemaRegistryClient:
     return _registry_client(settings.schema_registry_url, os.getpid())
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)  # a process talks to one registry (tests: a few)
 def _registry_client(url: str, _pid: int) -> SchemaRegistryClient:  # by pid: a forked child makes its own
     return SchemaRegistryClient({"url": url, "timeout": REGISTRY_TIMEOUT_SECONDS})
 

@@ -18,7 +18,6 @@ own ~2,000 bars, not the view's 100,000); and the views load one at a time, the 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -348,14 +347,27 @@ class WindowView:
         self.deps.kafka.up(self._who)
         if self._follower.stopping.is_set():
             return
-        if self._sample is not None:  # the writer schema fetched now, not by the first chart that asks
-            with contextlib.suppress(Exception):  # a bad record, or the registry away: the first ask tries again
-                self._codec.decode(self._sample)
+        self._learn_writer_schema()
         self.load_seconds = time.monotonic() - self._started
         self.ready.set()
         self.last_error = None
         log.info("%s view ready in %.1f s: %d records read, %d older ones skipped by their key, %d rows",
                  self.spec.name, self.load_seconds, self.read, self.skipped, self._count)
+
+    def _learn_writer_schema(self) -> None:
+        """Decode one of the values filed undecoded before the view says it is ready: its writer schema is fetched
+        now, not by the first chart that asks. The registry away is Unavailable, as for a record loading must decode
+        (the follower says so once and tries again, from where it was): a view that could not decode what it holds
+        does not say it is ready. A bad record is left to the window that asks for it."""
+        if self._sample is None:
+            return
+        try:
+            self._codec.decode(self._sample)
+        except RegistryUnavailable as exc:
+            raise Unavailable(self.reader.registry, plain(exc)) from exc
+        except Exception:  # noqa: BLE001 - dropped when a window asks for it (`_row`)
+            return
+        self.reader.registry.up()
 
     def _start_offsets(self) -> Any:
         """Where reading starts: the first record published within the window (every partition), or the beginning
@@ -421,12 +433,13 @@ class WindowView:
             return None
 
     def _apply_all(self, rows: list[tuple[tuple[str, str], int, Any]]) -> None:
-        decoded = [r for r in rows if isinstance(r[2], CandleRow | TickRow)]
-        if len(decoded) < len(rows):
-            self._file([r for r in rows if not isinstance(r[2], CandleRow | TickRow)] if decoded else rows)
-            self._sample = next(r[2] for r in reversed(rows) if not isinstance(r[2], CandleRow | TickRow))
-        for names, _, row in decoded:
-            self.put(*names, row)
+        undecoded = [r for r in rows if not isinstance(r[2], CandleRow | TickRow)]
+        if undecoded:
+            self._file(undecoded)
+            self._sample = undecoded[-1][2]
+        for names, _, row in rows:
+            if isinstance(row, CandleRow | TickRow):
+                self.put(*names, row)
         self.read += len(rows)
         if self.last_error and self.last_error.startswith("registry"):
             self.last_error = None

@@ -8,6 +8,9 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
+
+from cryptopulse.kafka import Unavailable
 from cryptopulse.settings import Settings
 from cryptopulse.times import DAY_MS
 from tests.fake_kafka import FakeCodec, FakeMessage
@@ -193,3 +196,17 @@ def test_views_load_one_at_a_time_the_small_ones_and_the_default_charts_first():
     assert 0.3 <= time.monotonic() - started < 5
     stopping.set()
     LoadTurns(["ticks", "1m"]).wait("ticks", stopping)  # told to stop: returns at once
+
+
+def test_a_view_that_cannot_decode_what_it_holds_is_not_ready_while_the_registry_is_away():
+    """Loading files candles undecoded, so a registry outage meets the view when it fetches their writer schema,
+    before it says it is ready: it waits (Unavailable, said once by its follower), and says so when it is back."""
+    now = int(time.time() * 1000) // M * M
+    view, codec = loading()
+    view._apply_all([view._decode(KeyedMessage(f"BTC|simulated|1m|{now}".encode(), candle_record(now)))])
+    codec.registry_up = False
+    with pytest.raises(Unavailable):
+        view._learn_writer_schema()
+    codec.registry_up = True
+    view._learn_writer_schema()
+    assert view.window("BTC", now, now)[1] == [row(now)]
